@@ -1,0 +1,20 @@
+"""Combat's compensation: restore the hp the attack took."""
+
+from __future__ import annotations
+
+from contracts.events import Event, Failure, PokemonHealed, Step
+from runtime.participant import UnitOfWork
+from services.combat.tables import CombatRecords
+
+
+def undo_attack(event: Failure, uow: UnitOfWork[CombatRecords]) -> list[Event]:
+    """Heal the Pokémon back to the hp it had before the False Swipe."""
+    undone, pokemon = event.undone, event.pokemon
+    attack = uow.records.get(uow.saga_id)
+    if attack is not None and uow.records.heal(uow.saga_id):
+        undone = (*undone, Step.COMBAT)
+        pokemon = pokemon.model_copy(update={"hp": attack["hp_before"]})
+    return [PokemonHealed(**event.model_dump(exclude={"undone", "pokemon"}), pokemon=pokemon, undone=undone)]
+
+
+HANDLERS = {"PokemonBrokeFree": undo_attack, "OutOfPokeballs": undo_attack, "PokemonReleased": undo_attack}

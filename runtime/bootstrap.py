@@ -1,0 +1,155 @@
+"""Bootstrap: build participants and their dependencies by name. Nothing opens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterable
+
+from sqlalchemy import Engine
+
+import compensations.combat
+import compensations.pokeball
+import compensations.status
+import services.combat.handlers
+import services.delivery.handlers
+import services.pokeball.handlers
+import services.status.handlers
+from contracts import topics
+from runtime import kafka, metrics
+from runtime.db import make_engine, messaging_tables
+from runtime.loop import ParticipantLoop
+from runtime.participant import Participant
+from runtime.processing import BatchProcessor
+from runtime.settings import SERVICES, Settings
+from services.combat.tables import CombatRecords
+from services.combat.tables import metadata as combat_md
+from services.delivery.tables import DeliveryRecords
+from services.delivery.tables import metadata as delivery_md
+from services.pokeball.tables import PokeballRecords
+from services.pokeball.tables import metadata as pokeball_md
+from services.status.tables import StatusRecords
+from services.status.tables import metadata as status_md
+
+log = logging.getLogger(__name__)
+
+for _md in (status_md, combat_md, pokeball_md, delivery_md):
+    messaging_tables(_md)
+
+PARTICIPANTS: dict[str, Participant] = {
+    p.name: p
+    for p in (
+        Participant("status", "status", (topics.STATUS,), services.status.handlers.HANDLERS, status_md, StatusRecords),
+        Participant("combat", "combat", (topics.COMBAT,), services.combat.handlers.HANDLERS, combat_md, CombatRecords),
+        Participant(
+            "pokeball",
+            "pokeball",
+            (topics.POKEBALL,),
+            services.pokeball.handlers.HANDLERS,
+            pokeball_md,
+            PokeballRecords,
+        ),
+        Participant(
+            "delivery",
+            "delivery",
+            (topics.DELIVERY,),
+            services.delivery.handlers.HANDLERS,
+            delivery_md,
+            DeliveryRecords,
+        ),
+        Participant(
+            "status.compensations",
+            "status",
+            (topics.FAILURES,),
+            compensations.status.HANDLERS,
+            status_md,
+            StatusRecords,
+        ),
+        Participant(
+            "combat.compensations",
+            "combat",
+            (topics.FAILURES,),
+            compensations.combat.HANDLERS,
+            combat_md,
+            CombatRecords,
+        ),
+        Participant(
+            "pokeball.compensations",
+            "pokeball",
+            (topics.FAILURES,),
+            compensations.pokeball.HANDLERS,
+            pokeball_md,
+            PokeballRecords,
+        ),
+    )
+}
+METADATA = {"status": status_md, "combat": combat_md, "pokeball": pokeball_md, "delivery": delivery_md}
+RUNNABLE = (*SERVICES, *(f"compensations.{s}" for s in SERVICES if f"{s}.compensations" in PARTICIPANTS))
+
+
+def resolve(target: str) -> list[Participant]:
+    """``status`` → the status step and its compensator; ``compensations.status`` → the latter alone."""
+    if target.startswith("compensations."):
+        name = target.removeprefix("compensations.") + ".compensations"
+        if name in PARTICIPANTS:
+            return [PARTICIPANTS[name]]
+    elif target in SERVICES:
+        return [p for p in PARTICIPANTS.values() if p.service == target]
+    raise ValueError(f"unknown service {target!r}; expected one of {', '.join(RUNNABLE)}")
+
+
+def engine_for(service: str, settings: Settings) -> Engine:
+    """The service's engine, with its tables created."""
+    engine = make_engine(settings.db_url(service))
+    METADATA[service].create_all(engine)
+    return engine
+
+
+def build_loop(participant: Participant, settings: Settings, engine: Engine) -> ParticipantLoop:
+    bootstrap = settings.bootstrap
+    return ParticipantLoop(
+        BatchProcessor(participant, engine, settings),
+        kafka.consumer(bootstrap, participant.name, *participant.topics),
+        kafka.producer(bootstrap),
+        settings,
+    )
+
+
+async def run_participants(participants: Iterable[Participant], settings: Settings, stop: asyncio.Event) -> None:
+    """Run participants in this process until ``stop`` is set; one engine per service."""
+    participants = list(participants)
+    await kafka.ensure_topics(settings.bootstrap, kafka.saga_topics(), settings.partitions)
+    engines: dict[str, Engine] = {}
+    for p in participants:
+        if p.service not in engines:
+            engines[p.service] = await asyncio.to_thread(engine_for, p.service, settings)
+    loops = [build_loop(p, settings, engines[p.service]) for p in participants]
+    tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in loops]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for engine in engines.values():
+            engine.dispose()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT: finish the batch in hand, publish, commit, leave the group."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(target: str, settings: Settings) -> None:
+    participants = resolve(target)
+    metrics.serve(settings.metrics_port)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    log.info("running %s against %s", ", ".join(p.name for p in participants), settings.bootstrap)
+    await run_participants(participants, settings, stop)

@@ -1,0 +1,252 @@
+"""Broker provisioning, always a real Apache Kafka.
+
+``KAFKA_BOOTSTRAP_SERVERS`` when set; else testcontainers' Kafka when a Docker engine
+answers; else a local single-node KRaft broker run from the Apache Kafka jars, resolved
+once by the machine's Maven and run on its JDK 17, kept in a cache between runs. The
+same code serves the test fixtures and the CLI (``pokesaga kafka start|stop|status``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from runtime.settings import Settings
+
+KAFKA_VERSION = "4.1.1"
+SLF4J_VERSION = "1.7.36"  # the slf4j-api the Kafka jars use
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>pokesaga</groupId><artifactId>local-kafka</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>{slf4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+JVM_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+
+
+class BrokerError(Exception):
+    """The broker could not be provisioned; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def _say(message: str) -> None:
+    print(f"pokesaga: {message}", file=sys.stderr, flush=True)
+
+
+class LocalKafka:
+    """A single-node KRaft broker (broker + controller) on loopback, from cached jars."""
+
+    def __init__(self, cache_dir: Path, version: str = KAFKA_VERSION) -> None:
+        self.version = version
+        self.home = cache_dir / f"kafka-{version}"
+        self.lib = self.home / "lib"
+        self.state = cache_dir / "broker"
+        self.pid_file = self.state / "broker.pid"
+        self.address_file = self.state / "bootstrap"
+        self.log_file = self.state / "broker.log"
+
+    # -- jars -----------------------------------------------------------------------
+
+    def ensure_jars(self) -> None:
+        """Resolve the Kafka jars with Maven, once; later runs reuse the cache."""
+        done = self.lib / ".complete"
+        if done.exists():
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one download even if several processes ask
+            if done.exists():
+                return
+            for tool in ("mvn", "java"):
+                if shutil.which(tool) is None:
+                    raise BrokerError(
+                        f"'{tool}' not found: the local broker needs Maven and a JDK 17 "
+                        "(or set KAFKA_BOOTSTRAP_SERVERS to a running broker)"
+                    )
+            (self.home / "pom.xml").write_text(POM.format(kafka=self.version, slf4j=SLF4J_VERSION))
+            _say(f"resolving Apache Kafka {self.version} jars with Maven (first run only)...")
+            shutil.rmtree(self.lib, ignore_errors=True)
+            proc = subprocess.run(
+                [
+                    "mvn",
+                    "-B",
+                    "-q",
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.lib}",
+                    "-DincludeScope=runtime",
+                ],
+                cwd=self.home,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+                raise BrokerError("Maven could not resolve the Kafka jars: " + " | ".join(tail))
+            done.touch()
+
+    def _java(self, *args: str) -> list[str]:
+        return ["java", *JVM_OPTS, "-cp", f"{self.lib}/*", *args]
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def address(self) -> str | None:
+        """The bootstrap address of the running broker, or None."""
+        if self.pid() is None or not self.address_file.exists():
+            return None
+        address = self.address_file.read_text().strip()
+        return address if port_open(int(address.rsplit(":", 1)[1])) else None
+
+    def start(self, timeout: float = 90) -> str:
+        """Start the broker unless it runs already; return its bootstrap address."""
+        running = self.address()
+        if running:
+            return running
+        self.ensure_jars()
+        self.state.mkdir(parents=True, exist_ok=True)
+        port, controller = free_port(), free_port()
+        config = self.state / "server.properties"
+        config.write_text(self._properties(port, controller))
+        if not (self.state / "data" / "meta.properties").exists():
+            shutil.rmtree(self.state / "data", ignore_errors=True)
+            fmt = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
+                capture_output=True,
+                text=True,
+            )
+            if fmt.returncode != 0:
+                raise BrokerError("formatting the broker's storage failed: " + fmt.stderr.strip()[-300:])
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                self._java("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka", str(config)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives the command that started it
+            )
+        self.pid_file.write_text(str(proc.pid))
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while not port_open(port):
+            if proc.poll() is not None:
+                raise BrokerError(f"the broker exited with code {proc.returncode}; see {self.log_file}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")
+            time.sleep(0.2)
+        self.address_file.write_text(address)
+        return address
+
+    def stop(self, timeout: float = 30) -> bool:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        self.address_file.unlink(missing_ok=True)
+        return True
+
+    def _properties(self, port: int, controller: int) -> str:
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{controller}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.state / 'data'}",
+                "num.partitions=3",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=6",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers (not merely when the client is installed)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextlib.contextmanager
+def provisioned(settings: Settings) -> Iterator[str]:
+    """A bootstrap address for the duration of the block; stops only what it started."""
+    if settings.kafka_bootstrap_servers:
+        yield settings.kafka_bootstrap_servers
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer  # optional: pip install 'pokesaga[docker]'
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    local = LocalKafka(settings.kafka_cache_dir)
+    already = local.address()
+    address = already or local.start()
+    try:
+        yield address
+    finally:
+        if not already:
+            local.stop()

@@ -1,0 +1,232 @@
+"""The ``pokesaga`` command line. Flags mirror the environment; a flag overrides both."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any, NoReturn
+
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import ValidationError
+
+from contracts import jsonschema, pokedex
+from contracts.events import Status
+from runtime.broker import BrokerError, LocalKafka, provisioned
+from runtime.settings import Settings
+
+
+class Usage(Exception):
+    """A wrong argument: one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise Usage(f"{self.prog}: {message}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="pokesaga", description="A choreographed capture saga over Apache Kafka.")
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--data-dir", help="where the SQLite files live (env POKESAGA_DATA_DIR)")
+    parser.add_argument("--partitions", type=_positive, help="partitions per topic (env POKESAGA_PARTITIONS)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    start = commands.add_parser("start", help="publish a PokemonEncountered start event; print the saga id")
+    start.add_argument("--pokemon", required=True, help="species name, e.g. Mewtwo")
+    start.add_argument("--trainer", required=True, help="trainer name, e.g. Sacha")
+    start.add_argument("--level", type=_positive)
+    start.add_argument("--hp", type=_positive)
+    start.add_argument("--max-hp", type=_positive)
+    start.add_argument("--status", choices=[s.value for s in Status])
+    start.add_argument("--lead", default="Pikachu", help="the trainer's lead Pokémon (default Pikachu)")
+    start.add_argument("--lead-level", type=_positive, default=60)
+    start.add_argument("--saga-id", help="default: a new UUID")
+    start.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    start.add_argument("--timeout", type=float, default=60.0, help="seconds to --wait (default 60)")
+
+    run = commands.add_parser("run", help="run one service (and its compensator) in the foreground")
+    run.add_argument("service", help="status|combat|pokeball|delivery, or compensations.SERVICE alone")
+
+    demo = commands.add_parser("demo", help="the whole saga: broker, four services, N captures, summary")
+    demo.add_argument("--sagas", type=_positive, default=40, help="captures to start (default 40)")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for outcomes")
+    demo.add_argument("--seed", type=_positive, help="seed of the demo's mix of captures")
+
+    inspect = commands.add_parser("inspect", help="read-only view of each service's local state")
+    what = inspect.add_subparsers(dest="what", required=True, parser_class=Parser)
+    for name, helptext in (("trainer", "a trainer's bag, party, PC and sagas"), ("saga", "one saga, per service")):
+        sub = what.add_parser(name, help=helptext)
+        sub.add_argument("key", metavar="NAME" if name == "trainer" else "ID")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+    broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+
+    schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
+    schemas.add_argument("action", choices=["export"])
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.bootstrap_servers:
+        overrides["kafka_bootstrap_servers"] = args.bootstrap_servers
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.partitions:
+        overrides["partitions"] = args.partitions
+    return Settings(**overrides)
+
+
+def with_broker(settings: Settings, command: str) -> Settings:
+    """``settings`` with a bootstrap address: the configured one, else the local broker's."""
+    if settings.kafka_bootstrap_servers:
+        return settings
+    address = LocalKafka(settings.kafka_cache_dir).address()
+    if address is None:
+        raise Usage(f"pokesaga {command}: no broker: set KAFKA_BOOTSTRAP_SERVERS or run 'pokesaga kafka start'")
+    return settings.model_copy(update={"kafka_bootstrap_servers": address})
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import kafka
+    from runtime.starter import OutcomeWatcher, publish, start_event
+
+    if pokedex.lookup(args.pokemon) is None:
+        raise Usage(f"pokesaga start: unknown Pokémon {args.pokemon!r} (not among the 151 of the Pokédex)")
+    pokemon = {"name": args.pokemon, "level": args.level, "hp": args.hp, "max_hp": args.max_hp, "status": args.status}
+    trainer = {"name": args.trainer, "lead": {"name": args.lead, "level": args.lead_level}}
+    try:
+        envelope = start_event(args.saga_id, trainer, {k: v for k, v in pokemon.items() if v is not None})
+    except ValidationError as exc:
+        raise Usage(f"pokesaga start: {exc.errors()[0]['msg']}") from None
+    settings = with_broker(settings, "start")
+
+    async def go() -> int:
+        await kafka.ensure_topics(settings.bootstrap, kafka.saga_topics(), settings.partitions, timeout=15)
+        if not args.wait:
+            await publish(settings.bootstrap, [envelope])
+            print(envelope.sagaid)
+            return 0
+        async with OutcomeWatcher(settings.bootstrap) as watcher:
+            await publish(settings.bootstrap, [envelope])
+            print(envelope.sagaid, flush=True)
+            outcome = (await watcher.wait_for([envelope.sagaid], args.timeout)).get(envelope.sagaid)
+        if outcome is None:
+            print(
+                f"pokesaga: no outcome for saga {envelope.sagaid} within {args.timeout:.0f}s"
+                " (are the services running?)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{outcome.type}: {outcome.detail}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import bootstrap
+
+    bootstrap.resolve(args.service)  # a wrong name fails here, before any connection
+    settings = with_broker(settings, "run")
+    asyncio.run(bootstrap.serve(args.service, settings))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.demo import run_demo
+
+    with provisioned(settings) as address:
+        print(f"broker: {address}", file=sys.stderr)
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": address})
+        return asyncio.run(run_demo(settings, args.sagas, args.timeout, args.seed))
+
+
+def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import views
+
+    if args.what == "trainer":
+        view = views.trainer(settings, args.key)
+        text = views.render_trainer(view)
+    else:
+        view = views.saga(settings, args.key)
+        text = views.render_saga(view)
+    print(json.dumps(view, indent=2, sort_keys=True, default=str) if args.json else text)
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    local = LocalKafka(settings.kafka_cache_dir)
+    if args.action == "start":
+        address = local.start()
+        print(address)
+    elif args.action == "stop":
+        print("stopped" if local.stop() else "not running")
+    else:
+        running = local.address()
+        if running is None:
+            print("not running")
+            return 1
+        print(running)
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    for path in jsonschema.export():
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "start": cmd_start,
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "inspect": cmd_inspect,
+    "kafka": cmd_kafka,
+    "schemas": cmd_schemas,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("aiokafka").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+        return COMMANDS[args.command](args, settings_from(args))
+    except Usage as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        print(f"pokesaga: invalid setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"pokesaga: error: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerError, KafkaConnectionError, KafkaError) as exc:
+        print(f"pokesaga: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Decode a Kafka record into an envelope and its event, or say in one line why not."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from contracts.envelope import Envelope
+from contracts.events import EVENT_TYPES, Event
+
+
+class BadRecord(Exception):
+    """A record that cannot be parsed or validated; ``reason`` goes in the dead letter."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.reason = f"{kind}: {detail}"
+
+
+def _summary(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "(root)"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def decode_envelope(value: bytes | None) -> Envelope:
+    if value is None:
+        raise BadRecord("empty", "record has no value")
+    try:
+        document = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRecord("not_json", str(exc)) from None
+    if not isinstance(document, dict):
+        raise BadRecord("not_cloudevent", f"expected a JSON object, got {type(document).__name__}")
+    try:
+        return Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise BadRecord("not_cloudevent", _summary(exc)) from None
+
+
+def decode_event(envelope: Envelope) -> Event:
+    """The event in ``envelope.data``; the type must be known (check before calling)."""
+    try:
+        return EVENT_TYPES[envelope.type].model_validate(envelope.data)
+    except ValidationError as exc:
+        raise BadRecord("invalid_data", f"{envelope.type}: {_summary(exc)}") from None

@@ -1,0 +1,82 @@
+"""Kafka clients and topics: the only place that builds aiokafka objects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from contracts import topics
+
+log = logging.getLogger(__name__)
+
+
+def producer(bootstrap: str, **overrides: object) -> AIOKafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (acks=all)."""
+    options: dict[str, object] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "request_timeout_ms": 30000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+
+
+def consumer(bootstrap: str, group: str | None, *subscribe: str, **overrides: object) -> AIOKafkaConsumer:
+    """A consumer with auto-commit off: offsets are committed by the loop, after publishing."""
+    options: dict[str, object] = {
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": 100,
+        "max_poll_interval_ms": 300000,
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 1000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*subscribe, bootstrap_servers=bootstrap, **options)
+
+
+def saga_topics() -> list[str]:
+    """Every topic of the saga, with the dead-letter topic of each consumed one."""
+    consumed = [t for t in topics.ALL if t != topics.OUTCOMES]
+    return list(topics.ALL) + [topics.dead_letters(t) for t in consumed]
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60) -> None:
+    """Create the topics that do not exist yet; safe to call from many processes at once."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("broker %s not reachable yet; retrying", bootstrap)
+            await asyncio.sleep(1)
+        finally:
+            await admin.close()
+
+
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    """The partition ids of ``topic`` (which must exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in description["partitions"])
+    finally:
+        await admin.close()

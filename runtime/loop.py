@@ -1,0 +1,134 @@
+"""The participant loop, the same for every service and compensator.
+
+1. Poll a batch.  2. Apply it in one local transaction (inbox + state + outbox), in a
+worker thread so the event loop stays free for heartbeats.  3. Publish the outbox rows
+(acks=all) and mark them sent.  4. Commit the offsets: only now is a record acknowledged.
+A crash anywhere in between loses nothing (the offset is not committed, so the record is
+redelivered, and unsent outbox rows are flushed at start-up) and duplicates nothing (the
+redelivered record hits the inbox; re-published events carry the same ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from sqlalchemy.exc import DBAPIError
+
+from runtime import crash, metrics
+from runtime.processing import BatchProcessor, BatchResult, OutboxRow, Record
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DB_RETRY_MAX_SECONDS = 5.0
+
+
+class ParticipantLoop:
+    """Runs one participant until ``stop`` is set; then finishes the batch in hand and leaves."""
+
+    def __init__(
+        self,
+        processor: BatchProcessor,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        settings: Settings,
+    ) -> None:
+        self.processor = processor
+        self.consumer = consumer
+        self.producer = producer
+        self.settings = settings
+        self.name = processor.participant.name
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.producer.start()
+        try:
+            await self.flush_outbox()
+            await self.consumer.start()
+            try:
+                self.ready.set()
+                log.info("%s: consuming %s", self.name, ", ".join(self.processor.participant.topics))
+                while not stop.is_set():
+                    batch = await self.consumer.getmany(
+                        timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_size
+                    )
+                    if batch:
+                        await self.handle(batch)
+            finally:
+                await self.consumer.stop()  # leaves the group: partitions move at once
+        finally:
+            await self.producer.stop()
+            log.info("%s: stopped", self.name)
+
+    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        records = [record for partition in batch.values() for record in partition]
+        now = time.time()
+        for record in records:
+            metrics.schedule_to_start.labels(self.name).observe(max(0.0, now - record.timestamp / 1000))
+        started = time.perf_counter()
+        result = await self._apply_with_db_retry(records)
+        metrics.batch_latency.labels(self.name).observe(time.perf_counter() - started)
+        for type_, count in result.applied.items():
+            metrics.events_consumed.labels(self.name, type_).inc(count)
+        metrics.duplicates.labels(self.name).inc(result.duplicates)
+        metrics.skipped.labels(self.name).inc(result.skipped)
+        for reason in result.dead_letters:
+            metrics.dead_letters.labels(self.name, reason.split(":", 1)[0]).inc()
+        crash.check(self.settings.crash_at, crash.AFTER_LOCAL_COMMIT)
+        await self.publish(result.outbox)
+        offsets = {tp: records_[-1].offset + 1 for tp, records_ in batch.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions: their new owner gets these records again,
+            # and the inbox absorbs them.
+            log.warning("%s: offset commit refused (%s); records will be redelivered", self.name, exc)
+
+    async def _apply_with_db_retry(self, records: Sequence[Record]) -> BatchResult:
+        delay = 0.05
+        while True:
+            try:
+                return await asyncio.to_thread(self.processor.process, records)
+            except DBAPIError as exc:
+                # The database, not the record: nothing was committed, try the batch again.
+                log.warning("%s: database error, retrying batch in %.2fs: %s", self.name, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish ``rows`` in order, wait for every acknowledgement, then mark them sent."""
+        if not rows:
+            return
+        metrics.outbox_backlog.labels(self.name).set(len(rows))
+        while True:
+            try:
+                futures = [
+                    await self.producer.send(
+                        row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*futures)
+                break
+            except KafkaError as exc:
+                # Not acknowledged: send again (consumers dedupe by event id).
+                log.warning("%s: publish failed, retrying: %s", self.name, exc)
+                await asyncio.sleep(0.5)
+        for row in rows:
+            metrics.events_published.labels(self.name, row.type).inc()
+        crash.check(self.settings.crash_at, crash.AFTER_PUBLISH)
+        await asyncio.to_thread(self.processor.mark_sent, [row.id for row in rows])
+        metrics.outbox_backlog.labels(self.name).set(0)
+        crash.check(self.settings.crash_at, crash.AFTER_MARK_SENT)
+
+    async def flush_outbox(self) -> None:
+        """Publish what a previous run committed but did not get to publish."""
+        pending = await asyncio.to_thread(self.processor.pending)
+        if pending:
+            log.info("%s: flushing %d unsent outbox rows", self.name, len(pending))
+            await self.publish(pending)

@@ -1,0 +1,51 @@
+"""What a participant is: a consumer group, the topics it reads, its handlers, its database.
+
+Every service step and every compensator is one of these, and the same loop runs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, MetaData
+
+from contracts.events import Event
+from runtime.settings import Settings
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class UnitOfWork(Generic[R]):
+    """What a handler receives beside its event.
+
+    ``records`` is the service's own repository, bound to the open transaction: whatever
+    the handler changes there commits together with the inbox row and the outbox rows.
+    """
+
+    saga_id: str
+    event_id: str
+    records: R
+    settings: Settings
+
+
+Handler = Callable[[Any, UnitOfWork[Any]], Sequence[Event]]
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One consumer group: it reads ``topics``, applies ``handlers``, writes ``service``'s DB."""
+
+    name: str
+    service: str
+    topics: tuple[str, ...]
+    handlers: Mapping[str, Handler]
+    metadata: MetaData
+    repository: Callable[[Connection], Any]
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents ``source`` of what this participant publishes."""
+        return f"pokesaga/{self.name}"

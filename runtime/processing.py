@@ -1,0 +1,203 @@
+"""Steps 1 and 2 of the participant loop: validate a batch and apply it in one transaction.
+
+For each record: a record that cannot be parsed goes to the dead-letter outbox row with
+its reason; an event type this participant does not handle is skipped and counted; an
+event id already in the inbox is a duplicate and changes nothing; anything else writes
+its inbox row, lets the handler change the service's state and writes the events it
+returns to the outbox — all in the batch's one local transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy.exc import DBAPIError
+
+from contracts import topics
+from contracts.envelope import Envelope, wrap
+from contracts.events import EVENT_TYPES, Event
+from runtime.codec import BadRecord, decode_envelope, decode_event
+from runtime.db import messaging_tables
+from runtime.participant import Participant, UnitOfWork
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "pokesaga.dlq.reason"
+
+
+class Record(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str]]
+    type: str
+
+
+@dataclass
+class BatchResult:
+    """What one batch did; ``outbox`` is what must now be published, in order."""
+
+    outbox: list[OutboxRow] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    skipped: int = 0
+    dead_letters: list[str] = field(default_factory=list)
+
+
+def event_row(participant: Participant, envelope: Envelope) -> dict[str, Any]:
+    return {
+        "producer": participant.name,
+        "event_id": envelope.id,
+        "topic": EVENT_TYPES[envelope.type].topic,
+        "key": envelope.sagaid.encode(),
+        "value": envelope.to_json(),
+        "headers": [["ce_type", envelope.type]],
+    }
+
+
+def dead_letter_row(participant: Participant, record: Record, reason: str) -> dict[str, Any]:
+    headers = [[k, v.decode("utf-8", "replace")] for k, v in record.headers or ()]
+    headers += [
+        [REASON_HEADER, reason[:1000]],
+        ["pokesaga.dlq.topic", record.topic],
+        ["pokesaga.dlq.partition", str(record.partition)],
+        ["pokesaga.dlq.offset", str(record.offset)],
+        ["pokesaga.dlq.consumer", participant.name],
+    ]
+    return {
+        "producer": participant.name,
+        "event_id": None,
+        "topic": topics.dead_letters(record.topic),
+        "key": record.key,
+        "value": record.value if record.value is not None else b"",
+        "headers": headers,
+    }
+
+
+class BatchProcessor:
+    """Applies batches of records for one participant against its database."""
+
+    def __init__(self, participant: Participant, engine: Engine, settings: Settings) -> None:
+        self.participant = participant
+        self.engine = engine
+        self.settings = settings
+        self.inbox, self.outbox = messaging_tables(participant.metadata)
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """One local transaction for the whole batch: inbox rows + state + outbox rows."""
+        result = BatchResult()
+        rows: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            records_repo = self.participant.repository(conn)
+            for record in records:
+                self._apply(conn, records_repo, record, rows, result)
+            if rows:
+                ids = conn.execute(self.outbox.insert().returning(self.outbox.c.id), rows).scalars()
+                result.outbox = [_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True)]
+        return result
+
+    def _apply(
+        self,
+        conn: Connection,
+        repo: Any,
+        record: Record,
+        rows: list[dict[str, Any]],
+        result: BatchResult,
+    ) -> None:
+        try:
+            envelope = decode_envelope(record.value)
+            if envelope.type not in self.participant.handlers:
+                result.skipped += 1
+                return
+            event = decode_event(envelope)
+        except BadRecord as bad:
+            self._dead_letter(record, bad.reason, rows, result)
+            return
+        if self._seen(conn, envelope.id):
+            result.duplicates += 1
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
+                produced = self._handle(envelope, event, repo)
+        except DBAPIError:
+            raise  # the database, not the record: the whole batch is retried
+        except Exception as exc:  # a handler bug must not block the partition
+            log.exception("%s: handler failed on %s %s", self.participant.name, envelope.type, envelope.id)
+            self._dead_letter(record, f"handler_error: {type(exc).__name__}: {exc}", rows, result)
+            return
+        rows.extend(produced)
+        result.applied[envelope.type] = result.applied.get(envelope.type, 0) + 1
+
+    def _handle(self, envelope: Envelope, event: Event, repo: Any) -> list[dict[str, Any]]:
+        uow = UnitOfWork(saga_id=envelope.sagaid, event_id=envelope.id, records=repo, settings=self.settings)
+        produced = self.participant.handlers[envelope.type](event, uow)
+        return [
+            event_row(
+                self.participant,
+                wrap(out, saga_id=envelope.sagaid, source=self.participant.source, causation_id=envelope.id),
+            )
+            for out in produced
+        ]
+
+    def _seen(self, conn: Connection, event_id: str) -> bool:
+        query = select(self.inbox.c.event_id).where(
+            self.inbox.c.consumer == self.participant.name, self.inbox.c.event_id == event_id
+        )
+        return conn.execute(query).first() is not None
+
+    def _inbox_row(self, envelope: Envelope, record: Record) -> dict[str, Any]:
+        return {
+            "consumer": self.participant.name,
+            "event_id": envelope.id,
+            "saga_id": envelope.sagaid,
+            "type": envelope.type,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+        }
+
+    def _dead_letter(self, record: Record, reason: str, rows: list[dict[str, Any]], result: BatchResult) -> None:
+        log.warning(
+            "%s: dead letter from %s[%d]@%d: %s",
+            self.participant.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        rows.append(dead_letter_row(self.participant, record, reason))
+        result.dead_letters.append(reason)
+
+    def pending(self) -> list[OutboxRow]:
+        """Unsent outbox rows of this participant, oldest first (flushed at start-up)."""
+        with self.engine.connect() as conn:
+            query = select(self.outbox).where(self.outbox.c.producer == self.participant.name)
+            return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query.order_by(self.outbox.c.id))]
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        """A published row has no further use: marking it sent deletes it."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(self.outbox).where(self.outbox.c.id.in_(list(ids))))
+
+
+def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:
+    headers = [(str(k), str(v)) for k, v in row["headers"]]
+    type_ = next((v for k, v in headers if k == "ce_type"), "dead_letter")
+    return OutboxRow(row_id, row["topic"], row["key"], row["value"], headers, type_)

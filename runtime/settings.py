@@ -1,0 +1,57 @@
+"""One Settings object, read from the environment, built once in bootstrap and passed down.
+
+Defaults work on a laptop; the environment overrides them; an explicit argument (the
+CLI's flags) overrides both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("status", "combat", "pokeball", "delivery")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POKESAGA_", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "POKESAGA_KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]; unset → provision a broker (Docker or local jars).",
+    )
+    partitions: int = Field(default=3, ge=1, le=256)
+    data_dir: Path = Field(default=Path(".pokesaga"), description="Where the SQLite files live.")
+    status_db_url: str | None = None
+    combat_db_url: str | None = None
+    pokeball_db_url: str | None = None
+    delivery_db_url: str | None = None
+    starter_balls: int = Field(default=5, ge=0)
+    party_size: int = Field(default=6, ge=1)
+    pc_capacity: int = Field(default=30, ge=0)
+    faults: str | None = Field(default=None, description="Transient-error injection; off by default.")
+    crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    kafka_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "pokesaga",
+        description="Where the local broker's jars and state are kept between runs.",
+    )
+    batch_size: int = Field(default=500, ge=1, description="Most records handled per transaction.")
+    poll_timeout_ms: int = Field(default=200, ge=1)
+
+    def db_url(self, service: str) -> str:
+        """The database of ``service``: its override, else a SQLite file in data_dir."""
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+        override = getattr(self, f"{service}_db_url")
+        if override:
+            return str(override)
+        return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError("no Kafka broker configured (KAFKA_BOOTSTRAP_SERVERS is unset)")
+        return self.kafka_bootstrap_servers

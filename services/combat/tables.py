@@ -1,0 +1,47 @@
+"""Combat's tables: each saga's attack, with the hp before it, so it can be undone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, select, update
+
+metadata = MetaData()
+
+attacks = Table(
+    "attacks",
+    metadata,
+    Column("saga_id", String(200), primary_key=True),
+    Column("trainer", String(64), nullable=False, index=True),
+    Column("attacker", String(40), nullable=False),
+    Column("pokemon", String(40), nullable=False),
+    Column("hp_before", Integer, nullable=False),
+    Column("damage", Integer, nullable=False),
+    Column("hp", Integer, nullable=False),  # the Pokémon's hp as combat left it
+    Column("fainted", Boolean, nullable=False),
+    Column("healed", Boolean, nullable=False, default=False),
+)
+
+
+class CombatRecords:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, saga_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(select(attacks).where(attacks.c.saga_id == saga_id)).first()
+        return row._asdict() if row else None
+
+    def add(self, **row: Any) -> None:
+        self.conn.execute(attacks.insert().values(healed=False, **row))
+
+    def heal(self, saga_id: str) -> bool:
+        """Restore the hp the attack took; False when there was nothing to restore."""
+        row = self.get(saga_id)
+        if row is None or row["healed"] or row["fainted"]:
+            return False
+        self.conn.execute(update(attacks).where(attacks.c.saga_id == saga_id).values(hp=row["hp_before"], healed=True))
+        return True
+
+    def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
+        query = select(attacks).where(attacks.c.trainer == trainer).order_by(attacks.c.saga_id)
+        return [r._asdict() for r in self.conn.execute(query)]

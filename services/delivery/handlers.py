@@ -1,0 +1,25 @@
+"""Delivery's step: put the caught Pokémon in the party, else the PC."""
+
+from __future__ import annotations
+
+from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonDelivered, Step
+from runtime.participant import UnitOfWork
+from services.delivery import model
+from services.delivery.tables import DeliveryRecords
+
+
+def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[Event]:
+    """The party holds party_size, then the PC holds pc_capacity; both full → DeliveryFailed."""
+    trainer, pokemon = event.trainer, event.pokemon
+    storage = uow.records.storage(trainer.name, uow.settings.party_size, uow.settings.pc_capacity)
+    row = {"saga_id": uow.saga_id, "trainer": trainer.name, "pokemon": pokemon.name, "level": pokemon.level}
+    try:
+        location, slot = storage.deposit()
+    except model.StorageFull:
+        uow.records.add(**row, location=None, slot=None, outcome="full")
+        return [DeliveryFailed(trainer=trainer, pokemon=pokemon, reason="party_and_pc_full", failed_step=Step.DELIVERY)]
+    uow.records.add(**row, location=location, slot=slot, outcome="delivered")
+    return [PokemonDelivered(trainer=trainer, pokemon=pokemon, location=location, slot=slot)]
+
+
+HANDLERS = {"PokemonCaught": deliver}

@@ -1,0 +1,52 @@
+"""Pokeball's step: throw a ball from the trainer's bag."""
+
+from __future__ import annotations
+
+from contracts.events import Event, OutOfPokeballs, PokemonBrokeFree, PokemonCaught, PokemonWeakened, Step
+from contracts.rng import saga_rng
+from runtime.participant import UnitOfWork
+from services.pokeball import model
+from services.pokeball.tables import PokeballRecords
+
+
+def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> list[Event]:
+    """Every throw uses a ball; the catch roll is the mainline formula, seeded by the saga id."""
+    trainer = event.trainer.name
+    bag = uow.records.bag(trainer, uow.settings.starter_balls)
+    try:
+        bag.take_one()
+    except model.OutOfBalls:
+        uow.records.add_throw(
+            saga_id=uow.saga_id,
+            trainer=trainer,
+            pokemon=event.pokemon.name,
+            ball=None,
+            shakes=0,
+            outcome="out_of_balls",
+        )
+        return [
+            OutOfPokeballs(
+                trainer=event.trainer, pokemon=event.pokemon, reason="out_of_pokeballs", failed_step=Step.POKEBALL
+            )
+        ]
+    uow.records.save_bag(trainer, bag)
+    shakes = model.shakes(event.pokemon, saga_rng(uow.saga_id, "catch"))
+    caught = shakes == 4
+    uow.records.add_throw(
+        saga_id=uow.saga_id,
+        trainer=trainer,
+        pokemon=event.pokemon.name,
+        ball=model.POKE_BALL,
+        shakes=shakes,
+        outcome="caught" if caught else "broke_free",
+    )
+    if caught:
+        return [PokemonCaught(trainer=event.trainer, pokemon=event.pokemon, ball=model.POKE_BALL, shakes=shakes)]
+    return [
+        PokemonBrokeFree(
+            trainer=event.trainer, pokemon=event.pokemon, reason="broke_free", failed_step=Step.POKEBALL, shakes=shakes
+        )
+    ]
+
+
+HANDLERS = {"PokemonWeakened": throw_pokeball}

@@ -1,0 +1,48 @@
+"""Status's tables: the status it gave each saga's Pokémon, and the status it replaced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, Connection, MetaData, String, Table, select, update
+
+metadata = MetaData()
+
+statuses = Table(
+    "statuses",
+    metadata,
+    Column("saga_id", String(200), primary_key=True),
+    Column("trainer", String(64), nullable=False, index=True),
+    Column("pokemon", String(40), nullable=False),
+    Column("previous_status", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("outcome", String(40), nullable=False),  # paralyzed | failed:<reason> | restored
+)
+
+
+class StatusRecords:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, saga_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(select(statuses).where(statuses.c.saga_id == saga_id)).first()
+        return row._asdict() if row else None
+
+    def add(self, **row: Any) -> None:
+        self.conn.execute(statuses.insert().values(**row))
+
+    def restore(self, saga_id: str) -> bool:
+        """Put back the previous status; False when there was nothing to restore."""
+        row = self.get(saga_id)
+        if row is None or row["outcome"] != "paralyzed":
+            return False
+        self.conn.execute(
+            update(statuses)
+            .where(statuses.c.saga_id == saga_id)
+            .values(status=row["previous_status"], outcome="restored")
+        )
+        return True
+
+    def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
+        query = select(statuses).where(statuses.c.trainer == trainer).order_by(statuses.c.saga_id)
+        return [r._asdict() for r in self.conn.execute(query)]
