@@ -104,7 +104,7 @@ def with_broker(settings: Settings, command: str) -> Settings:
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from runtime import kafka
-    from runtime.starter import OutcomeWatcher, publish, start_event
+    from runtime.starter import TopicWatcher, publish, start_event
 
     if pokedex.lookup(args.pokemon) is None:
         raise Usage(f"pokesaga start: unknown Pokémon {args.pokemon!r} (not among the 151 of the Pokédex)")
@@ -122,7 +122,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
             await publish(settings.bootstrap, [envelope])
             print(envelope.sagaid)
             return 0
-        async with OutcomeWatcher(settings.bootstrap) as watcher:
+        async with TopicWatcher(settings.bootstrap) as watcher:
             await publish(settings.bootstrap, [envelope])
             print(envelope.sagaid, flush=True)
             outcome = (await watcher.wait_for([envelope.sagaid], args.timeout)).get(envelope.sagaid)

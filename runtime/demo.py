@@ -14,7 +14,7 @@ from contracts.envelope import Envelope
 from runtime import kafka
 from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
-from runtime.starter import Outcome, OutcomeWatcher, publish, start_event
+from runtime.starter import Outcome, TopicWatcher, publish, start_event
 
 TRAINERS = ("Ash", "Misty", "Brock", "Gary")
 
@@ -69,7 +69,7 @@ async def run_demo(settings: Settings, count: int, timeout: float, seed: int | N
     processes = [ServiceProcess(s, settings, log_dir).start() for s in SERVICES]
     try:
         sagas = demo_sagas(count, seed, run)
-        async with OutcomeWatcher(settings.bootstrap) as watcher:
+        async with TopicWatcher(settings.bootstrap) as watcher:
             print(f"publishing {count} captures (seed {seed}) to capture.status", file=sys.stderr)
             await publish(settings.bootstrap, sagas)
             wanted = {s.sagaid for s in sagas}

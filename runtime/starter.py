@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from contracts import topics
 from contracts.envelope import Envelope, wrap
@@ -40,20 +40,22 @@ class Outcome:
         return f"{self.data['reason']} at {self.data['failed_step']}; undone: {undone}"
 
 
-class OutcomeWatcher:
-    """Reads ``capture.outcomes`` from its current end; open it before publishing starts."""
+class TopicWatcher:
+    """Reads ``topic`` from its current end: open it before publishing what you wait for."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, topic: str = topics.OUTCOMES) -> None:
         self.bootstrap = bootstrap
+        self.topic = topic
         self.consumer = kafka.consumer(bootstrap, None)
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
         self.outcomes: dict[str, list[Outcome]] = {}
 
-    async def __aenter__(self) -> OutcomeWatcher:
-        tps = [TopicPartition(topics.OUTCOMES, p) for p in await kafka.partition_ids(self.bootstrap, topics.OUTCOMES)]
+    async def __aenter__(self) -> TopicWatcher:
+        tps = [TopicPartition(self.topic, p) for p in await kafka.partition_ids(self.bootstrap, self.topic)]
         await self.consumer.start()
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the end offsets now, before any saga can finish
+        for tp in tps:  # resolve the end offsets now, before anything can arrive
             await self.consumer.position(tp)
         return self
 
@@ -61,12 +63,14 @@ class OutcomeWatcher:
         await self.consumer.stop()
 
     async def poll(self, timeout_ms: int = 200) -> list[Outcome]:
+        """Read what arrived; returns the new records that are saga events, as outcomes."""
         batch = await self.consumer.getmany(timeout_ms=timeout_ms)
         new = []
         for records in batch.values():
             for record in records:
+                self.records.append(record)
                 try:
-                    doc = json.loads(record.value)
+                    doc = json.loads(record.value or b"")
                     outcome = Outcome(doc["sagaid"], doc["type"], doc["data"])
                 except (ValueError, KeyError, TypeError):
                     continue
@@ -75,12 +79,29 @@ class OutcomeWatcher:
         return new
 
     async def wait_for(self, saga_ids: Iterable[str], timeout: float) -> dict[str, Outcome]:
-        """The first outcome of each saga id, waiting up to ``timeout`` seconds in all."""
+        """The first event of each saga id, waiting up to ``timeout`` seconds in all."""
         wanted = set(saga_ids)
         deadline = asyncio.get_running_loop().time() + timeout
         while not wanted <= self.outcomes.keys() and asyncio.get_running_loop().time() < deadline:
             await self.poll()
         return {s: self.outcomes[s][0] for s in wanted if s in self.outcomes}
+
+    async def drain(self, timeout: float = 30) -> list[ConsumerRecord[bytes, bytes]]:
+        """Everything published to the topic until now (up to its current end offsets)."""
+        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"could not read {self.topic} to its end within {timeout:.0f}s")
+            await self.poll()
+        return self.records
+
+    async def wait_records(self, count: int, timeout: float) -> list[ConsumerRecord[bytes, bytes]]:
+        """At least ``count`` records (or what came within ``timeout`` seconds)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.records) < count and asyncio.get_running_loop().time() < deadline:
+            await self.poll()
+        return self.records
 
 
 async def publish(bootstrap: str, envelopes: Iterable[Envelope]) -> None:

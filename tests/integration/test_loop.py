@@ -1,0 +1,190 @@
+"""The participant loop against a real broker and a real database.
+
+Each test runs the status step under a fresh consumer group and input topic, so the
+window between local commit, publish, mark-sent and offset commit can be observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from sqlalchemy import func, select
+
+from contracts import topics
+from runtime import crash, kafka
+from runtime.bootstrap import PARTICIPANTS, build_loop, engine_for
+from runtime.participant import Participant
+from runtime.processing import REASON_HEADER
+from runtime.settings import Settings
+from runtime.starter import TopicWatcher, start_event
+from services.status.tables import statuses
+from tests.support import caught_up, committed, eventually
+
+
+class Crashed(Exception):
+    pass
+
+
+@pytest.fixture
+def participant() -> Participant:
+    uid = uuid.uuid4().hex[:8]
+    return dataclasses.replace(PARTICIPANTS["status"], name=f"status-it-{uid}", topics=(f"it.{uid}.status",))
+
+
+@pytest.fixture
+async def topic(participant: Participant, settings: Settings) -> AsyncIterator[str]:
+    (name,) = participant.topics
+    await kafka.ensure_topics(settings.bootstrap, [name, topics.dead_letters(name)], settings.partitions)
+    yield name
+
+
+async def produce(bootstrap: str, topic: str, *values: bytes, key: bytes = b"k") -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def for_saga(records: list[Any], saga_id: str) -> list[dict[str, Any]]:
+    docs = [json.loads(r.value) for r in records]
+    return [d for d in docs if d.get("sagaid") == saga_id]
+
+
+async def partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in await kafka.partition_ids(settings.bootstrap, topic)]
+
+
+@pytest.mark.parametrize(
+    ("point", "copies_on_topic"),
+    [
+        (crash.AFTER_LOCAL_COMMIT, 1),  # published only by the start-up flush
+        (crash.AFTER_PUBLISH, 2),  # published, then flushed again: same id twice
+        (crash.AFTER_MARK_SENT, 1),  # redelivered, absorbed by the inbox
+    ],
+)
+async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice(
+    point: str,
+    copies_on_topic: int,
+    participant: Participant,
+    topic: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash_here(configured: str | None, reached: str) -> None:
+        if configured == reached:
+            raise Crashed(reached)
+
+    monkeypatch.setattr(crash, "check", crash_here)
+    engine = engine_for("status", settings)
+    saga = f"crash-{uuid.uuid4().hex[:8]}"
+    envelope = start_event(saga, {"name": "Cora"}, {"name": "Snorlax"})
+    async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
+        await produce(settings.bootstrap, topic, envelope.to_json(), key=saga.encode())
+
+        crashing = build_loop(participant, settings.model_copy(update={"crash_at": point}), engine)
+        with pytest.raises(Crashed):
+            await asyncio.wait_for(crashing.run(asyncio.Event()), 60)
+        assert set(
+            (await committed(settings.bootstrap, participant.name, await partitions(settings, topic))).values()
+        ) == {0}
+        published_before_restart = len(for_saga(await downstream.drain(), saga))
+        assert published_before_restart == (0 if point == crash.AFTER_LOCAL_COMMIT else 1)
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+        await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="offsets committed")
+        stop.set()
+        await task
+        copies = for_saga(await downstream.drain(), saga)
+
+    assert len(copies) == copies_on_topic
+    assert {c["id"] for c in copies} == {copies[0]["id"]} and copies[0]["type"] == "PokemonParalyzed"
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(statuses).where(statuses.c.saga_id == saga)).scalar() == 1
+        inbox, outbox = participant.metadata.tables["inbox"], participant.metadata.tables["outbox"]
+        assert conn.execute(select(func.count()).select_from(inbox).where(inbox.c.saga_id == saga)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(outbox)).scalar() == 0
+
+
+async def test_the_offset_is_committed_after_the_next_event_is_published(
+    participant: Participant, topic: str, settings: Settings
+) -> None:
+    saga = f"order-{uuid.uuid4().hex[:8]}"
+    engine = engine_for("status", settings)
+    async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
+        await produce(settings.bootstrap, topic, start_event(saga, {"name": "Olga"}, {"name": "Mew"}).to_json())
+        stop = asyncio.Event()
+        task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+        await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="offset commit")
+        # The commit is visible: the event it caused must already be on the topic.
+        assert len(for_saga(await downstream.drain(), saga)) == 1
+        stop.set()
+        await task
+
+
+async def test_unsent_outbox_rows_are_flushed_at_start_up(
+    participant: Participant, topic: str, settings: Settings
+) -> None:
+    from tests.integration.test_processing import Rec
+
+    saga = f"flush-{uuid.uuid4().hex[:8]}"
+    engine = engine_for("status", settings)
+    loop = build_loop(participant, settings, engine)
+    # A previous run committed its transaction and died before publishing.
+    left = loop.processor.process([Rec(start_event(saga, {"name": "Fay"}, {"name": "Mew"}).to_json(), topic=topic)])
+    assert len(left.outbox) == 1 and len(loop.processor.pending()) == 1
+    async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop.run(stop))
+        await eventually(lambda: _is(loop.ready.is_set()), what="loop start")
+        stop.set()
+        await task
+        assert [d["type"] for d in for_saga(await downstream.drain(), saga)] == ["PokemonParalyzed"]
+    assert loop.processor.pending() == []
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_and_the_service_keeps_going(
+    participant: Participant, topic: str, settings: Settings
+) -> None:
+    saga = f"dlq-{uuid.uuid4().hex[:8]}"
+    valid = start_event(saga, {"name": "Dan"}, {"name": "Mew"})
+    invalid = json.loads(valid.to_json())
+    invalid["data"]["pokemon"]["level"] = 500
+    unknown = {**json.loads(valid.to_json()), "type": "PokemonEvolved", "id": "other"}
+    engine = engine_for("status", settings)
+    async with (
+        TopicWatcher(settings.bootstrap, topics.dead_letters(topic)) as dlq,
+        TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream,
+    ):
+        await produce(
+            settings.bootstrap, topic,
+            b"not json at all", json.dumps({"specversion": "1.0"}).encode(), json.dumps(invalid).encode(),
+            json.dumps(unknown).encode(), valid.to_json(),
+            key=saga.encode(),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+        await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="all consumed")
+        stop.set()
+        await task
+        dead = await dlq.drain()
+        forwarded = for_saga(await downstream.drain(), saga)
+    reasons = [dict(r.headers)[REASON_HEADER].decode() for r in dead]
+    assert [r.split(":")[0] for r in reasons] == ["not_json", "not_cloudevent", "invalid_data"]
+    assert "pokemon.level" in reasons[2]
+    assert dead[0].value == b"not json at all" and dead[0].key == saga.encode()
+    assert [d["type"] for d in forwarded] == ["PokemonParalyzed"]
