@@ -115,12 +115,13 @@ class LocalKafka:
     # -- lifecycle ------------------------------------------------------------------
 
     def pid(self) -> int | None:
+        """The broker's pid if it runs (a stale pid file, or a reused pid, is not a broker)."""
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-            return pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
+        return pid if b"kafka.Kafka" in cmdline and str(self.state).encode() in cmdline else None
 
     def address(self) -> str | None:
         """The bootstrap address of the running broker, or None."""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -139,12 +140,19 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    # Until the loop installs its graceful handler, a stop request means: nothing started yet.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     from runtime import bootstrap
 
     bootstrap.resolve(args.service)  # a wrong name fails here, before any connection
     settings = with_broker(settings, "run")
     asyncio.run(bootstrap.serve(args.service, settings))
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # asyncio restored the default on the way out
     return 0
 
 

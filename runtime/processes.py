@@ -21,6 +21,7 @@ class ServiceProcess:
         self.log_path = log_dir / f"{target}.log"
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.terminated = False
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -35,6 +36,7 @@ class ServiceProcess:
         return env
 
     def start(self) -> ServiceProcess:
+        self.terminated = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -56,12 +58,18 @@ class ServiceProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM), once: it finishes its batch, commits and leaves its group."""
+        if self.proc is not None and self.alive and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, and SIGKILL if it has not left within ``timeout``."""
         if self.proc is None:
             return None
+        self.terminate()
         if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -72,8 +80,7 @@ class ServiceProcess:
 
 def stop_all(processes: list[ServiceProcess], timeout: float = 30) -> None:
     for process in processes:
-        if process.alive and process.proc is not None:
-            process.proc.send_signal(signal.SIGTERM)
+        process.terminate()
     deadline = time.monotonic() + timeout
     for process in processes:
         process.stop(max(0.1, deadline - time.monotonic()))

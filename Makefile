@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`. Both bootstrap everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint unit integration e2e system-deps kafka-start kafka-stop clean
+
+demo: $(STAMP) system-deps
+	$(VENV)/bin/pokesaga demo
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+integration: $(STAMP) system-deps
+	$(PY) -m pytest tests/integration
+
+e2e: $(STAMP) system-deps
+	$(PY) -m pytest tests/e2e
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pokesaga needs Python >= 3.11 (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	@touch $(STAMP)
+
+# The local broker needs a JDK 17 and Maven, unless KAFKA_BOOTSTRAP_SERVERS names a broker.
+system-deps:
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && ! { command -v java && command -v mvn; } >/dev/null 2>&1; then \
+	  echo "installing a JDK 17 and Maven from Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven; \
+	fi
+
+kafka-start: $(STAMP) system-deps
+	$(VENV)/bin/pokesaga kafka start
+
+kafka-stop: $(STAMP)
+	$(VENV)/bin/pokesaga kafka stop
+
+clean:
+	rm -rf $(VENV) .pokesaga .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

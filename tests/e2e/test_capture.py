@@ -1,0 +1,153 @@
+"""The capture saga end to end, as a user drives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from contracts import pokedex, topics
+from contracts.envelope import Envelope
+from contracts.events import Pokemon, Status
+from contracts.rng import saga_rng
+from runtime.settings import Settings
+from runtime.starter import TopicWatcher, publish, start_event
+from services.combat.model import false_swipe
+from services.pokeball.model import shakes
+from tests.e2e.conftest import GROUPS
+from tests.support import caught_up, eventually
+
+
+def pokesaga(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap, POKESAGA_DATA_DIR=str(settings.data_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+# Written by hand, as any client would: Caterpie (catch rate 255) at a sixth of its hp.
+HAND_WRITTEN = """
+{"specversion": "1.0", "id": "EVENT-ID", "source": "any-client", "type": "PokemonEncountered",
+ "time": "2026-11-23T10:00:00Z", "subject": "SAGA-ID", "sagaid": "SAGA-ID",
+ "datacontenttype": "application/json", "dataversion": 1,
+ "data": {"trainer": {"name": "TRAINER", "lead": {"name": "Pikachu", "level": 60}},
+          "pokemon": {"name": "Caterpie", "level": 30, "hp": 12, "max_hp": 72,
+                      "status": "HEALTHY", "types": ["Bug"]}}}
+"""
+
+
+async def test_a_hand_written_start_event_from_a_plain_producer_is_delivered(running: Settings) -> None:
+    saga, trainer = str(uuid.uuid4()), f"Sacha-{uuid.uuid4().hex[:6]}"
+    document = HAND_WRITTEN.replace("EVENT-ID", str(uuid.uuid4())).replace("SAGA-ID", saga).replace("TRAINER", trainer)
+    async with TopicWatcher(running.bootstrap, topics.OUTCOMES) as outcomes:
+        producer = AIOKafkaProducer(bootstrap_servers=running.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.STATUS, document.encode(), key=saga.encode())
+        finally:
+            await producer.stop()
+        outcome = (await outcomes.wait_for([saga], timeout=60)).get(saga)
+    assert outcome is not None, "no outcome on capture.outcomes"
+    assert outcome.type == "PokemonDelivered"
+    assert outcome.data["location"] == "party" and outcome.data["slot"] == 1
+
+    shown = pokesaga(running, "inspect", "trainer", trainer, "--json")
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert [(p["pokemon"], p["slot"]) for p in view["delivery"]["party"]] == [("Caterpie", 1)]
+    assert view["pokeball"]["balls"] == 4
+    assert view["status"]["sagas"][0]["status"] == "PARALYZED"
+
+
+def predicted_catch(envelope: Envelope) -> bool:
+    """What the rules say this saga's one throw does (all draws derive from the saga id)."""
+    data = envelope.data
+    wild = Pokemon.model_validate({**data["pokemon"], "status": Status.PARALYZED})
+    hit = false_swipe(Pokemon.model_validate(data["trainer"]["lead"]), wild, saga_rng(envelope.sagaid, "damage"))
+    return shakes(wild.model_copy(update={"hp": hit.hp_after}), saga_rng(envelope.sagaid, "catch")) == 4
+
+
+async def test_fifty_sagas_each_reach_exactly_one_outcome(running: Settings) -> None:
+    run = uuid.uuid4().hex[:6]
+    certain: dict[str, Any] = {"catch_rate": 255, "level": 20}  # at a quarter of its hp: a >= 255
+
+    def saga(kind: str, i: int, trainer: str, pokemon: dict[str, Any]) -> Envelope:
+        return start_event(f"{run}-{kind}-{i}", {"name": trainer}, pokemon)
+
+    electric = [
+        saga("electric", i, f"E{i}-{run}", {"name": n})
+        for i, n in enumerate(["Pikachu", "Voltorb", "Jolteon", "Zapdos", "Magnemite"] * 2)
+    ]
+    fainting = [saga("faint", i, f"F{i}-{run}", {"name": "Rattata", "hp": 1}) for i in range(10)]
+    easy = [saga("easy", i, f"D{i}-{run}", {"name": "Pidgey", **certain, "hp": 10}) for i in range(12)]
+    hoarder = [saga("hoard", i, f"Oak-{run}", {"name": "Oddish", **certain, "hp": 10}) for i in range(7)]
+    wild = pokedex.NAMES
+    chance = [saga("chance", i, f"C{i}-{run}", {"name": wild[(i * 37) % 151], "level": 40}) for i in range(11)]
+    chance = [s for s in chance if not {"Electric"} & set(s.data["pokemon"]["types"])]
+    sagas = electric + fainting + easy + hoarder + chance
+    assert len(sagas) >= 50
+
+    async with TopicWatcher(running.bootstrap, topics.OUTCOMES) as outcomes:
+        await publish(running.bootstrap, sagas)
+        await eventually(
+            lambda: _all_outcomes(outcomes, {s.sagaid for s in sagas}), timeout=120, what="an outcome for every saga"
+        )
+        await eventually(lambda: caught_up(running.bootstrap, GROUPS), timeout=60, what="every group caught up")
+        await outcomes.drain()
+
+    seen = {s.sagaid: outcomes.outcomes.get(s.sagaid, []) for s in sagas}
+    assert {k: len(v) for k, v in seen.items() if len(v) != 1} == {}, "every saga has exactly one outcome"
+    first = {k: v[0] for k, v in seen.items()}
+
+    for s in electric:
+        o = first[s.sagaid]
+        assert (o.type, o.data["reason"], o.data["undone"]) == ("CaptureFailed", "electric_type_immune", [])
+    for s in fainting:
+        o = first[s.sagaid]
+        assert (o.type, o.data["reason"], o.data["failed_step"], o.data["undone"]) == (
+            "CaptureFailed", "fainted", "combat", ["status"],
+        )  # fmt: skip
+        assert o.data["pokemon"]["status"] == "HEALTHY" and o.data["pokemon"]["hp"] == 1
+    for s in easy:
+        assert (first[s.sagaid].type, first[s.sagaid].data["slot"]) == ("PokemonDelivered", 1)
+    hoarded = sorted(first[s.sagaid].type for s in hoarder)
+    assert hoarded == ["CaptureFailed"] * 2 + ["PokemonDelivered"] * 5, "5 starter balls, 7 throws"
+    for s in hoarder:
+        o = first[s.sagaid]
+        if o.type == "CaptureFailed":
+            assert (o.data["reason"], o.data["undone"]) == ("out_of_pokeballs", ["combat", "status"])
+    for s in chance:
+        o = first[s.sagaid]
+        expected = "PokemonDelivered" if predicted_catch(s) else "CaptureFailed"
+        assert o.type == expected, s.sagaid
+        if o.type == "CaptureFailed":
+            assert (o.data["reason"], o.data["undone"]) == ("broke_free", ["combat", "status"])
+
+    oak = json.loads(pokesaga(running, "inspect", "trainer", f"Oak-{run}", "--json").stdout)
+    assert oak["pokeball"]["balls"] == 0
+    assert [p["slot"] for p in oak["delivery"]["party"]] == [1, 2, 3, 4, 5]
+    assert all(a["healed"] for a in oak["combat"]["attacks"] if a["saga_id"] not in _delivered(first, hoarder))
+
+
+async def _all_outcomes(watcher: TopicWatcher, wanted: set[str]) -> bool:
+    await watcher.poll()
+    return wanted <= watcher.outcomes.keys()
+
+
+def _delivered(first: dict[str, Any], sagas: list[Envelope]) -> set[str]:
+    return {s.sagaid for s in sagas if first[s.sagaid].type == "PokemonDelivered"}
+
+
+def test_a_saga_can_be_started_and_awaited_from_the_cli(running: Settings) -> None:
+    done = pokesaga(running, "start", "--pokemon", "Pikachu", "--trainer", "Cli", "--wait", "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    saga_id, outcome = done.stdout.strip().splitlines()
+    uuid.UUID(saga_id)
+    assert outcome == "CaptureFailed: electric_type_immune at status; undone: nothing"
+    shown = json.loads(pokesaga(running, "inspect", "saga", saga_id, "--json").stdout)
+    assert shown["status"]["outcome"] == "failed:electric_type_immune" and shown["combat"] is None
