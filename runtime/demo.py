@@ -16,7 +16,7 @@ from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
 from runtime.starter import Outcome, TopicWatcher, publish, start_event
 
-TRAINERS = ("Ash", "Misty", "Brock", "Gary")
+TRAINERS = ("Ash", "Misty", "Brock", "Gary", "Erika", "Sabrina", "Blaine", "Koga")
 
 
 def demo_sagas(count: int, seed: int, run: str) -> list[Envelope]:
