@@ -139,6 +139,7 @@ class Failure(Event):
     topic: ClassVar[str] = topics.FAILURES
     reason: str
     failed_step: Step
+    detail: str = Field(default="", description="What went wrong, for people (e.g. the last error).")
     undone: tuple[Step, ...] = Field(default=(), description="Steps undone so far, newest first.")
 
 

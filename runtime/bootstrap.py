@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 from collections.abc import Iterable
+from types import ModuleType
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData
 
 import compensations.combat
 import compensations.pokeball
@@ -37,51 +38,26 @@ log = logging.getLogger(__name__)
 for _md in (status_md, combat_md, pokeball_md, delivery_md):
     messaging_tables(_md)
 
+
+def _step(service: str, topic: str, handlers: ModuleType, metadata: MetaData, records: type) -> Participant:
+    return Participant(service, service, (topic,), handlers.HANDLERS, metadata, records, handlers.give_up)
+
+
+def _compensator(service: str, handlers: ModuleType, metadata: MetaData, records: type) -> Participant:
+    name = f"{service}.compensations"
+    return Participant(name, service, (topics.FAILURES,), handlers.HANDLERS, metadata, records)
+
+
 PARTICIPANTS: dict[str, Participant] = {
     p.name: p
     for p in (
-        Participant("status", "status", (topics.STATUS,), services.status.handlers.HANDLERS, status_md, StatusRecords),
-        Participant("combat", "combat", (topics.COMBAT,), services.combat.handlers.HANDLERS, combat_md, CombatRecords),
-        Participant(
-            "pokeball",
-            "pokeball",
-            (topics.POKEBALL,),
-            services.pokeball.handlers.HANDLERS,
-            pokeball_md,
-            PokeballRecords,
-        ),
-        Participant(
-            "delivery",
-            "delivery",
-            (topics.DELIVERY,),
-            services.delivery.handlers.HANDLERS,
-            delivery_md,
-            DeliveryRecords,
-        ),
-        Participant(
-            "status.compensations",
-            "status",
-            (topics.FAILURES,),
-            compensations.status.HANDLERS,
-            status_md,
-            StatusRecords,
-        ),
-        Participant(
-            "combat.compensations",
-            "combat",
-            (topics.FAILURES,),
-            compensations.combat.HANDLERS,
-            combat_md,
-            CombatRecords,
-        ),
-        Participant(
-            "pokeball.compensations",
-            "pokeball",
-            (topics.FAILURES,),
-            compensations.pokeball.HANDLERS,
-            pokeball_md,
-            PokeballRecords,
-        ),
+        _step("status", topics.STATUS, services.status.handlers, status_md, StatusRecords),
+        _step("combat", topics.COMBAT, services.combat.handlers, combat_md, CombatRecords),
+        _step("pokeball", topics.POKEBALL, services.pokeball.handlers, pokeball_md, PokeballRecords),
+        _step("delivery", topics.DELIVERY, services.delivery.handlers, delivery_md, DeliveryRecords),
+        _compensator("status", compensations.status, status_md, StatusRecords),
+        _compensator("combat", compensations.combat, combat_md, CombatRecords),
+        _compensator("pokeball", compensations.pokeball, pokeball_md, PokeballRecords),
     )
 }
 METADATA = {"status": status_md, "combat": combat_md, "pokeball": pokeball_md, "delivery": delivery_md}

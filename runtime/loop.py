@@ -20,7 +20,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError
 
 from runtime import crash, metrics
-from runtime.processing import BatchProcessor, BatchResult, OutboxRow, Record
+from runtime.processing import BatchProcessor, BatchResult, Interrupted, OutboxRow, Record
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class ParticipantLoop:
         try:
             await self.flush_outbox()
             await self.consumer.start()
+            watcher = asyncio.create_task(self._propagate_stop(stop))
             try:
                 self.ready.set()
                 log.info("%s: consuming %s", self.name, ", ".join(self.processor.participant.topics))
@@ -59,11 +60,19 @@ class ParticipantLoop:
                     )
                     if batch:
                         await self.handle(batch)
+            except Interrupted:
+                log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
             finally:
+                watcher.cancel()
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
             log.info("%s: stopped", self.name)
+
+    async def _propagate_stop(self, stop: asyncio.Event) -> None:
+        """Wake a worker thread waiting to retry, so a stop is not held up by backoff."""
+        await stop.wait()
+        self.processor.stopping.set()
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         records = [record for partition in batch.values() for record in partition]
@@ -79,6 +88,12 @@ class ParticipantLoop:
         metrics.skipped.labels(self.name).inc(result.skipped)
         for reason in result.dead_letters:
             metrics.dead_letters.labels(self.name, reason.split(":", 1)[0]).inc()
+        for error in result.retries:
+            metrics.retries.labels(self.name, error).inc()
+        for reason in result.failures:
+            metrics.step_failures.labels(self.name, reason).inc()
+        for undone in result.compensations:
+            metrics.compensations.labels(self.name, "undone" if undone else "noop").inc()
         crash.check(self.settings.crash_at, crash.AFTER_LOCAL_COMMIT)
         await self.publish(result.outbox)
         offsets = {tp: records_[-1].offset + 1 for tp, records_ in batch.items()}

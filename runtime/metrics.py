@@ -29,6 +29,15 @@ schedule_to_start = Histogram(
     ["participant"],
     buckets=LATENCY_BUCKETS,
 )
+retries = Counter("pokesaga_retries_total", "Handler attempts retried under the retry policy", ["participant", "error"])
+step_failures = Counter(
+    "pokesaga_step_failures_total", "Failure events a step published, by reason", ["participant", "reason"]
+)
+compensations = Counter(
+    "pokesaga_compensations_total",
+    "Compensations run: undone (something was undone) or noop (nothing to undo, chain passed on)",
+    ["participant", "result"],
+)
 outbox_backlog = Gauge("pokesaga_outbox_backlog", "Outbox rows not yet published", ["participant"])
 
 

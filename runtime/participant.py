@@ -44,6 +44,13 @@ class Participant:
     handlers: Mapping[str, Handler]
     metadata: MetaData
     repository: Callable[[Connection], Any]
+    # A forward step's failure event when its retries run out; None for a compensator,
+    # whose record is dead-lettered instead when it cannot proceed.
+    on_exhausted: Callable[[Any, str, str], Event] | None = None
+
+    @property
+    def compensator(self) -> bool:
+        return self.on_exhausted is None
 
     @property
     def source(self) -> str:

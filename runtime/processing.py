@@ -10,19 +10,21 @@ returns to the outbox — all in the batch's one local transaction.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, delete, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from contracts import topics
 from contracts.envelope import Envelope, wrap
-from contracts.events import EVENT_TYPES, Event
+from contracts.events import EVENT_TYPES, Event, Failure
 from runtime.codec import BadRecord, decode_envelope, decode_event
 from runtime.db import messaging_tables
 from runtime.participant import Participant, UnitOfWork
+from runtime.retry import FaultInjector
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,13 @@ class BatchResult:
     duplicates: int = 0
     skipped: int = 0
     dead_letters: list[str] = field(default_factory=list)
+    retries: list[str] = field(default_factory=list)  # error type of each retry
+    failures: list[str] = field(default_factory=list)  # reason of each step failure published
+    compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
+
+
+class Interrupted(Exception):
+    """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
 
 
 def event_row(participant: Participant, envelope: Envelope) -> dict[str, Any]:
@@ -98,6 +107,9 @@ class BatchProcessor:
         self.engine = engine
         self.settings = settings
         self.inbox, self.outbox = messaging_tables(participant.metadata)
+        self.policy = settings.retry_policy(participant.name, participant.compensator)
+        self.faults = FaultInjector(settings.faults, participant.name)
+        self.stopping = threading.Event()
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """One local transaction for the whole batch: inbox rows + state + outbox rows."""
@@ -113,12 +125,7 @@ class BatchProcessor:
         return result
 
     def _apply(
-        self,
-        conn: Connection,
-        repo: Any,
-        record: Record,
-        rows: list[dict[str, Any]],
-        result: BatchResult,
+        self, conn: Connection, repo: Any, record: Record, rows: list[dict[str, Any]], result: BatchResult
     ) -> None:
         try:
             envelope = decode_envelope(record.value)
@@ -132,29 +139,75 @@ class BatchProcessor:
         if self._seen(conn, envelope.id):
             result.duplicates += 1
             return
-        try:
-            with conn.begin_nested():
-                conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
-                produced = self._handle(envelope, event, repo)
-        except DBAPIError:
-            raise  # the database, not the record: the whole batch is retried
-        except Exception as exc:  # a handler bug must not block the partition
-            log.exception("%s: handler failed on %s %s", self.participant.name, envelope.type, envelope.id)
-            self._dead_letter(record, f"handler_error: {type(exc).__name__}: {exc}", rows, result)
+        produced = self._attempt(conn, repo, record, envelope, event, rows, result)
+        if produced is None:
             return
-        rows.extend(produced)
+        rows.extend(event_row(self.participant, self._wrap(envelope, out)) for out in produced)
         result.applied[envelope.type] = result.applied.get(envelope.type, 0) + 1
+        self._account(event, produced, result)
 
-    def _handle(self, envelope: Envelope, event: Event, repo: Any) -> list[dict[str, Any]]:
-        uow = UnitOfWork(saga_id=envelope.sagaid, event_id=envelope.id, records=repo, settings=self.settings)
-        produced = self.participant.handlers[envelope.type](event, uow)
-        return [
-            event_row(
-                self.participant,
-                wrap(out, saga_id=envelope.sagaid, source=self.participant.source, causation_id=envelope.id),
-            )
-            for out in produced
-        ]
+    def _attempt(
+        self,
+        conn: Connection,
+        repo: Any,
+        record: Record,
+        envelope: Envelope,
+        event: Event,
+        rows: list[dict[str, Any]],
+        result: BatchResult,
+    ) -> Sequence[Event] | None:
+        """Run the handler under the retry policy, each attempt in its own savepoint.
+
+        Returns the events to publish, or None when the record was dead-lettered.
+        """
+        delays = self.policy.delays()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with conn.begin_nested():
+                    conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
+                    self.faults.maybe_fail()
+                    uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings)
+                    return self.participant.handlers[envelope.type](event, uow)
+            except (OperationalError, InterfaceError):
+                raise  # the database itself is unavailable: the whole batch is retried
+            except Exception as exc:
+                error = exc
+            retryable = self.policy.retryable(error)
+            delay = next(delays, None) if retryable else None
+            if delay is None:
+                break
+            result.retries.append(type(error).__name__)
+            log.info("%s: %s on %s, retry in %.2fs", self.participant.name, _describe(error), envelope.id, delay)
+            if self.stopping.wait(delay):
+                raise Interrupted
+        detail = f"{_describe(error)} after {attempts} attempt{'s' * (attempts > 1)}"
+        reason = "retries_exhausted" if retryable else "non_retryable_error"
+        if self.participant.on_exhausted is None:
+            log.error(
+                "%s: COMPENSATION CANNOT PROCEED for saga %s (%s): record parked in %s; the saga is stuck "
+                "in compensation until it is replayed",
+                self.participant.name, envelope.sagaid, detail, topics.dead_letters(record.topic),
+            )  # fmt: skip
+            self._dead_letter(record, f"compensation_failed: {detail}", rows, result)
+            return None
+        log.warning("%s: saga %s step failed (%s): %s", self.participant.name, envelope.sagaid, reason, detail)
+        with conn.begin_nested():
+            conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
+        return [self.participant.on_exhausted(event, reason, detail)]
+
+    def _wrap(self, cause: Envelope, event: Event) -> Envelope:
+        return wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
+
+    def _account(self, consumed: Event, produced: Sequence[Event], result: BatchResult) -> None:
+        for out in produced:
+            if not isinstance(out, Failure):
+                continue
+            if self.participant.compensator and isinstance(consumed, Failure):
+                result.compensations.append(len(out.undone) > len(consumed.undone))
+            elif not self.participant.compensator:
+                result.failures.append(out.reason)
 
     def _seen(self, conn: Connection, event_id: str) -> bool:
         query = select(self.inbox.c.event_id).where(
@@ -176,12 +229,8 @@ class BatchProcessor:
     def _dead_letter(self, record: Record, reason: str, rows: list[dict[str, Any]], result: BatchResult) -> None:
         log.warning(
             "%s: dead letter from %s[%d]@%d: %s",
-            self.participant.name,
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-        )
+            self.participant.name, record.topic, record.partition, record.offset, reason,
+        )  # fmt: skip
         rows.append(dead_letter_row(self.participant, record, reason))
         result.dead_letters.append(reason)
 
@@ -201,3 +250,8 @@ def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:
     headers = [(str(k), str(v)) for k, v in row["headers"]]
     type_ = next((v for k, v in headers if k == "ce_type"), "dead_letter")
     return OutboxRow(row_id, row["topic"], row["key"], row["value"], headers, type_)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__

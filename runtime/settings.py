@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.retry import RetryPolicy, parse_faults
 
 SERVICES: tuple[str, ...] = ("status", "combat", "pokeball", "delivery")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POKESAGA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="POKESAGA_", env_nested_delimiter="__", extra="ignore")
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -31,7 +33,20 @@ class Settings(BaseSettings):
     starter_balls: int = Field(default=5, ge=0)
     party_size: int = Field(default=6, ge=1)
     pc_capacity: int = Field(default=30, ge=0)
-    faults: str | None = Field(default=None, description="Transient-error injection; off by default.")
+    faults: str | None = Field(
+        default=None, description='Transient-error injection: "0.3", or "status=0.3,combat.compensations=0.1".'
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Every step's retry policy.")
+    step_retry: dict[str, RetryPolicy] = Field(
+        default_factory=dict, description='Per-step overrides, JSON: {"pokeball": {"maximum_attempts": 10}}.'
+    )
+    compensation_retry: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(
+            maximum_attempts=0,  # a compensation never gives up on a transient error
+            non_retryable_error_types=("IntegrityError", "DataError", "ProgrammingError"),
+        ),
+        description="Compensators' policy: unlimited; the database refusing the change is not retried.",
+    )
     crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     kafka_cache_dir: Path = Field(
@@ -40,6 +55,20 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=500, ge=1, description="Most records handled per transaction.")
     poll_timeout_ms: int = Field(default=200, ge=1)
+
+    @field_validator("faults")
+    @classmethod
+    def _valid_faults(cls, value: str | None) -> str | None:
+        try:
+            parse_faults(value)
+        except ValueError as exc:
+            raise ValueError(f"POKESAGA_FAULTS: {exc}") from None
+        return value
+
+    def retry_policy(self, participant: str, compensator: bool) -> RetryPolicy:
+        if compensator:
+            return self.compensation_retry
+        return self.step_retry.get(participant, self.retry)
 
     def db_url(self, service: str) -> str:
         """The database of ``service``: its override, else a SQLite file in data_dir."""

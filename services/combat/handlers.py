@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, PokemonFainted, PokemonParalyzed, PokemonWeakened, Step
+from contracts.events import Event, Failure, PokemonFainted, PokemonParalyzed, PokemonWeakened, Step
 from contracts.rng import saga_rng
 from runtime.participant import UnitOfWork
 from services.combat import model
@@ -27,6 +27,13 @@ def attack(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords]) -> list[Even
         return [PokemonFainted(trainer=event.trainer, pokemon=event.pokemon, reason="fainted", failed_step=Step.COMBAT)]
     weakened = event.pokemon.model_copy(update={"hp": hit.hp_after})
     return [PokemonWeakened(trainer=event.trainer, pokemon=weakened, hp_before=hit.hp_before, damage=hit.damage)]
+
+
+def give_up(event: Event, reason: str, detail: str) -> Failure:
+    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+    return PokemonFainted(
+        trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.COMBAT, detail=detail
+    )
 
 
 HANDLERS = {"PokemonParalyzed": attack}

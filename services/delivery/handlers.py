@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonDelivered, Step
+from contracts.events import DeliveryFailed, Event, Failure, PokemonCaught, PokemonDelivered, Step
 from runtime.participant import UnitOfWork
 from services.delivery import model
 from services.delivery.tables import DeliveryRecords
@@ -20,6 +20,13 @@ def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[Even
         return [DeliveryFailed(trainer=trainer, pokemon=pokemon, reason="party_and_pc_full", failed_step=Step.DELIVERY)]
     uow.records.add(**row, location=location, slot=slot, outcome="delivered")
     return [PokemonDelivered(trainer=trainer, pokemon=pokemon, location=location, slot=slot)]
+
+
+def give_up(event: Event, reason: str, detail: str) -> Failure:
+    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+    return DeliveryFailed(
+        trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.DELIVERY, detail=detail
+    )
 
 
 HANDLERS = {"PokemonCaught": deliver}

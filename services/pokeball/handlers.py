@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, OutOfPokeballs, PokemonBrokeFree, PokemonCaught, PokemonWeakened, Step
+from contracts.events import Event, Failure, OutOfPokeballs, PokemonBrokeFree, PokemonCaught, PokemonWeakened, Step
 from contracts.rng import saga_rng
 from runtime.participant import UnitOfWork
 from services.pokeball import model
@@ -47,6 +47,13 @@ def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> 
             trainer=event.trainer, pokemon=event.pokemon, reason="broke_free", failed_step=Step.POKEBALL, shakes=shakes
         )
     ]
+
+
+def give_up(event: Event, reason: str, detail: str) -> Failure:
+    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+    return PokemonBrokeFree(
+        trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.POKEBALL, detail=detail
+    )
 
 
 HANDLERS = {"PokemonWeakened": throw_pokeball}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, ParalysisFailed, PokemonEncountered, PokemonParalyzed, Step
+from contracts.events import Event, Failure, ParalysisFailed, PokemonEncountered, PokemonParalyzed, Step
 from runtime.participant import UnitOfWork
 from services.status import model
 from services.status.tables import StatusRecords
@@ -26,6 +26,13 @@ def paralyze(event: PokemonEncountered, uow: UnitOfWork[StatusRecords]) -> list[
             )
         ]
     return [PokemonParalyzed(trainer=event.trainer, pokemon=result.pokemon, previous_status=result.previous_status)]
+
+
+def give_up(event: Event, reason: str, detail: str) -> Failure:
+    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+    return ParalysisFailed(
+        trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.STATUS, detail=detail
+    )
 
 
 HANDLERS = {"PokemonEncountered": paralyze}

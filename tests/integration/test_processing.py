@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from compensations.pokeball import undo_throw
 from contracts import topics
 from contracts.envelope import Envelope, wrap
-from contracts.events import Event, PokemonWeakened
+from contracts.events import DeliveryFailed, Event, PokemonWeakened
 from runtime.bootstrap import PARTICIPANTS, engine_for
-from runtime.participant import UnitOfWork
-from runtime.processing import REASON_HEADER, BatchProcessor
+from runtime.participant import Handler, UnitOfWork
+from runtime.processing import REASON_HEADER, BatchProcessor, Interrupted
+from runtime.retry import RetryPolicy
 from runtime.settings import Settings
+from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
 
 
@@ -95,19 +100,107 @@ def test_bad_records_become_dead_letters_and_the_rest_of_the_batch_is_applied(po
     assert dead[0].value == b"\x00garbage" and dict(dead[0].headers)["pokesaga.dlq.offset"] == "7"
 
 
-def test_a_failing_handler_dead_letters_its_record_and_rolls_back_only_that_record(
-    local_settings: Settings,
-) -> None:
-    def explode(event: Event, uow: UnitOfWork[Any]) -> list[Event]:
-        uow.records.bag(event.trainer.name, 5)  # a write that must be rolled back
-        raise RuntimeError("boom")
+def flaky(failures: int, then: Handler | None = None, error: type[Exception] = RuntimeError) -> Handler:
+    """A handler that fails ``failures`` times (after a write that must roll back), then runs ``then``."""
+    calls = {"n": 0}
 
-    base = PARTICIPANTS["pokeball"]
-    participant = dataclasses.replace(base, handlers={"PokemonWeakened": explode})
-    processor = BatchProcessor(participant, engine_for("pokeball", local_settings), local_settings)
-    result = processor.process([Rec(weakened("boom-1", trainer="Bea").to_json())])
-    assert result.applied == {}
-    assert result.dead_letters == ["handler_error: RuntimeError: boom"]
-    assert balls(processor, "Bea") is None
+    def handler(event: Any, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        calls["n"] += 1
+        uow.records.bag(event.trainer.name, 5)  # a write that must be rolled back with the attempt
+        if calls["n"] <= failures or then is None:
+            raise error(f"boom {calls['n']}")
+        return then(event, uow)
+
+    return handler
+
+
+def processor_for(name: str, settings: Settings, **handlers: Handler) -> BatchProcessor:
+    participant = dataclasses.replace(PARTICIPANTS[name], handlers={**PARTICIPANTS[name].handlers, **handlers})
+    return BatchProcessor(participant, engine_for(participant.service, settings), settings)
+
+
+FAST = RetryPolicy(initial_interval=0.001, maximum_interval=0.002, maximum_attempts=3)
+
+
+def test_a_transient_error_is_retried_and_the_step_then_succeeds(local_settings: Settings) -> None:
+    settings = local_settings.model_copy(update={"retry": FAST})
+    processor = processor_for("pokeball", settings, PokemonWeakened=flaky(2, then=throw_pokeball))
+    result = processor.process([Rec(weakened("flaky-1", trainer="Flo").to_json())])
+    assert result.retries == ["RuntimeError", "RuntimeError"]
+    assert [row.type for row in result.outbox] in (["PokemonCaught"], ["PokemonBrokeFree"])
+    assert balls(processor, "Flo") == 4  # one throw, whatever the failed attempts did
+
+
+def test_a_step_whose_retries_run_out_publishes_its_failure_event(local_settings: Settings) -> None:
+    settings = local_settings.model_copy(update={"retry": FAST})
+    processor = processor_for("pokeball", settings, PokemonWeakened=flaky(99))
+    result = processor.process([Rec(weakened("exhaust-1", trainer="Bea").to_json())])
+    (row,) = result.outbox
+    doc = json.loads(row.value)
+    assert (row.topic, doc["type"]) == (topics.FAILURES, "PokemonBrokeFree")
+    assert doc["data"]["reason"] == "retries_exhausted" and doc["data"]["failed_step"] == "pokeball"
+    assert doc["data"]["detail"] == "RuntimeError: boom 3 after 3 attempts"
+    assert result.retries == ["RuntimeError"] * 2 and result.failures == ["retries_exhausted"]
+    assert balls(processor, "Bea") is None  # every attempt rolled back
+    again = processor.process([Rec(weakened("exhaust-1", trainer="Bea").to_json())])
+    assert again.duplicates == 1 and again.outbox == []  # the decision is recorded in the inbox
+
+
+def test_a_non_retryable_error_fails_the_step_at_once(local_settings: Settings) -> None:
+    policy = FAST.model_copy(update={"non_retryable_error_types": ("ValueError",)})
+    settings = local_settings.model_copy(update={"retry": policy})
+    processor = processor_for("pokeball", settings, PokemonWeakened=flaky(99, error=ValueError))
+    result = processor.process([Rec(weakened("nonretry-1", trainer="Nia").to_json())])
+    assert result.retries == [] and result.failures == ["non_retryable_error"]
+    assert json.loads(result.outbox[0].value)["data"]["detail"] == "ValueError: boom 1 after 1 attempt"
+
+
+def delivery_failed(saga_id: str, trainer: str) -> Envelope:
+    event = DeliveryFailed.model_validate(
+        {"trainer": {"name": trainer}, "pokemon": {"name": "Caterpie"}, "reason": "party_and_pc_full",
+         "failed_step": "delivery"}
+    )  # fmt: skip
+    return wrap(event, saga_id=saga_id, source="test", causation_id=f"caught-{saga_id}")
+
+
+def test_a_compensation_retries_a_transient_error_for_as_long_as_it_takes(local_settings: Settings) -> None:
+    settings = local_settings.model_copy(
+        update={"compensation_retry": local_settings.compensation_retry.model_copy(update={"initial_interval": 0.001})}
+    )
+    processor = processor_for("pokeball.compensations", settings, DeliveryFailed=flaky(12, then=undo_throw))
+    result = processor.process([Rec(delivery_failed("comp-1", "Cid").to_json(), topic=topics.FAILURES)])
+    assert len(result.retries) == 12  # more than any step's default limit
+    assert [row.type for row in result.outbox] == ["PokemonReleased"]
+
+
+def test_a_compensation_the_database_refuses_is_parked_as_a_dead_letter(local_settings: Settings) -> None:
+    step = processor_for("pokeball", local_settings)
+    saga = "refused-1"
+    assert [r.type for r in step.process([Rec(weakened(saga, trainer="Rex").to_json())]).outbox] == ["PokemonCaught"]
+    with step.engine.begin() as conn:  # the database now refuses to give Rex a ball back
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_refund BEFORE UPDATE ON bags WHEN NEW.trainer = 'Rex' "
+            "BEGIN SELECT RAISE(ABORT, 'refunds for Rex are refused'); END"
+        )
+    compensator = processor_for("pokeball.compensations", local_settings)
+    result = compensator.process([Rec(delivery_failed(saga, "Rex").to_json(), topic=topics.FAILURES, offset=3)])
+    (row,) = result.outbox
+    assert row.topic == topics.dead_letters(topics.FAILURES)
+    reason = dict(row.headers)[REASON_HEADER]
+    assert reason.startswith("compensation_failed: IntegrityError") and "refused" in reason
+    assert result.compensations == [] and result.retries == []
+    assert balls(step, "Rex") == 4  # nothing refunded: the saga is visibly stuck, not failed-and-clean
+    inbox = compensator.inbox
+    with compensator.engine.connect() as conn:  # not in its inbox: replaying the dead letter applies it
+        query = select(func.count()).select_from(inbox).where(inbox.c.consumer == "pokeball.compensations")
+        assert conn.execute(query).scalar() == 0
+
+
+def test_a_stop_request_interrupts_a_retrying_batch_and_commits_nothing(local_settings: Settings) -> None:
+    processor = processor_for("pokeball.compensations", local_settings, DeliveryFailed=flaky(10**9))
+    timer = threading.Timer(0.3, processor.stopping.set)
+    timer.start()
+    with pytest.raises(Interrupted):
+        processor.process([Rec(delivery_failed("stop-1", "Sid").to_json(), topic=topics.FAILURES)])
     with processor.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(processor.inbox)).scalar() == 0
