@@ -77,6 +77,15 @@ def build_parser() -> Parser:
     broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
     broker.add_argument("action", choices=["start", "stop", "status"])
 
+    dlq = commands.add_parser("dlq", help="dead letters: list them, or re-publish them after a fix")
+    dlq_actions = dlq.add_subparsers(dest="action", required=True, parser_class=Parser)
+    listing = dlq_actions.add_parser("list", help="what is in TOPIC.dlq, with reasons")
+    listing.add_argument("topic", metavar="TOPIC", help="e.g. capture.status (or capture.status.dlq)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    replaying = dlq_actions.add_parser("replay", help="re-publish TOPIC.dlq to its source topic")
+    replaying.add_argument("topic", metavar="TOPIC")
+    replaying.add_argument("--dry-run", action="store_true", help="show what would be re-published")
+
     schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
     schemas.add_argument("action", choices=["export"])
     return parser
@@ -194,6 +203,37 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import deadletters
+
+    settings = with_broker(settings, "dlq")
+    dlq = deadletters.dlq_topic(args.topic)
+
+    async def go() -> int:
+        from runtime import kafka
+
+        if dlq not in kafka.saga_topics() and not await kafka.topic_exists(settings.bootstrap, dlq):
+            raise Usage(f"pokesaga dlq: no topic {dlq!r}")
+        if args.action == "list":
+            letters = await deadletters.list_dead_letters(settings.bootstrap, dlq)
+            for letter in letters:
+                if args.json:
+                    print(json.dumps(letter.as_dict(), sort_keys=True))
+                else:
+                    print(f"{letter.partition}:{letter.offset}  key={letter.key}  {letter.reason}")
+            if not args.json:
+                print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)} in {dlq}")
+            return 0
+        letters = await deadletters.replay(settings.bootstrap, dlq, dry_run=args.dry_run)
+        verb = "would re-publish" if args.dry_run else "re-published"
+        for letter in letters:
+            print(f"{verb} {letter.partition}:{letter.offset} key={letter.key} to {letter.source}")
+        print(f"{verb} {len(letters)} dead letter{'s' * (len(letters) != 1)} from {dlq}")
+        return 0
+
+    return asyncio.run(go())
+
+
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     for path in jsonschema.export():
         print(path)
@@ -207,6 +247,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "kafka": cmd_kafka,
     "schemas": cmd_schemas,
+    "dlq": cmd_dlq,
 }
 
 

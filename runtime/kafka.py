@@ -80,3 +80,12 @@ async def partition_ids(bootstrap: str, topic: str) -> list[int]:
         return sorted(p["partition"] for p in description["partitions"])
     finally:
         await admin.close()
+
+
+async def topic_exists(bootstrap: str, topic: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        return topic in set(await admin.list_topics())
+    finally:
+        await admin.close()

@@ -46,7 +46,7 @@ class Participant:
     repository: Callable[[Connection], Any]
     # A forward step's failure event when its retries run out; None for a compensator,
     # whose record is dead-lettered instead when it cannot proceed.
-    on_exhausted: Callable[[Any, str, str], Event] | None = None
+    on_exhausted: Callable[[Any, UnitOfWork[Any], str, str], Event] | None = None
 
     @property
     def compensator(self) -> bool:

@@ -193,9 +193,10 @@ class BatchProcessor:
             self._dead_letter(record, f"compensation_failed: {detail}", rows, result)
             return None
         log.warning("%s: saga %s step failed (%s): %s", self.participant.name, envelope.sagaid, reason, detail)
-        with conn.begin_nested():
+        with conn.begin_nested():  # the step's own record of the failure, with its inbox row
             conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
-        return [self.participant.on_exhausted(event, reason, detail)]
+            uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings)
+            return [self.participant.on_exhausted(event, uow, reason, detail)]
 
     def _wrap(self, cause: Envelope, event: Event) -> Envelope:
         return wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)

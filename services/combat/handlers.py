@@ -22,6 +22,7 @@ def attack(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords]) -> list[Even
         damage=0 if hit.fainted else hit.damage,
         hp=hit.hp_before if hit.fainted else hit.hp_after,
         fainted=hit.fainted,
+        outcome="fainted" if hit.fainted else "weakened",
     )
     if hit.fainted:
         return [PokemonFainted(trainer=event.trainer, pokemon=event.pokemon, reason="fainted", failed_step=Step.COMBAT)]
@@ -29,8 +30,19 @@ def attack(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords]) -> list[Even
     return [PokemonWeakened(trainer=event.trainer, pokemon=weakened, hp_before=hit.hp_before, damage=hit.damage)]
 
 
-def give_up(event: Event, reason: str, detail: str) -> Failure:
-    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+def give_up(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords], reason: str, detail: str) -> Failure:
+    """The step could not be done (retries exhausted, non-retryable error): record it and fail."""
+    uow.records.add(
+        saga_id=uow.saga_id,
+        trainer=event.trainer.name,
+        attacker=event.trainer.lead.name,
+        pokemon=event.pokemon.name,
+        hp_before=event.pokemon.hp,
+        damage=0,
+        hp=event.pokemon.hp,
+        fainted=False,
+        outcome=f"failed:{reason}",
+    )
     return PokemonFainted(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.COMBAT, detail=detail
     )

@@ -19,6 +19,7 @@ attacks = Table(
     Column("damage", Integer, nullable=False),
     Column("hp", Integer, nullable=False),  # the Pokémon's hp as combat left it
     Column("fainted", Boolean, nullable=False),
+    Column("outcome", String(40), nullable=False),  # weakened | fainted | failed:<reason> | healed
     Column("healed", Boolean, nullable=False, default=False),
 )
 
@@ -37,9 +38,13 @@ class CombatRecords:
     def heal(self, saga_id: str) -> bool:
         """Restore the hp the attack took; False when there was nothing to restore."""
         row = self.get(saga_id)
-        if row is None or row["healed"] or row["fainted"]:
+        if row is None or row["outcome"] != "weakened":
             return False
-        self.conn.execute(update(attacks).where(attacks.c.saga_id == saga_id).values(hp=row["hp_before"], healed=True))
+        self.conn.execute(
+            update(attacks)
+            .where(attacks.c.saga_id == saga_id)
+            .values(hp=row["hp_before"], healed=True, outcome="healed")
+        )
         return True
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:

@@ -22,8 +22,17 @@ def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[Even
     return [PokemonDelivered(trainer=trainer, pokemon=pokemon, location=location, slot=slot)]
 
 
-def give_up(event: Event, reason: str, detail: str) -> Failure:
-    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+def give_up(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords], reason: str, detail: str) -> Failure:
+    """The step could not be done (retries exhausted, non-retryable error): record it and fail."""
+    uow.records.add(
+        saga_id=uow.saga_id,
+        trainer=event.trainer.name,
+        pokemon=event.pokemon.name,
+        level=event.pokemon.level,
+        location=None,
+        slot=None,
+        outcome=f"failed:{reason}",
+    )
     return DeliveryFailed(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.DELIVERY, detail=detail
     )

@@ -19,7 +19,7 @@ deliveries = Table(
     Column("level", Integer, nullable=False),
     Column("location", String(10), nullable=True),  # party | pc | NULL when both were full
     Column("slot", Integer, nullable=True),
-    Column("outcome", String(20), nullable=False),  # delivered | full
+    Column("outcome", String(40), nullable=False),  # delivered | full | failed:<reason>
     # Two instances racing for a trainer's last slot: one fails here and retries its batch.
     UniqueConstraint("trainer", "location", "slot", name="one_pokemon_per_slot"),
 )

@@ -49,8 +49,16 @@ def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> 
     ]
 
 
-def give_up(event: Event, reason: str, detail: str) -> Failure:
-    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+def give_up(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords], reason: str, detail: str) -> Failure:
+    """The step could not be done (retries exhausted, non-retryable error): record it; no ball was used."""
+    uow.records.add_throw(
+        saga_id=uow.saga_id,
+        trainer=event.trainer.name,
+        pokemon=event.pokemon.name,
+        ball=None,
+        shakes=0,
+        outcome=f"failed:{reason}",
+    )
     return PokemonBrokeFree(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.POKEBALL, detail=detail
     )

@@ -25,7 +25,7 @@ throws = Table(
     Column("pokemon", String(40), nullable=False),
     Column("ball", String(20), nullable=True),  # NULL: there was no ball to throw
     Column("shakes", Integer, nullable=False),
-    Column("outcome", String(20), nullable=False),  # caught | broke_free | out_of_balls | released
+    Column("outcome", String(40), nullable=False),  # caught | broke_free | out_of_balls | released | failed:<reason>
     Column("refunded", Boolean, nullable=False, default=False),
 )
 

@@ -28,8 +28,17 @@ def paralyze(event: PokemonEncountered, uow: UnitOfWork[StatusRecords]) -> list[
     return [PokemonParalyzed(trainer=event.trainer, pokemon=result.pokemon, previous_status=result.previous_status)]
 
 
-def give_up(event: Event, reason: str, detail: str) -> Failure:
-    """The step's failure event when it cannot be done (retries exhausted, non-retryable error)."""
+def give_up(event: PokemonEncountered, uow: UnitOfWork[StatusRecords], reason: str, detail: str) -> Failure:
+    """The step could not be done (retries exhausted, non-retryable error): record it and fail."""
+    status = event.pokemon.status.value
+    uow.records.add(
+        saga_id=uow.saga_id,
+        trainer=event.trainer.name,
+        pokemon=event.pokemon.name,
+        previous_status=status,
+        status=status,
+        outcome=f"failed:{reason}",
+    )
     return ParalysisFailed(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.STATUS, detail=detail
     )

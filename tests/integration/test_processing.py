@@ -141,7 +141,10 @@ def test_a_step_whose_retries_run_out_publishes_its_failure_event(local_settings
     assert doc["data"]["reason"] == "retries_exhausted" and doc["data"]["failed_step"] == "pokeball"
     assert doc["data"]["detail"] == "RuntimeError: boom 3 after 3 attempts"
     assert result.retries == ["RuntimeError"] * 2 and result.failures == ["retries_exhausted"]
-    assert balls(processor, "Bea") is None  # every attempt rolled back
+    assert balls(processor, "Bea") is None  # every attempt rolled back, no ball used
+    with processor.engine.connect() as conn:  # the step's own record of the failure, beside the event
+        throw = PokeballRecords(conn).get_throw("exhaust-1")
+    assert throw is not None and (throw["outcome"], throw["ball"]) == ("failed:retries_exhausted", None)
     again = processor.process([Rec(weakened("exhaust-1", trainer="Bea").to_json())])
     assert again.duplicates == 1 and again.outbox == []  # the decision is recorded in the inbox
 

@@ -1,0 +1,117 @@
+"""Dead letters: list what is in ``<topic>.dlq``, and re-publish it to its source topic.
+
+Replay keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
+re-published once, however often replay runs; the services' inboxes absorb a repeat anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from contracts import topics
+from runtime import kafka
+
+REPLAY_GROUP = "pokesaga.dlq-replay"
+DLQ_HEADER_PREFIX = "pokesaga.dlq."
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    source: str
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": self.key,
+            "reason": self.reason,
+            "source": self.source,
+            "value": self.value.decode("utf-8", "replace"),
+        }
+
+
+def dlq_topic(topic: str) -> str:
+    """Accepts ``capture.status`` or ``capture.status.dlq``."""
+    return topic if topic.endswith(topics.DLQ_SUFFIX) else topics.dead_letters(topic)
+
+
+def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
+    headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+    return DeadLetter(
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        reason=headers.get(DLQ_HEADER_PREFIX + "reason", "(no reason recorded)"),
+        source=headers.get(DLQ_HEADER_PREFIX + "topic", dlq.removesuffix(topics.DLQ_SUFFIX)),
+        value=record.value or b"",
+        headers=tuple((k, v) for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX)),
+    )
+
+
+async def _read(bootstrap: str, dlq: str, group: str | None) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
+    """Dead letters from the group's position (or the start) to the end as it is now."""
+    tps = [TopicPartition(dlq, p) for p in await kafka.partition_ids(bootstrap, dlq)]
+    consumer = kafka.consumer(bootstrap, group)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        if group is None:
+            await consumer.seek_to_beginning(*tps)
+        letters: list[DeadLetter] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                letters.extend(
+                    _dead_letter(r, dlq) for r in records if r.offset < ends[TopicPartition(dlq, r.partition)]
+                )
+        return sorted(letters, key=lambda d: (d.partition, d.offset)), ends
+    finally:
+        await consumer.stop()
+
+
+async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    letters, _ = await _read(bootstrap, dlq_topic(topic), group=None)
+    return letters
+
+
+async def replay(bootstrap: str, topic: str, dry_run: bool = False) -> list[DeadLetter]:
+    """Re-publish the dead letters not replayed yet to their source topic; returns them."""
+    dlq = dlq_topic(topic)
+    letters, ends = await _read(bootstrap, dlq, group=REPLAY_GROUP)
+    if dry_run or not letters:
+        return letters
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                letter.source,
+                letter.value,
+                key=letter.key.encode() if letter.key is not None else None,
+                headers=[
+                    *letter.headers,
+                    ("pokesaga.replayed-from", f"{dlq}[{letter.partition}]@{letter.offset}".encode()),
+                ],
+            )
+            for letter in letters
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    committer = kafka.consumer(bootstrap, REPLAY_GROUP)
+    await committer.start()
+    try:
+        committer.assign(list(ends))
+        await committer.commit(ends)
+    finally:
+        await committer.stop()
+    return letters
