@@ -85,6 +85,8 @@ def build_parser() -> Parser:
     replaying = dlq_actions.add_parser("replay", help="re-publish TOPIC.dlq to its source topic")
     replaying.add_argument("topic", metavar="TOPIC")
     replaying.add_argument("--dry-run", action="store_true", help="show what would be re-published")
+    replaying.add_argument("--saga", help="only the dead letters of this saga id (record key)")
+    replaying.add_argument("--reason", help="only dead letters whose reason contains this text")
 
     schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
     schemas.add_argument("action", choices=["export"])
@@ -224,7 +226,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
             if not args.json:
                 print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)} in {dlq}")
             return 0
-        letters = await deadletters.replay(settings.bootstrap, dlq, dry_run=args.dry_run)
+        letters = await deadletters.replay(
+            settings.bootstrap, dlq, dry_run=args.dry_run, saga=args.saga, reason=args.reason
+        )
         verb = "would re-publish" if args.dry_run else "re-published"
         for letter in letters:
             print(f"{verb} {letter.partition}:{letter.offset} key={letter.key} to {letter.source}")

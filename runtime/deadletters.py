@@ -26,6 +26,7 @@ class DeadLetter:
     source: str
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
+    origin: tuple[str, str, str]  # source topic, partition, offset: one record, however many groups refused it
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -53,6 +54,11 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
         source=headers.get(DLQ_HEADER_PREFIX + "topic", dlq.removesuffix(topics.DLQ_SUFFIX)),
         value=record.value or b"",
         headers=tuple((k, v) for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX)),
+        origin=(
+            headers.get(DLQ_HEADER_PREFIX + "topic", ""),
+            headers.get(DLQ_HEADER_PREFIX + "partition", ""),
+            headers.get(DLQ_HEADER_PREFIX + "offset", f"dlq:{record.partition}:{record.offset}"),
+        ),
     )
 
 
@@ -82,11 +88,23 @@ async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
     return letters
 
 
-async def replay(bootstrap: str, topic: str, dry_run: bool = False) -> list[DeadLetter]:
-    """Re-publish the dead letters not replayed yet to their source topic; returns them."""
+async def replay(
+    bootstrap: str, topic: str, dry_run: bool = False, saga: str | None = None, reason: str | None = None
+) -> list[DeadLetter]:
+    """Re-publish the dead letters not replayed yet to their source topic; returns them.
+
+    Each source record is re-published once, even when several consumer groups dead-lettered
+    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The
+    replay position moves past everything read either way: a later replay sees only new ones.
+    """
     dlq = dlq_topic(topic)
     letters, ends = await _read(bootstrap, dlq, group=REPLAY_GROUP)
-    if dry_run or not letters:
+    chosen: dict[tuple[str, str, str], DeadLetter] = {}
+    for letter in letters:
+        if (saga is None or letter.key == saga) and (reason is None or reason in letter.reason):
+            chosen.setdefault(letter.origin, letter)
+    letters = list(chosen.values())
+    if dry_run:
         return letters
     producer = kafka.producer(bootstrap)
     await producer.start()

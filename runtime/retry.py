@@ -36,6 +36,13 @@ class RetryPolicy(BaseModel):
         return not names & set(self.non_retryable_error_types)
 
 
+class CompensationRetryPolicy(RetryPolicy):
+    """A compensation never gives up on a transient error; the database refusing the change is final."""
+
+    maximum_attempts: int = Field(default=0, ge=0, description="0: unlimited.")
+    non_retryable_error_types: tuple[str, ...] = ("IntegrityError", "DataError", "ProgrammingError")
+
+
 class TransientFault(Exception):
     """An injected transient error (``POKESAGA_FAULTS``): it goes away when retried."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtime.retry import RetryPolicy, parse_faults
+from runtime.retry import CompensationRetryPolicy, RetryPolicy, parse_faults
 
 SERVICES: tuple[str, ...] = ("status", "combat", "pokeball", "delivery")
 
@@ -40,11 +40,8 @@ class Settings(BaseSettings):
     step_retry: dict[str, RetryPolicy] = Field(
         default_factory=dict, description='Per-step overrides, JSON: {"pokeball": {"maximum_attempts": 10}}.'
     )
-    compensation_retry: RetryPolicy = Field(
-        default_factory=lambda: RetryPolicy(
-            maximum_attempts=0,  # a compensation never gives up on a transient error
-            non_retryable_error_types=("IntegrityError", "DataError", "ProgrammingError"),
-        ),
+    compensation_retry: CompensationRetryPolicy = Field(
+        default_factory=CompensationRetryPolicy,
         description="Compensators' policy: unlimited; the database refusing the change is not retried.",
     )
     crash_at: str | None = Field(default=None, description="A named crash point; off by default.")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from contracts import topics
+from contracts.events import Pokemon, Status
+from contracts.rng import saga_rng
 from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
+from services.combat.model import false_swipe
+from services.pokeball.model import shakes
 from tests.support import eventually, groups_joined
 
 GROUPS = {
@@ -24,16 +35,71 @@ GROUPS = {
 }
 
 
+@contextlib.contextmanager
+def services(bootstrap: str, data: Path, **env: str) -> Iterator[Settings]:
+    """Every service (each also running its compensator) in its own process, with ``env``."""
+    settings = Settings(kafka_bootstrap_servers=bootstrap, data_dir=data)
+    processes = [ServiceProcess(s, settings, data / "logs", extra_env=env).start() for s in SERVICES]
+    try:
+        asyncio.run(eventually(lambda: groups_joined(bootstrap, GROUPS), timeout=60, what="services consuming"))
+        yield settings
+    finally:
+        died = [p.target for p in processes if not p.alive]
+        stop_all(processes)
+    codes = {p.target: p.proc.returncode if p.proc else None for p in processes}
+    assert not died, f"service processes died during the tests: {died} (logs in {data / 'logs'})"
+    assert set(codes.values()) == {0}, f"services did not stop cleanly: {codes}"
+
+
 @pytest.fixture(scope="module")
 def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Every service (each also running its compensator) in its own process."""
-    data = tmp_path_factory.mktemp("e2e")
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=data)
-    processes = [ServiceProcess(service, settings, Path(data) / "logs").start() for service in SERVICES]
-    asyncio.run(eventually(lambda: groups_joined(kafka_bootstrap, GROUPS), timeout=60, what="services consuming"))
-    yield settings
-    alive = [p.target for p in processes if not p.alive]
-    stop_all(processes)
-    assert not alive, f"service processes died during the tests: {alive}"
-    codes = {p.target: p.proc.returncode if p.proc else None for p in processes}
-    assert set(codes.values()) == {0}, f"services did not stop cleanly: {codes}"
+    with services(kafka_bootstrap, tmp_path_factory.mktemp("e2e")) as settings:
+        yield settings
+
+
+def pokesaga(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a user runs it, against these services' broker and databases."""
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap, POKESAGA_DATA_DIR=str(settings.data_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def inspect_trainer(settings: Settings, name: str) -> dict[str, Any]:
+    shown = pokesaga(settings, "inspect", "trainer", name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)  # type: ignore[no-any-return]
+
+
+async def produce_raw(bootstrap: str, topic: str, value: bytes, key: bytes) -> None:
+    """A plain Kafka producer, no pokesaga code: what any client does."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def predicted_catch(saga_id: str, lead: dict[str, Any], pokemon: dict[str, Any]) -> bool:
+    """What the rules say this saga's one throw does: every draw derives from the saga id."""
+    wild = Pokemon.model_validate({**pokemon, "status": Status.PARALYZED})
+    hit = false_swipe(Pokemon.model_validate(lead), wild, saga_rng(saga_id, "damage"))
+    return shakes(wild.model_copy(update={"hp": hit.hp_after}), saga_rng(saga_id, "catch")) == 4
+
+
+def breaking_free(prefix: str, pokemon: dict[str, Any], lead: dict[str, Any] | None = None) -> str:
+    """A saga id whose throw the rules say will fail."""
+    lead = lead or {"name": "Pikachu", "level": 60}
+    return next(f"{prefix}-{i}" for i in range(10_000) if not predicted_catch(f"{prefix}-{i}", lead, pokemon))
+
+
+def hand_written(saga_id: str, trainer: str, pokemon: dict[str, Any], lead: dict[str, Any] | None = None) -> bytes:
+    """A start event as a client that never saw this code writes it."""
+    document = {
+        "specversion": "1.0", "id": f"client-{saga_id}", "source": "any-client", "type": "PokemonEncountered",
+        "time": "2026-11-23T10:00:00Z", "subject": saga_id, "sagaid": saga_id,
+        "datacontenttype": "application/json", "dataversion": 1,
+        "data": {"trainer": {"name": trainer, "lead": lead or {"name": "Pikachu", "level": 60}}, "pokemon": pokemon},
+    }  # fmt: skip
+    return json.dumps(document).encode()

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from contracts import pokedex, topics
 from contracts.envelope import Envelope
-from contracts.events import Pokemon, Status
-from contracts.rng import saga_rng
 from runtime.settings import Settings
 from runtime.starter import TopicWatcher, publish, start_event
-from services.combat.model import false_swipe
-from services.pokeball.model import shakes
-from tests.e2e.conftest import GROUPS
+from tests.e2e.conftest import GROUPS, inspect_trainer, pokesaga, predicted_catch, produce_raw
 from tests.support import caught_up, eventually
-
-
-def pokesaga(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap, POKESAGA_DATA_DIR=str(settings.data_dir))
-    return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
 
 # Written by hand, as any client would: Caterpie (catch rate 255) at a sixth of its hp.
 HAND_WRITTEN = """
@@ -45,31 +28,16 @@ async def test_a_hand_written_start_event_from_a_plain_producer_is_delivered(run
     saga, trainer = str(uuid.uuid4()), f"Sacha-{uuid.uuid4().hex[:6]}"
     document = HAND_WRITTEN.replace("EVENT-ID", str(uuid.uuid4())).replace("SAGA-ID", saga).replace("TRAINER", trainer)
     async with TopicWatcher(running.bootstrap, topics.OUTCOMES) as outcomes:
-        producer = AIOKafkaProducer(bootstrap_servers=running.bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.STATUS, document.encode(), key=saga.encode())
-        finally:
-            await producer.stop()
+        await produce_raw(running.bootstrap, topics.STATUS, document.encode(), saga.encode())
         outcome = (await outcomes.wait_for([saga], timeout=60)).get(saga)
     assert outcome is not None, "no outcome on capture.outcomes"
     assert outcome.type == "PokemonDelivered"
     assert outcome.data["location"] == "party" and outcome.data["slot"] == 1
 
-    shown = pokesaga(running, "inspect", "trainer", trainer, "--json")
-    assert shown.returncode == 0, shown.stderr
-    view = json.loads(shown.stdout)
+    view = inspect_trainer(running, trainer)
     assert [(p["pokemon"], p["slot"]) for p in view["delivery"]["party"]] == [("Caterpie", 1)]
     assert view["pokeball"]["balls"] == 4
     assert view["status"]["sagas"][0]["status"] == "PARALYZED"
-
-
-def predicted_catch(envelope: Envelope) -> bool:
-    """What the rules say this saga's one throw does (all draws derive from the saga id)."""
-    data = envelope.data
-    wild = Pokemon.model_validate({**data["pokemon"], "status": Status.PARALYZED})
-    hit = false_swipe(Pokemon.model_validate(data["trainer"]["lead"]), wild, saga_rng(envelope.sagaid, "damage"))
-    return shakes(wild.model_copy(update={"hp": hit.hp_after}), saga_rng(envelope.sagaid, "catch")) == 4
 
 
 async def test_fifty_sagas_each_reach_exactly_one_outcome(running: Settings) -> None:
@@ -123,12 +91,13 @@ async def test_fifty_sagas_each_reach_exactly_one_outcome(running: Settings) -> 
             assert (o.data["reason"], o.data["undone"]) == ("out_of_pokeballs", ["combat", "status"])
     for s in chance:
         o = first[s.sagaid]
-        expected = "PokemonDelivered" if predicted_catch(s) else "CaptureFailed"
+        caught = predicted_catch(s.sagaid, s.data["trainer"]["lead"], s.data["pokemon"])
+        expected = "PokemonDelivered" if caught else "CaptureFailed"
         assert o.type == expected, s.sagaid
         if o.type == "CaptureFailed":
             assert (o.data["reason"], o.data["undone"]) == ("broke_free", ["combat", "status"])
 
-    oak = json.loads(pokesaga(running, "inspect", "trainer", f"Oak-{run}", "--json").stdout)
+    oak = inspect_trainer(running, f"Oak-{run}")
     assert oak["pokeball"]["balls"] == 0
     assert [p["slot"] for p in oak["delivery"]["party"]] == [1, 2, 3, 4, 5]
     assert all(a["healed"] for a in oak["combat"]["attacks"] if a["saga_id"] not in _delivered(first, hoarder))

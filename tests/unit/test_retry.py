@@ -37,11 +37,14 @@ def test_the_policy_and_faults_come_from_the_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("POKESAGA_RETRY__NON_RETRYABLE_ERROR_TYPES", '["ValueError"]')
     monkeypatch.setenv("POKESAGA_STEP_RETRY", '{"pokeball": {"maximum_attempts": 2}}')
     monkeypatch.setenv("POKESAGA_FAULTS", "0.3")
+    monkeypatch.setenv("POKESAGA_COMPENSATION_RETRY__INITIAL_INTERVAL", "0.5")
     settings = Settings()
     assert settings.retry_policy("status", compensator=False).maximum_attempts == 9
     assert settings.retry_policy("status", compensator=False).non_retryable_error_types == ("ValueError",)
     assert settings.retry_policy("pokeball", compensator=False).maximum_attempts == 2
-    assert settings.retry_policy("pokeball.compensations", compensator=True).maximum_attempts == 0
+    compensation = settings.retry_policy("pokeball.compensations", compensator=True)
+    assert (compensation.initial_interval, compensation.maximum_attempts) == (0.5, 0)  # the rest keeps its defaults
+    assert "IntegrityError" in compensation.non_retryable_error_types
     assert parse_faults(settings.faults) == {"*": 0.3}
 
 

@@ -1,0 +1,255 @@
+"""Every way a capture can fail ends in one clean, fully compensated CaptureFailed.
+
+The services run with a bag of 2 balls, a party of 1 and no PC, so that every failure path
+can be reached from a hand-written start event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from contracts import pokedex, topics
+from runtime import views
+from runtime.settings import Settings
+from runtime.starter import Outcome, TopicWatcher
+from tests.e2e.conftest import (
+    GROUPS,
+    breaking_free,
+    hand_written,
+    inspect_trainer,
+    pokesaga,
+    produce_raw,
+    services,
+)
+from tests.support import caught_up, eventually
+
+CERTAIN = {"catch_rate": 255, "level": 20, "hp": 10}  # a >= 255 once paralyzed: always caught
+HARD = {"name": "Mewtwo", "level": 70, "catch_rate": 3}
+
+
+@pytest.fixture(scope="module")
+def tight(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    env = {"POKESAGA_STARTER_BALLS": "2", "POKESAGA_PARTY_SIZE": "1", "POKESAGA_PC_CAPACITY": "0"}
+    with services(kafka_bootstrap, tmp_path_factory.mktemp("failures"), **env) as running:
+        yield running
+
+
+async def capture(
+    settings: Settings, saga: str, trainer: str, pokemon: dict[str, Any], stuck: bool = False
+) -> list[Outcome]:
+    """Start one saga by hand, wait until every service is done with it; return its outcomes."""
+    async with TopicWatcher(settings.bootstrap, topics.OUTCOMES) as outcomes:
+        await produce_raw(settings.bootstrap, topics.STATUS, hand_written(saga, trainer, pokemon), saga.encode())
+        if not stuck:
+            await outcomes.wait_for([saga], timeout=60)
+        await eventually(lambda: caught_up(settings.bootstrap, GROUPS), timeout=60, what="every group caught up")
+        await outcomes.drain()
+    return outcomes.outcomes.get(saga, [])
+
+
+def state(settings: Settings, trainer: str) -> dict[str, Any]:
+    """What a person checks of a trainer: balls, party and PC."""
+    view = inspect_trainer(settings, trainer)
+    pokeball, delivery = view["pokeball"] or {}, view["delivery"] or {}
+    return {
+        "balls": pokeball.get("balls"),
+        "party": [p["saga_id"] for p in delivery.get("party", [])],
+        "pc": [p["saga_id"] for p in delivery.get("pc", [])],
+    }
+
+
+def assert_unwound(settings: Settings, saga: str, spent_ball: bool = False) -> None:
+    """Each service's record of the saga shows its change undone."""
+    row = views.saga(settings, saga)
+    assert row["status"]["status"] == row["status"]["previous_status"], row["status"]
+    if row["combat"] is not None:
+        assert row["combat"]["hp"] == row["combat"]["hp_before"], row["combat"]
+    if row["pokeball"] is not None:
+        thrown = row["pokeball"]
+        assert thrown["outcome"] != "caught" or thrown["refunded"], thrown
+        assert (thrown["outcome"] == "broke_free") == spent_ball
+    if row["delivery"] is not None:
+        assert row["delivery"]["location"] is None
+
+
+def only_outcome(outcomes: list[Outcome]) -> Outcome:
+    assert len(outcomes) == 1, f"expected exactly one outcome, got {outcomes}"
+    return outcomes[0]
+
+
+def failed(outcome: Outcome) -> tuple[str, str, str, list[str]]:
+    return outcome.type, outcome.data["reason"], outcome.data["failed_step"], outcome.data["undone"]
+
+
+def new_trainer(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+async def test_an_electric_type_resists_paralysis_and_nothing_needs_undoing(tight: Settings) -> None:
+    trainer, saga = new_trainer("Lt.Surge"), f"p-{uuid.uuid4()}"
+    outcome = only_outcome(await capture(tight, saga, trainer, {"name": "Pikachu"}))
+    assert failed(outcome) == ("CaptureFailed", "electric_type_immune", "status", [])
+    assert_unwound(tight, saga)
+    assert state(tight, trainer) == {"balls": None, "party": [], "pc": []}
+
+
+async def test_a_pokemon_at_one_hp_faints_and_its_status_is_restored(tight: Settings) -> None:
+    trainer, saga = new_trainer("Koga"), f"f-{uuid.uuid4()}"
+    outcome = only_outcome(await capture(tight, saga, trainer, {"name": "Rattata", "hp": 1, "status": "POISONED"}))
+    assert failed(outcome) == ("CaptureFailed", "fainted", "combat", ["status"])
+    assert outcome.data["pokemon"]["status"] == "POISONED"
+    assert views.saga(tight, saga)["status"]["status"] == "POISONED"
+    assert_unwound(tight, saga)
+
+
+async def test_a_pokemon_that_breaks_free_is_healed_and_its_status_restored(tight: Settings) -> None:
+    trainer = new_trainer("Misty")
+    saga = breaking_free(f"b-{uuid.uuid4()}", HARD)
+    outcome = only_outcome(await capture(tight, saga, trainer, HARD))
+    assert failed(outcome) == ("CaptureFailed", "broke_free", "pokeball", ["combat", "status"])
+    assert_unwound(tight, saga, spent_ball=True)
+    assert state(tight, trainer) == {"balls": 1, "party": [], "pc": []}  # the thrown ball is spent
+
+
+async def test_an_empty_bag_fails_the_throw_and_the_state_is_as_before(tight: Settings) -> None:
+    trainer = new_trainer("Brock")
+    for _ in range(2):  # two throws that fail empty the bag of 2
+        saga = breaking_free(f"o-{uuid.uuid4()}", HARD)
+        assert only_outcome(await capture(tight, saga, trainer, HARD)).data["reason"] == "broke_free"
+    before = state(tight, trainer)
+    saga = f"o-{uuid.uuid4()}"
+    outcome = only_outcome(await capture(tight, saga, trainer, {"name": "Onix", **CERTAIN}))
+    assert failed(outcome) == ("CaptureFailed", "out_of_pokeballs", "pokeball", ["combat", "status"])
+    assert_unwound(tight, saga)
+    assert state(tight, trainer) == before == {"balls": 0, "party": [], "pc": []}
+
+
+async def test_a_full_party_releases_the_pokemon_and_refunds_the_ball(tight: Settings) -> None:
+    trainer = new_trainer("Erika")
+    first = f"d-{uuid.uuid4()}"
+    assert only_outcome(await capture(tight, first, trainer, {"name": "Oddish", **CERTAIN})).type == "PokemonDelivered"
+    before = state(tight, trainer)
+    saga = f"d-{uuid.uuid4()}"
+    outcome = only_outcome(await capture(tight, saga, trainer, {"name": "Bellsprout", **CERTAIN}))
+    assert failed(outcome) == ("CaptureFailed", "party_and_pc_full", "delivery", ["pokeball", "combat", "status"])
+    assert_unwound(tight, saga)
+    assert state(tight, trainer) == before == {"balls": 1, "party": [first], "pc": []}
+
+
+async def test_bad_input_on_the_failure_topic_is_dead_lettered_or_a_recorded_noop(tight: Settings) -> None:
+    ghost = f"ghost-{uuid.uuid4()}"
+    never_started = (
+        hand_written(ghost, "Nobody", {"name": "Mew"})
+        .replace(b'"PokemonEncountered"', b'"DeliveryFailed"')
+        .replace(b'"pokemon": {"name": "Mew"}', b'"pokemon": {"name": "Mew"}, "reason": "x", "failed_step": "delivery"')
+    )
+    async with (
+        TopicWatcher(tight.bootstrap, topics.dead_letters(topics.FAILURES)) as dlq,
+        TopicWatcher(tight.bootstrap, topics.OUTCOMES) as outcomes,
+    ):
+        await produce_raw(tight.bootstrap, topics.FAILURES, b"\x00 not an event", b"junk")
+        await produce_raw(tight.bootstrap, topics.FAILURES, never_started, ghost.encode())
+        await eventually(lambda: caught_up(tight.bootstrap, GROUPS), timeout=60, what="every group caught up")
+        dead = await dlq.drain()
+        await outcomes.drain()
+    junk = [r for r in dead if r.key == b"junk"]
+    consumers = sorted(dict(r.headers)["pokesaga.dlq.consumer"].decode() for r in junk)
+    assert consumers == ["combat.compensations", "pokeball.compensations", "status.compensations"]
+    assert ghost not in outcomes.outcomes  # the chain passed it on and ended in a recorded no-op
+    with sqlite3.connect(Path(tight.data_dir) / "status.db") as db:
+        (recorded,) = db.execute("select count(*) from inbox where saga_id = ?", (ghost,)).fetchone()
+    assert recorded == 1
+
+
+async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after_a_fix(tight: Settings) -> None:
+    trainer = new_trainer("Rex")
+    first = f"r-{uuid.uuid4()}"
+    assert only_outcome(await capture(tight, first, trainer, {"name": "Oddish", **CERTAIN})).type == "PokemonDelivered"
+    pokeball_db = Path(tight.data_dir) / "pokeball.db"
+    with sqlite3.connect(pokeball_db) as db:
+        db.execute(
+            "CREATE TRIGGER refuse_refund BEFORE UPDATE ON bags"
+            f" WHEN NEW.trainer = '{trainer}' AND NEW.balls > OLD.balls"
+            " BEGIN SELECT RAISE(ABORT, 'refunds refused'); END"
+        )
+    saga = f"r-{uuid.uuid4()}"
+    assert await capture(tight, saga, trainer, {"name": "Oddish", **CERTAIN}, stuck=True) == []  # visibly stuck
+    parked = pokesaga(tight, "dlq", "list", topics.FAILURES)
+    assert parked.returncode == 0, parked.stderr
+    assert any(
+        f"key={saga}" in line and "compensation_failed: IntegrityError" in line for line in parked.stdout.splitlines()
+    )
+
+    with sqlite3.connect(pokeball_db) as db:
+        db.execute("DROP TRIGGER refuse_refund")  # the fix
+    async with TopicWatcher(tight.bootstrap, topics.OUTCOMES) as outcomes:
+        dry = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga, "--dry-run")
+        assert dry.stdout.strip().splitlines()[-1] == f"would re-publish 1 dead letter from {topics.FAILURES}.dlq"
+        replayed = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga)
+        assert replayed.returncode == 0, replayed.stderr
+        assert f"key={saga} to {topics.FAILURES}" in replayed.stdout
+        await outcomes.wait_for([saga], timeout=60)
+    outcome = only_outcome(outcomes.outcomes.get(saga, []))
+    assert failed(outcome) == ("CaptureFailed", "party_and_pc_full", "delivery", ["pokeball", "combat", "status"])
+    assert state(tight, trainer) == {"balls": 1, "party": [first], "pc": []}
+    again = pokesaga(tight, "dlq", "replay", topics.FAILURES)
+    assert again.stdout.strip().splitlines()[-1] == f"re-published 0 dead letters from {topics.FAILURES}.dlq"
+
+
+FAILURE_POINTS = ("status", "combat", "pokeball:broke_free", "pokeball:out_of_balls", "delivery")
+ELECTRIC = [n for n in pokedex.NAMES if "Electric" in pokedex.lookup(n).types]  # type: ignore[union-attr]
+OTHERS = [n for n in pokedex.NAMES if n not in ELECTRIC]
+
+
+@hypothesis_settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    point=st.sampled_from(FAILURE_POINTS),
+    trainer=st.text(st.characters(categories=("L", "N")), min_size=1, max_size=10),
+    species=st.sampled_from(OTHERS),
+    electric=st.sampled_from(ELECTRIC),
+    level=st.integers(2, 100),
+    status=st.sampled_from(["HEALTHY", "POISONED", "BURNED", "ASLEEP"]),
+)
+def test_every_generated_failure_ends_in_one_outcome_with_each_service_as_before(
+    tight: Settings, point: str, trainer: str, species: str, electric: str, level: int, status: str
+) -> None:
+    trainer = f"{trainer}-{uuid.uuid4().hex[:6]}"
+    hard = {"name": species, "level": level, "catch_rate": 3, "status": status}
+    certain = {"name": species, "status": status, **CERTAIN}
+
+    async def scenario() -> None:
+        if point == "pokeball:out_of_balls":
+            for _ in range(2):
+                await capture(tight, breaking_free(f"h-{uuid.uuid4()}", hard), trainer, hard)
+        if point == "delivery":
+            await capture(tight, f"h-{uuid.uuid4()}", trainer, certain)
+        before = state(tight, trainer)
+        pokemon = {
+            "status": {"name": electric, "level": level, "status": status},
+            "combat": {"name": species, "level": level, "hp": 1, "status": status},
+            "pokeball:broke_free": hard,
+            "pokeball:out_of_balls": certain,
+            "delivery": certain,
+        }[point]
+        saga = breaking_free(f"h-{uuid.uuid4()}", hard) if point == "pokeball:broke_free" else f"h-{uuid.uuid4()}"
+        outcome = only_outcome(await capture(tight, saga, trainer, pokemon))
+        assert outcome.type == "CaptureFailed"
+        assert outcome.data["failed_step"] == point.split(":")[0]
+        assert outcome.data["pokemon"]["status"] == status
+        assert_unwound(tight, saga, spent_ball=point == "pokeball:broke_free")
+        after = state(tight, trainer)
+        if point == "pokeball:broke_free":
+            before["balls"] = (before["balls"] or 2) - 1  # the one thrown is spent
+        assert after == before
+
+    asyncio.run(scenario())
