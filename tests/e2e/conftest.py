@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from contracts import topics
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
+from runtime import views
 from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
 from services.combat.model import false_swipe
@@ -103,3 +104,17 @@ def hand_written(saga_id: str, trainer: str, pokemon: dict[str, Any], lead: dict
         "data": {"trainer": {"name": trainer, "lead": lead or {"name": "Pikachu", "level": 60}}, "pokemon": pokemon},
     }  # fmt: skip
     return json.dumps(document).encode()
+
+
+def assert_unwound(settings: Settings, saga: str, spent_ball: bool = False) -> None:
+    """Each service's record of the saga shows its change undone."""
+    row = views.saga(settings, saga)
+    assert row["status"]["status"] == row["status"]["previous_status"], row["status"]
+    if row["combat"] is not None:
+        assert row["combat"]["hp"] == row["combat"]["hp_before"], row["combat"]
+    if row["pokeball"] is not None:
+        thrown = row["pokeball"]
+        assert thrown["outcome"] != "caught" or thrown["refunded"], thrown
+        assert (thrown["outcome"] == "broke_free") == spent_ball
+    if row["delivery"] is not None:
+        assert row["delivery"]["location"] is None

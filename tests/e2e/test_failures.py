@@ -24,6 +24,7 @@ from runtime.settings import Settings
 from runtime.starter import Outcome, TopicWatcher
 from tests.e2e.conftest import (
     GROUPS,
+    assert_unwound,
     breaking_free,
     hand_written,
     inspect_trainer,
@@ -66,20 +67,6 @@ def state(settings: Settings, trainer: str) -> dict[str, Any]:
         "party": [p["saga_id"] for p in delivery.get("party", [])],
         "pc": [p["saga_id"] for p in delivery.get("pc", [])],
     }
-
-
-def assert_unwound(settings: Settings, saga: str, spent_ball: bool = False) -> None:
-    """Each service's record of the saga shows its change undone."""
-    row = views.saga(settings, saga)
-    assert row["status"]["status"] == row["status"]["previous_status"], row["status"]
-    if row["combat"] is not None:
-        assert row["combat"]["hp"] == row["combat"]["hp_before"], row["combat"]
-    if row["pokeball"] is not None:
-        thrown = row["pokeball"]
-        assert thrown["outcome"] != "caught" or thrown["refunded"], thrown
-        assert (thrown["outcome"] == "broke_free") == spent_ball
-    if row["delivery"] is not None:
-        assert row["delivery"]["location"] is None
 
 
 def only_outcome(outcomes: list[Outcome]) -> Outcome:
