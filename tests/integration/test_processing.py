@@ -168,7 +168,11 @@ def delivery_failed(saga_id: str, trainer: str) -> Envelope:
 
 def test_a_compensation_retries_a_transient_error_for_as_long_as_it_takes(local_settings: Settings) -> None:
     settings = local_settings.model_copy(
-        update={"compensation_retry": local_settings.compensation_retry.model_copy(update={"initial_interval": 0.001})}
+        update={
+            "compensation_retry": local_settings.compensation_retry.model_copy(
+                update={"initial_interval": 0.001, "maximum_interval": 0.005}
+            )
+        }
     )
     processor = processor_for("pokeball.compensations", settings, DeliveryFailed=flaky(12, then=undo_throw))
     result = processor.process([Rec(delivery_failed("comp-1", "Cid").to_json(), topic=topics.FAILURES)])
