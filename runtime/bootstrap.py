@@ -8,7 +8,7 @@ import signal
 from collections.abc import Iterable
 from types import ModuleType
 
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine, MetaData, inspect
 
 import compensations.combat
 import compensations.pokeball
@@ -18,8 +18,9 @@ import services.delivery.handlers
 import services.pokeball.handlers
 import services.status.handlers
 from contracts import topics
-from runtime import kafka, metrics
+from runtime import history, kafka, metrics
 from runtime.db import make_engine, messaging_tables
+from runtime.history import History
 from runtime.loop import ParticipantLoop
 from runtime.participant import Participant
 from runtime.processing import BatchProcessor
@@ -77,15 +78,23 @@ def resolve(target: str) -> list[Participant]:
 
 def engine_for(service: str, settings: Settings) -> Engine:
     """The service's engine, with its tables created."""
+    return open_database(service, settings)[0]
+
+
+def open_database(service: str, settings: Settings) -> tuple[Engine, bool]:
+    """The service's engine with its tables created, and whether the database was new."""
     engine = make_engine(settings.db_url(service))
+    new = not inspect(engine).has_table("inbox")
     METADATA[service].create_all(engine)
-    return engine
+    return engine, new
 
 
-def build_loop(participant: Participant, settings: Settings, engine: Engine) -> ParticipantLoop:
+def build_loop(
+    participant: Participant, settings: Settings, engine: Engine, recorded: History | None = None
+) -> ParticipantLoop:
     bootstrap = settings.bootstrap
     return ParticipantLoop(
-        BatchProcessor(participant, engine, settings),
+        BatchProcessor(participant, engine, settings, recorded),
         kafka.consumer(bootstrap, participant.name, *participant.topics),
         kafka.producer(bootstrap),
         settings,
@@ -97,10 +106,16 @@ async def run_participants(participants: Iterable[Participant], settings: Settin
     participants = list(participants)
     await kafka.ensure_topics(settings.bootstrap, kafka.saga_topics(), settings.partitions)
     engines: dict[str, Engine] = {}
+    new: set[str] = set()
     for p in participants:
         if p.service not in engines:
-            engines[p.service] = await asyncio.to_thread(engine_for, p.service, settings)
-    loops = [build_loop(p, settings, engines[p.service]) for p in participants]
+            engines[p.service], is_new = await asyncio.to_thread(open_database, p.service, settings)
+            if is_new:
+                new.add(p.service)
+    loops = []
+    for p in participants:
+        recorded = await history.load(settings.bootstrap, p) if p.service in new else None
+        loops.append(build_loop(p, settings, engines[p.service], recorded))
     tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in loops]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

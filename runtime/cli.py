@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -36,6 +37,14 @@ def _positive(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date-time like 2026-11-23T10:00:00Z, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def build_parser() -> Parser:
@@ -76,6 +85,16 @@ def build_parser() -> Parser:
 
     broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
     broker.add_argument("action", choices=["start", "stop", "status"])
+
+    replay = commands.add_parser("replay", help="move a stopped service's offsets back, to reprocess on restart")
+    replay.add_argument(
+        "service", help="status|combat|pokeball|delivery (with its compensator), or compensations.SERVICE"
+    )
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to-earliest", action="store_true", help="the start of each partition")
+    where.add_argument("--to-datetime", type=_datetime, metavar="ISO", help="the first record at or after ISO")
+    where.add_argument("--to-offset", type=_positive, metavar="N", help="offset N of each partition")
+    replay.add_argument("--dry-run", action="store_true", help="print the plan per partition, change nothing")
 
     dlq = commands.add_parser("dlq", help="dead letters: list them, or re-publish them after a fix")
     dlq_actions = dlq.add_subparsers(dest="action", required=True, parser_class=Parser)
@@ -205,6 +224,33 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import bootstrap, replay
+
+    participants = bootstrap.resolve(args.service)
+    settings = with_broker(settings, "replay")
+
+    async def go() -> int:
+        moves = await replay.plan(
+            settings.bootstrap, participants, earliest=args.to_earliest, when=args.to_datetime, offset=args.to_offset
+        )
+        print(f"{'group':<24} {'partition':<22} {'current':>8}    new")
+        for move in moves:
+            print(move)
+        if args.dry_run:
+            print(f"dry run: {len(moves)} partitions would be moved; nothing changed")
+            return 0
+        try:
+            await replay.apply(settings.bootstrap, moves)
+        except replay.GroupActive as exc:
+            print(f"pokesaga replay: {exc}", file=sys.stderr)
+            return 1
+        print(f"moved {len(moves)} partitions; start {args.service} to reprocess")
+        return 0
+
+    return asyncio.run(go())
+
+
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from runtime import deadletters
 
@@ -252,6 +298,7 @@ COMMANDS = {
     "kafka": cmd_kafka,
     "schemas": cmd_schemas,
     "dlq": cmd_dlq,
+    "replay": cmd_replay,
 }
 
 

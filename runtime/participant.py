@@ -29,6 +29,9 @@ class UnitOfWork(Generic[R]):
     event_id: str
     records: R
     settings: Settings
+    # What this participant published for this event before, when its database is being
+    # rebuilt by replay: a handler whose decision depends on other sagas takes it again.
+    recorded: tuple[Event, ...] = ()
 
 
 Handler = Callable[[Any, UnitOfWork[Any]], Sequence[Event]]

@@ -23,11 +23,14 @@ from contracts.envelope import Envelope, wrap
 from contracts.events import EVENT_TYPES, Event, Failure
 from runtime.codec import BadRecord, decode_envelope, decode_event
 from runtime.db import messaging_tables
+from runtime.history import History
 from runtime.participant import Participant, UnitOfWork
 from runtime.retry import FaultInjector
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+
+GAVE_UP = ("retries_exhausted", "non_retryable_error")
 
 REASON_HEADER = "pokesaga.dlq.reason"
 
@@ -102,8 +105,11 @@ def dead_letter_row(participant: Participant, record: Record, reason: str) -> di
 class BatchProcessor:
     """Applies batches of records for one participant against its database."""
 
-    def __init__(self, participant: Participant, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, participant: Participant, engine: Engine, settings: Settings, history: History | None = None
+    ) -> None:
         self.participant = participant
+        self.history = history or {}
         self.engine = engine
         self.settings = settings
         self.inbox, self.outbox = messaging_tables(participant.metadata)
@@ -134,6 +140,12 @@ class BatchProcessor:
                 return
             event = decode_event(envelope)
         except BadRecord as bad:
+            # Recorded by its coordinates: replaying the topic does not dead-letter it twice.
+            marker = f"dead:{record.topic}:{record.partition}:{record.offset}"
+            if self._seen(conn, marker):
+                result.duplicates += 1
+                return
+            conn.execute(self.inbox.insert().values(self._marker_row(marker, record)))
             self._dead_letter(record, bad.reason, rows, result)
             return
         if self._seen(conn, envelope.id):
@@ -160,6 +172,14 @@ class BatchProcessor:
 
         Returns the events to publish, or None when the record was dead-lettered.
         """
+        recorded = tuple(decode_event(e) for e in self.history.get(envelope.id, ()))
+        gave_up = next((e for e in recorded if isinstance(e, Failure) and e.reason in GAVE_UP), None)
+        if gave_up is not None and self.participant.on_exhausted is not None:
+            # The first time round this step gave up: give up again, with the same words.
+            with conn.begin_nested():
+                conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
+                uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings, recorded)
+                return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
         delays = self.policy.delays()
         attempts = 0
         while True:
@@ -168,7 +188,7 @@ class BatchProcessor:
                 with conn.begin_nested():
                     conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
                     self.faults.maybe_fail()
-                    uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings)
+                    uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings, recorded)
                     return self.participant.handlers[envelope.type](event, uow)
             except (OperationalError, InterfaceError):
                 raise  # the database itself is unavailable: the whole batch is retried
@@ -222,6 +242,18 @@ class BatchProcessor:
             "event_id": envelope.id,
             "saga_id": envelope.sagaid,
             "type": envelope.type,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+        }
+
+    def _marker_row(self, marker: str, record: Record) -> dict[str, Any]:
+        key = (record.key or b"").decode("utf-8", "replace")[:200]
+        return {
+            "consumer": self.participant.name,
+            "event_id": marker,
+            "saga_id": key,
+            "type": "dead_letter",
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,

@@ -11,10 +11,16 @@ from services.delivery.tables import DeliveryRecords
 def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[Event]:
     """The party holds party_size, then the PC holds pc_capacity; both full → DeliveryFailed."""
     trainer, pokemon = event.trainer, event.pokemon
-    storage = uow.records.storage(trainer.name, uow.settings.party_size, uow.settings.pc_capacity)
     row = {"saga_id": uow.saga_id, "trainer": trainer.name, "pokemon": pokemon.name, "level": pokemon.level}
+    recorded = uow.recorded[0] if uow.recorded else None  # rebuilding: slots as they were given
     try:
-        location, slot = storage.deposit()
+        if isinstance(recorded, PokemonDelivered):
+            location, slot = recorded.location, recorded.slot
+        elif isinstance(recorded, DeliveryFailed):
+            raise model.StorageFull
+        else:
+            storage = uow.records.storage(trainer.name, uow.settings.party_size, uow.settings.pc_capacity)
+            location, slot = storage.deposit()
     except model.StorageFull:
         uow.records.add(**row, location=None, slot=None, outcome="full")
         return [DeliveryFailed(trainer=trainer, pokemon=pokemon, reason="party_and_pc_full", failed_step=Step.DELIVERY)]

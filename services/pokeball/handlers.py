@@ -12,9 +12,15 @@ from services.pokeball.tables import PokeballRecords
 def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> list[Event]:
     """Every throw uses a ball; the catch roll is the mainline formula, seeded by the saga id."""
     trainer = event.trainer.name
+    recorded = uow.recorded[0] if uow.recorded else None  # rebuilding: the bag may be mid-replay
     bag = uow.records.bag(trainer, uow.settings.starter_balls)
     try:
-        bag.take_one()
+        if isinstance(recorded, OutOfPokeballs):
+            raise model.OutOfBalls
+        if recorded is not None:
+            bag.take_recorded()
+        else:
+            bag.take_one()
     except model.OutOfBalls:
         uow.records.add_throw(
             saga_id=uow.saga_id,

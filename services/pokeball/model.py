@@ -28,6 +28,11 @@ class Bag:
             raise OutOfBalls
         self.balls -= 1
 
+    def take_recorded(self) -> None:
+        """Replay a throw the history says happened, even if a refund that came before it
+        has not been replayed yet (the count may dip below zero until it is)."""
+        self.balls -= 1
+
     def refund_one(self) -> None:
         self.balls += 1
 
