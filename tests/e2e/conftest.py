@@ -36,20 +36,61 @@ GROUPS = {
 }
 
 
+class Cluster:
+    """The services as named processes (``status``, ``status#2`` for a second instance)."""
+
+    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+        self.settings = settings
+        self.env = env
+        self.processes: dict[str, ServiceProcess] = {}
+        self.exits: list[tuple[str, int | None]] = []
+
+    def start(self, name: str, **env: str) -> ServiceProcess:
+        target = name.split("#")[0]
+        log_dir = Path(self.settings.data_dir) / "logs"
+        process = ServiceProcess(target, self.settings, log_dir, extra_env={**self.env, **env})
+        process.log_path = log_dir / f"{name.replace('#', '-')}.log"
+        self.processes[name] = process.start()
+        return process
+
+    def stop(self, name: str) -> int | None:
+        code = self.processes[name].stop()
+        self.exits.append((name, code))
+        return code
+
+    def kill(self, name: str) -> None:
+        self.processes[name].kill()
+
+    async def joined(self) -> None:
+        """Every consumer group has a live member again."""
+        await eventually(lambda: groups_joined(self.settings.bootstrap, GROUPS), timeout=60, what="consuming")
+
+    def wait_joined(self) -> None:
+        asyncio.run(self.joined())
+
+
 @contextlib.contextmanager
-def services(bootstrap: str, data: Path, **env: str) -> Iterator[Settings]:
+def cluster(bootstrap: str, data: Path, instances: tuple[str, ...] = SERVICES, **env: str) -> Iterator[Cluster]:
     """Every service (each also running its compensator) in its own process, with ``env``."""
-    settings = Settings(kafka_bootstrap_servers=bootstrap, data_dir=data)
-    processes = [ServiceProcess(s, settings, data / "logs", extra_env=env).start() for s in SERVICES]
+    running = Cluster(Settings(kafka_bootstrap_servers=bootstrap, data_dir=data), env)
+    for name in instances:
+        running.start(name)
     try:
-        asyncio.run(eventually(lambda: groups_joined(bootstrap, GROUPS), timeout=60, what="services consuming"))
-        yield settings
+        running.wait_joined()
+        yield running
     finally:
-        died = [p.target for p in processes if not p.alive]
-        stop_all(processes)
-    codes = {p.target: p.proc.returncode if p.proc else None for p in processes}
+        died = [n for n, p in running.processes.items() if not p.alive and not p.terminated]
+        stop_all(list(running.processes.values()))
+    codes = {n: p.proc.returncode if p.proc else None for n, p in running.processes.items()}
     assert not died, f"service processes died during the tests: {died} (logs in {data / 'logs'})"
     assert set(codes.values()) == {0}, f"services did not stop cleanly: {codes}"
+
+
+@contextlib.contextmanager
+def services(bootstrap: str, data: Path, **env: str) -> Iterator[Settings]:
+    """The four services, one process each; yields their settings."""
+    with cluster(bootstrap, data, **env) as running:
+        yield running.settings
 
 
 @pytest.fixture(scope="module")
