@@ -5,13 +5,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit integration e2e system-deps kafka-start kafka-stop clean
+.PHONY: demo test chaos lint unit integration e2e system-deps kafka-start kafka-stop clean
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga demo
 
+# The chaos test runs one round of 500 sagas here; `make chaos` runs three.
 test: $(STAMP) system-deps lint
-	$(PY) -m pytest
+	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest
+
+chaos: $(STAMP) system-deps
+	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-3} $(PY) -m pytest tests/e2e/test_chaos.py -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

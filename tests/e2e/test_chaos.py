@@ -1,0 +1,193 @@
+"""Chaos: SIGKILL random service processes during a run, restart them, check every invariant.
+
+Two instances of pokeball and of delivery share their service's database and consumer group.
+``POKESAGA_CHAOS_ROUNDS`` (default 3) runs it that many times in a row, each on fresh databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts import topics
+from contracts.envelope import Envelope
+from runtime.starter import TopicWatcher, publish, start_event
+from tests.e2e.conftest import GROUPS, Cluster, cluster
+from tests.support import caught_up, eventually
+
+ROUNDS = int(os.environ.get("POKESAGA_CHAOS_ROUNDS", "3"))
+SAGAS = int(os.environ.get("POKESAGA_CHAOS_SAGAS", "500"))
+INSTANCES = ("status", "combat", "pokeball", "pokeball#2", "delivery", "delivery#2")
+STARTER_BALLS, PARTY, PC = 5, 3, 5
+
+
+def sagas(run: str, rng: random.Random) -> list[Envelope]:
+    """A mix of every path over 40 trainers, so bags and parties are contended."""
+    mixed = []
+    for i in range(SAGAS):
+        trainer = {"name": f"K{i % 40}-{run}"}
+        roll = rng.random()
+        if roll < 0.5:
+            pokemon: dict[str, Any] = {"name": "Caterpie", "catch_rate": 255, "level": 20, "hp": 10}
+        elif roll < 0.7:
+            pokemon = {"name": rng.choice(["Snorlax", "Lapras", "Mewtwo", "Onix"]), "level": rng.randint(20, 70)}
+        elif roll < 0.85:
+            pokemon = {"name": rng.choice(["Pikachu", "Voltorb", "Jolteon"])}
+        else:
+            pokemon = {"name": "Rattata", "hp": 1}
+        mixed.append(start_event(f"chaos-{run}-{i}", trainer, pokemon))
+    return mixed
+
+
+Disruptor = Callable[[Cluster, random.Random, asyncio.Event, Counter[str]], Awaitable[None]]
+
+
+async def monkey(running: Cluster, rng: random.Random, stop: asyncio.Event, figures: Counter[str]) -> None:
+    """Kill a random service process now and then, and bring it back a little later."""
+    deadline = time.monotonic() + 45  # bounded: stops by itself
+    while not stop.is_set() and time.monotonic() < deadline and figures["kills"] < 15:
+        await asyncio.sleep(rng.uniform(0.5, 2.5))
+        name = rng.choice(INSTANCES)
+        running.kill(name)
+        figures["kills"] += 1
+        await asyncio.sleep(rng.uniform(0.1, 1.0))
+        running.start(name)
+        figures["restarts"] += 1
+
+
+async def rolling_restart(running: Cluster, rng: random.Random, stop: asyncio.Event, figures: Counter[str]) -> None:
+    """Restart every instance in turn with SIGTERM, as a deployment does."""
+    for name in INSTANCES:
+        code = await asyncio.to_thread(running.stop, name)
+        figures["clean stops"] += code == 0
+        running.start(name)
+        figures["restarts"] += 1
+        await running.joined()
+
+
+def rows(data: Path, service: str, query: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(data / f"{service}.db") as db:
+        return db.execute(query).fetchall()
+
+
+def check_invariants(data: Path, outcomes: dict[str, dict[str, str]], wanted: set[str]) -> dict[str, int]:
+    """The invariants of the issue; returns the figures that must be zero."""
+    broken: Counter[str] = Counter()
+    # No Pokémon in two places, and only where its saga says it was delivered.
+    placed = rows(
+        data, "delivery", "select saga_id, trainer, location, slot from deliveries where location is not null"
+    )
+    broken["pokemon in two places"] = len(placed) - len({(t, loc, s) for _, t, loc, s in placed})
+    for saga, _trainer, _location, _slot in placed:
+        if saga in wanted and next(iter(outcomes.get(saga, {}).values()), "") != "PokemonDelivered":
+            broken["delivered without PokemonDelivered"] += 1
+    for (_trainer, location), n in Counter((t, loc) for _, t, loc, _ in placed).items():
+        broken["storage overflow"] += n > (PARTY if location == "party" else PC)
+    # Balls used equal throws recorded (a refund undoes one throw, at most once).
+    thrown = dict(
+        rows(
+            data,
+            "pokeball",
+            "select trainer, count(*) from throws where ball is not null and not refunded group by trainer",
+        )
+    )
+    for trainer, balls in rows(data, "pokeball", "select trainer, balls from bags"):
+        broken["balls used != throws recorded"] += STARTER_BALLS - balls != thrown.get(trainer, 0)
+    # Every compensation ran at most once in effect: healed back exactly, restored exactly.
+    broken["hp not restored exactly"] = len(
+        rows(data, "combat", "select 1 from attacks where healed and hp != hp_before")
+    )
+    broken["status not restored exactly"] = len(
+        rows(data, "status", "select 1 from statuses where outcome = 'restored' and status != previous_status")
+    )
+    # Nothing stuck in an outbox.
+    for service in ("status", "combat", "pokeball", "delivery"):
+        broken["records stuck in an outbox"] += rows(data, service, "select count(*) from outbox")[0][0]
+    return dict(broken)
+
+
+async def drive(
+    running: Cluster, mixed: list[Envelope], rng: random.Random, figures: Counter[str], disrupt: Disruptor
+) -> list[Any]:
+    """Publish in waves while ``disrupt`` runs; every record on capture.outcomes once all are done."""
+    bootstrap, wanted = running.settings.bootstrap, {s.sagaid for s in mixed}
+    async with TopicWatcher(bootstrap, topics.OUTCOMES) as watcher:
+        stop = asyncio.Event()
+        chaos = asyncio.create_task(disrupt(running, rng, stop, figures))
+        for wave in range(0, len(mixed), 25):  # about ten seconds of arrivals, overlapping the disruption
+            await publish(bootstrap, mixed[wave : wave + 25])
+            await asyncio.sleep(0.5)
+
+        async def all_outcomes() -> bool:
+            await watcher.poll()
+            return wanted <= watcher.outcomes.keys()
+
+        try:
+            await eventually(all_outcomes, timeout=300, what="an outcome for every saga")
+        finally:
+            stop.set()
+            await chaos
+        await running.joined()
+        await eventually(lambda: caught_up(bootstrap, GROUPS), timeout=120, what="every group caught up")
+        return await watcher.drain()
+
+
+def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: int) -> Counter[str]:
+    """Run the saga mix while ``disrupt`` runs; check the invariants; return the figures."""
+    run, rng = uuid.uuid4().hex[:6], random.Random(seed)
+    mixed = sagas(run, rng)
+    wanted = {s.sagaid for s in mixed}
+    env = {
+        "POKESAGA_STARTER_BALLS": str(STARTER_BALLS),
+        "POKESAGA_PARTY_SIZE": str(PARTY),
+        "POKESAGA_PC_CAPACITY": str(PC),
+    }
+    figures: Counter[str] = Counter()
+    started = time.monotonic()
+    with cluster(bootstrap, data, INSTANCES, **env) as running:
+        records = asyncio.run(drive(running, mixed, rng, figures, disrupt))
+
+    outcomes: dict[str, dict[str, str]] = {}  # saga → outcome event id → type
+    copies = 0
+    for record in records:
+        doc = json.loads(record.value)
+        if doc["sagaid"] in wanted:
+            copies += 1
+            outcomes.setdefault(doc["sagaid"], {})[doc["id"]] = doc["type"]
+    figures["sagas"] = len(wanted)
+    figures["outcomes"] = sum(len(ids) for ids in outcomes.values())
+    figures["re-published copies"] = copies - figures["outcomes"]
+    figures["duplicates"] = sum(len(ids) - 1 for ids in outcomes.values())
+    figures["lost"] = len(wanted - outcomes.keys())
+    for types in outcomes.values():
+        figures[next(iter(types.values()))] += 1
+    broken = check_invariants(data, outcomes, wanted)
+    print(f"\n{label}: {dict(figures)} in {time.monotonic() - started:.0f}s; broken: {broken}")
+    assert figures["duplicates"] == 0 and figures["lost"] == 0
+    assert {k: v for k, v in broken.items() if v} == {}
+    return figures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", range(1, ROUNDS + 1))
+def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path, round_: int
+) -> None:
+    figures = run_under(monkey, f"chaos round {round_}", tmp_path, kafka_bootstrap, seed=round_)
+    assert figures["kills"] > 0
+
+
+def test_a_rolling_restart_of_every_service_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    figures = run_under(rolling_restart, "rolling restart", tmp_path, kafka_bootstrap, seed=0)
+    assert figures["clean stops"] == len(INSTANCES)
