@@ -61,11 +61,11 @@ def _say(message: str) -> None:
 class LocalKafka:
     """A single-node KRaft broker (broker + controller) on loopback, from cached jars."""
 
-    def __init__(self, cache_dir: Path, version: str = KAFKA_VERSION) -> None:
+    def __init__(self, cache_dir: Path, version: str = KAFKA_VERSION, state: Path | None = None) -> None:
         self.version = version
         self.home = cache_dir / f"kafka-{version}"
         self.lib = self.home / "lib"
-        self.state = cache_dir / "broker"
+        self.state = state or cache_dir / "broker"  # another state folder: another, separate broker
         self.pid_file = self.state / "broker.pid"
         self.address_file = self.state / "bootstrap"
         self.log_file = self.state / "broker.log"

@@ -86,6 +86,18 @@ def build_parser() -> Parser:
     broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
     broker.add_argument("action", choices=["start", "stop", "status"])
 
+    bench = commands.add_parser("bench", help="the services under load (and the null-relay ceiling); one JSON line")
+    bench.add_argument("--sagas", type=_positive, default=2000, help="sagas to time (default 2000)")
+    load = bench.add_mutually_exclusive_group()
+    load.add_argument("--concurrency", type=_positive, default=200, help="sagas in flight (default 200)")
+    load.add_argument("--rate", type=float, help="sagas started per second, instead of a concurrency")
+    bench.add_argument("--instances", type=_positive, default=1, help="processes per service (default 1)")
+    bench.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    bench.add_argument("--failure-mix", type=float, default=0.0, help="share of sagas that fail (0..1)")
+    bench.add_argument("--warmup", type=_positive, default=100, help="sagas run first and not timed")
+    bench.add_argument("--null-relay", action="store_true", help="only the passthrough chain: the ceiling")
+    bench.add_argument("--compare-null", action="store_true", help="also the null relay, and the ratio")
+
     replay = commands.add_parser("replay", help="move a stopped service's offsets back, to reprocess on restart")
     replay.add_argument(
         "service", help="status|combat|pokeball|delivery (with its compensator), or compensations.SERVICE"
@@ -179,10 +191,32 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     from runtime import bootstrap
 
+    if args.service.startswith("null-relay."):  # the bench's passthrough chain
+        return run_relay(args.service, with_broker(settings, "run"))
     bootstrap.resolve(args.service)  # a wrong name fails here, before any connection
     settings = with_broker(settings, "run")
     asyncio.run(bootstrap.serve(args.service, settings))
     signal.signal(signal.SIGTERM, _exit_cleanly)  # asyncio restored the default on the way out
+    return 0
+
+
+def run_relay(target: str, settings: Settings) -> int:
+    from runtime import metrics
+    from runtime.relay import CHAIN, run_chain
+
+    hop = target.removeprefix("null-relay.")
+    if not hop.isdigit() or int(hop) >= len(CHAIN) - 1:
+        raise Usage(f"pokesaga run: unknown relay {target!r}; expected null-relay.0 .. null-relay.{len(CHAIN) - 2}")
+
+    async def go() -> None:
+        metrics.serve(settings.metrics_port)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await run_chain(settings.bootstrap, int(hop), stop)
+
+    asyncio.run(go())
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     return 0
 
 
@@ -222,6 +256,30 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(running)
     return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.bench import Options, run
+
+    if not 0 <= args.failure_mix <= 1:
+        raise Usage("pokesaga bench: --failure-mix must be within 0..1")
+    if args.rate is not None and args.rate <= 0:
+        raise Usage("pokesaga bench: --rate must be above 0")
+    if args.db == "postgres" and not all(
+        getattr(settings, f"{s}_db_url") for s in ("status", "combat", "pokeball", "delivery")
+    ):
+        raise Usage("pokesaga bench: --db postgres needs POKESAGA_<SERVICE>_DB_URL set for each of the four services")
+    options = Options(
+        sagas=args.sagas,
+        concurrency=None if args.rate else args.concurrency,
+        rate=args.rate,
+        partitions=args.partitions or settings.partitions,
+        instances=max(1, args.instances),
+        db=args.db,
+        failure_mix=args.failure_mix,
+        warmup=args.warmup,
+    )
+    return run(settings, options, args.null_relay, args.compare_null)
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -299,6 +357,7 @@ COMMANDS = {
     "schemas": cmd_schemas,
     "dlq": cmd_dlq,
     "replay": cmd_replay,
+    "bench": cmd_bench,
 }
 
 

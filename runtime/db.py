@@ -21,8 +21,9 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    select,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 
 def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -80,3 +81,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def one_row(conn: Connection, table: Table, **where: Any) -> dict[str, Any] | None:
+    """The row of ``table`` matching ``where`` (column=value), as a dict, or None."""
+    query = select(table).where(*(table.c[k] == v for k, v in where.items()))
+    row = conn.execute(query).first()
+    return row._asdict() if row else None
+
+
+def all_rows(conn: Connection, table: Table, order_by: tuple[str, ...], **where: Any) -> list[dict[str, Any]]:
+    """Every row of ``table`` matching ``where``, in ``order_by`` order, as dicts."""
+    query = select(table).where(*(table.c[k] == v for k, v in where.items())).order_by(*(table.c[c] for c in order_by))
+    return [row._asdict() for row in conn.execute(query)]

@@ -125,11 +125,5 @@ async def replay(
             await future
     finally:
         await producer.stop()
-    committer = kafka.consumer(bootstrap, REPLAY_GROUP)
-    await committer.start()
-    try:
-        committer.assign(list(ends))
-        await committer.commit(ends)
-    finally:
-        await committer.stop()
+    await kafka.commit_offsets(bootstrap, REPLAY_GROUP, ends)
     return letters

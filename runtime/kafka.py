@@ -7,9 +7,9 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from contracts import topics
 
@@ -87,5 +87,34 @@ async def topic_exists(bootstrap: str, topic: str) -> bool:
     await admin.start()
     try:
         return topic in set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit ``offsets`` for ``group`` without joining it (the group must have no live member)."""
+    committer = consumer(bootstrap, group)
+    await committer.start()
+    try:
+        committer.assign(list(offsets))
+        await committer.commit(offsets)
+    finally:
+        await committer.stop()
+
+
+async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
+    """True when every group is Stable with at least one member (its service is consuming)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for group in groups:
+            try:
+                (response,) = await admin.describe_consumer_groups([group])
+            except KafkaError:  # no coordinator yet (a new broker): not stable yet
+                return False
+            _error, _name, state, _ptype, _protocol, members = response.groups[0]
+            if state != "Stable" or not members:
+                return False
+        return True
     finally:
         await admin.close()

@@ -82,11 +82,4 @@ async def apply(bootstrap: str, moves: list[Move]) -> None:
         if members:
             raise GroupActive(f"consumer group {group!r} has {members} live member(s): stop the service first")
     for group in groups:
-        offsets = {m.partition: m.target for m in moves if m.group == group}
-        consumer = kafka.consumer(bootstrap, group)
-        await consumer.start()
-        try:
-            consumer.assign(list(offsets))
-            await consumer.commit(offsets)
-        finally:
-            await consumer.stop()
+        await kafka.commit_offsets(bootstrap, group, {m.partition: m.target for m in moves if m.group == group})

@@ -66,18 +66,3 @@ def record(envelope: Envelope) -> tuple[bytes, bytes]:
 
 def data_of(value: bytes) -> dict[str, Any]:
     return json.loads(value)  # type: ignore[no-any-return]
-
-
-async def groups_joined(bootstrap: str, groups: Iterable[str]) -> bool:
-    """True when every group is Stable with at least one member (its service is consuming)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        for group in groups:
-            (response,) = await admin.describe_consumer_groups([group])
-            _error, _name, state, _ptype, _protocol, members = response.groups[0]
-            if state != "Stable" or not members:
-                return False
-        return True
-    finally:
-        await admin.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, update
+
+from runtime.db import all_rows, one_row
 
 metadata = MetaData()
 
@@ -29,8 +31,7 @@ class CombatRecords:
         self.conn = conn
 
     def get(self, saga_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(attacks).where(attacks.c.saga_id == saga_id)).first()
-        return row._asdict() if row else None
+        return one_row(self.conn, attacks, saga_id=saga_id)
 
     def add(self, **row: Any) -> None:
         self.conn.execute(attacks.insert().values(healed=False, **row))
@@ -48,5 +49,4 @@ class CombatRecords:
         return True
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
-        query = select(attacks).where(attacks.c.trainer == trainer).order_by(attacks.c.saga_id)
-        return [r._asdict() for r in self.conn.execute(query)]
+        return all_rows(self.conn, attacks, ("saga_id",), trainer=trainer)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, UniqueConstraint, func, select
 
+from runtime.db import all_rows, one_row
 from services.delivery.model import Storage
 
 metadata = MetaData()
@@ -43,13 +44,7 @@ class DeliveryRecords:
         self.conn.execute(deliveries.insert().values(**row))
 
     def get(self, saga_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(deliveries).where(deliveries.c.saga_id == saga_id)).first()
-        return row._asdict() if row else None
+        return one_row(self.conn, deliveries, saga_id=saga_id)
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
-        query = (
-            select(deliveries)
-            .where(deliveries.c.trainer == trainer)
-            .order_by(deliveries.c.location, deliveries.c.slot, deliveries.c.saga_id)
-        )
-        return [r._asdict() for r in self.conn.execute(query)]
+        return all_rows(self.conn, deliveries, ("location", "slot", "saga_id"), trainer=trainer)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, select, update
 
+from runtime.db import all_rows, one_row
 from services.pokeball.model import Bag
 
 metadata = MetaData()
@@ -49,8 +50,7 @@ class PokeballRecords:
         self.conn.execute(throws.insert().values(refunded=False, **row))
 
     def get_throw(self, saga_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(throws).where(throws.c.saga_id == saga_id)).first()
-        return row._asdict() if row else None
+        return one_row(self.conn, throws, saga_id=saga_id)
 
     def mark_released(self, saga_id: str) -> None:
         self.conn.execute(update(throws).where(throws.c.saga_id == saga_id).values(outcome="released", refunded=True))
@@ -59,5 +59,4 @@ class PokeballRecords:
         return self.conn.execute(select(bags.c.balls).where(bags.c.trainer == trainer)).scalar()
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
-        query = select(throws).where(throws.c.trainer == trainer).order_by(throws.c.saga_id)
-        return [r._asdict() for r in self.conn.execute(query)]
+        return all_rows(self.conn, throws, ("saga_id",), trainer=trainer)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, String, Table, select, update
+from sqlalchemy import Column, Connection, MetaData, String, Table, update
+
+from runtime.db import all_rows, one_row
 
 metadata = MetaData()
 
@@ -25,8 +27,7 @@ class StatusRecords:
         self.conn = conn
 
     def get(self, saga_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(statuses).where(statuses.c.saga_id == saga_id)).first()
-        return row._asdict() if row else None
+        return one_row(self.conn, statuses, saga_id=saga_id)
 
     def add(self, **row: Any) -> None:
         self.conn.execute(statuses.insert().values(**row))
@@ -44,5 +45,4 @@ class StatusRecords:
         return True
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
-        query = select(statuses).where(statuses.c.trainer == trainer).order_by(statuses.c.saga_id)
-        return [r._asdict() for r in self.conn.execute(query)]
+        return all_rows(self.conn, statuses, ("saga_id",), trainer=trainer)

@@ -18,12 +18,12 @@ from aiokafka import AIOKafkaProducer
 from contracts import topics
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
-from runtime import views
+from runtime import kafka, views
 from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
 from services.combat.model import false_swipe
 from services.pokeball.model import shakes
-from tests.support import eventually, groups_joined
+from tests.support import eventually
 
 GROUPS = {
     "status": [topics.STATUS],
@@ -63,7 +63,7 @@ class Cluster:
 
     async def joined(self) -> None:
         """Every consumer group has a live member again."""
-        await eventually(lambda: groups_joined(self.settings.bootstrap, GROUPS), timeout=60, what="consuming")
+        await eventually(lambda: kafka.groups_stable(self.settings.bootstrap, GROUPS), timeout=60, what="consuming")
 
     def wait_joined(self) -> None:
         asyncio.run(self.joined())
