@@ -6,6 +6,7 @@ already applied, per consumer) and the outbox (records to publish, per producer)
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
     select,
@@ -83,14 +86,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+@functools.cache
+def _select(table: Table, keys: tuple[str, ...], order_by: tuple[str, ...] = ()) -> Select[Any]:
+    # Built once per shape, with bind parameters: SQLAlchemy then reuses the compiled SQL.
+    return select(table).where(*(table.c[k] == bindparam(k) for k in keys)).order_by(*(table.c[c] for c in order_by))
+
+
 def one_row(conn: Connection, table: Table, **where: Any) -> dict[str, Any] | None:
     """The row of ``table`` matching ``where`` (column=value), as a dict, or None."""
-    query = select(table).where(*(table.c[k] == v for k, v in where.items()))
-    row = conn.execute(query).first()
+    row = conn.execute(_select(table, tuple(where)), where).first()
     return row._asdict() if row else None
 
 
 def all_rows(conn: Connection, table: Table, order_by: tuple[str, ...], **where: Any) -> list[dict[str, Any]]:
     """Every row of ``table`` matching ``where``, in ``order_by`` order, as dicts."""
-    query = select(table).where(*(table.c[k] == v for k, v in where.items())).order_by(*(table.c[c] for c in order_by))
-    return [row._asdict() for row in conn.execute(query)]
+    return [row._asdict() for row in conn.execute(_select(table, tuple(where), order_by), where)]

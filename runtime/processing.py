@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, bindparam, delete, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from contracts import topics
@@ -68,6 +68,30 @@ class BatchResult:
     compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
 
 
+@dataclass(frozen=True)
+class _Item:
+    """A record, decoded: ``key`` is its event id or dead-letter marker; None: skipped."""
+
+    record: Record
+    key: str | None
+    envelope: Envelope | None = None
+    event: Event | None = None
+    bad: str | None = None
+
+
+class _Careful(Exception):
+    """A handler raised in an optimistic batch: apply it again, record by record."""
+
+    def __init__(self, event_id: str, error: Exception) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+        self.error = error
+
+
+def _key_of(record: Record) -> str:
+    return (record.key or b"").decode("utf-8", "replace")[:200]
+
+
 class Interrupted(Exception):
     """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
 
@@ -116,47 +140,72 @@ class BatchProcessor:
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.faults = FaultInjector(settings.faults, participant.name)
         self.stopping = threading.Event()
+        self._seen_query = select(self.inbox.c.event_id).where(
+            self.inbox.c.consumer == bindparam("consumer"), self.inbox.c.event_id.in_(bindparam("keys", expanding=True))
+        )
 
     def process(self, records: Sequence[Record]) -> BatchResult:
-        """One local transaction for the whole batch: inbox rows + state + outbox rows."""
+        """One local transaction for the whole batch: inbox rows + state + outbox rows.
+
+        Optimistic first: no savepoints. If a handler raises, the whole transaction is
+        rolled back and the batch is applied again record by record, each attempt in a
+        savepoint under the retry policy.
+        """
+        try:
+            return self._process(records, careful=False)
+        except _Careful as first:
+            # That attempt happened (and was rolled back): it counts against the policy.
+            return self._process(records, careful=True, failed={first.event_id: first.error})
+
+    def _process(
+        self, records: Sequence[Record], careful: bool, failed: dict[str, Exception] | None = None
+    ) -> BatchResult:
         result = BatchResult()
         rows: list[dict[str, Any]] = []
+        inbox_rows: list[dict[str, Any]] = []
+        items = [self._decode(record) for record in records]
         with self.engine.begin() as conn:
-            records_repo = self.participant.repository(conn)
-            for record in records:
-                self._apply(conn, records_repo, record, rows, result)
+            seen = self._seen(conn, [item.key for item in items if item.key])
+            repo = self.participant.repository(conn)
+            for item in items:
+                if item.key is None:
+                    result.skipped += 1
+                    continue
+                if item.key in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(item.key)
+                if item.bad is not None:
+                    # Recorded by its coordinates: replaying the topic does not dead-letter it twice.
+                    inbox_rows.append(self._inbox_row(item.key, item.record, "dead_letter", _key_of(item.record)))
+                    self._dead_letter(item.record, item.bad, rows, result)
+                    continue
+                assert item.envelope is not None and item.event is not None
+                prior = (failed or {}).get(item.key)
+                produced = self._attempt(
+                    conn, repo, item.record, item.envelope, item.event, rows, result, careful, prior
+                )
+                if produced is None:
+                    continue  # parked as a dead letter: not in the inbox, so a replay applies it
+                inbox_rows.append(self._inbox_row(item.key, item.record, item.envelope.type, item.envelope.sagaid))
+                rows.extend(event_row(self.participant, self._wrap(item.envelope, out)) for out in produced)
+                result.applied[item.envelope.type] = result.applied.get(item.envelope.type, 0) + 1
+                self._account(item.event, produced, result)
+            if inbox_rows:
+                conn.execute(self.inbox.insert(), inbox_rows)
             if rows:
                 ids = conn.execute(self.outbox.insert().returning(self.outbox.c.id), rows).scalars()
                 result.outbox = [_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True)]
         return result
 
-    def _apply(
-        self, conn: Connection, repo: Any, record: Record, rows: list[dict[str, Any]], result: BatchResult
-    ) -> None:
+    def _decode(self, record: Record) -> _Item:
         try:
             envelope = decode_envelope(record.value)
             if envelope.type not in self.participant.handlers:
-                result.skipped += 1
-                return
-            event = decode_event(envelope)
+                return _Item(record, None)  # skipped and counted
+            return _Item(record, envelope.id, envelope=envelope, event=decode_event(envelope))
         except BadRecord as bad:
-            # Recorded by its coordinates: replaying the topic does not dead-letter it twice.
-            marker = f"dead:{record.topic}:{record.partition}:{record.offset}"
-            if self._seen(conn, marker):
-                result.duplicates += 1
-                return
-            conn.execute(self.inbox.insert().values(self._marker_row(marker, record)))
-            self._dead_letter(record, bad.reason, rows, result)
-            return
-        if self._seen(conn, envelope.id):
-            result.duplicates += 1
-            return
-        produced = self._attempt(conn, repo, record, envelope, event, rows, result)
-        if produced is None:
-            return
-        rows.extend(event_row(self.participant, self._wrap(envelope, out)) for out in produced)
-        result.applied[envelope.type] = result.applied.get(envelope.type, 0) + 1
-        self._account(event, produced, result)
+            return _Item(record, f"dead:{record.topic}:{record.partition}:{record.offset}", bad=bad.reason)
 
     def _attempt(
         self,
@@ -167,33 +216,42 @@ class BatchProcessor:
         event: Event,
         rows: list[dict[str, Any]],
         result: BatchResult,
+        careful: bool,
+        prior: Exception | None = None,
     ) -> Sequence[Event] | None:
-        """Run the handler under the retry policy, each attempt in its own savepoint.
+        """Run the handler; when ``careful``, under the retry policy, each attempt in a savepoint.
 
         Returns the events to publish, or None when the record was dead-lettered.
         """
         recorded = tuple(decode_event(e) for e in self.history.get(envelope.id, ()))
+        uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings, recorded)
         gave_up = next((e for e in recorded if isinstance(e, Failure) and e.reason in GAVE_UP), None)
         if gave_up is not None and self.participant.on_exhausted is not None:
             # The first time round this step gave up: give up again, with the same words.
-            with conn.begin_nested():
-                conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
-                uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings, recorded)
-                return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
+            return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
+        if not careful:
+            try:
+                self.faults.maybe_fail()
+                return self.participant.handlers[envelope.type](event, uow)
+            except (OperationalError, InterfaceError):
+                raise  # the database itself is unavailable: the whole batch is retried
+            except Exception as exc:
+                raise _Careful(envelope.id, exc) from None
         delays = self.policy.delays()
         attempts = 0
         while True:
             attempts += 1
-            try:
-                with conn.begin_nested():
-                    conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
-                    self.faults.maybe_fail()
-                    uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings, recorded)
-                    return self.participant.handlers[envelope.type](event, uow)
-            except (OperationalError, InterfaceError):
-                raise  # the database itself is unavailable: the whole batch is retried
-            except Exception as exc:
-                error = exc
+            if prior is not None:  # the optimistic pass's attempt
+                error, prior = prior, None
+            else:
+                try:
+                    with conn.begin_nested():
+                        self.faults.maybe_fail()
+                        return self.participant.handlers[envelope.type](event, uow)
+                except (OperationalError, InterfaceError):
+                    raise  # the database itself is unavailable: the whole batch is retried
+                except Exception as exc:
+                    error = exc
             retryable = self.policy.retryable(error)
             delay = next(delays, None) if retryable else None
             if delay is None:
@@ -213,9 +271,7 @@ class BatchProcessor:
             self._dead_letter(record, f"compensation_failed: {detail}", rows, result)
             return None
         log.warning("%s: saga %s step failed (%s): %s", self.participant.name, envelope.sagaid, reason, detail)
-        with conn.begin_nested():  # the step's own record of the failure, with its inbox row
-            conn.execute(self.inbox.insert().values(self._inbox_row(envelope, record)))
-            uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings)
+        with conn.begin_nested():  # the step's own record of the failure, beside its failure event
             return [self.participant.on_exhausted(event, uow, reason, detail)]
 
     def _wrap(self, cause: Envelope, event: Event) -> Envelope:
@@ -230,30 +286,19 @@ class BatchProcessor:
             elif not self.participant.compensator:
                 result.failures.append(out.reason)
 
-    def _seen(self, conn: Connection, event_id: str) -> bool:
-        query = select(self.inbox.c.event_id).where(
-            self.inbox.c.consumer == self.participant.name, self.inbox.c.event_id == event_id
-        )
-        return conn.execute(query).first() is not None
+    def _seen(self, conn: Connection, keys: list[str]) -> set[str]:
+        """Which of ``keys`` (event ids, dead-letter markers) this participant has applied."""
+        if not keys:
+            return set()
+        params = {"consumer": self.participant.name, "keys": keys}
+        return set(conn.execute(self._seen_query, params).scalars())
 
-    def _inbox_row(self, envelope: Envelope, record: Record) -> dict[str, Any]:
+    def _inbox_row(self, key: str, record: Record, type_: str, saga_id: str) -> dict[str, Any]:
         return {
             "consumer": self.participant.name,
-            "event_id": envelope.id,
-            "saga_id": envelope.sagaid,
-            "type": envelope.type,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-        }
-
-    def _marker_row(self, marker: str, record: Record) -> dict[str, Any]:
-        key = (record.key or b"").decode("utf-8", "replace")[:200]
-        return {
-            "consumer": self.participant.name,
-            "event_id": marker,
-            "saga_id": key,
-            "type": "dead_letter",
+            "event_id": key,
+            "saga_id": saga_id,
+            "type": type_,
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, update
+from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, bindparam, update
 
 from runtime.db import all_rows, one_row
 
@@ -26,6 +26,13 @@ attacks = Table(
 )
 
 
+HEAL = (
+    update(attacks)
+    .where(attacks.c.saga_id == bindparam("p_id"))
+    .values(hp=bindparam("p_hp"), healed=True, outcome="healed")
+)
+
+
 class CombatRecords:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -34,18 +41,14 @@ class CombatRecords:
         return one_row(self.conn, attacks, saga_id=saga_id)
 
     def add(self, **row: Any) -> None:
-        self.conn.execute(attacks.insert().values(healed=False, **row))
+        self.conn.execute(attacks.insert(), {"healed": False, **row})
 
     def heal(self, saga_id: str) -> bool:
         """Restore the hp the attack took; False when there was nothing to restore."""
         row = self.get(saga_id)
         if row is None or row["outcome"] != "weakened":
             return False
-        self.conn.execute(
-            update(attacks)
-            .where(attacks.c.saga_id == saga_id)
-            .values(hp=row["hp_before"], healed=True, outcome="healed")
-        )
+        self.conn.execute(HEAL, {"p_id": saga_id, "p_hp": row["hp_before"]})
         return True
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, UniqueConstraint, func, select
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, UniqueConstraint, bindparam, func, select
 
 from runtime.db import all_rows, one_row
 from services.delivery.model import Storage
@@ -26,22 +26,24 @@ deliveries = Table(
 )
 
 
+# Built once, with bind parameters: SQLAlchemy reuses the compiled SQL on every call.
+OCCUPANCY = (
+    select(deliveries.c.location, func.count())
+    .where(deliveries.c.trainer == bindparam("trainer"), deliveries.c.location.is_not(None))
+    .group_by(deliveries.c.location)
+)
+
+
 class DeliveryRecords:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def storage(self, trainer: str, party_size: int, pc_capacity: int) -> Storage:
-        counts: dict[str, int] = dict(
-            self.conn.execute(
-                select(deliveries.c.location, func.count())
-                .where(deliveries.c.trainer == trainer, deliveries.c.location.is_not(None))
-                .group_by(deliveries.c.location)
-            ).all()
-        )
+        counts: dict[str, int] = dict(self.conn.execute(OCCUPANCY, {"trainer": trainer}).all())
         return Storage(counts.get("party", 0), counts.get("pc", 0), party_size, pc_capacity)
 
     def add(self, **row: Any) -> None:
-        self.conn.execute(deliveries.insert().values(**row))
+        self.conn.execute(deliveries.insert(), row)
 
     def get(self, saga_id: str) -> dict[str, Any] | None:
         return one_row(self.conn, deliveries, saga_id=saga_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, bindparam, select, update
 
 from runtime.db import all_rows, one_row
 from services.pokeball.model import Bag
@@ -31,32 +31,39 @@ throws = Table(
 )
 
 
+# Built once, with bind parameters: SQLAlchemy reuses the compiled SQL on every call.
+BALLS = select(bags.c.balls).where(bags.c.trainer == bindparam("trainer"))
+LOCK_BAG = BALLS.with_for_update()
+SAVE_BAG = update(bags).where(bags.c.trainer == bindparam("p_trainer")).values(balls=bindparam("p_balls"))
+RELEASE = update(throws).where(throws.c.saga_id == bindparam("p_id")).values(outcome="released", refunded=True)
+
+
 class PokeballRecords:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def bag(self, trainer: str, starter_balls: int) -> Bag:
         """The trainer's bag, locked for this transaction; a new trainer gets the starter balls."""
-        row = self.conn.execute(select(bags.c.balls).where(bags.c.trainer == trainer).with_for_update()).first()
+        row = self.conn.execute(LOCK_BAG, {"trainer": trainer}).first()
         if row is None:
-            self.conn.execute(bags.insert().values(trainer=trainer, balls=starter_balls))
+            self.conn.execute(bags.insert(), {"trainer": trainer, "balls": starter_balls})
             return Bag(starter_balls)
         return Bag(row.balls)
 
     def save_bag(self, trainer: str, bag: Bag) -> None:
-        self.conn.execute(update(bags).where(bags.c.trainer == trainer).values(balls=bag.balls))
+        self.conn.execute(SAVE_BAG, {"p_trainer": trainer, "p_balls": bag.balls})
 
     def add_throw(self, **row: Any) -> None:
-        self.conn.execute(throws.insert().values(refunded=False, **row))
+        self.conn.execute(throws.insert(), {"refunded": False, **row})
 
     def get_throw(self, saga_id: str) -> dict[str, Any] | None:
         return one_row(self.conn, throws, saga_id=saga_id)
 
     def mark_released(self, saga_id: str) -> None:
-        self.conn.execute(update(throws).where(throws.c.saga_id == saga_id).values(outcome="released", refunded=True))
+        self.conn.execute(RELEASE, {"p_id": saga_id})
 
     def balls(self, trainer: str) -> int | None:
-        return self.conn.execute(select(bags.c.balls).where(bags.c.trainer == trainer)).scalar()
+        return self.conn.execute(BALLS, {"trainer": trainer}).scalar()
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
         return all_rows(self.conn, throws, ("saga_id",), trainer=trainer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, String, Table, update
+from sqlalchemy import Column, Connection, MetaData, String, Table, bindparam, update
 
 from runtime.db import all_rows, one_row
 
@@ -22,6 +22,13 @@ statuses = Table(
 )
 
 
+RESTORE = (
+    update(statuses)
+    .where(statuses.c.saga_id == bindparam("p_id"))
+    .values(status=bindparam("p_status"), outcome="restored")
+)
+
+
 class StatusRecords:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -30,18 +37,14 @@ class StatusRecords:
         return one_row(self.conn, statuses, saga_id=saga_id)
 
     def add(self, **row: Any) -> None:
-        self.conn.execute(statuses.insert().values(**row))
+        self.conn.execute(statuses.insert(), row)
 
     def restore(self, saga_id: str) -> bool:
         """Put back the previous status; False when there was nothing to restore."""
         row = self.get(saga_id)
         if row is None or row["outcome"] != "paralyzed":
             return False
-        self.conn.execute(
-            update(statuses)
-            .where(statuses.c.saga_id == saga_id)
-            .values(status=row["previous_status"], outcome="restored")
-        )
+        self.conn.execute(RESTORE, {"p_id": saga_id, "p_status": row["previous_status"]})
         return True
 
     def for_trainer(self, trainer: str) -> list[dict[str, Any]]:
