@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Engine,
+    Float,
     Integer,
     LargeBinary,
     MetaData,
@@ -43,6 +44,8 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("topic", String(250), nullable=False),
         Column("partition", Integer, nullable=False),
         Column("offset", BigInteger, nullable=False),
+        # When it was applied (epoch seconds): rows older than the inbox retention are pruned.
+        Column("received_at", Float, nullable=False, index=True),
     )
     outbox = Table(
         "outbox",

@@ -11,6 +11,7 @@ redelivered record hits the inbox; re-published events carry the same ids).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from runtime.settings import Settings
 log = logging.getLogger(__name__)
 
 DB_RETRY_MAX_SECONDS = 5.0
+PRUNE_EVERY_SECONDS = 3600
 T = TypeVar("T")
 
 
@@ -53,6 +55,7 @@ class ParticipantLoop:
             await self.flush_outbox()
             await self.consumer.start()
             watcher = asyncio.create_task(self._propagate_stop(stop))
+            pruner = asyncio.create_task(self._prune_inbox(stop))
             try:
                 self.ready.set()
                 log.info("%s: consuming %s", self.name, ", ".join(self.processor.participant.topics))
@@ -66,10 +69,22 @@ class ParticipantLoop:
                 log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
             finally:
                 watcher.cancel()
+                pruner.cancel()
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
             log.info("%s: stopped", self.name)
+
+    async def _prune_inbox(self, stop: asyncio.Event) -> None:
+        """Every hour, forget inbox rows older than the retention: the inbox stays bounded."""
+        while not stop.is_set():
+            pruned = await asyncio.to_thread(self.processor.prune_inbox, self.settings.inbox_retention_hours)
+            if pruned:
+                log.info(
+                    "%s: pruned %d inbox rows older than %.0fh", self.name, pruned, self.settings.inbox_retention_hours
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PRUNE_EVERY_SECONDS)
 
     async def _propagate_stop(self, stop: asyncio.Event) -> None:
         """Wake a worker thread waiting to retry, so a stop is not held up by backoff."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -302,6 +303,7 @@ class BatchProcessor:
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,
+            "received_at": time.time(),
         }
 
     def _dead_letter(self, record: Record, reason: str, rows: list[dict[str, Any]], result: BatchResult) -> None:
@@ -311,6 +313,14 @@ class BatchProcessor:
         )  # fmt: skip
         rows.append(dead_letter_row(self.participant, record, reason))
         result.dead_letters.append(reason)
+
+    def prune_inbox(self, older_than_hours: float) -> int:
+        """Forget events applied more than ``older_than_hours`` ago (see inbox_retention_hours)."""
+        cutoff = time.time() - older_than_hours * 3600
+        with self.engine.begin() as conn:
+            inbox = self.inbox
+            query = delete(inbox).where(inbox.c.consumer == self.participant.name, inbox.c.received_at < cutoff)
+            return conn.execute(query).rowcount or 0
 
     def pending(self) -> list[OutboxRow]:
         """Unsent outbox rows of this participant, oldest first (flushed at start-up)."""

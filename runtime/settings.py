@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     poll_timeout_ms: int = Field(default=200, ge=1)
     linger_ms: int = Field(default=0, ge=0, description="Producer linger; 0 measured fastest here.")
     uvloop: bool = Field(default=False, description="Run the event loop on uvloop (pip install 'pokesaga[fast]').")
+    inbox_retention_hours: float = Field(
+        default=360,
+        gt=0,
+        description="How long an applied event id is remembered. Must exceed how long the broker may keep a record "
+        "(retention.ms + segment.ms: 7 + 7 days by default), so a replay never re-applies a forgotten event.",
+    )
     inline_batch_max: int = Field(
         default=8, ge=0, description="Batches up to this many records are applied on the event loop, not a thread."
     )

@@ -211,3 +211,9 @@ def test_a_stop_request_interrupts_a_retrying_batch_and_commits_nothing(local_se
         processor.process([Rec(delivery_failed("stop-1", "Sid").to_json(), topic=topics.FAILURES)])
     with processor.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(processor.inbox)).scalar() == 0
+
+
+def test_inbox_rows_are_pruned_only_after_the_retention(pokeball: BatchProcessor) -> None:
+    pokeball.process([Rec(weakened("prune-1", trainer="Pru").to_json())])
+    assert pokeball.prune_inbox(older_than_hours=1) == 0  # applied just now: remembered
+    assert pokeball.prune_inbox(older_than_hours=0) == 1  # past the retention: forgotten
