@@ -1,0 +1,26 @@
+"""``pokesaga bench`` runs and reports: a smoke test of the figures' shape, never of their values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str) -> None:
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    args = ["bench", "--sagas", "60", "--concurrency", "20", "--warmup", "5", "--failure-mix", "0.25"]
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.strip().splitlines()
+    figures = json.loads(line)
+    assert figures["sagas"] == 60 and figures["sagas_per_s"] > 0
+    assert sum(figures["outcomes"].values()) == 60
+    assert figures["outcomes"]["CaptureFailed"] == 15  # every fourth saga fails
+    assert set(figures["e2e_ms"]) == {"p50", "p95", "p99", "max"}
+    assert set(figures["steps"]) >= {"status", "combat", "pokeball", "delivery"}
+    assert {"schedule_to_start_mean_ms", "execution_mean_ms"} <= set(figures["steps"]["pokeball"])
+    assert len(figures["processes"]) == 4 and all(p["rss_mb"] > 0 for p in figures["processes"].values())
