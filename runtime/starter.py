@@ -96,13 +96,6 @@ class TopicWatcher:
             await self.poll()
         return self.records
 
-    async def wait_records(self, count: int, timeout: float) -> list[ConsumerRecord[bytes, bytes]]:
-        """At least ``count`` records (or what came within ``timeout`` seconds)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.records) < count and asyncio.get_running_loop().time() < deadline:
-            await self.poll()
-        return self.records
-
 
 async def publish(bootstrap: str, envelopes: Iterable[Envelope]) -> None:
     """Produce start events to ``capture.status``, keyed by saga id, acks=all."""

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from contracts.envelope import Envelope
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, what: str = "condition") -> None:
@@ -58,11 +54,3 @@ async def caught_up(bootstrap: str, groups: dict[str, Iterable[str]]) -> bool:
         if any(done.get(tp, 0) < end for tp, end in ends.items()):
             return False
     return True
-
-
-def record(envelope: Envelope) -> tuple[bytes, bytes]:
-    return envelope.sagaid.encode(), envelope.to_json()
-
-
-def data_of(value: bytes) -> dict[str, Any]:
-    return json.loads(value)  # type: ignore[no-any-return]
