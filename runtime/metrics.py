@@ -38,6 +38,10 @@ compensations = Counter(
     "Compensations run: undone (something was undone) or noop (nothing to undo, chain passed on)",
     ["participant", "result"],
 )
+consumer_lag = Gauge(
+    "pokesaga_consumer_lag", "Records on a partition not yet consumed (high watermark − position)",
+    ["participant", "topic", "partition"],
+)  # fmt: skip
 outbox_backlog = Gauge("pokesaga_outbox_backlog", "Outbox rows not yet published", ["participant"])
 
 

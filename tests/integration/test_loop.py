@@ -184,3 +184,24 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_service_keeps_goi
     assert "pokemon.level" in reasons[2]
     assert dead[0].value == b"not json at all" and dead[0].key == saga.encode()
     assert [d["type"] for d in forwarded] == ["PokemonParalyzed"]
+
+
+async def test_consumer_lag_is_reported_per_partition(participant: Participant, topic: str, settings: Settings) -> None:
+    from prometheus_client import REGISTRY
+
+    saga = f"lag-{uuid.uuid4().hex[:8]}"
+    engine = engine_for("status", settings)
+    await produce(settings.bootstrap, topic, start_event(saga, {"name": "Lia"}, {"name": "Mew"}).to_json())
+    stop = asyncio.Event()
+    task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+    await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="consumed")
+    stop.set()
+    await task
+    lags = [
+        s.value
+        for metric in REGISTRY.collect()
+        if metric.name == "pokesaga_consumer_lag"
+        for s in metric.samples
+        if s.labels["participant"] == participant.name
+    ]
+    assert lags == [0.0]  # one partition got the record, and it is consumed to its end
