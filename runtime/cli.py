@@ -240,6 +240,8 @@ def run_relay(target: str, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.demo import run_demo
 
+    _stop_on_sigterm()
+
     with provisioned(settings) as address:
         print(f"broker: {address}", file=sys.stderr)
         settings = settings.model_copy(update={"kafka_bootstrap_servers": address})
@@ -275,8 +277,19 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the command like Ctrl-C does: its clean-up (processes, broker) still runs."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.bench import Options, run
+
+    _stop_on_sigterm()
 
     if not 0 <= args.failure_mix <= 1:
         raise Usage("pokesaga bench: --failure-mix must be within 0..1")
