@@ -25,6 +25,9 @@ from services.combat.model import false_swipe
 from services.pokeball.model import shakes
 from tests.support import eventually
 
+CERTAIN = {"catch_rate": 255, "level": 20, "hp": 10}  # a >= 255 once paralyzed: always caught
+HARD = {"name": "Mewtwo", "level": 70, "catch_rate": 3}  # nearly never caught
+
 GROUPS = {
     "status": [topics.STATUS],
     "combat": [topics.COMBAT],
@@ -70,11 +73,18 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(bootstrap: str, data: Path, instances: tuple[str, ...] = SERVICES, **env: str) -> Iterator[Cluster]:
-    """Every service (each also running its compensator) in its own process, with ``env``."""
+def cluster(
+    bootstrap: str,
+    data: Path,
+    instances: tuple[str, ...] = SERVICES,
+    per_instance: dict[str, dict[str, str]] | None = None,
+    **env: str,
+) -> Iterator[Cluster]:
+    """Every service (each also running its compensator) in its own process, with ``env``
+    (and ``per_instance[name]`` for that one)."""
     running = Cluster(Settings(kafka_bootstrap_servers=bootstrap, data_dir=data), env)
     for name in instances:
-        running.start(name)
+        running.start(name, **(per_instance or {}).get(name, {}))
     try:
         running.wait_joined()
         yield running

@@ -23,7 +23,9 @@ from runtime import views
 from runtime.settings import Settings
 from runtime.starter import Outcome, TopicWatcher
 from tests.e2e.conftest import (
+    CERTAIN,
     GROUPS,
+    HARD,
     assert_unwound,
     breaking_free,
     hand_written,
@@ -33,9 +35,6 @@ from tests.e2e.conftest import (
     services,
 )
 from tests.support import caught_up, eventually
-
-CERTAIN = {"catch_rate": 255, "level": 20, "hp": 10}  # a >= 255 once paralyzed: always caught
-HARD = {"name": "Mewtwo", "level": 70, "catch_rate": 3}
 
 
 @pytest.fixture(scope="module")

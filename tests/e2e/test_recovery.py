@@ -22,10 +22,8 @@ from contracts.envelope import Envelope
 from runtime import crash
 from runtime.settings import SERVICES
 from runtime.starter import TopicWatcher, publish, start_event
-from tests.e2e.conftest import GROUPS, Cluster, cluster, pokesaga
+from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
 from tests.support import caught_up, eventually
-
-CERTAIN = {"catch_rate": 255, "level": 20, "hp": 10}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,88 @@
+"""The metrics each process serves on /metrics count what actually happened."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from contracts import topics
+from runtime.broker import free_port
+from runtime.settings import SERVICES
+from runtime.starter import TopicWatcher, publish, start_event
+from tests.e2e.conftest import CERTAIN, GROUPS, HARD, Cluster, breaking_free, cluster, produce_raw
+from tests.support import caught_up, eventually
+
+
+@pytest.fixture(scope="module")
+def measured(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, dict[str, int]]]:
+    ports = {service: free_port() for service in SERVICES}
+    per_instance = {service: {"POKESAGA_METRICS_PORT": str(port)} for service, port in ports.items()}
+    with cluster(kafka_bootstrap, tmp_path_factory.mktemp("metrics"), per_instance=per_instance) as running:
+        yield running, ports
+
+
+def samples(port: int) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
+    return found
+
+
+def total(all_samples: list[Counter], name: str, **labels: str) -> float:  # type: ignore[type-arg]
+    return sum(
+        value
+        for found in all_samples
+        for (sample, sample_labels), value in found.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+def test_every_metric_counts_what_happened(measured: tuple[Cluster, dict[str, int]]) -> None:
+    running, ports = measured
+    run = uuid.uuid4().hex[:6]
+    sagas = [
+        *(start_event(f"m-ok-{run}-{i}", {"name": f"M{i}-{run}"}, {"name": "Pidgey", **CERTAIN}) for i in range(6)),
+        *(start_event(f"m-el-{run}-{i}", {"name": f"E{i}-{run}"}, {"name": "Voltorb"}) for i in range(3)),
+        *(start_event(f"m-fa-{run}-{i}", {"name": f"F{i}-{run}"}, {"name": "Rattata", "hp": 1}) for i in range(2)),
+        *(start_event(breaking_free(f"m-bf-{run}-{i}", HARD), {"name": f"B{i}-{run}"}, HARD) for i in range(2)),
+    ]
+    before = [samples(port) for port in ports.values()]
+
+    async def scenario() -> dict[str, dict]:  # type: ignore[type-arg]
+        async with TopicWatcher(running.settings.bootstrap, topics.OUTCOMES) as outcomes:
+            await publish(running.settings.bootstrap, sagas)
+            await produce_raw(running.settings.bootstrap, topics.STATUS, b"not an event", b"junk")
+            await outcomes.wait_for([s.sagaid for s in sagas], timeout=60)
+            await eventually(lambda: caught_up(running.settings.bootstrap, GROUPS), timeout=60, what="caught up")
+            await outcomes.drain()
+        return {s.sagaid: outcomes.outcomes[s.sagaid][0].data for s in sagas}
+
+    outcomes = asyncio.run(scenario())
+    after = [samples(port) for port in ports.values()]
+
+    def grew(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("pokesaga_events_consumed_total", participant="status", type="PokemonEncountered") == len(sagas)
+    assert grew("pokesaga_events_published_total", participant="delivery", type="PokemonDelivered") == 6
+    assert grew("pokesaga_step_failures_total", participant="status", reason="electric_type_immune") == 3
+    assert grew("pokesaga_step_failures_total", participant="combat", reason="fainted") == 2
+    assert grew("pokesaga_step_failures_total", participant="pokeball", reason="broke_free") == 2
+    undone = sum(len(o.get("undone", [])) for o in outcomes.values())
+    assert grew("pokesaga_compensations_total", result="undone") == undone == 2 * 1 + 2 * 2  # fainted, broke free
+    noops = grew("pokesaga_compensations_total", result="noop")
+    assert noops == 3  # the Electric sagas: the status compensator had nothing to undo
+    assert grew("pokesaga_dead_letters_total", participant="status", kind="not_json") == 1
+    assert grew("pokesaga_schedule_to_start_latency_seconds_count", participant="combat") >= 6 + 2 + 2
+    for name in ("pokesaga_step_execution_latency_seconds_count", "pokesaga_outbox_backlog", "pokesaga_consumer_lag"):
+        assert total(after, name) >= 0 and any(sample == name for found in after for sample, _ in found)
