@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Iterable
@@ -116,7 +117,7 @@ async def run_participants(participants: Iterable[Participant], settings: Settin
     for p in participants:
         recorded = await history.load(settings.bootstrap, p) if p.service in new else None
         loops.append(build_loop(p, settings, engines[p.service], recorded))
-    tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in loops]
+    tasks = [asyncio.create_task(_run(loop, stop, new, participants, settings), name=loop.name) for loop in loops]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
@@ -128,6 +129,33 @@ async def run_participants(participants: Iterable[Participant], settings: Settin
         await asyncio.gather(*tasks, return_exceptions=True)
         for engine in engines.values():
             engine.dispose()
+
+
+async def _run(
+    loop: ParticipantLoop, stop: asyncio.Event, new: set[str], participants: list[Participant], settings: Settings
+) -> None:
+    """Run ``loop``; a compensator rebuilding its database first lets its step catch up.
+
+    In a rebuild the step and its compensator replay the same history independently. A
+    compensation replayed before the step it undoes would find nothing to undo, so the
+    compensator starts only once its step has committed up to where the topics ended at
+    start-up. (The step does not need the compensator: it takes its recorded decisions.)
+    """
+    participant = loop.processor.participant
+    step = next((p for p in participants if p.service == participant.service and not p.compensator), None)
+    if participant.compensator and participant.service in new:
+        step = step or PARTICIPANTS[participant.service]
+        targets = await kafka.end_offsets(settings.bootstrap, step.topics)
+        log.info("%s: rebuilding: waiting for %s to replay up to %s", loop.name, step.name, targets)
+        while not stop.is_set():
+            committed = await kafka.committed_offsets(settings.bootstrap, step.name, targets)
+            if all(committed.get(tp, 0) >= end for tp, end in targets.items()):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        if stop.is_set():
+            return
+    await loop.run(stop)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

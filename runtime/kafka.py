@@ -122,3 +122,25 @@ async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
         return True
     finally:
         await admin.close()
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The current end offset of every partition of ``topics``."""
+    tps = [TopicPartition(t, p) for t in topics for p in await partition_ids(bootstrap, t)]
+    reader = consumer(bootstrap, None)
+    await reader.start()
+    try:
+        return dict(await reader.end_offsets(tps))
+    finally:
+        await reader.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The committed offsets of ``group`` (0 where nothing was committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+    finally:
+        await admin.close()
+    return {tp: max(0, meta.offset) for tp, meta in offsets.items()}

@@ -125,7 +125,7 @@ def test_replay_is_refused_while_the_service_runs(recovery: Cluster) -> None:
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("service", ["pokeball", "delivery"])
+@pytest.mark.parametrize("service", ["status", "combat", "pokeball", "delivery"])
 async def test_a_lost_database_is_rebuilt_by_replay_to_the_same_state(recovery: Cluster, service: str) -> None:
     sagas, trainers = workload(uuid.uuid4().hex[:6])
     wanted = {s.sagaid for s in sagas}

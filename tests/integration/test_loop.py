@@ -25,7 +25,7 @@ from runtime.processing import REASON_HEADER
 from runtime.settings import Settings
 from runtime.starter import TopicWatcher, start_event
 from services.status.tables import statuses
-from tests.support import caught_up, committed, eventually
+from tests.support import caught_up, eventually
 
 
 class Crashed(Exception):
@@ -95,7 +95,9 @@ async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice
         with pytest.raises(Crashed):
             await asyncio.wait_for(crashing.run(asyncio.Event()), 60)
         assert set(
-            (await committed(settings.bootstrap, participant.name, await partitions(settings, topic))).values()
+            (
+                await kafka.committed_offsets(settings.bootstrap, participant.name, await partitions(settings, topic))
+            ).values()
         ) == {0}
         published_before_restart = len(for_saga(await downstream.drain(), saga))
         assert published_before_restart == (0 if point == crash.AFTER_LOCAL_COMMIT else 1)
