@@ -113,10 +113,8 @@ async def run_participants(participants: Iterable[Participant], settings: Settin
             engines[p.service], is_new = await asyncio.to_thread(open_database, p.service, settings)
             if is_new:
                 new.add(p.service)
-    loops = []
-    for p in participants:
-        recorded = await history.load(settings.bootstrap, p) if p.service in new else None
-        loops.append(build_loop(p, settings, engines[p.service], recorded))
+    rebuilt = await history.load(settings.bootstrap, [p for p in participants if p.service in new])
+    loops = [build_loop(p, settings, engines[p.service], rebuilt.get(p.name)) for p in participants]
     tasks = [asyncio.create_task(_run(loop, stop, new, participants, settings), name=loop.name) for loop in loops]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

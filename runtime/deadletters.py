@@ -64,23 +64,9 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
 
 async def _read(bootstrap: str, dlq: str, group: str | None) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
     """Dead letters from the group's position (or the start) to the end as it is now."""
-    tps = [TopicPartition(dlq, p) for p in await kafka.partition_ids(bootstrap, dlq)]
-    consumer = kafka.consumer(bootstrap, group)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        if group is None:
-            await consumer.seek_to_beginning(*tps)
-        letters: list[DeadLetter] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                letters.extend(
-                    _dead_letter(r, dlq) for r in records if r.offset < ends[TopicPartition(dlq, r.partition)]
-                )
-        return sorted(letters, key=lambda d: (d.partition, d.offset)), ends
-    finally:
-        await consumer.stop()
+    records, ends = await kafka.read_to_end(bootstrap, [dlq], group)
+    letters = [_dead_letter(r, dlq) for r in records]
+    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends
 
 
 async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:

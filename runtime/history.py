@@ -14,8 +14,6 @@ import json
 import logging
 from collections import defaultdict
 
-from aiokafka import TopicPartition
-
 from contracts import topics
 from contracts.envelope import Envelope
 from runtime import kafka
@@ -26,32 +24,29 @@ log = logging.getLogger(__name__)
 History = dict[str, list[Envelope]]
 
 
-async def load(bootstrap: str, participant: Participant) -> History:
-    """Events ``participant`` published, by cause id, from every saga topic as it is now."""
-    history: defaultdict[str, dict[str, Envelope]] = defaultdict(dict)
-    tps = [TopicPartition(t, p) for t in topics.ALL for p in await kafka.partition_ids(bootstrap, t)]
-    consumer = kafka.consumer(bootstrap, None)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                for record in records:
-                    envelope = _ours(record.value, participant.source)
-                    if envelope is not None and envelope.causationid:
-                        history[envelope.causationid][envelope.id] = envelope  # a re-publication is one event
-    finally:
-        await consumer.stop()
-    log.info("%s: new database: %d recorded decisions loaded from the topics", participant.name, len(history))
-    return {cause: list(events.values()) for cause, events in history.items()}
+async def load(bootstrap: str, participants: list[Participant]) -> dict[str, History]:
+    """For each participant (by name), the events it published, by cause id.
+
+    One pass over every saga topic as it is now, however many participants are rebuilt.
+    """
+    by_source = {p.source: p.name for p in participants}
+    found: dict[str, defaultdict[str, dict[str, Envelope]]] = {p.name: defaultdict(dict) for p in participants}
+    if participants:
+        records, _ = await kafka.read_to_end(bootstrap, topics.ALL)
+        for record in records:
+            envelope = _published_by(record.value, by_source)
+            if envelope is not None and envelope.causationid:
+                # A re-publication is the same event: keyed by its id, it is kept once.
+                found[by_source[envelope.source]][envelope.causationid][envelope.id] = envelope
+    for name, history in found.items():
+        log.info("%s: new database: %d recorded decisions loaded from the topics", name, len(history))
+    return {name: {cause: list(events.values()) for cause, events in h.items()} for name, h in found.items()}
 
 
-def _ours(value: bytes | None, source: str) -> Envelope | None:
+def _published_by(value: bytes | None, sources: dict[str, str]) -> Envelope | None:
     try:
         doc = json.loads(value or b"")
-        if not isinstance(doc, dict) or doc.get("source") != source:
+        if not isinstance(doc, dict) or doc.get("source") not in sources:
             return None
         return Envelope.model_validate(doc)
     except ValueError:

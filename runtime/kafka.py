@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -106,22 +106,52 @@ async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartitio
         await committer.stop()
 
 
-async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
-    """True when every group is Stable with at least one member (its service is consuming)."""
+async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """The group's state (``Stable``, ``Empty``, …) and how many live members it has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        for group in groups:
-            try:
-                (response,) = await admin.describe_consumer_groups([group])
-            except KafkaError:  # no coordinator yet (a new broker): not stable yet
-                return False
-            _error, _name, state, _ptype, _protocol, members = response.groups[0]
-            if state != "Stable" or not members:
-                return False
-        return True
+        (response,) = await admin.describe_consumer_groups([group])
     finally:
         await admin.close()
+    _error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+    return state, len(members)
+
+
+async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
+    """True when every group is Stable with at least one member (its service is consuming)."""
+    for group in groups:
+        try:
+            state, members = await group_state(bootstrap, group)
+        except KafkaError:  # no coordinator yet (a new broker): not stable yet
+            return False
+        if state != "Stable" or not members:
+            return False
+    return True
+
+
+async def read_to_end(
+    bootstrap: str, topics: Iterable[str], group: str | None = None
+) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[TopicPartition, int]]:
+    """Every record of ``topics`` up to their end offsets as they are now, and those offsets.
+
+    From the group's committed position when ``group`` is given, else from the beginning.
+    """
+    tps = [TopicPartition(t, p) for t in topics for p in await partition_ids(bootstrap, t)]
+    reader = consumer(bootstrap, group)
+    await reader.start()
+    try:
+        reader.assign(tps)
+        ends = await reader.end_offsets(tps)
+        if group is None:
+            await reader.seek_to_beginning(*tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
+            for batch in (await reader.getmany(timeout_ms=500, max_records=5000)).values():
+                records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
+        return records, ends
+    finally:
+        await reader.stop()
 
 
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from runtime import kafka
 from runtime.participant import Participant
@@ -31,16 +30,6 @@ class Move:
         current = "-" if self.current is None else str(self.current)
         tp = f"{self.partition.topic}[{self.partition.partition}]"
         return f"{self.group:<24} {tp:<22} {current:>8} -> {self.target}"
-
-
-async def live_members(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-        return len(response.groups[0][5])
-    finally:
-        await admin.close()
 
 
 async def plan(
@@ -78,7 +67,7 @@ async def apply(bootstrap: str, moves: list[Move]) -> None:
     """Commit the planned offsets, group by group; refuses if a group has live members."""
     groups = sorted({m.group for m in moves})
     for group in groups:
-        members = await live_members(bootstrap, group)
+        _state, members = await kafka.group_state(bootstrap, group)
         if members:
             raise GroupActive(f"consumer group {group!r} has {members} live member(s): stop the service first")
     for group in groups:
