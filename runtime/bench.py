@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts import topics
 from contracts.envelope import Envelope
 from runtime import kafka
-from runtime.broker import LocalKafka, free_port
+from runtime.broker import free_port, provisioned
 from runtime.processes import ServiceProcess, stop_all
 from runtime.relay import CHAIN
 from runtime.settings import SERVICES, Settings
@@ -191,14 +191,15 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
     await kafka.ensure_topics(bootstrap, kafka.saga_topics(), options.partitions)
     targets = [f"null-relay.{i}" for i in range(4)] if null_relay else list(SERVICES)
     processes: list[tuple[ServiceProcess, int]] = []
-    for target in targets:
-        for n in range(options.instances):
-            port = free_port()
-            env = {"POKESAGA_METRICS_PORT": str(port)}
-            process = ServiceProcess(target, settings, data / "logs", extra_env=env)
-            process.log_path = data / "logs" / f"{target}-{n}.log"
-            processes.append((process.start(), port))
-    try:
+    try:  # an interrupt while they start stops those already started
+        for target in targets:
+            for n in range(options.instances):
+                port = free_port()
+                env = {"POKESAGA_METRICS_PORT": str(port)}
+                process = ServiceProcess(target, settings, data / "logs", extra_env=env)
+                process.log_path = data / "logs" / f"{target}-{n}.log"
+                processes.append((process, port))
+                process.start()
         await _wait_stable(bootstrap, RELAY_GROUPS if null_relay else SERVICE_GROUPS)
         run_id = str(int(time.time() * 1000))
         if options.warmup:
@@ -250,17 +251,13 @@ def run(settings: Settings, options: Options, null_relay: bool, compare_null: bo
     if settings.kafka_bootstrap_servers:
         print(f"pokesaga bench: using {settings.kafka_bootstrap_servers}: its capture topics get bench traffic",
               file=sys.stderr)  # fmt: skip
-        figures = asyncio.run(bench(settings, options, null_relay, compare_null))
-    else:
-        state = Path(tempfile.mkdtemp(prefix="pokesaga-bench-broker-"))
-        broker = LocalKafka(settings.kafka_cache_dir, state=state)
-        try:
-            address = broker.start()
+    with (
+        tempfile.TemporaryDirectory(prefix="pokesaga-bench-broker-") as state,
+        provisioned(settings, state=Path(state)) as address,
+    ):
+        if not settings.kafka_bootstrap_servers:
             print(f"pokesaga bench: private broker at {address}", file=sys.stderr)
-            live = settings.model_copy(update={"kafka_bootstrap_servers": address})
-            figures = asyncio.run(bench(live, options, null_relay, compare_null))
-        finally:
-            broker.stop()
-            shutil.rmtree(state, ignore_errors=True)
+        live = settings.model_copy(update={"kafka_bootstrap_servers": address})
+        figures = asyncio.run(bench(live, options, null_relay, compare_null))
     print(json.dumps(figures, sort_keys=False))
     return 0

@@ -232,8 +232,12 @@ def docker_available() -> bool:
 
 
 @contextlib.contextmanager
-def provisioned(settings: Settings) -> Iterator[str]:
-    """A bootstrap address for the duration of the block; stops only what it started."""
+def provisioned(settings: Settings, state: Path | None = None) -> Iterator[str]:
+    """A bootstrap address for the duration of the block; stops only what it started.
+
+    ``state``: run a local broker of its own from that folder (a new, empty broker
+    when the folder is), rather than the shared one of the cache.
+    """
     if settings.kafka_bootstrap_servers:
         yield settings.kafka_bootstrap_servers
         return
@@ -243,7 +247,7 @@ def provisioned(settings: Settings) -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    local = LocalKafka(settings.kafka_cache_dir)
+    local = LocalKafka(settings.kafka_cache_dir, state=state)
     already = local.address()
     address = already or local.start()
     try:

@@ -27,14 +27,18 @@ History = dict[str, list[Envelope]]
 async def load(bootstrap: str, participants: list[Participant]) -> dict[str, History]:
     """For each participant (by name), the events it published, by cause id.
 
-    One pass over every saga topic as it is now, however many participants are rebuilt.
+    One pass over every saga topic as it is now, however many participants are rebuilt;
+    only their own events are parsed and kept.
     """
     by_source = {p.source: p.name for p in participants}
     found: dict[str, defaultdict[str, dict[str, Envelope]]] = {p.name: defaultdict(dict) for p in participants}
     if participants:
-        records, _ = await kafka.read_to_end(bootstrap, topics.ALL)
-        for record in records:
-            envelope = _published_by(record.value, by_source)
+        marks = tuple(source.encode() for source in by_source)
+        async for record in kafka.scan_to_end(bootstrap, topics.ALL):
+            value = record.value or b""
+            if not any(mark in value for mark in marks):  # cheap: most records are other services'
+                continue
+            envelope = _published_by(value, by_source)
             if envelope is not None and envelope.causationid:
                 # A re-publication is the same event: keyed by its id, it is kept once.
                 found[by_source[envelope.source]][envelope.causationid][envelope.id] = envelope
@@ -43,9 +47,9 @@ async def load(bootstrap: str, participants: list[Participant]) -> dict[str, His
     return {name: {cause: list(events.values()) for cause, events in h.items()} for name, h in found.items()}
 
 
-def _published_by(value: bytes | None, sources: dict[str, str]) -> Envelope | None:
+def _published_by(value: bytes, sources: dict[str, str]) -> Envelope | None:
     try:
-        doc = json.loads(value or b"")
+        doc = json.loads(value)
         if not isinstance(doc, dict) or doc.get("source") not in sources:
             return None
         return Envelope.model_validate(doc)

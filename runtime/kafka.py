@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -130,28 +130,40 @@ async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
     return True
 
 
-async def read_to_end(
-    bootstrap: str, topics: Iterable[str], group: str | None = None
-) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[TopicPartition, int]]:
-    """Every record of ``topics`` up to their end offsets as they are now, and those offsets.
+async def scan_to_end(
+    bootstrap: str, topics: Iterable[str], group: str | None = None, ends: dict[TopicPartition, int] | None = None
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topics`` up to their end offsets as they are now, one at a time.
 
     From the group's committed position when ``group`` is given, else from the beginning.
+    ``ends``, when given, is filled with the end offsets the scan stops at. Records are not
+    held: a scan over a long history costs the memory of one fetch.
     """
     tps = [TopicPartition(t, p) for t in topics for p in await partition_ids(bootstrap, t)]
     reader = consumer(bootstrap, group)
     await reader.start()
     try:
         reader.assign(tps)
-        ends = await reader.end_offsets(tps)
+        stop_at = await reader.end_offsets(tps)
+        if ends is not None:
+            ends.update(stop_at)
         if group is None:
             await reader.seek_to_beginning(*tps)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
+        while [tp for tp in tps if await reader.position(tp) < stop_at[tp]]:
             for batch in (await reader.getmany(timeout_ms=500, max_records=5000)).values():
-                records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
-        return records, ends
+                for record in batch:
+                    if record.offset < stop_at[TopicPartition(record.topic, record.partition)]:
+                        yield record
     finally:
         await reader.stop()
+
+
+async def read_to_end(
+    bootstrap: str, topics: Iterable[str], group: str | None = None
+) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[TopicPartition, int]]:
+    """Every record of ``topics`` up to their end offsets as they are now, and those offsets."""
+    ends: dict[TopicPartition, int] = {}
+    return [record async for record in scan_to_end(bootstrap, topics, group, ends)], ends
 
 
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:

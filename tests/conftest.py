@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +14,18 @@ from runtime.broker import provisioned
 from runtime.settings import Settings
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS, else testcontainers (Docker), else the local KRaft broker."""
-    with provisioned(Settings()) as address:
+@contextlib.contextmanager
+def new_broker(state: Path) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS, else testcontainers (Docker), else a new local KRaft broker
+    whose state lives in ``state``: the tests never run on a developer's long-lived broker."""
+    with provisioned(Settings(), state=state) as address:
         asyncio.run(kafka.ensure_topics(address, kafka.saga_topics(), 3))
+        yield address
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with new_broker(tmp_path_factory.mktemp("broker")) as address:
         yield address
 
 

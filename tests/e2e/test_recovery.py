@@ -22,14 +22,18 @@ from contracts.envelope import Envelope
 from runtime import crash
 from runtime.settings import SERVICES
 from runtime.starter import TopicWatcher, publish, start_event
+from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
 from tests.support import caught_up, eventually
 
 
 @pytest.fixture(scope="module")
-def recovery(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def recovery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A broker of its own: a rebuild replays everything on the topics, and what the other
+    suites left there would make its size depend on the order the suites ran in."""
     env = {"POKESAGA_PARTY_SIZE": "2", "POKESAGA_PC_CAPACITY": "2"}
-    with cluster(kafka_bootstrap, tmp_path_factory.mktemp("recovery"), **env) as running:
+    data = tmp_path_factory.mktemp("recovery")
+    with new_broker(data / "broker") as bootstrap, cluster(bootstrap, data, **env) as running:
         running.started_at = datetime.now(UTC)  # type: ignore[attr-defined]
         yield running
 
