@@ -9,7 +9,7 @@ import signal
 from collections.abc import Iterable
 from types import ModuleType
 
-from sqlalchemy import Engine, MetaData, inspect
+from sqlalchemy import Engine, MetaData
 
 import compensations.combat
 import compensations.pokeball
@@ -19,7 +19,7 @@ import services.delivery.handlers
 import services.pokeball.handlers
 import services.status.handlers
 from contracts import topics
-from runtime import history, kafka, metrics
+from runtime import history, kafka, metrics, migrate
 from runtime.db import make_engine, messaging_tables
 from runtime.history import History
 from runtime.loop import ParticipantLoop
@@ -83,11 +83,13 @@ def engine_for(service: str, settings: Settings) -> Engine:
 
 
 def open_database(service: str, settings: Settings) -> tuple[Engine, bool]:
-    """The service's engine with its tables created, and whether the database was new."""
+    """The service's engine, its schema upgraded to the newest revision, and whether the
+    database was new (no tables at all: a rebuild, see runtime.history)."""
     engine = make_engine(settings.db_url(service))
-    new = not inspect(engine).has_table("inbox")
-    METADATA[service].create_all(engine)
-    return engine, new
+    before, after = migrate.upgrade(engine, service, METADATA[service])
+    if before != after:
+        log.info("%s: database schema upgraded from %s to %s", service, before or "nothing", after)
+    return engine, before is None
 
 
 def build_loop(

@@ -14,11 +14,12 @@ from typing import Any, NoReturn
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from contracts import jsonschema, pokedex
 from contracts.events import Status
 from runtime.broker import BrokerError, LocalKafka, provisioned
-from runtime.settings import Settings
+from runtime.settings import SERVICES, Settings
 
 
 class Usage(Exception):
@@ -122,6 +123,10 @@ def build_parser() -> Parser:
     replaying.add_argument("--dry-run", action="store_true", help="show what would be re-published")
     replaying.add_argument("--saga", help="only the dead letters of this saga id (record key)")
     replaying.add_argument("--reason", help="only dead letters whose reason contains this text")
+
+    db = commands.add_parser("db", help="the services' database schemas (versioned, Alembic)")
+    db.add_argument("action", choices=["upgrade", "current"], help="upgrade to the newest revision, or show it")
+    db.add_argument("service", metavar="SERVICE", choices=[*SERVICES, "all"], help=f"{', '.join(SERVICES)} or all")
 
     schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
     schemas.add_argument("action", choices=["export"])
@@ -372,6 +377,26 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import migrate
+    from runtime.bootstrap import METADATA
+    from runtime.db import make_engine
+
+    for service in SERVICES if args.service == "all" else [args.service]:
+        engine = make_engine(settings.db_url(service))
+        try:
+            newest = migrate.head(service, METADATA[service])
+            if args.action == "upgrade":
+                before, after = migrate.upgrade(engine, service, METADATA[service])
+                change = f"upgraded from {before or 'nothing'}" if before != after else "already"
+                print(f"{service}: {change} at revision {after} (newest: {newest})")
+            else:
+                print(f"{service}: at revision {migrate.current(engine) or 'none (empty database)'} (newest: {newest})")
+        finally:
+            engine.dispose()
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     for path in jsonschema.export():
         print(path)
@@ -388,6 +413,7 @@ COMMANDS = {
     "dlq": cmd_dlq,
     "replay": cmd_replay,
     "bench": cmd_bench,
+    "db": cmd_db,
 }
 
 
@@ -412,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (BrokerError, KafkaConnectionError, KafkaError) as exc:
         print(f"pokesaga: error: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        print(f"pokesaga: database unavailable: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -9,7 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.settings import Settings
+from runtime.settings import SERVICES, Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """This environment, with what a child command needs to see ``settings``' broker and databases."""
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap
+    env["POKESAGA_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["POKESAGA_PARTITIONS"] = str(settings.partitions)
+    for service in SERVICES:
+        url = getattr(settings, f"{service}_db_url")
+        if url:
+            env[f"POKESAGA_{service.upper()}_DB_URL"] = url
+    return env
 
 
 class ServiceProcess:
@@ -24,16 +37,7 @@ class ServiceProcess:
         self.terminated = False
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.bootstrap
-        env["POKESAGA_DATA_DIR"] = str(self.settings.data_dir.resolve())
-        env["POKESAGA_PARTITIONS"] = str(self.settings.partitions)
-        for service in ("status", "combat", "pokeball", "delivery"):
-            url = getattr(self.settings, f"{service}_db_url")
-            if url:
-                env[f"POKESAGA_{service.upper()}_DB_URL"] = url
-        env.update(self.extra_env)
-        return env
+        return settings_env(self.settings) | self.extra_env
 
     def start(self) -> ServiceProcess:
         self.terminated = False

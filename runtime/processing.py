@@ -195,7 +195,9 @@ class BatchProcessor:
             if inbox_rows:
                 conn.execute(self.inbox.insert(), inbox_rows)
             if rows:
-                ids = conn.execute(self.outbox.insert().returning(self.outbox.c.id), rows).scalars()
+                ids = conn.execute(
+                    self.outbox.insert().returning(self.outbox.c.id, sort_by_parameter_order=True), rows
+                ).scalars()
                 result.outbox = [_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True)]
         return result
 

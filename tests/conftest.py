@@ -12,6 +12,7 @@ import pytest
 from runtime import kafka
 from runtime.broker import provisioned
 from runtime.settings import Settings
+from tests import databases
 
 
 @contextlib.contextmanager
@@ -29,6 +30,15 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
 
 
+@pytest.fixture(scope="session", autouse=True)
+def databases_dropped() -> Iterator[None]:
+    """On PostgreSQL, the databases the tests made are dropped at the end."""
+    yield
+    databases.drop_created()
+
+
 @pytest.fixture
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path / "data")
+    """A broker, and databases of the test's own (SQLite files, or new PostgreSQL databases)."""
+    plain = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path / "data")
+    return databases.with_databases(plain, tmp_path.name)

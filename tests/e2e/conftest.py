@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,10 +18,11 @@ from contracts import topics
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
 from runtime import kafka, views
-from runtime.processes import ServiceProcess, stop_all
+from runtime.processes import ServiceProcess, settings_env, stop_all
 from runtime.settings import SERVICES, Settings
 from services.combat.model import false_swipe
 from services.pokeball.model import shakes
+from tests.databases import database_urls
 from tests.support import eventually
 
 CERTAIN = {"catch_rate": 255, "level": 20, "hp": 10}  # a >= 255 once paralyzed: always caught
@@ -82,7 +82,8 @@ def cluster(
 ) -> Iterator[Cluster]:
     """Every service (each also running its compensator) in its own process, with ``env``
     (and ``per_instance[name]`` for that one)."""
-    running = Cluster(Settings(kafka_bootstrap_servers=bootstrap, data_dir=data), env)
+    settings = Settings(kafka_bootstrap_servers=bootstrap, data_dir=data, **database_urls(data.name))
+    running = Cluster(settings, env)
     for name in instances:
         running.start(name, **(per_instance or {}).get(name, {}))
     try:
@@ -111,9 +112,12 @@ def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def pokesaga(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI, as a user runs it, against these services' broker and databases."""
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap, POKESAGA_DATA_DIR=str(settings.data_dir))
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "runtime.cli", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import random
-import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -22,7 +21,9 @@ import pytest
 
 from contracts import topics
 from contracts.envelope import Envelope
+from runtime.settings import Settings
 from runtime.starter import TopicWatcher, publish, start_event
+from tests.databases import rows
 from tests.e2e.conftest import GROUPS, Cluster, cluster
 from tests.support import caught_up, eventually
 
@@ -76,17 +77,12 @@ async def rolling_restart(running: Cluster, rng: random.Random, stop: asyncio.Ev
         await running.joined()
 
 
-def rows(data: Path, service: str, query: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(data / f"{service}.db") as db:
-        return db.execute(query).fetchall()
-
-
-def check_invariants(data: Path, outcomes: dict[str, dict[str, str]], wanted: set[str]) -> dict[str, int]:
+def check_invariants(settings: Settings, outcomes: dict[str, dict[str, str]], wanted: set[str]) -> dict[str, int]:
     """The invariants of the issue; returns the figures that must be zero."""
     broken: Counter[str] = Counter()
     # No Pokémon in two places, and only where its saga says it was delivered.
     placed = rows(
-        data, "delivery", "select saga_id, trainer, location, slot from deliveries where location is not null"
+        settings, "delivery", "select saga_id, trainer, location, slot from deliveries where location is not null"
     )
     broken["pokemon in two places"] = len(placed) - len({(t, loc, s) for _, t, loc, s in placed})
     for saga, _trainer, _location, _slot in placed:
@@ -97,23 +93,23 @@ def check_invariants(data: Path, outcomes: dict[str, dict[str, str]], wanted: se
     # Balls used equal throws recorded (a refund undoes one throw, at most once).
     thrown = dict(
         rows(
-            data,
+            settings,
             "pokeball",
             "select trainer, count(*) from throws where ball is not null and not refunded group by trainer",
         )
     )
-    for trainer, balls in rows(data, "pokeball", "select trainer, balls from bags"):
+    for trainer, balls in rows(settings, "pokeball", "select trainer, balls from bags"):
         broken["balls used != throws recorded"] += STARTER_BALLS - balls != thrown.get(trainer, 0)
     # Every compensation ran at most once in effect: healed back exactly, restored exactly.
     broken["hp not restored exactly"] = len(
-        rows(data, "combat", "select 1 from attacks where healed and hp != hp_before")
+        rows(settings, "combat", "select 1 from attacks where healed and hp != hp_before")
     )
     broken["status not restored exactly"] = len(
-        rows(data, "status", "select 1 from statuses where outcome = 'restored' and status != previous_status")
+        rows(settings, "status", "select 1 from statuses where outcome = 'restored' and status != previous_status")
     )
     # Nothing stuck in an outbox.
     for service in ("status", "combat", "pokeball", "delivery"):
-        broken["records stuck in an outbox"] += rows(data, service, "select count(*) from outbox")[0][0]
+        broken["records stuck in an outbox"] += rows(settings, service, "select count(*) from outbox")[0][0]
     return dict(broken)
 
 
@@ -156,6 +152,7 @@ def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: 
     figures: Counter[str] = Counter()
     started = time.monotonic()
     with cluster(bootstrap, data, INSTANCES, **env) as running:
+        settings = running.settings
         records = asyncio.run(drive(running, mixed, rng, figures, disrupt))
 
     outcomes: dict[str, dict[str, str]] = {}  # saga → outcome event id → type
@@ -172,7 +169,7 @@ def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: 
     figures["lost"] = len(wanted - outcomes.keys())
     for types in outcomes.values():
         figures[next(iter(types.values()))] += 1
-    broken = check_invariants(data, outcomes, wanted)
+    broken = check_invariants(settings, outcomes, wanted)
     print(f"\n{label}: {dict(figures)} in {time.monotonic() - started:.0f}s; broken: {broken}")
     assert figures["duplicates"] == 0 and figures["lost"] == 0
     assert {k: v for k, v in broken.items() if v} == {}

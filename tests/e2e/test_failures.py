@@ -7,10 +7,8 @@ can be reached from a hand-written start event.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from contracts import pokedex, topics
 from runtime import views
 from runtime.settings import Settings
 from runtime.starter import Outcome, TopicWatcher
+from tests import databases
 from tests.e2e.conftest import (
     CERTAIN,
     GROUPS,
@@ -152,22 +151,15 @@ async def test_bad_input_on_the_failure_topic_is_dead_lettered_or_a_recorded_noo
     consumers = sorted(dict(r.headers)["pokesaga.dlq.consumer"].decode() for r in junk)
     assert consumers == ["combat.compensations", "pokeball.compensations", "status.compensations"]
     assert ghost not in outcomes.outcomes  # the chain passed it on and ended in a recorded no-op
-    with sqlite3.connect(Path(tight.data_dir) / "status.db") as db:
-        (recorded,) = db.execute("select count(*) from inbox where saga_id = ?", (ghost,)).fetchone()
-    assert recorded == 1
+    assert databases.rows(tight, "status", "select count(*) from inbox where saga_id = :s", s=ghost) == [(1,)]
 
 
 async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after_a_fix(tight: Settings) -> None:
     trainer = new_trainer("Rex")
     first = f"r-{uuid.uuid4()}"
     assert only_outcome(await capture(tight, first, trainer, {"name": "Oddish", **CERTAIN})).type == "PokemonDelivered"
-    pokeball_db = Path(tight.data_dir) / "pokeball.db"
-    with sqlite3.connect(pokeball_db) as db:
-        db.execute(
-            "CREATE TRIGGER refuse_refund BEFORE UPDATE ON bags"
-            f" WHEN NEW.trainer = '{trainer}' AND NEW.balls > OLD.balls"
-            " BEGIN SELECT RAISE(ABORT, 'refunds refused'); END"
-        )
+    refund = f"NEW.trainer = '{trainer}' AND NEW.balls > OLD.balls"
+    databases.refuse_updates(tight, "pokeball", "bags", refund, "refunds refused")
     saga = f"r-{uuid.uuid4()}"
     assert await capture(tight, saga, trainer, {"name": "Oddish", **CERTAIN}, stuck=True) == []  # visibly stuck
     parked = pokesaga(tight, "dlq", "list", topics.FAILURES)
@@ -176,8 +168,7 @@ async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after
         f"key={saga}" in line and "compensation_failed: IntegrityError" in line for line in parked.stdout.splitlines()
     )
 
-    with sqlite3.connect(pokeball_db) as db:
-        db.execute("DROP TRIGGER refuse_refund")  # the fix
+    databases.allow_updates(tight, "pokeball", "bags")  # the fix
     async with TopicWatcher(tight.bootstrap, topics.OUTCOMES) as outcomes:
         dry = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga, "--dry-run")
         assert dry.stdout.strip().splitlines()[-1] == f"would re-publish 1 dead letter from {topics.FAILURES}.dlq"

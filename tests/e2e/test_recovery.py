@@ -8,11 +8,9 @@ partitions interleave, which is what a rebuild by replay must reproduce.
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from contracts.envelope import Envelope
 from runtime import crash
 from runtime.settings import SERVICES
 from runtime.starter import TopicWatcher, publish, start_event
+from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
 from tests.support import caught_up, eventually
@@ -76,21 +75,6 @@ def inspect_texts(running: Cluster, trainers: list[str]) -> dict[str, str]:
     return {t: pokesaga(running.settings, "inspect", "trainer", t, "--json").stdout for t in trainers}
 
 
-def lose_database(running: Cluster, service: str) -> None:
-    for path in Path(running.settings.data_dir).glob(f"{service}.db*"):
-        path.unlink()
-
-
-def database_dump(running: Cluster) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table of every service, sorted."""
-    dump = {}
-    for service in SERVICES:
-        with sqlite3.connect(Path(running.settings.data_dir) / f"{service}.db") as db:
-            for (table,) in db.execute("select name from sqlite_master where type = 'table'"):
-                dump[f"{service}.{table}"] = sorted(db.execute(f"select * from {table}"), key=repr)
-    return dump
-
-
 @pytest.mark.parametrize("point", crash.POINTS)
 async def test_a_service_killed_at_a_crash_point_recovers_with_no_duplicate_effect(
     recovery: Cluster, point: str
@@ -115,11 +99,14 @@ async def test_a_service_killed_at_a_crash_point_recovers_with_no_duplicate_effe
     assert [o.type for o in outcomes.outcomes[saga]] == ["PokemonDelivered"]
     view = pokesaga(recovery.settings, "inspect", "trainer", trainer, "--json").stdout
     assert '"balls": 4' in view  # one throw, one ball, however often the record was seen
-    with sqlite3.connect(Path(recovery.settings.data_dir) / "pokeball.db") as db:
-        assert db.execute("select count(*) from throws where saga_id = ?", (saga,)).fetchone() == (1,)
-        assert db.execute("select count(*) from outbox").fetchone() == (0,)
-    with sqlite3.connect(Path(recovery.settings.data_dir) / "delivery.db") as db:
-        assert db.execute("select count(*) from deliveries where saga_id = ?", (saga,)).fetchone() == (1,)
+    one_saga = {"s": saga}
+    assert databases.rows(
+        recovery.settings, "pokeball", "select count(*) from throws where saga_id = :s", **one_saga
+    ) == [(1,)]
+    assert databases.rows(recovery.settings, "pokeball", "select count(*) from outbox") == [(0,)]
+    assert databases.rows(
+        recovery.settings, "delivery", "select count(*) from deliveries where saga_id = :s", **one_saga
+    ) == [(1,)]
 
 
 def test_replay_is_refused_while_the_service_runs(recovery: Cluster) -> None:
@@ -138,7 +125,7 @@ async def test_a_lost_database_is_rebuilt_by_replay_to_the_same_state(recovery: 
     before = inspect_texts(recovery, trainers)
 
     recovery.stop(service)
-    lose_database(recovery, service)
+    databases.lose(recovery.settings, service)
     replayed = pokesaga(recovery.settings, "replay", service, "--to-earliest")
     assert replayed.returncode == 0, replayed.stderr
     async with TopicWatcher(recovery.settings.bootstrap, topics.OUTCOMES) as outcomes:
@@ -155,7 +142,7 @@ async def test_a_lost_database_is_rebuilt_by_replay_to_the_same_state(recovery: 
 async def test_replay_over_a_healthy_database_changes_nothing_anywhere(recovery: Cluster) -> None:
     sagas, trainers = workload(uuid.uuid4().hex[:6], trainers=3, per_trainer=6)
     await run_to_the_end(recovery, sagas)
-    before, rows = inspect_texts(recovery, trainers), database_dump(recovery)
+    before, rows = inspect_texts(recovery, trainers), databases.dump(recovery.settings)
     since = recovery.started_at.isoformat()  # type: ignore[attr-defined]
     everywhere = [*topics.ALL, *(topics.dead_letters(t) for t in topics.ALL if t != topics.OUTCOMES)]
     for name in list(recovery.processes):
@@ -178,4 +165,4 @@ async def test_replay_over_a_healthy_database_changes_nothing_anywhere(recovery:
             await watcher.__aexit__(None, None, None)
     assert published == dict.fromkeys(everywhere, 0)
     assert inspect_texts(recovery, trainers) == before
-    assert database_dump(recovery) == rows
+    assert databases.dump(recovery.settings) == rows

@@ -23,6 +23,7 @@ from runtime.retry import RetryPolicy
 from runtime.settings import Settings
 from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
+from tests import databases
 
 
 @dataclasses.dataclass
@@ -47,7 +48,7 @@ def weakened(saga_id: str, trainer: str = "Sacha") -> Envelope:
 
 @pytest.fixture
 def local_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path)
+    return databases.with_databases(Settings(data_dir=tmp_path), tmp_path.name)
 
 
 @pytest.fixture
@@ -184,11 +185,8 @@ def test_a_compensation_the_database_refuses_is_parked_as_a_dead_letter(local_se
     step = processor_for("pokeball", local_settings)
     saga = "refused-1"
     assert [r.type for r in step.process([Rec(weakened(saga, trainer="Rex").to_json())]).outbox] == ["PokemonCaught"]
-    with step.engine.begin() as conn:  # the database now refuses to give Rex a ball back
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_refund BEFORE UPDATE ON bags WHEN NEW.trainer = 'Rex' "
-            "BEGIN SELECT RAISE(ABORT, 'refunds for Rex are refused'); END"
-        )
+    # The database now refuses to give Rex a ball back.
+    databases.refuse_updates(local_settings, "pokeball", "bags", "NEW.trainer = 'Rex'", "refunds for Rex are refused")
     compensator = processor_for("pokeball.compensations", local_settings)
     result = compensator.process([Rec(delivery_failed(saga, "Rex").to_json(), topic=topics.FAILURES, offset=3)])
     (row,) = result.outbox

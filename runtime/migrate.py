@@ -1,0 +1,56 @@
+"""Schema creation, explicit and versioned: one Alembic history per service database.
+
+``pokesaga db upgrade SERVICE`` runs it, and so does every service at start. Two
+instances starting at once against one PostgreSQL database take turns (an advisory
+lock); on SQLite the write lock does the same. A database made by an earlier pokesaga
+with the same tables but no version is adopted at the first revision, then upgraded.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, MetaData, inspect, text
+
+HERE = Path(__file__).parent / "migrations"
+
+
+def config(service: str, metadata: MetaData, connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("version_locations", str(HERE / "versions" / service))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["metadata"] = metadata
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head(service: str, metadata: MetaData) -> str | None:
+    return ScriptDirectory.from_config(config(service, metadata)).get_current_head()
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, service: str, metadata: MetaData) -> tuple[str | None, str | None]:
+    """Bring the service's database to the newest revision; (revision before, revision after)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            key = zlib.crc32(f"pokesaga:{service}".encode())
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        before = MigrationContext.configure(conn).get_current_revision()
+        cfg = config(service, metadata, conn)
+        if before is None and inspect(conn).has_table("inbox"):
+            first = ScriptDirectory.from_config(cfg).get_base() or "base"
+            command.stamp(cfg, first)  # made by create_all before migrations existed
+            before = first
+        command.upgrade(cfg, "head")
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after

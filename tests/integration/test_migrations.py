@@ -1,0 +1,55 @@
+"""The schema is versioned: migrations build exactly the tables the code uses, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from runtime import migrate
+from runtime.bootstrap import METADATA, open_database
+from runtime.settings import SERVICES, Settings
+from tests import databases
+from tests.e2e.conftest import pokesaga
+
+
+def test_db_upgrade_builds_every_table_the_code_uses_and_a_second_run_changes_nothing(settings: Settings) -> None:
+    upgraded = pokesaga(settings, "db", "upgrade", "all")
+    assert upgraded.returncode == 0, upgraded.stderr
+    first = [f"{s}: upgraded from nothing at revision 0001 (newest: 0001)" for s in SERVICES]
+    assert upgraded.stdout.splitlines() == first
+    for service in SERVICES:
+        engine = databases.engine(settings, service)
+        with engine.connect() as conn:
+            # What the migrations built and what the models declare: no difference at all.
+            assert compare_metadata(MigrationContext.configure(conn), METADATA[service]) == []
+        engine.dispose()
+    again = pokesaga(settings, "db", "upgrade", "all")
+    assert again.stdout.splitlines() == [f"{s}: already at revision 0001 (newest: 0001)" for s in SERVICES]
+    current = pokesaga(settings, "db", "current", "pokeball")
+    assert current.stdout.strip() == "pokeball: at revision 0001 (newest: 0001)"
+
+
+def test_a_service_upgrades_its_database_at_start_and_knows_when_it_was_new(settings: Settings) -> None:
+    engine, new = open_database("delivery", settings)
+    assert new and migrate.current(engine) == migrate.head("delivery", METADATA["delivery"])
+    engine.dispose()
+    engine, new = open_database("delivery", settings)
+    assert not new
+    engine.dispose()
+
+
+def test_a_database_made_before_migrations_existed_is_adopted(settings: Settings) -> None:
+    engine = databases.engine(settings, "combat")
+    METADATA["combat"].create_all(engine)  # how the first pokesaga made its tables
+    engine, new = open_database("combat", settings)
+    assert not new and migrate.current(engine) == "0001"
+    assert "alembic_version" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(settings: Settings) -> None:
+    broken = settings.model_copy(update={"status_db_url": "postgresql+psycopg://nobody:x@127.0.0.1:1/none"})
+    result = pokesaga(broken, "db", "upgrade", "status")
+    assert result.returncode == 1
+    assert result.stderr.startswith("pokesaga: database unavailable: ") and len(result.stderr.splitlines()) == 1
