@@ -5,14 +5,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test chaos lint unit integration e2e system-deps kafka-start kafka-stop clean
+.PHONY: demo test test-postgres chaos lint unit integration e2e system-deps kafka-start kafka-stop clean
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga demo
 
-# The chaos test runs one round of 500 sagas here; `make chaos` runs three.
+# Every suite on SQLite files, then the integration and end-to-end suites again on a real
+# PostgreSQL server (Debian's package, installed and started by scripts/postgres-up).
+# The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three.
 test: $(STAMP) system-deps lint
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest
+	$(MAKE) --no-print-directory test-postgres
+
+test-postgres: $(STAMP) system-deps
+	url=$$(scripts/postgres-up) && POKESAGA_TEST_POSTGRES=$$url POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} \
+	  $(PY) -m pytest tests/integration tests/e2e
 
 chaos: $(STAMP) system-deps
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-3} $(PY) -m pytest tests/e2e/test_chaos.py -s

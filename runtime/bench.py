@@ -224,7 +224,10 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
 
 async def bench(settings: Settings, options: Options, null_relay: bool, compare_null: bool) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="pokesaga-bench-"))
-    settings = settings.model_copy(update={"data_dir": data, "partitions": options.partitions})
+    update: dict[str, Any] = {"data_dir": data, "partitions": options.partitions}
+    if options.db == "sqlite":  # new files in a temporary folder, whatever URLs the environment names
+        update |= {f"{service}_db_url": None for service in SERVICES}
+    settings = settings.model_copy(update=update)
     header = {
         "concurrency": options.concurrency if options.rate is None else None,
         "rate": options.rate,

@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logging.getLogger("aiokafka").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+        logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
         return COMMANDS[args.command](args, settings_from(args))
     except Usage as exc:
         print(f"{exc}", file=sys.stderr)

@@ -114,8 +114,10 @@ class ParticipantLoop:
         crash.check(self.settings.crash_at, crash.AFTER_LOCAL_COMMIT)
         await self.publish(result.outbox)
         offsets = {tp: records_[-1].offset + 1 for tp, records_ in batch.items()}
+        assigned = self.consumer.assignment()
         for tp, position in offsets.items():
-            highwater = self.consumer.highwater(tp)
+            # A rebalance may have taken the partition while the batch was applied.
+            highwater = self.consumer.highwater(tp) if tp in assigned else None
             if highwater is not None:
                 metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
         try:

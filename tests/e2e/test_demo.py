@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from runtime.processes import settings_env
+from runtime.settings import Settings
+from tests import databases
+
 
 def test_the_demo_brings_every_saga_to_an_outcome_and_prints_a_summary(kafka_bootstrap: str, tmp_path: Path) -> None:
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, POKESAGA_DATA_DIR=str(tmp_path))
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path)
+    env = settings_env(databases.with_databases(settings, "demo"))  # SQLite files, or PostgreSQL
     done = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "demo", "--sagas", "16", "--seed", "7", "--timeout", "120"],
         env=env,
