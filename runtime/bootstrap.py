@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterable
 from types import ModuleType
 
+from aiokafka.errors import KafkaError
 from sqlalchemy import Engine, MetaData
 
 import compensations.combat
@@ -19,8 +20,9 @@ import services.delivery.handlers
 import services.pokeball.handlers
 import services.status.handlers
 from contracts import topics
-from runtime import history, kafka, metrics, migrate
+from runtime import health, history, kafka, migrate
 from runtime.db import make_engine, messaging_tables
+from runtime.health import Health
 from runtime.history import History
 from runtime.loop import ParticipantLoop
 from runtime.participant import Participant
@@ -104,8 +106,12 @@ def build_loop(
     )
 
 
-async def run_participants(participants: Iterable[Participant], settings: Settings, stop: asyncio.Event) -> None:
-    """Run participants in this process until ``stop`` is set; one engine per service."""
+async def run_participants(
+    participants: Iterable[Participant], settings: Settings, stop: asyncio.Event, checked: Health | None = None
+) -> None:
+    """Run participants in this process until ``stop`` is set; one engine per service.
+
+    ``checked``: kept up to date with the process's liveness and readiness."""
     participants = list(participants)
     await kafka.ensure_topics(settings.bootstrap, kafka.saga_topics(), settings.partitions)
     engines: dict[str, Engine] = {}
@@ -118,6 +124,10 @@ async def run_participants(participants: Iterable[Participant], settings: Settin
     rebuilt = await history.load(settings.bootstrap, [p for p in participants if p.service in new])
     loops = [build_loop(p, settings, engines[p.service], rebuilt.get(p.name)) for p in participants]
     tasks = [asyncio.create_task(_run(loop, stop, new, participants, settings), name=loop.name) for loop in loops]
+    if checked is not None:
+        assignments = health.assigned((loop.name, loop.consumer) for loop in loops)
+        checks = health.check_forever(checked, settings.bootstrap, engines, assignments, settings.health_interval, stop)
+        tasks.append(asyncio.create_task(checks, name="health"))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
@@ -148,7 +158,11 @@ async def _run(
         targets = await kafka.end_offsets(settings.bootstrap, step.topics)
         log.info("%s: rebuilding: waiting for %s to replay up to %s", loop.name, step.name, targets)
         while not stop.is_set():
-            committed = await kafka.committed_offsets(settings.bootstrap, step.name, targets)
+            try:
+                committed = await kafka.committed_offsets(settings.bootstrap, step.name, targets)
+            except KafkaError as exc:  # e.g. a new broker has no group coordinator yet
+                log.info("%s: rebuilding: %s; asking again", loop.name, exc)
+                committed = {}
             if all(committed.get(tp, 0) >= end for tp, end in targets.items()):
                 break
             with contextlib.suppress(TimeoutError):
@@ -167,8 +181,9 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 async def serve(target: str, settings: Settings) -> None:
     participants = resolve(target)
-    metrics.serve(settings.metrics_port)
+    checked = health.Health(liveness_timeout=settings.liveness_timeout)
+    health.serve(settings.metrics_port, settings.metrics_host, checked)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     log.info("running %s against %s", ", ".join(p.name for p in participants), settings.bootstrap)
-    await run_participants(participants, settings, stop)
+    await run_participants(participants, settings, stop, checked)

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,6 +47,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM binds
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -137,8 +148,8 @@ class LocalKafka:
             return running
         self.ensure_jars()
         self.state.mkdir(parents=True, exist_ok=True)
-        port, controller = free_port(), free_port()
         config = self.state / "server.properties"
+        port, controller = self._previous_ports(config) or (free_port(), free_port())
         config.write_text(self._properties(port, controller))
         if not (self.state / "data" / "meta.properties").exists():
             shutil.rmtree(self.state / "data", ignore_errors=True)
@@ -169,6 +180,18 @@ class LocalKafka:
             time.sleep(0.2)
         self.address_file.write_text(address)
         return address
+
+    @staticmethod
+    def _previous_ports(config: Path) -> tuple[int, int] | None:
+        """The ports this broker had, when both are free again: a restarted broker keeps its
+        address, so the clients that knew it reconnect by themselves."""
+        if not config.exists():
+            return None
+        found = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)$", config.read_text(), re.M)
+        if found is None:
+            return None
+        ports = int(found[1]), int(found[2])
+        return ports if all(_bindable(p) for p in ports) else None
 
     def stop(self, timeout: float = 30) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""

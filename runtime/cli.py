@@ -223,7 +223,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_relay(target: str, settings: Settings) -> int:
-    from runtime import metrics
+    from runtime import health
     from runtime.relay import CHAIN, run_chain
 
     hop = target.removeprefix("null-relay.")
@@ -231,7 +231,7 @@ def run_relay(target: str, settings: Settings) -> int:
         raise Usage(f"pokesaga run: unknown relay {target!r}; expected null-relay.0 .. null-relay.{len(CHAIN) - 2}")
 
     async def go() -> None:
-        metrics.serve(settings.metrics_port)
+        health.serve(settings.metrics_port, settings.metrics_host)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)

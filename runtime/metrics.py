@@ -1,8 +1,10 @@
-"""Prometheus metrics, named after Temporal's well-known ones, with the ``pokesaga_`` prefix."""
+"""Prometheus metrics, named after Temporal's well-known ones, with the ``pokesaga_`` prefix.
+
+Served on ``/metrics`` by runtime.health."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -43,9 +45,3 @@ consumer_lag = Gauge(
     ["participant", "topic", "partition"],
 )  # fmt: skip
 outbox_backlog = Gauge("pokesaga_outbox_backlog", "Outbox rows not yet published", ["participant"])
-
-
-def serve(port: int | None) -> None:
-    """Serve ``/metrics`` on 127.0.0.1:``port`` when a port is given."""
-    if port is not None:
-        start_http_server(port, addr="127.0.0.1")

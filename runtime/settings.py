@@ -45,7 +45,14 @@ class Settings(BaseSettings):
         description="Compensators' policy: unlimited; the database refusing the change is not retried.",
     )
     crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve /metrics and /health/live|ready on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address to serve on; 0.0.0.0 in a container.")
+    health_interval: float = Field(default=1.0, gt=0, description="Seconds between readiness checks.")
+    liveness_timeout: float = Field(
+        default=30.0, gt=0, description="Not alive when the event loop has not run a check for this long."
+    )
     kafka_cache_dir: Path = Field(
         default=Path.home() / ".cache" / "pokesaga",
         description="Where the local broker's jars and state are kept between runs.",

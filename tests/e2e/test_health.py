@@ -1,0 +1,67 @@
+"""Liveness and readiness, as an orchestrator probes them, against a broker that goes away and returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.broker import LocalKafka, docker_available, free_port
+from runtime.processes import ServiceProcess
+from runtime.settings import Settings
+from tests.databases import with_databases
+from tests.support import eventually
+
+
+def probe(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            body = answer.read()
+            return answer.status, json.loads(body) if path.startswith("/health") else body.decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+    except OSError:
+        return 0, None  # not serving yet
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) or docker_available(),
+    reason="stops and restarts a broker of its own: the local broker only",
+)
+async def test_readiness_follows_the_broker_down_and_back_without_a_restart(tmp_path: Path) -> None:
+    broker = LocalKafka(Settings().kafka_cache_dir, state=tmp_path / "broker")
+    address = broker.start()
+    port = free_port()
+    settings = with_databases(Settings(kafka_bootstrap_servers=address, data_dir=tmp_path), "health")
+    service = ServiceProcess("status", settings, tmp_path / "logs", {"POKESAGA_METRICS_PORT": str(port)}).start()
+    try:
+
+        async def ready(expected: bool) -> bool:
+            status, report = probe(port, "/health/ready")
+            return status == (200 if expected else 503) and report is not None
+
+        await eventually(lambda: ready(True), timeout=90, what="ready")
+        status, report = probe(port, "/health/ready")
+        assert report["broker"] and report["databases"] == {"status": True}
+        assert report["partitions"] == {"status": 3, "status.compensations": 3}
+        assert probe(port, "/metrics")[1].count("pokesaga_") > 0
+
+        broker.stop()
+        await eventually(lambda: ready(False), timeout=60, what="not ready once the broker is down")
+        status, report = probe(port, "/health/ready")
+        assert report["broker"] is False and report["ready"] is False
+        assert probe(port, "/health/live")[0] == 200  # down broker: not ready, still alive
+
+        assert broker.start() == address  # the broker returns where it was
+        await eventually(lambda: ready(True), timeout=90, what="ready again once the broker is back")
+        assert service.alive and service.proc is not None and service.proc.returncode is None
+        assert probe(port, "/nowhere")[0] == 404
+    finally:
+        code = service.stop()
+        broker.stop()
+    assert code == 0, (tmp_path / "logs" / "status.log").read_text()[-3000:]
