@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-postgres chaos lint unit integration e2e system-deps kafka-start kafka-stop clean
+.PHONY: demo test test-postgres chaos lint unit integration e2e system-deps promtool kafka-start kafka-stop clean
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga demo
@@ -13,11 +13,11 @@ demo: $(STAMP) system-deps
 # Every suite on SQLite files, then the integration and end-to-end suites again on a real
 # PostgreSQL server (Debian's package, installed and started by scripts/postgres-up).
 # The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three.
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps promtool lint
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest
 	$(MAKE) --no-print-directory test-postgres
 
-test-postgres: $(STAMP) system-deps
+test-postgres: $(STAMP) system-deps promtool
 	url=$$(scripts/postgres-up) && POKESAGA_TEST_POSTGRES=$$url POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} \
 	  $(PY) -m pytest tests/integration tests/e2e
 
@@ -32,7 +32,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-integration: $(STAMP) system-deps
+integration: $(STAMP) system-deps promtool
 	$(PY) -m pytest tests/integration
 
 e2e: $(STAMP) system-deps
@@ -46,11 +46,19 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The local broker needs a JDK 17 and Maven, unless KAFKA_BOOTSTRAP_SERVERS names a broker.
+# The compose check (tests/integration/test_compose.py) needs promtool.
 system-deps:
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && ! { command -v java && command -v mvn; } >/dev/null 2>&1; then \
 	  echo "installing a JDK 17 and Maven from Debian's packages"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven; \
+	fi
+
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  echo "installing promtool (Debian's prometheus package) for the compose check"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
 	fi
 
 kafka-start: $(STAMP) system-deps

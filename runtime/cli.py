@@ -58,8 +58,8 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     start = commands.add_parser("start", help="publish a PokemonEncountered start event; print the saga id")
-    start.add_argument("--pokemon", required=True, help="species name, e.g. Mewtwo")
-    start.add_argument("--trainer", required=True, help="trainer name, e.g. Sacha")
+    start.add_argument("--pokemon", default="Pidgey", help="species name, e.g. Mewtwo (default Pidgey)")
+    start.add_argument("--trainer", default="Sacha", help="trainer name (default Sacha)")
     start.add_argument("--level", type=_positive)
     start.add_argument("--hp", type=_positive)
     start.add_argument("--max-hp", type=_positive)

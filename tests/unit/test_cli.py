@@ -11,7 +11,7 @@ from runtime.cli import main
     ("argv", "needle"),
     [
         (["frobnicate"], "invalid choice"),
-        (["start", "--trainer", "Sacha"], "--pokemon"),
+        (["start", "--trainer", "Sacha", "--pokemon"], "--pokemon"),
         (["start", "--pokemon", "Agumon", "--trainer", "Sacha"], "unknown Pokémon"),
         (["start", "--pokemon", "Mew", "--trainer", "Sacha", "--level", "abc"], "whole number"),
         (["start", "--pokemon", "Mew", "--trainer", "Sacha", "--level", "101"], "less than or equal to 100"),

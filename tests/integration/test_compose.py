@@ -1,0 +1,138 @@
+"""The container path, checked without a Docker engine: docker-compose.yml, the Dockerfile,
+the Prometheus configuration and the README's instructions against each other and the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from runtime import kafka
+from runtime.settings import SERVICES, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+CONTAINERS: dict[str, dict[str, Any]] = COMPOSE["services"]
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+README = (ROOT / "README.md").read_text()
+OURS = {name: c for name, c in CONTAINERS.items() if c.get("image", "").startswith("pokesaga")}
+
+
+def setting_names() -> set[str]:
+    """Every environment variable Settings reads."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        names |= set(choices) if choices else {f"POKESAGA_{name.upper()}"}
+    return names
+
+
+def is_setting(variable: str) -> bool:
+    """``variable`` is read by Settings, nested ones (``POKESAGA_RETRY__MAXIMUM_ATTEMPTS``) included."""
+    top, *nested = variable.split("__")
+    if top not in setting_names():
+        return False
+    if not nested:
+        return True
+    field = Settings.model_fields.get(top.removeprefix("POKESAGA_").lower())
+    model = getattr(field, "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    return fields is None or nested[0].lower() in fields
+
+
+def test_every_service_of_the_design_has_its_container() -> None:
+    for service in SERVICES:
+        assert CONTAINERS[service]["command"] == ["pokesaga", "run", service]
+        assert CONTAINERS[service]["image"].startswith("pokesaga")
+    kraft = CONTAINERS["kafka"]
+    assert kraft["image"].startswith("apache/kafka:")
+    assert set(kraft["environment"]["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert CONTAINERS["postgres"]["image"].startswith("postgres:")
+    assert CONTAINERS["prometheus"]["image"].startswith("prom/prometheus")
+    assert CONTAINERS["cli"]["profiles"] == ["cli"]  # run on demand, never by `up`
+    assert CONTAINERS["topics"]["restart"] == "no"  # a one-shot job
+    for service in SERVICES:
+        assert CONTAINERS[service]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_the_topic_job_creates_every_topic_the_code_uses() -> None:
+    script = "\n".join(CONTAINERS["topics"]["command"])
+    loop = re.search(r"for topic in (.*?); do", script, re.S)
+    assert loop is not None
+    assert loop[1].replace("\\", " ").split() == kafka.saga_topics()
+    partitions = int(re.search(r"--partitions (\d+)", script)[1])  # type: ignore[index]
+    assert all(int(c["environment"]["POKESAGA_PARTITIONS"]) == partitions for c in OURS.values())
+
+
+def test_every_environment_variable_is_one_the_settings_read_and_each_service_has_its_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    created = set(re.findall(r"CREATE DATABASE (\w+);", (ROOT / "deploy" / "postgres-databases.sql").read_text()))
+    for name, container in OURS.items():
+        env = container["environment"]
+        unknown = {k for k in env if not is_setting(k)}
+        assert unknown == set(), f"{name}: variables no setting reads: {unknown}"
+        with monkeypatch.context() as patched:  # the settings, as the container's process reads them
+            for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
+                patched.delenv(variable)
+            for variable, value in env.items():
+                patched.setenv(variable, value)
+            settings = Settings()
+        for service in SERVICES:
+            url = make_url(settings.db_url(service))
+            assert url.get_backend_name() == "postgresql" and url.host == "postgres" and url.database == service
+            assert url.database in created
+        assert settings.bootstrap == "kafka:9092" and "kafka" in CONTAINERS
+
+
+def test_every_metrics_port_is_scraped_and_the_prometheus_config_is_valid() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    served = {f"{name}:{c['environment']['POKESAGA_METRICS_PORT']}" for name, c in OURS.items() if name in SERVICES}
+    assert served == targets
+    assert all(c["environment"]["POKESAGA_METRICS_HOST"] == "0.0.0.0" for c in OURS.values())
+    assert any("./deploy/prometheus.yml" in v for v in CONTAINERS["prometheus"]["volumes"])
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: `make promtool` installs Debian's prometheus package")
+    checked = subprocess.run([promtool, "check", "config", str(PROMETHEUS)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_health_check() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in dockerfile and "/health/live" in dockerfile
+    port = re.search(r"POKESAGA_METRICS_PORT=(\d+)", dockerfile)[1]  # type: ignore[index]
+    assert re.search(rf"^EXPOSE {port}$", dockerfile, re.M)
+    assert all(c["environment"]["POKESAGA_METRICS_PORT"] == port for c in OURS.values())
+    for service in SERVICES:
+        assert "/health/ready" in " ".join(CONTAINERS[service]["healthcheck"]["test"])
+
+
+def test_the_readme_container_instructions_match_the_compose_file() -> None:
+    section = README.split("## Running as containers", 1)[1].split("\n## ", 1)[0]
+    assert "docker compose up -d --build" in section
+    assert "docker compose run --rm cli pokesaga start --wait" in section
+    rows = re.findall(r"^\| `([\w-]+)` \| ([^|]+) \|", section, re.M)
+    table = {name: cell.strip("` ").split("`")[0] for name, cell in rows}
+    assert set(table) == set(CONTAINERS)  # every container documented, none invented
+    for name, image in table.items():
+        assert CONTAINERS[name]["image"].startswith(image.split(" ")[0]), (name, image)
+    configuration = README.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`((?:POKESAGA|KAFKA)_[A-Z_<>]+)`", section + configuration))
+    assert {"POKESAGA_METRICS_PORT", "POKESAGA_METRICS_HOST", "KAFKA_BOOTSTRAP_SERVERS"} <= documented
+    for variable in documented:
+        if "<SERVICE>" in variable:
+            assert all(is_setting(variable.replace("<SERVICE>", s.upper())) for s in SERVICES)
+        else:
+            assert is_setting(variable), variable
