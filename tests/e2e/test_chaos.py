@@ -11,6 +11,7 @@ import json
 import os
 import random
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from contracts.envelope import Envelope
+from runtime.broker import free_port
 from runtime.settings import Settings
 from runtime.starter import TopicWatcher, publish, start_event
 from tests.databases import rows
@@ -139,6 +142,28 @@ async def drive(
         return await watcher.drain()
 
 
+def consumed(port: int) -> int:
+    """Records a process applied, by its own /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "pokesaga_events_consumed_total" and "compensations" not in sample.labels["participant"]
+        )
+    )
+
+
+async def steady(running: Cluster, rng: random.Random, stop: asyncio.Event, figures: Counter[str]) -> None:
+    """No disruption: once every saga has its outcome, count what each instance applied."""
+    await stop.wait()
+    for name, process in running.processes.items():
+        figures[f"applied by {name}"] = consumed(int(process.extra_env["POKESAGA_METRICS_PORT"]))
+    figures["throws recorded"] = rows(running.settings, "pokeball", "select count(*) from throws")[0][0]
+    figures["deliveries recorded"] = rows(running.settings, "delivery", "select count(*) from deliveries")[0][0]
+
+
 def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: int) -> Counter[str]:
     """Run the saga mix while ``disrupt`` runs; check the invariants; return the figures."""
     run, rng = uuid.uuid4().hex[:6], random.Random(seed)
@@ -151,7 +176,8 @@ def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: 
     }
     figures: Counter[str] = Counter()
     started = time.monotonic()
-    with cluster(bootstrap, data, INSTANCES, **env) as running:
+    ports = {name: {"POKESAGA_METRICS_PORT": str(free_port())} for name in INSTANCES}
+    with cluster(bootstrap, data, INSTANCES, per_instance=ports, **env) as running:
         settings = running.settings
         records = asyncio.run(drive(running, mixed, rng, figures, disrupt))
 
@@ -188,3 +214,17 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
 def test_a_rolling_restart_of_every_service_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     figures = run_under(rolling_restart, "rolling restart", tmp_path, kafka_bootstrap, seed=0)
     assert figures["clean stops"] == len(INSTANCES)
+
+
+def test_two_instances_of_a_service_share_one_database_and_apply_each_record_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Both instances of pokeball and of delivery do part of the work, against one database
+    (one PostgreSQL database in the PostgreSQL pass), and every invariant holds."""
+    figures = run_under(steady, "two instances per service", tmp_path, kafka_bootstrap, seed=1)
+    for name in ("pokeball", "pokeball#2", "delivery", "delivery#2"):
+        assert figures[f"applied by {name}"] > 0, (name, dict(figures))
+    # Each record applied once, by one of the two: one row per saga that reached the step.
+    assert figures["applied by pokeball"] + figures["applied by pokeball#2"] == figures["throws recorded"]
+    assert figures["applied by delivery"] + figures["applied by delivery#2"] == figures["deliveries recorded"]
+    assert figures["deliveries recorded"] > 0

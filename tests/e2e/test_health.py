@@ -29,6 +29,7 @@ def probe(port: int, path: str) -> tuple[int, Any]:
         return 0, None  # not serving yet
 
 
+@pytest.mark.no_database  # the database side of readiness is the same check on either
 @pytest.mark.skipif(
     bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) or docker_available(),
     reason="stops and restarts a broker of its own: the local broker only",

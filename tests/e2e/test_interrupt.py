@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import databases
-
 
 def _children_of(marker: str) -> list[str]:
     """Command lines of live processes whose command line or environment mentions ``marker``."""
@@ -29,7 +27,7 @@ def _children_of(marker: str) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(databases.BACKEND != "sqlite", reason="no database involved: run once, on the SQLite pass")
+@pytest.mark.no_database
 def test_a_terminated_bench_stops_its_services_and_its_private_broker(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["TMPDIR"] = str(tmp_path)  # the private broker's state lives here: a marker to look for

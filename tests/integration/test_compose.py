@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from runtime import kafka
 from runtime.settings import SERVICES, Settings
 
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 CONTAINERS: dict[str, dict[str, Any]] = COMPOSE["services"]
