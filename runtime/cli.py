@@ -71,7 +71,9 @@ def build_parser() -> Parser:
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to --wait (default 60)")
 
     run = commands.add_parser("run", help="run one service (and its compensator) in the foreground")
-    run.add_argument("service", help="status|combat|pokeball|delivery, or compensations.SERVICE alone")
+    run.add_argument(
+        "service", help="status|combat|pokeball|delivery, compensations.SERVICE alone, or tracker (the saga tracker)"
+    )
 
     demo = commands.add_parser("demo", help="the whole saga: broker, four services, N captures, summary")
     demo.add_argument("--sagas", type=_positive, default=40, help="captures to start (default 40)")
@@ -123,6 +125,10 @@ def build_parser() -> Parser:
     replaying.add_argument("--dry-run", action="store_true", help="show what would be re-published")
     replaying.add_argument("--saga", help="only the dead letters of this saga id (record key)")
     replaying.add_argument("--reason", help="only dead letters whose reason contains this text")
+
+    trace = commands.add_parser("trace", help="one saga's timeline, read from the topics (no tracker needed)")
+    trace.add_argument("saga_id", metavar="SAGA_ID")
+    trace.add_argument("--json", action="store_true", help="the timeline as JSON, as the tracker serves it")
 
     db = commands.add_parser("db", help="the services' database schemas (versioned, Alembic)")
     db.add_argument("action", choices=["upgrade", "current"], help="upgrade to the newest revision, or show it")
@@ -213,6 +219,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     from runtime import bootstrap
 
+    if args.service == "tracker":  # the observer: a faust app, not a participant
+        from tracker.app import run
+
+        return run(with_broker(settings, "run"))
     if args.service.startswith("null-relay."):  # the bench's passthrough chain
         return run_relay(args.service, with_broker(settings, "run"))
     bootstrap.resolve(args.service)  # a wrong name fails here, before any connection
@@ -377,6 +387,18 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
+    from tracker.trace import find, render
+
+    settings = with_broker(settings, "trace")
+    view = asyncio.run(find(settings.bootstrap, args.saga_id, settings.stuck_after))
+    if view is None:
+        print(f"pokesaga trace: no event of saga {args.saga_id!r} on the capture topics", file=sys.stderr)
+        return 1
+    print(json.dumps(view, indent=2) if args.json else render(view))
+    return 0
+
+
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from runtime import migrate
     from runtime.bootstrap import METADATA
@@ -414,6 +436,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "bench": cmd_bench,
     "db": cmd_db,
+    "trace": cmd_trace,
 }
 
 

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535, description="Serve /metrics and /health/live|ready on this port."
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address to serve on; 0.0.0.0 in a container.")
+    tracker_port: int = Field(
+        default=6066, ge=0, le=65535, description="The tracker's web page, JSON API and /metrics."
+    )
+    stuck_after: float = Field(
+        default=60.0, gt=0, description="Seconds without progress before the tracker calls a saga stuck."
+    )
     health_interval: float = Field(default=1.0, gt=0, description="Seconds between readiness checks.")
     liveness_timeout: float = Field(
         default=30.0, gt=0, description="Not alive when the event loop has not run a check for this long."

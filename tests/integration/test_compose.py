@@ -99,6 +99,8 @@ def test_every_metrics_port_is_scraped_and_the_prometheus_config_is_valid() -> N
     config = yaml.safe_load(PROMETHEUS.read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     served = {f"{name}:{c['environment']['POKESAGA_METRICS_PORT']}" for name, c in OURS.items() if name in SERVICES}
+    served.add(f"tracker:{CONTAINERS['tracker']['environment']['POKESAGA_TRACKER_PORT']}")
+    assert CONTAINERS["tracker"]["command"] == ["pokesaga", "run", "tracker"]
     assert served == targets
     assert all(c["environment"]["POKESAGA_METRICS_HOST"] == "0.0.0.0" for c in OURS.values())
     assert any("./deploy/prometheus.yml" in v for v in CONTAINERS["prometheus"]["volumes"])

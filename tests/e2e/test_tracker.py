@@ -1,0 +1,186 @@
+"""The tracker: every saga's timeline, state and latency, from the topics alone.
+
+The module runs on a broker of its own, so what the tracker counts is exactly what this
+module started.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from contracts import topics
+from runtime.broker import free_port
+from runtime.processes import ServiceProcess
+from runtime.starter import TopicWatcher, publish, start_event
+from tests.conftest import new_broker
+from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
+from tests.support import eventually
+
+ENV = {
+    "POKESAGA_PARTY_SIZE": "1",
+    "POKESAGA_PC_CAPACITY": "0",
+    "POKESAGA_FAULTS": "0.2",  # transient errors on every participant, retried
+    "POKESAGA_RETRY__INITIAL_INTERVAL": "0.002",
+    "POKESAGA_RETRY__MAXIMUM_INTERVAL": "0.01",
+    "POKESAGA_COMPENSATION_RETRY__INITIAL_INTERVAL": "0.002",
+    "POKESAGA_COMPENSATION_RETRY__MAXIMUM_INTERVAL": "0.01",
+}
+
+
+class Tracked:
+    def __init__(self, running: Cluster, port: int) -> None:
+        self.running = running
+        self.port = port
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
+                body = answer.read()
+                return answer.status, json.loads(body) if path.startswith("/sagas") else body.decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
+        except OSError:
+            return 0, None
+
+    def start(self) -> ServiceProcess:
+        return self.running.start("tracker", POKESAGA_TRACKER_PORT=str(self.port), POKESAGA_STUCK_AFTER="4")
+
+    async def saga(self, saga_id: str, state: str | None = None, timeout: float = 60) -> dict[str, Any]:
+        """The saga's view once it is in ``state`` with every event up to there: the topics are
+        read independently, so an outcome may be seen before the compensation that led to it."""
+        found: dict[str, Any] = {}
+
+        async def seen() -> bool:
+            status, body = self.get(f"/sagas/{saga_id}")
+            found.update(body if status == 200 else {})
+            return status == 200 and (state is None or body["state"] == state) and linear(body["events"])
+
+        await eventually(seen, timeout=timeout, what=f"the tracker to show {saga_id} {state or ''}")
+        return found
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = self.get("/metrics")[1]
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracked]:
+    data = tmp_path_factory.mktemp("tracker")
+    with new_broker(data / "broker") as bootstrap, cluster(bootstrap, data, **ENV) as running:
+        tracker = Tracked(running, free_port())
+        tracker.start()
+        yield tracker
+
+
+def linear(events: list[dict[str, Any]]) -> bool:
+    """Each event caused by the one before it: the saga's causal order."""
+    return events[0]["causation"] is None and all(
+        later["causation"] == earlier["id"] for earlier, later in zip(events, events[1:], strict=False)
+    )
+
+
+async def test_every_path_is_tracked_in_causal_order_with_its_state_and_counted(tracked: Tracked) -> None:
+    run = uuid.uuid4().hex[:6]
+    lucky, unlucky = f"Ann-{run}", f"Bob-{run}"
+    sagas = [
+        start_event(f"ok-{run}", {"name": lucky}, {"name": "Caterpie", **CERTAIN}),  # delivered, party full after
+        start_event(f"full-{run}", {"name": lucky}, {"name": "Caterpie", **CERTAIN}),  # delivery fails
+        start_event(f"zap-{run}", {"name": unlucky}, {"name": "Pikachu"}),  # cannot be paralyzed
+        start_event(f"faint-{run}", {"name": unlucky}, {"name": "Rattata", "hp": 1}),
+        start_event(breaking_free(f"free-{run}", HARD), {"name": unlucky}, HARD),
+    ]
+    async with TopicWatcher(tracked.running.settings.bootstrap, topics.OUTCOMES) as outcomes:
+        await publish(tracked.running.settings.bootstrap, sagas[:1])
+        await outcomes.wait_for([sagas[0].sagaid], timeout=60)  # the party is full before the second
+        await publish(tracked.running.settings.bootstrap, sagas[1:])
+        ended = await outcomes.wait_for([s.sagaid for s in sagas], timeout=90)
+
+    expected = {"PokemonDelivered": "delivered", "CaptureFailed": "failed"}
+    views = {}
+    for saga in sagas:
+        outcome = ended[saga.sagaid].type
+        view = await tracked.saga(saga.sagaid, state=expected[outcome])
+        views[saga.sagaid] = view
+        events = view["events"]
+        assert linear(events), [(e["type"], e["id"], e["causation"]) for e in events]
+        assert events[0]["type"] == "PokemonEncountered" and events[-1]["type"] == outcome
+        assert view["outcome"] == outcome and view["duration_ms"] > 0 and view["waiting_on"] is None
+    types = {s: [e["type"] for e in v["events"]] for s, v in views.items()}
+    assert types[f"full-{run}"][-4:] == ["DeliveryFailed", "PokemonReleased", "PokemonHealed", "CaptureFailed"]
+    assert types[f"zap-{run}"] == ["PokemonEncountered", "ParalysisFailed", "CaptureFailed"]
+    assert types[f"faint-{run}"] == ["PokemonEncountered", "PokemonParalyzed", "PokemonFainted", "CaptureFailed"]
+    failed = views[f"full-{run}"]["events"][-1]
+    assert failed["reason"] == "party_and_pc_full" and failed["undone"] == ["pokeball", "combat", "status"]
+
+    # The listing, filtered by state, and the metrics, counting exactly what happened.
+    status, listing = tracked.get("/sagas?state=failed&limit=50")
+    assert status == 200 and {s["saga_id"] for s in listing["sagas"]} == {
+        s for s, v in views.items() if v["state"] == "failed"
+    }
+    outcomes_seen = Counter(v["outcome"] for v in views.values())
+    metrics = tracked.metrics()
+    assert metrics[("pokesaga_tracker_sagas_started_total", ())] == len(sagas)
+    for outcome, count in outcomes_seen.items():
+        assert metrics[("pokesaga_tracker_sagas_completed_total", (("outcome", outcome),))] == count
+    assert metrics[("pokesaga_tracker_saga_latency_seconds_count", ())] == len(sagas)
+
+    # The same timelines from the terminal, read from the topics.
+    traced = pokesaga(tracked.running.settings, "trace", f"full-{run}", "--json")
+    assert traced.returncode == 0, traced.stderr
+    assert [e["id"] for e in json.loads(traced.stdout)["events"]] == [e["id"] for e in views[f"full-{run}"]["events"]]
+    table = pokesaga(tracked.running.settings, "trace", f"full-{run}").stdout
+    assert table.splitlines()[0].startswith(f"saga full-{run}: failed in ")
+    assert [line.split()[1] for line in table.splitlines()[4:]] == types[f"full-{run}"]
+
+    # Killed and restarted, the tracker serves the same timelines (from its changelog).
+    tracked.running.kill("tracker")
+    tracked.start()
+    for saga_id, view in views.items():
+        again = await tracked.saga(saga_id, timeout=120)
+        assert {k: v for k, v in again.items() if k != "state"} == {k: v for k, v in view.items() if k != "state"}
+
+
+async def test_a_saga_with_no_progress_is_stuck_and_says_what_it_waits_on(tracked: Tracked) -> None:
+    saga = start_event(
+        f"stuck-{uuid.uuid4().hex[:6]}", {"name": f"Cid-{uuid.uuid4().hex[:6]}"}, {"name": "Pidgey", **CERTAIN}
+    )
+    tracked.running.stop("combat")
+    try:
+        await publish(tracked.running.settings.bootstrap, [saga])
+        view = await tracked.saga(saga.sagaid, state="stuck", timeout=60)
+        assert view["waiting_on"] == "combat"
+        status, listing = tracked.get("/sagas?state=stuck")
+        assert status == 200 and saga.sagaid in {s["saga_id"] for s in listing["sagas"]}
+
+        async def gauge() -> bool:
+            return tracked.metrics().get(("pokesaga_tracker_sagas_stuck", ()), 0) >= 1
+
+        await eventually(gauge, timeout=30, what="the stuck gauge")
+    finally:
+        tracked.running.start("combat")
+    await tracked.saga(saga.sagaid, state="delivered", timeout=90)
+
+
+def test_an_unknown_saga_is_a_404_and_a_malformed_query_a_400(tracked: Tracked) -> None:
+    status, body = tracked.get("/sagas/no-such-saga")
+    assert status == 404 and "no saga 'no-such-saga'" in body["error"]
+    for query in ("state=bogus", "limit=x", "limit=0", "colour=red"):
+        status, body = tracked.get(f"/sagas?{query}")
+        assert status == 400 and body["error"], query
+    missing = pokesaga(tracked.running.settings, "trace", "no-such-saga")
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        "pokesaga trace: no event of saga 'no-such-saga' on the capture topics"
+    )
