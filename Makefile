@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-postgres chaos lint unit integration e2e system-deps promtool kafka-start kafka-stop clean
+.PHONY: demo test test-postgres chaos lint unit integration e2e system-deps promtool browser kafka-start kafka-stop clean
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga demo
@@ -13,7 +13,7 @@ demo: $(STAMP) system-deps
 # Every suite on SQLite files, then the integration and end-to-end suites again on a real
 # PostgreSQL server (Debian's package, installed and started by scripts/postgres-up).
 # The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three.
-test: $(STAMP) system-deps promtool lint
+test: $(STAMP) system-deps promtool browser lint
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest
 	$(MAKE) --no-print-directory test-postgres
 
@@ -35,7 +35,7 @@ unit: $(STAMP)
 integration: $(STAMP) system-deps promtool
 	$(PY) -m pytest tests/integration
 
-e2e: $(STAMP) system-deps
+e2e: $(STAMP) system-deps browser
 	$(PY) -m pytest tests/e2e
 
 $(STAMP): pyproject.toml
@@ -52,6 +52,14 @@ system-deps:
 	  echo "installing a JDK 17 and Maven from Debian's packages"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven; \
+	fi
+
+# The tracker's page is tested in a real headless browser: Debian's chromium and its driver.
+browser:
+	@if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver from Debian's packages for the tracker page test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	fi
 
 promtool:

@@ -7,11 +7,13 @@ module started.
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,3 +186,68 @@ def test_an_unknown_saga_is_a_404_and_a_malformed_query_a_400(tracked: Tracked) 
     assert missing.returncode == 1 and missing.stderr.strip() == (
         "pokesaga trace: no event of saga 'no-such-saga' on the capture topics"
     )
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@pytest.mark.no_database
+async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_ones_timeline(
+    tracked: Tracked, tmp_path: Path
+) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.fail("chromium and chromedriver not found: `make browser` installs Debian's chromium, chromium-driver")
+    run = uuid.uuid4().hex[:6]
+    saga, caught = breaking_free(f"page-{run}", HARD), f"caught-{run}"
+    await publish(
+        tracked.running.settings.bootstrap,
+        [
+            start_event(saga, {"name": f"Dee-{run}"}, HARD),
+            start_event(caught, {"name": f"Eve-{run}"}, {"name": "Caterpie", **CERTAIN}),
+        ],
+    )
+    await tracked.saga(saga, state="failed", timeout=90)
+    await tracked.saga(caught, state="delivered", timeout=90)
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        browser.get(f"http://127.0.0.1:{tracked.port}/")
+        listed = f'tr.saga[data-saga="{saga}"]'
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, listed))
+        assert browser.find_elements(By.CSS_SELECTOR, f'tr.saga[data-saga="{caught}"]')  # every state listed
+        browser.find_element(By.LINK_TEXT, "failed").click()  # the state filter
+        WebDriverWait(browser, 30).until(
+            lambda b: (
+                {r.find_elements(By.TAG_NAME, "td")[3].text for r in b.find_elements(By.CSS_SELECTOR, "tr.saga")}
+                == {"failed"}
+            )
+        )
+        browser.find_element(By.CSS_SELECTOR, listed).click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#timeline tbody tr"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
+        shown = [(row.get_attribute("class"), row.find_elements(By.TAG_NAME, "td")[1].text) for row in rows]
+        assert browser.find_element(By.ID, "timeline-title").text == f"{saga}: failed"
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "tracker-failed-saga.png"))
+    finally:
+        browser.quit()
+    assert shown == [
+        ("step", "PokemonEncountered"),
+        ("step", "PokemonParalyzed"),
+        ("step", "PokemonWeakened"),
+        ("failure", "PokemonBrokeFree"),
+        ("compensation", "PokemonHealed"),
+        ("outcome", "CaptureFailed"),
+    ]
+    print(f"\nscreenshot: {ARTIFACTS / 'tracker-failed-saga.png'}")
