@@ -20,7 +20,7 @@ import services.delivery.handlers
 import services.pokeball.handlers
 import services.status.handlers
 from contracts import topics
-from runtime import health, history, kafka, migrate
+from runtime import health, history, kafka, migrate, tracing
 from runtime.db import make_engine, messaging_tables
 from runtime.health import Health
 from runtime.history import History
@@ -181,6 +181,7 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 async def serve(target: str, settings: Settings) -> None:
     participants = resolve(target)
+    tracing.configure(settings, target)
     checked = health.Health(liveness_timeout=settings.liveness_timeout)
     health.serve(settings.metrics_port, settings.metrics_host, checked)
     stop = asyncio.Event()

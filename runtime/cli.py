@@ -79,6 +79,7 @@ def build_parser() -> Parser:
     demo.add_argument("--sagas", type=_positive, default=40, help="captures to start (default 40)")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for outcomes")
     demo.add_argument("--seed", type=_positive, help="seed of the demo's mix of captures")
+    demo.add_argument("--keep", action="store_true", help="keep the services and the tracker running until Ctrl-C")
 
     inspect = commands.add_parser("inspect", help="read-only view of each service's local state")
     what = inspect.add_subparsers(dest="what", required=True, parser_class=Parser)
@@ -260,7 +261,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     with provisioned(settings) as address:
         print(f"broker: {address}", file=sys.stderr)
         settings = settings.model_copy(update={"kafka_bootstrap_servers": address})
-        return asyncio.run(run_demo(settings, args.sagas, args.timeout, args.seed))
+        return asyncio.run(run_demo(settings, args.sagas, args.timeout, args.seed, args.keep))
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:

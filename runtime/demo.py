@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import socket
 import sys
 import time
 import uuid
@@ -12,6 +14,7 @@ from typing import Any
 from contracts import pokedex
 from contracts.envelope import Envelope
 from runtime import kafka
+from runtime.broker import free_port
 from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
 from runtime.starter import Outcome, TopicWatcher, publish, start_event
@@ -59,7 +62,16 @@ def _progress(done: int, total: int, started: float, tty: bool) -> None:
     print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
 
-async def run_demo(settings: Settings, count: int, timeout: float, seed: int | None) -> int:
+def _tracker_port(settings: Settings) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind((settings.metrics_host, settings.tracker_port))
+            return settings.tracker_port
+        except OSError:
+            return free_port()  # another tracker has the default port
+
+
+async def run_demo(settings: Settings, count: int, timeout: float, seed: int | None, keep: bool = False) -> int:
     """Run the demo against ``settings.bootstrap``; returns the exit code (0: all at an outcome)."""
     run = uuid.uuid4().hex[:6]
     seed = seed if seed is not None else random.randrange(2**32)
@@ -67,6 +79,10 @@ async def run_demo(settings: Settings, count: int, timeout: float, seed: int | N
     await kafka.ensure_topics(settings.bootstrap, kafka.saga_topics(), settings.partitions)
     print(f"starting {', '.join(SERVICES)} as separate processes (logs in {log_dir})", file=sys.stderr)
     processes = [ServiceProcess(s, settings, log_dir).start() for s in SERVICES]
+    port = _tracker_port(settings)
+    processes.append(ServiceProcess("tracker", settings, log_dir, {"POKESAGA_TRACKER_PORT": str(port)}).start())
+    page = f"http://127.0.0.1:{port}/"
+    print(f"saga tracker: open {page} to see every saga's timeline", file=sys.stderr)
     try:
         sagas = demo_sagas(count, seed, run)
         async with TopicWatcher(settings.bootstrap) as watcher:
@@ -92,12 +108,15 @@ async def run_demo(settings: Settings, count: int, timeout: float, seed: int | N
             if tty:
                 print(file=sys.stderr)
             outcomes = {s: watcher.outcomes[s][0] for s in wanted if s in watcher.outcomes}
+        if keep:
+            print(summary_table(outcomes, count))
+            print(f"\nthe services and the tracker keep running: {page} (Ctrl-C to stop)", file=sys.stderr)
+            await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
     finally:
         stop_all(processes)
     print(summary_table(outcomes, count))
-    print(
-        f"\ntrainers: {', '.join(f'{t}-{run}' for t in TRAINERS)}  (try: pokesaga inspect trainer {TRAINERS[0]}-{run})"
-    )
+    print(f"\nsaga tracker was at {page}; `pokesaga demo --keep` leaves it running")
+    print(f"trainers: {', '.join(f'{t}-{run}' for t in TRAINERS)}  (try: pokesaga inspect trainer {TRAINERS[0]}-{run})")
     missing = count - len(outcomes)
     if missing:
         print(f"pokesaga: error: {missing} of {count} sagas reached no outcome within {timeout:.0f}s", file=sys.stderr)

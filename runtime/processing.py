@@ -22,6 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from contracts import topics
 from contracts.envelope import Envelope, wrap
 from contracts.events import EVENT_TYPES, Event, Failure
+from runtime import tracing
 from runtime.codec import BadRecord, decode_envelope, decode_event
 from runtime.db import messaging_tables
 from runtime.history import History
@@ -97,14 +98,14 @@ class Interrupted(Exception):
     """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
 
 
-def event_row(participant: Participant, envelope: Envelope) -> dict[str, Any]:
+def event_row(participant: Participant, envelope: Envelope, trace_headers: Sequence[list[str]] = ()) -> dict[str, Any]:
     return {
         "producer": participant.name,
         "event_id": envelope.id,
         "topic": EVENT_TYPES[envelope.type].topic,
         "key": envelope.sagaid.encode(),
         "value": envelope.to_json(),
-        "headers": [["ce_type", envelope.type]],
+        "headers": [["ce_type", envelope.type], *trace_headers],
     }
 
 
@@ -183,13 +184,18 @@ class BatchProcessor:
                     continue
                 assert item.envelope is not None and item.event is not None
                 prior = (failed or {}).get(item.key)
-                produced = self._attempt(
-                    conn, repo, item.record, item.envelope, item.event, rows, result, careful, prior
-                )
+                record = item.record
+                with tracing.step(
+                    self.participant.name, item.envelope, record.topic, record.partition, record.offset, record.headers
+                ):
+                    produced = self._attempt(
+                        conn, repo, record, item.envelope, item.event, rows, result, careful, prior
+                    )
+                    context = tracing.current_context_headers()  # what it publishes continues this trace
                 if produced is None:
                     continue  # parked as a dead letter: not in the inbox, so a replay applies it
-                inbox_rows.append(self._inbox_row(item.key, item.record, item.envelope.type, item.envelope.sagaid))
-                rows.extend(event_row(self.participant, self._wrap(item.envelope, out)) for out in produced)
+                inbox_rows.append(self._inbox_row(item.key, record, item.envelope.type, item.envelope.sagaid))
+                rows.extend(event_row(self.participant, self._wrap(item.envelope, out), context) for out in produced)
                 result.applied[item.envelope.type] = result.applied.get(item.envelope.type, 0) + 1
                 self._account(item.event, produced, result)
             if inbox_rows:

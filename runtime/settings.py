@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535, description="Serve /metrics and /health/live|ready on this port."
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address to serve on; 0.0.0.0 in a container.")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POKESAGA_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Send spans over OTLP/HTTP to this endpoint (e.g. http://127.0.0.1:4318); off by default.",
+    )
     tracker_port: int = Field(
         default=6066, ge=0, le=65535, description="The tracker's web page, JSON API and /metrics."
     )
