@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,7 +27,16 @@ def measured(
 ) -> Iterator[tuple[Cluster, dict[str, int]]]:
     ports = {service: free_port() for service in SERVICES}
     per_instance = {service: {"POKESAGA_METRICS_PORT": str(port)} for service, port in ports.items()}
-    with cluster(kafka_bootstrap, tmp_path_factory.mktemp("metrics"), per_instance=per_instance) as running:
+    faults = {  # transient errors everywhere, retried often enough never to run out
+        "POKESAGA_FAULTS": "0.2",
+        "POKESAGA_RETRY__INITIAL_INTERVAL": "0.001",
+        "POKESAGA_RETRY__MAXIMUM_INTERVAL": "0.005",
+        "POKESAGA_RETRY__MAXIMUM_ATTEMPTS": "40",
+        "POKESAGA_COMPENSATION_RETRY__INITIAL_INTERVAL": "0.001",
+        "POKESAGA_COMPENSATION_RETRY__MAXIMUM_INTERVAL": "0.005",
+    }
+    data = tmp_path_factory.mktemp("metrics")
+    with cluster(kafka_bootstrap, data, per_instance=per_instance, **faults) as running:
         yield running, ports
 
 
@@ -84,5 +95,14 @@ def test_every_metric_counts_what_happened(measured: tuple[Cluster, dict[str, in
     assert noops == 3  # the Electric sagas: the status compensator had nothing to undo
     assert grew("pokesaga_dead_letters_total", participant="status", kind="not_json") == 1
     assert grew("pokesaga_schedule_to_start_latency_seconds_count", participant="combat") >= 6 + 2 + 2
+    assert grew("pokesaga_retries_total", error="TransientFault") > 0  # the injected errors, retried
+    assert grew("pokesaga_step_failures_total", reason="retries_exhausted") == 0
     for name in ("pokesaga_step_execution_latency_seconds_count", "pokesaga_outbox_backlog", "pokesaga_consumer_lag"):
         assert total(after, name) >= 0 and any(sample == name for found in after for sample, _ in found)
+    # Every metric the README names is served.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    named = readme.split("Metrics (prefix `pokesaga_`):", 1)[1].split("\n\n", 1)[0]
+    served = {sample for found in after for sample, _ in found}
+    for metric in re.findall(r"`(\w+)`", named):
+        wanted = f"pokesaga_{metric}"
+        assert {wanted, f"{wanted}_count", f"{wanted}_total"} & served, wanted
