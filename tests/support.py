@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from runtime import kafka
 
@@ -26,3 +30,18 @@ async def caught_up(bootstrap: str, groups: dict[str, Iterable[str]]) -> bool:
         if any(done.get(tp, 0) < end for tp, end in ends.items()):
             return False
     return True
+
+
+def http_get(port: int, path: str) -> tuple[int, Any]:
+    """GET http://127.0.0.1:PORT/PATH: (status, JSON document or text); (0, None) while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, _body(answer.headers.get_content_type(), answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, _body(refused.headers.get_content_type(), refused.read())
+    except OSError:
+        return 0, None
+
+
+def _body(content_type: str, body: bytes) -> Any:
+    return json.loads(body) if content_type == "application/json" else body.decode()

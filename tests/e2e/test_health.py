@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,18 +11,7 @@ from runtime.broker import LocalKafka, docker_available, free_port
 from runtime.processes import ServiceProcess
 from runtime.settings import Settings
 from tests.databases import with_databases
-from tests.support import eventually
-
-
-def probe(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            body = answer.read()
-            return answer.status, json.loads(body) if path.startswith("/health") else body.decode()
-    except urllib.error.HTTPError as refused:
-        return refused.code, json.loads(refused.read())
-    except OSError:
-        return 0, None  # not serving yet
+from tests.support import eventually, http_get
 
 
 @pytest.mark.no_database  # the database side of readiness is the same check on either
@@ -43,25 +28,25 @@ async def test_readiness_follows_the_broker_down_and_back_without_a_restart(tmp_
     try:
 
         async def ready(expected: bool) -> bool:
-            status, report = probe(port, "/health/ready")
+            status, report = http_get(port, "/health/ready")
             return status == (200 if expected else 503) and report is not None
 
         await eventually(lambda: ready(True), timeout=90, what="ready")
-        status, report = probe(port, "/health/ready")
+        status, report = http_get(port, "/health/ready")
         assert report["broker"] and report["databases"] == {"status": True}
         assert report["partitions"] == {"status": 3, "status.compensations": 3}
-        assert probe(port, "/metrics")[1].count("pokesaga_") > 0
+        assert http_get(port, "/metrics")[1].count("pokesaga_") > 0
 
         broker.stop()
         await eventually(lambda: ready(False), timeout=60, what="not ready once the broker is down")
-        status, report = probe(port, "/health/ready")
+        status, report = http_get(port, "/health/ready")
         assert report["broker"] is False and report["ready"] is False
-        assert probe(port, "/health/live")[0] == 200  # down broker: not ready, still alive
+        assert http_get(port, "/health/live")[0] == 200  # down broker: not ready, still alive
 
         assert broker.start() == address  # the broker returns where it was
         await eventually(lambda: ready(True), timeout=90, what="ready again once the broker is back")
         assert service.alive and service.proc is not None and service.proc.returncode is None
-        assert probe(port, "/nowhere")[0] == 404
+        assert http_get(port, "/nowhere")[0] == 404
     finally:
         code = service.stop()
         broker.stop()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from runtime.processes import ServiceProcess
 from runtime.starter import TopicWatcher, publish, start_event
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
-from tests.support import eventually
+from tests.support import eventually, http_get
 
 ENV = {
     "POKESAGA_PARTY_SIZE": "1",
@@ -44,14 +42,7 @@ class Tracked:
         self.port = port
 
     def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
-                body = answer.read()
-                return answer.status, json.loads(body) if path.startswith("/sagas") else body.decode()
-        except urllib.error.HTTPError as refused:
-            return refused.code, json.loads(refused.read())
-        except OSError:
-            return 0, None
+        return http_get(self.port, path)
 
     def start(self) -> ServiceProcess:
         return self.running.start("tracker", POKESAGA_TRACKER_PORT=str(self.port), POKESAGA_STUCK_AFTER="4")
