@@ -25,6 +25,8 @@ from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
 from tests.support import eventually, http_get
 
+pytestmark = pytest.mark.no_database  # the tracker reads topics only: once, on the SQLite pass
+
 ENV = {
     "POKESAGA_PARTY_SIZE": "1",
     "POKESAGA_PC_CAPACITY": "0",
@@ -182,7 +184,6 @@ def test_an_unknown_saga_is_a_404_and_a_malformed_query_a_400(tracked: Tracked) 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
-@pytest.mark.no_database
 async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_ones_timeline(
     tracked: Tracked, tmp_path: Path
 ) -> None:
