@@ -14,12 +14,12 @@ demo: $(STAMP) system-deps
 # PostgreSQL server (Debian's package, installed and started by scripts/postgres-up).
 # The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three.
 test: $(STAMP) system-deps promtool browser lint
-	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest
+	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest --durations=10
 	$(MAKE) --no-print-directory test-postgres
 
 test-postgres: $(STAMP) system-deps promtool
 	url=$$(scripts/postgres-up) && POKESAGA_TEST_POSTGRES=$$url POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} \
-	  $(PY) -m pytest tests/integration tests/e2e -m "not no_database"
+	  $(PY) -m pytest tests/integration tests/e2e -m "not no_database" --durations=10
 
 chaos: $(STAMP) system-deps
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-3} $(PY) -m pytest tests/e2e/test_chaos.py -s
