@@ -187,11 +187,11 @@ class BatchProcessor:
                 record = item.record
                 with tracing.step(
                     self.participant.name, item.envelope, record.topic, record.partition, record.offset, record.headers
-                ):
+                ) as context_headers:
                     produced = self._attempt(
                         conn, repo, record, item.envelope, item.event, rows, result, careful, prior
                     )
-                    context = tracing.current_context_headers()  # what it publishes continues this trace
+                    context = context_headers()  # what it publishes continues this trace
                 if produced is None:
                     continue  # parked as a dead letter: not in the inbox, so a replay applies it
                 inbox_rows.append(self._inbox_row(item.key, record, item.envelope.type, item.envelope.sagaid))
