@@ -24,17 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts import topics
 from contracts.envelope import Envelope
 from runtime import kafka
+from runtime.bootstrap import GROUP_TOPICS
 from runtime.broker import free_port, provisioned
 from runtime.processes import ServiceProcess, stop_all
 from runtime.relay import CHAIN
 from runtime.settings import SERVICES, Settings
 from runtime.starter import TopicWatcher, start_event
 
-SERVICE_GROUPS = {
-    "status": [topics.STATUS], "combat": [topics.COMBAT], "pokeball": [topics.POKEBALL],
-    "delivery": [topics.DELIVERY], "status.compensations": [topics.FAILURES],
-    "combat.compensations": [topics.FAILURES], "pokeball.compensations": [topics.FAILURES],
-}  # fmt: skip
 RELAY_GROUPS = {f"null-relay.{source}": [source] for source in CHAIN[:-1]}
 
 
@@ -200,7 +196,7 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
                 process.log_path = data / "logs" / f"{target}-{n}.log"
                 processes.append((process, port))
                 process.start()
-        await _wait_stable(bootstrap, RELAY_GROUPS if null_relay else SERVICE_GROUPS)
+        await _wait_stable(bootstrap, RELAY_GROUPS if null_relay else GROUP_TOPICS)
         run_id = str(int(time.time() * 1000))
         if options.warmup:
             await drive(bootstrap, workload(options.warmup, options.failure_mix, f"w{run_id}"), options)

@@ -64,6 +64,8 @@ PARTICIPANTS: dict[str, Participant] = {
         _compensator("pokeball", compensations.pokeball, pokeball_md, PokeballRecords),
     )
 }
+# Each participant's consumer group and the topics it reads.
+GROUP_TOPICS = {p.name: list(p.topics) for p in PARTICIPANTS.values()}
 METADATA = {"status": status_md, "combat": combat_md, "pokeball": pokeball_md, "delivery": delivery_md}
 RUNNABLE = (*SERVICES, *(f"compensations.{s}" for s in SERVICES if f"{s}.compensations" in PARTICIPANTS))
 

@@ -49,11 +49,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing holds ``host:port``: a server could listen there."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM binds
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -191,7 +192,7 @@ class LocalKafka:
         if found is None:
             return None
         ports = int(found[1]), int(found[2])
-        return ports if all(_bindable(p) for p in ports) else None
+        return ports if all(bindable(p) for p in ports) else None
 
     def stop(self, timeout: float = 30) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""

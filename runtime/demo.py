@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import sys
 import time
 import uuid
@@ -14,7 +13,7 @@ from typing import Any
 from contracts import pokedex
 from contracts.envelope import Envelope
 from runtime import kafka
-from runtime.broker import free_port
+from runtime.broker import bindable, free_port
 from runtime.processes import ServiceProcess, stop_all
 from runtime.settings import SERVICES, Settings
 from runtime.starter import Outcome, TopicWatcher, publish, start_event
@@ -63,12 +62,9 @@ def _progress(done: int, total: int, started: float, tty: bool) -> None:
 
 
 def _tracker_port(settings: Settings) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind((settings.metrics_host, settings.tracker_port))
-            return settings.tracker_port
-        except OSError:
-            return free_port()  # another tracker has the default port
+    if bindable(settings.tracker_port, settings.metrics_host):
+        return settings.tracker_port
+    return free_port()  # another tracker has the default port
 
 
 async def run_demo(settings: Settings, count: int, timeout: float, seed: int | None, keep: bool = False) -> int:

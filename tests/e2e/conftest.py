@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from contracts import topics
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
 from runtime import kafka, views
+from runtime.bootstrap import GROUP_TOPICS
 from runtime.processes import ServiceProcess, settings_env, stop_all
 from runtime.settings import SERVICES, Settings
 from services.combat.model import false_swipe
@@ -28,15 +28,7 @@ from tests.support import eventually
 CERTAIN = {"catch_rate": 255, "level": 20, "hp": 10}  # a >= 255 once paralyzed: always caught
 HARD = {"name": "Mewtwo", "level": 70, "catch_rate": 3}  # nearly never caught
 
-GROUPS = {
-    "status": [topics.STATUS],
-    "combat": [topics.COMBAT],
-    "pokeball": [topics.POKEBALL],
-    "delivery": [topics.DELIVERY],
-    "status.compensations": [topics.FAILURES],
-    "combat.compensations": [topics.FAILURES],
-    "pokeball.compensations": [topics.FAILURES],
-}
+GROUPS = GROUP_TOPICS  # every participant's consumer group and the topics it reads
 
 
 class Cluster:
