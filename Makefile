@@ -45,29 +45,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	@touch $(STAMP)
 
-# The local broker needs a JDK 17 and Maven, unless KAFKA_BOOTSTRAP_SERVERS names a broker.
-# The compose check (tests/integration/test_compose.py) needs promtool.
-system-deps:
-	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && ! { command -v java && command -v mvn; } >/dev/null 2>&1; then \
-	  echo "installing a JDK 17 and Maven from Debian's packages"; \
+# Debian packages, installed (as root, or with sudo) only when a command is missing:
+# $(call apt-install,COMMANDS,PACKAGES,WHY[,APT-OPTIONS])
+define apt-install
+	@if ! { $(foreach c,$(1),command -v $(c) &&) true; } >/dev/null 2>&1; then \
+	  echo "installing $(2) from Debian's packages $(3)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(4) $(2); \
 	fi
+endef
+
+# The local broker needs a JDK 17 and Maven, unless KAFKA_BOOTSTRAP_SERVERS names a broker.
+system-deps:
+	$(if $(KAFKA_BOOTSTRAP_SERVERS),,$(call apt-install,java mvn,openjdk-17-jre-headless maven,for the local broker))
 
 # The tracker's page is tested in a real headless browser: Debian's chromium and its driver.
 browser:
-	@if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then \
-	  echo "installing chromium and chromium-driver from Debian's packages for the tracker page test"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
-	fi
+	$(call apt-install,chromium chromedriver,chromium chromium-driver,for the tracker page test,--no-install-recommends)
 
+# The compose check (tests/integration/test_compose.py) validates the Prometheus config.
 promtool:
-	@if ! command -v promtool >/dev/null 2>&1; then \
-	  echo "installing promtool (Debian's prometheus package) for the compose check"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
-	fi
+	$(call apt-install,promtool,prometheus,for the compose check,--no-install-recommends)
 
 kafka-start: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga kafka start

@@ -7,8 +7,11 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import kafka
 
@@ -45,3 +48,25 @@ def http_get(port: int, path: str) -> tuple[int, Any]:
 
 def _body(content_type: str, body: bytes) -> Any:
     return json.loads(body) if content_type == "application/json" else body.decode()
+
+
+Samples = Counter[tuple[str, tuple[tuple[str, str], ...]]]
+
+
+def metric_samples(port: int) -> Samples:
+    """A process's /metrics: (sample name, sorted labels) → value."""
+    found: Samples = Counter()
+    for family in text_string_to_metric_families(http_get(port, "/metrics")[1]):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
+    return found
+
+
+def total(all_samples: Iterable[Samples], name: str, **labels: str) -> float:
+    """The sum of ``name`` over processes, for the samples whose labels include ``labels``."""
+    return sum(
+        value
+        for found in all_samples
+        for (sample, sample_labels), value in found.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )

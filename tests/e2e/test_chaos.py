@@ -11,7 +11,6 @@ import json
 import os
 import random
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from contracts.envelope import Envelope
@@ -28,7 +26,7 @@ from runtime.settings import Settings
 from runtime.starter import TopicWatcher, publish, start_event
 from tests.databases import rows
 from tests.e2e.conftest import GROUPS, Cluster, cluster
-from tests.support import caught_up, eventually
+from tests.support import caught_up, eventually, metric_samples, total
 
 ROUNDS = int(os.environ.get("POKESAGA_CHAOS_ROUNDS", "3"))
 SAGAS = int(os.environ.get("POKESAGA_CHAOS_SAGAS", "500"))
@@ -142,24 +140,14 @@ async def drive(
         return await watcher.drain()
 
 
-def consumed(port: int) -> int:
-    """Records a process applied, by its own /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return int(
-        sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "pokesaga_events_consumed_total" and "compensations" not in sample.labels["participant"]
-        )
-    )
-
-
 async def steady(running: Cluster, rng: random.Random, stop: asyncio.Event, figures: Counter[str]) -> None:
     """No disruption: once every saga has its outcome, count what each instance applied."""
     await stop.wait()
     for name, process in running.processes.items():
-        figures[f"applied by {name}"] = consumed(int(process.extra_env["POKESAGA_METRICS_PORT"]))
+        applied = metric_samples(int(process.extra_env["POKESAGA_METRICS_PORT"]))  # by the step, not its compensator
+        figures[f"applied by {name}"] = int(
+            total([applied], "pokesaga_events_consumed_total", participant=process.target)
+        )
     figures["throws recorded"] = rows(running.settings, "pokeball", "select count(*) from throws")[0][0]
     figures["deliveries recorded"] = rows(running.settings, "delivery", "select count(*) from deliveries")[0][0]
 

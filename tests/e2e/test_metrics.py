@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from runtime.broker import free_port
 from runtime.settings import SERVICES
 from runtime.starter import TopicWatcher, publish, start_event
 from tests.e2e.conftest import CERTAIN, GROUPS, HARD, Cluster, breaking_free, cluster, produce_raw
-from tests.support import caught_up, eventually
+from tests.support import caught_up, eventually, metric_samples, total
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +37,6 @@ def measured(
         yield running, ports
 
 
-def samples(port: int) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    found: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
-    return found
-
-
-def total(all_samples: list[Counter], name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return sum(
-        value
-        for found in all_samples
-        for (sample, sample_labels), value in found.items()
-        if sample == name and labels.items() <= dict(sample_labels).items()
-    )
-
-
 def test_every_metric_counts_what_happened(measured: tuple[Cluster, dict[str, int]]) -> None:
     running, ports = measured
     run = uuid.uuid4().hex[:6]
@@ -67,7 +46,7 @@ def test_every_metric_counts_what_happened(measured: tuple[Cluster, dict[str, in
         *(start_event(f"m-fa-{run}-{i}", {"name": f"F{i}-{run}"}, {"name": "Rattata", "hp": 1}) for i in range(2)),
         *(start_event(breaking_free(f"m-bf-{run}-{i}", HARD), {"name": f"B{i}-{run}"}, HARD) for i in range(2)),
     ]
-    before = [samples(port) for port in ports.values()]
+    before = [metric_samples(port) for port in ports.values()]
 
     async def scenario() -> dict[str, dict]:  # type: ignore[type-arg]
         async with TopicWatcher(running.settings.bootstrap, topics.OUTCOMES) as outcomes:
@@ -79,7 +58,7 @@ def test_every_metric_counts_what_happened(measured: tuple[Cluster, dict[str, in
         return {s.sagaid: outcomes.outcomes[s.sagaid][0].data for s in sagas}
 
     outcomes = asyncio.run(scenario())
-    after = [samples(port) for port in ports.values()]
+    after = [metric_samples(port) for port in ports.values()]
 
     def grew(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from runtime.broker import free_port
@@ -23,7 +22,7 @@ from runtime.processes import ServiceProcess
 from runtime.starter import TopicWatcher, publish, start_event
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
-from tests.support import eventually, http_get
+from tests.support import Samples, eventually, http_get, metric_samples
 
 pytestmark = pytest.mark.no_database  # the tracker reads topics only: once, on the SQLite pass
 
@@ -62,13 +61,8 @@ class Tracked:
         await eventually(seen, timeout=timeout, what=f"the tracker to show {saga_id} {state or ''}")
         return found
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = self.get("/metrics")[1]
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
+    def metrics(self) -> Samples:
+        return metric_samples(self.port)
 
 
 @pytest.fixture(scope="module")
