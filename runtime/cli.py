@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from contracts import jsonschema, pokedex
 from contracts.events import Status
 from runtime.broker import BrokerError, LocalKafka, provisioned
+from runtime.migrate import SchemaMismatch
 from runtime.settings import SERVICES, Settings
 
 
@@ -462,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pokesaga: error: {exc}", file=sys.stderr)
         return 2
     except (BrokerError, KafkaConnectionError, KafkaError) as exc:
+        print(f"pokesaga: error: {exc}", file=sys.stderr)
+        return 1
+    except SchemaMismatch as exc:
         print(f"pokesaga: error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:

@@ -3,7 +3,8 @@
 ``pokesaga db upgrade SERVICE`` runs it, and so does every service at start. Two
 instances starting at once against one PostgreSQL database take turns (an advisory
 lock); on SQLite the write lock does the same. A database made by an earlier pokesaga
-with the same tables but no version is adopted at the first revision, then upgraded.
+with the same tables but no version is adopted at the first revision, then upgraded; one
+whose tables differ is refused with a message, never patched up.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import zlib
 from pathlib import Path
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, inspect, text
 
 HERE = Path(__file__).parent / "migrations"
+
+
+class SchemaMismatch(Exception):
+    """A database whose tables pokesaga cannot take over as they are; the message says what to do."""
 
 
 def config(service: str, metadata: MetaData, connection: Connection | None = None) -> Config:
@@ -48,8 +54,17 @@ def upgrade(engine: Engine, service: str, metadata: MetaData) -> tuple[str | Non
         before = MigrationContext.configure(conn).get_current_revision()
         cfg = config(service, metadata, conn)
         if before is None and inspect(conn).has_table("inbox"):
+            # Made by create_all before migrations existed: adopted only if its tables are
+            # exactly revision 0001's (the models' while 0001 is the newest revision).
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+            if differences:
+                raise SchemaMismatch(
+                    f"{service}: the database {engine.url.render_as_string()} was made by an older pokesaga and its "
+                    f"tables differ from revision 0001 ({differences[0]!r:.120}); move it away, then rebuild it with "
+                    f"'pokesaga replay {service} --to-earliest' and a restart"
+                )
             first = ScriptDirectory.from_config(cfg).get_base() or "base"
-            command.stamp(cfg, first)  # made by create_all before migrations existed
+            command.stamp(cfg, first)
             before = first
         command.upgrade(cfg, "head")
         after = MigrationContext.configure(conn).get_current_revision()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from runtime import migrate
 from runtime.bootstrap import METADATA, open_database
@@ -46,6 +46,19 @@ def test_a_database_made_before_migrations_existed_is_adopted(settings: Settings
     assert not new and migrate.current(engine) == "0001"
     assert "alembic_version" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_a_database_from_an_older_pokesaga_with_other_tables_is_refused_with_what_to_do(settings: Settings) -> None:
+    engine = databases.engine(settings, "status")
+    with engine.begin() as conn:  # the inbox as it was before received_at existed
+        conn.execute(text('CREATE TABLE inbox (consumer VARCHAR(100), event_id VARCHAR(200), "offset" BIGINT)'))
+    engine.dispose()
+    refused = pokesaga(settings, "db", "upgrade", "status")
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert refused.stderr.startswith("pokesaga: error: status: the database ")
+    assert "differ from revision 0001" in refused.stderr and "pokesaga replay status --to-earliest" in refused.stderr
+    with databases.engine(settings, "status").connect() as conn:
+        assert not inspect(conn).has_table("alembic_version")  # nothing stamped, nothing changed
 
 
 def test_an_unreachable_database_is_one_line_and_exit_1(settings: Settings) -> None:
