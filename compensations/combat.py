@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import Event, Failure, PokemonHealed, Step
-from runtime.participant import UnitOfWork
+from runtime.participant import Rejected, UnitOfWork
 from services.combat.tables import CombatRecords
 
 
@@ -11,7 +11,9 @@ def undo_attack(event: Failure, uow: UnitOfWork[CombatRecords]) -> list[Event]:
     """Heal the Pokémon back to the hp it had before the False Swipe."""
     undone, pokemon = event.undone, event.pokemon
     attack = uow.records.get(uow.saga_id)
-    if attack is not None and uow.records.heal(uow.saga_id):
+    if attack is None:
+        raise Rejected("unknown_saga", f"combat never attacked in saga {uow.saga_id!r}: there is nothing to unwind")
+    if uow.records.heal(uow.saga_id):
         undone = (*undone, Step.COMBAT)
         pokemon = pokemon.model_copy(update={"hp": attack["hp_before"]})
     return [PokemonHealed(**event.model_dump(exclude={"undone", "pokemon"}), pokemon=pokemon, undone=undone)]

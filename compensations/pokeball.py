@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import DeliveryFailed, Event, PokemonReleased, Step
-from runtime.participant import UnitOfWork
+from runtime.participant import Rejected, UnitOfWork
 from services.pokeball.tables import PokeballRecords
 
 
@@ -11,7 +11,9 @@ def undo_throw(event: DeliveryFailed, uow: UnitOfWork[PokeballRecords]) -> list[
     """A caught Pokémon that could not be delivered is released, and its ball goes back in the bag."""
     undone = event.undone
     throw = uow.records.get_throw(uow.saga_id)
-    if throw is not None and throw["outcome"] == "caught" and not throw["refunded"]:
+    if throw is None:
+        raise Rejected("unknown_saga", f"pokeball never threw in saga {uow.saga_id!r}: there is nothing to unwind")
+    if throw["outcome"] == "caught" and not throw["refunded"]:
         bag = uow.records.bag(throw["trainer"], uow.settings.starter_balls)
         bag.refund_one()
         uow.records.save_bag(throw["trainer"], bag)

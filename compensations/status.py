@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from contracts.events import CaptureFailed, Event, Failure, Status, Step
-from runtime.participant import UnitOfWork
+from runtime.participant import Rejected, UnitOfWork
 from services.status.tables import StatusRecords
-
-log = logging.getLogger(__name__)
 
 
 def undo_paralyze(event: Failure, uow: UnitOfWork[StatusRecords]) -> list[Event]:
     """Put back the status the Pokémon had, and end the saga with CaptureFailed."""
     record = uow.records.get(uow.saga_id)
     if record is None:
-        # The status step never saw this saga: it never started. Recorded (inbox), not announced.
-        log.warning("compensation %s for saga %s that never started: ignored", type(event).__name__, uow.saga_id)
-        return []
+        raise Rejected("unknown_saga", f"status never saw saga {uow.saga_id!r}: it never started")
     undone, pokemon = event.undone, event.pokemon
     if uow.records.restore(uow.saga_id):
         undone = (*undone, Step.STATUS)

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from contracts.events import DATA_VERSION, Event
+from contracts.events import DATA_VERSION, Event, bounded
 
 # Namespace of every id pokesaga derives (uuid5).
 NAMESPACE = uuid.UUID("5a6a0b55-2f0e-4c39-9a0e-7d3b6b1e0c61")
+
+
+Id = Annotated[str, bounded(200, min_length=1)]
+
+
+def _rfc3339(value: Any) -> Any:
+    # CloudEvents' time is a string; pydantic alone would also take a number of seconds.
+    if value is None or isinstance(value, str | datetime):
+        return value
+    raise ValueError("time must be an RFC 3339 date-time string")
 
 
 class Envelope(BaseModel):
@@ -24,15 +34,15 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     specversion: Literal["1.0"]
-    id: str = Field(min_length=1, max_length=200)
-    source: str = Field(min_length=1)
-    type: str = Field(min_length=1)
-    time: datetime | None = None
-    subject: str | None = None
+    id: Id
+    source: Annotated[str, bounded(200, min_length=1)]
+    type: Annotated[str, bounded(100, min_length=1)]
+    time: Annotated[datetime | None, BeforeValidator(_rfc3339)] = None
+    subject: Id | None = None
     datacontenttype: Literal["application/json"] = "application/json"
-    sagaid: str = Field(min_length=1, max_length=200, description="The saga id; also the record key.")
-    causationid: str | None = Field(default=None, description="Id of the event that caused this one.")
-    dataversion: int = Field(default=DATA_VERSION, ge=1)
+    sagaid: Id = Field(description="The saga id; also the record key.")
+    causationid: Id | None = Field(default=None, description="Id of the event that caused this one.")
+    dataversion: int = Field(default=DATA_VERSION, ge=1, le=1000)
     data: dict[str, Any]
 
     def to_json(self) -> bytes:

@@ -9,13 +9,31 @@ New fields get defaults, and the envelope's ``dataversion`` says which shape thi
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contracts import pokedex, topics
 
 DATA_VERSION = 1
+
+# Every number and string a service stores has a bound here, the same on every database:
+# a value out of bounds is refused at the door, with the field's name, never by a table.
+MAX_HP = 9999
+MAX_SLOT = 1_000_000
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refused everywhere alike
+
+
+def bounded(max_length: int, min_length: int = 0) -> StringConstraints:
+    """Bounds of a string, and no NUL character (shown in the exported JSON Schemas)."""
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=NO_NUL)
+
+
+Name = Annotated[str, bounded(64, min_length=1)]
+Species = Annotated[str, bounded(40, min_length=1)]
+Word = Annotated[str, bounded(20, min_length=1)]  # a type, a ball
+Reason = Annotated[str, bounded(64, min_length=1)]
+Detail = Annotated[str, bounded(2000)]
 
 
 class Model(BaseModel):
@@ -43,12 +61,17 @@ class Step(StrEnum):
 class Pokemon(Model):
     """A Pokémon. Every field but ``name`` is filled from the Pokédex when omitted."""
 
-    name: str = Field(description="Species name from the first-generation Pokédex.")
+    name: Species = Field(description="Species name from the first-generation Pokédex.")
     level: int = Field(default=pokedex.DEFAULT_LEVEL, ge=1, le=100)
-    hp: int = Field(default=None, ge=0, description="Defaults to max_hp.")  # type: ignore[assignment]
-    max_hp: int = Field(default=None, ge=1, description="Defaults to the species' HP at level.")  # type: ignore[assignment]
+    hp: int = Field(default=None, ge=0, le=MAX_HP, description="Defaults to max_hp.")  # type: ignore[assignment]
+    max_hp: int = Field(default=None, ge=1, le=MAX_HP, description="Defaults to the species' HP at level.")  # type: ignore[assignment]
     status: Status = Status.HEALTHY
-    types: tuple[str, ...] = Field(default=None, description="Defaults to the species' types.")  # type: ignore[arg-type]
+    types: tuple[Word, ...] = Field(
+        default=None,  # type: ignore[arg-type]
+        min_length=1,
+        max_length=2,
+        description="Defaults to the species' types.",
+    )
     catch_rate: int = Field(default=None, ge=1, le=255, description="Defaults to the species'.")  # type: ignore[assignment]
 
     @model_validator(mode="before")
@@ -84,7 +107,7 @@ def _default_lead() -> Pokemon:
 
 
 class Trainer(Model):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name
     lead: Pokemon = Field(default_factory=_default_lead, description="Defaults to a level-60 Pikachu.")
 
 
@@ -112,13 +135,13 @@ class PokemonParalyzed(Event):
 
 class PokemonWeakened(Event):
     topic: ClassVar[str] = topics.POKEBALL
-    hp_before: int = Field(ge=0)
-    damage: int = Field(ge=0)
+    hp_before: int = Field(ge=0, le=MAX_HP)
+    damage: int = Field(ge=0, le=MAX_HP)
 
 
 class PokemonCaught(Event):
     topic: ClassVar[str] = topics.DELIVERY
-    ball: str
+    ball: Word
     shakes: int = Field(ge=0, le=4)
 
 
@@ -127,7 +150,7 @@ class PokemonDelivered(Event):
 
     topic: ClassVar[str] = topics.OUTCOMES
     location: Literal["party", "pc"]
-    slot: int = Field(ge=1)
+    slot: int = Field(ge=1, le=MAX_SLOT)
 
 
 # -- failures and compensations ------------------------------------------------------
@@ -137,10 +160,10 @@ class Failure(Event):
     """A step failed (or a compensation passed the failure on)."""
 
     topic: ClassVar[str] = topics.FAILURES
-    reason: str
+    reason: Reason
     failed_step: Step
-    detail: str = Field(default="", description="What went wrong, for people (e.g. the last error).")
-    undone: tuple[Step, ...] = Field(default=(), description="Steps undone so far, newest first.")
+    detail: Detail = Field(default="", description="What went wrong, for people (e.g. the last error).")
+    undone: tuple[Step, ...] = Field(default=(), max_length=4, description="Steps undone so far, newest first.")
 
 
 class ParalysisFailed(Failure):

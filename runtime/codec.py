@@ -1,4 +1,9 @@
-"""Decode a Kafka record into an envelope and its event, or say in one line why not."""
+"""Decode a Kafka record into an envelope and its event, or say in one line why not.
+
+Decoding is total: whatever a record holds (any bytes, JSON nested thousands of levels deep,
+integers thousands of digits long), the result is an envelope or a ``BadRecord``, never another
+exception. The bounds themselves are in the contracts.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +38,18 @@ def decode_envelope(value: bytes | None) -> Envelope:
         raise BadRecord("empty", "record has no value")
     try:
         document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRecord("not_json", str(exc)) from None
+    except RecursionError:
+        raise BadRecord("not_json", "nested too deeply") from None
+    except Exception as exc:  # bad UTF-8, bad JSON, an integer beyond Python's digit limit, ...
+        raise BadRecord("not_json", _line(exc)) from None
     if not isinstance(document, dict):
         raise BadRecord("not_cloudevent", f"expected a JSON object, got {type(document).__name__}")
     try:
         return Envelope.model_validate(document)
     except ValidationError as exc:
         raise BadRecord("not_cloudevent", _summary(exc)) from None
+    except Exception as exc:
+        raise BadRecord("not_cloudevent", _line(exc)) from None
 
 
 def decode_event(envelope: Envelope) -> Event:
@@ -49,3 +58,11 @@ def decode_event(envelope: Envelope) -> Event:
         return EVENT_TYPES[envelope.type].model_validate(envelope.data)
     except ValidationError as exc:
         raise BadRecord("invalid_data", f"{envelope.type}: {_summary(exc)}") from None
+    except Exception as exc:
+        raise BadRecord("invalid_data", f"{envelope.type}: {_line(exc)}") from None
+
+
+def _line(error: BaseException) -> str:
+    """The error in one short line, for a dead letter's reason header."""
+    text = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from contracts import topics
+from runtime import unreadable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ def producer(bootstrap: str, linger_ms: int = 0, **overrides: object) -> AIOKafk
 
 
 def consumer(bootstrap: str, group: str | None, *subscribe: str, **overrides: object) -> AIOKafkaConsumer:
-    """A consumer with auto-commit off: offsets are committed by the loop, after publishing."""
+    """A consumer with auto-commit off: offsets are committed by the loop, after publishing.
+
+    A record it cannot read as written (a header key that is not UTF-8) comes out marked, not
+    as an exception that would stop the partition for good: see runtime.unreadable."""
+    unreadable.install()
     options: dict[str, object] = {
         "group_id": group,
         "enable_auto_commit": False,

@@ -1,7 +1,8 @@
 """The participant loop, the same for every service and compensator.
 
-1. Poll a batch.  2. Apply it in one local transaction (inbox + state + outbox), in a
-worker thread so the event loop stays free for heartbeats.  3. Publish the outbox rows
+1. Poll a batch.  2. Apply it in one local transaction (inbox + state + outbox); a small
+batch on the event loop, a large one or one that must wait to retry in a worker thread, so
+the event loop stays free for heartbeats and a stop.  3. Publish the outbox rows
 (acks=all) and mark them sent.  4. Commit the offsets: only now is a record acknowledged.
 A crash anywhere in between loses nothing (the offset is not committed, so the record is
 redelivered, and unsent outbox rows are flushed at start-up) and duplicates nothing (the
@@ -19,10 +20,18 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from sqlalchemy.exc import DBAPIError
 
 from runtime import crash, metrics
-from runtime.processing import BatchProcessor, BatchResult, Interrupted, OutboxRow, Record
+from runtime.processing import (
+    BatchProcessor,
+    BatchResult,
+    Careful,
+    Interrupted,
+    OutboxRow,
+    Record,
+    dead_letter_row,
+    is_unavailable,
+)
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,15 +137,55 @@ class ParticipantLoop:
             log.warning("%s: offset commit refused (%s); records will be redelivered", self.name, exc)
 
     async def _apply_with_db_retry(self, records: Sequence[Record]) -> BatchResult:
+        """Apply the batch; while the database is unavailable, try again (nothing was committed)."""
         delay = 0.05
         while True:
             try:
-                return await self._blocking(len(records), self.processor.process, records)
-            except DBAPIError as exc:
-                # The database, not the record: nothing was committed, try the batch again.
-                log.warning("%s: database error, retrying batch in %.2fs: %s", self.name, delay, exc)
+                return await self._apply(records)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                if self.processor.stopping.is_set():
+                    raise Interrupted from None
+                log.warning("%s: database unavailable, retrying batch in %.2fs: %s", self.name, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+
+    async def _apply(self, records: Sequence[Record]) -> BatchResult:
+        """Optimistic first; record by record (in a thread: retries wait) when a record errs."""
+        try:
+            return await self._blocking(len(records), self.processor.apply_optimistically, records)
+        except Careful as error:
+            first = error
+        try:
+            return await asyncio.to_thread(self.processor.apply_carefully, records, first)
+        except (Interrupted, Careful):
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            # A fault of ours, not the database's: no record may hold the partition for it.
+            log.exception("%s: internal error applying a batch of %d; applying it record by record", self.name,
+                          len(records))  # fmt: skip
+        return await self._one_by_one(records)
+
+    async def _one_by_one(self, records: Sequence[Record]) -> BatchResult:
+        """Last resort: each record alone; one that still fails is dead-lettered straight to the broker."""
+        total = BatchResult()
+        for record in records:
+            try:
+                result = await asyncio.to_thread(self.processor.apply_carefully, [record])
+            except Exception as exc:
+                if is_unavailable(exc) or isinstance(exc, Interrupted):
+                    raise
+                log.exception("%s: dead-lettering %s[%d]@%d: it cannot be applied", self.name, record.topic,
+                              record.partition, record.offset)  # fmt: skip
+                reason = f"internal_error: {type(exc).__name__}: {exc}"
+                row = dead_letter_row(self.processor.participant, record, reason, self.settings.max_message_bytes)
+                await self._send([OutboxRow(0, row["topic"], row["key"], row["value"], row["headers"], "dead_letter")])
+                result = BatchResult(dead_letters=[reason])
+            total.merge(result)
+        return total
 
     async def _blocking(self, size: int, work: Callable[..., T], *args: Any) -> T:
         """Database work: inline for a small batch (well under a millisecond here, and a
@@ -151,6 +200,16 @@ class ParticipantLoop:
         if not rows:
             return
         metrics.outbox_backlog.labels(self.name).set(len(rows))
+        await self._send(rows)
+        for row in rows:
+            metrics.events_published.labels(self.name, row.type).inc()
+        crash.check(self.settings.crash_at, crash.AFTER_PUBLISH)
+        await self._blocking(len(rows), self.processor.mark_sent, [row.id for row in rows])
+        metrics.outbox_backlog.labels(self.name).set(0)
+        crash.check(self.settings.crash_at, crash.AFTER_MARK_SENT)
+
+    async def _send(self, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` in order and wait for every acknowledgement (acks=all), as long as it takes."""
         while True:
             try:
                 futures = [
@@ -160,17 +219,11 @@ class ParticipantLoop:
                     for row in rows
                 ]
                 await asyncio.gather(*futures)
-                break
+                return
             except KafkaError as exc:
                 # Not acknowledged: send again (consumers dedupe by event id).
                 log.warning("%s: publish failed, retrying: %s", self.name, exc)
                 await asyncio.sleep(0.5)
-        for row in rows:
-            metrics.events_published.labels(self.name, row.type).inc()
-        crash.check(self.settings.crash_at, crash.AFTER_PUBLISH)
-        await self._blocking(len(rows), self.processor.mark_sent, [row.id for row in rows])
-        metrics.outbox_backlog.labels(self.name).set(0)
-        crash.check(self.settings.crash_at, crash.AFTER_MARK_SENT)
 
     async def flush_outbox(self) -> None:
         """Publish what a previous run committed but did not get to publish."""

@@ -37,6 +37,18 @@ class UnitOfWork(Generic[R]):
 Handler = Callable[[Any, UnitOfWork[Any]], Sequence[Event]]
 
 
+class Rejected(Exception):
+    """Raised by a handler when its record cannot be applied at all, whatever is retried: the
+    record names a saga this participant has no trace of, say. The record becomes a dead letter
+    with ``kind: detail`` as its reason; nothing it did is kept, and it is never retried.
+
+    A business failure is not this: it is a failure event the handler returns."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.reason = f"{kind}: {detail}"
+
+
 @dataclass(frozen=True)
 class Participant:
     """One consumer group: it reads ``topics``, applies ``handlers``, writes ``service``'s DB."""

@@ -1,10 +1,22 @@
 """Steps 1 and 2 of the participant loop: validate a batch and apply it in one transaction.
 
-For each record: a record that cannot be parsed goes to the dead-letter outbox row with
-its reason; an event type this participant does not handle is skipped and counted; an
-event id already in the inbox is a duplicate and changes nothing; anything else writes
-its inbox row, lets the handler change the service's state and writes the events it
-returns to the outbox — all in the batch's one local transaction.
+Each record of a batch meets one of these fates, in this order:
+
+- it cannot be read, parsed or validated, its event type is not one of the saga's, or it is a
+  known event on the wrong topic: a **dead letter** with its reason;
+- it is an event of the saga that another participant on the same topic handles: **skipped**;
+- its event id is in the inbox for the same saga and type: a **duplicate**, nothing changes;
+- its event id was applied for another saga, or its saga already had an event of this type
+  under another id: a **dead letter** (one saga's ids never silence or replay another's);
+- otherwise it is **applied**: inbox row + the handler's state change + outbox rows.
+
+Who is at fault decides what an error does. The database or broker being unavailable
+(``OperationalError``, ``InterfaceError``) rolls back the whole batch, which the loop retries:
+nothing is acknowledged. Any other error is the record's: the batch is applied again record
+by record (``apply_carefully``), each record in a savepoint under the retry policy, and a record
+whose attempts run out takes its failure path (a forward step publishes its failure event; a
+compensator dead-letters it). If the failure path itself fails, the record is dead-lettered.
+The rest of the batch goes on. Nothing a record carries can make the batch retry forever.
 """
 
 from __future__ import annotations
@@ -16,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, delete, select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import Connection, Engine, bindparam, delete, select, union_all
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from contracts import topics
 from contracts.envelope import Envelope, wrap
@@ -26,15 +38,26 @@ from runtime import tracing
 from runtime.codec import BadRecord, decode_envelope, decode_event
 from runtime.db import messaging_tables
 from runtime.history import History
-from runtime.participant import Participant, UnitOfWork
+from runtime.participant import Participant, Rejected, UnitOfWork
 from runtime.retry import FaultInjector
 from runtime.settings import Settings
+from runtime.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
 
-GAVE_UP = ("retries_exhausted", "non_retryable_error")
+# The reasons of a step that could not be done at all; a rebuild gives up again with them.
+GAVE_UP = ("retries_exhausted", "non_retryable_error", "event_too_large")
 
 REASON_HEADER = "pokesaga.dlq.reason"
+DLQ_PREFIX = "pokesaga.dlq."
+RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """The database itself, not the record: retry the batch, acknowledge nothing."""
+    if isinstance(error, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 class Record(Protocol):
@@ -43,7 +66,7 @@ class Record(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
+    headers: Sequence[tuple[str, bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -69,33 +92,70 @@ class BatchResult:
     failures: list[str] = field(default_factory=list)  # reason of each step failure published
     compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
 
+    def merge(self, other: BatchResult) -> None:
+        """Add what ``other`` did (a later part of the same batch) to this result."""
+        self.outbox += other.outbox
+        for type_, count in other.applied.items():
+            self.applied[type_] = self.applied.get(type_, 0) + count
+        self.duplicates += other.duplicates
+        self.skipped += other.skipped
+        self.dead_letters += other.dead_letters
+        self.retries += other.retries
+        self.failures += other.failures
+        self.compensations += other.compensations
 
-@dataclass(frozen=True)
-class _Item:
-    """A record, decoded: ``key`` is its event id or dead-letter marker; None: skipped."""
 
-    record: Record
-    key: str | None
-    envelope: Envelope | None = None
-    event: Event | None = None
-    bad: str | None = None
+class Careful(Exception):
+    """An error that is a record's, in the optimistic pass: apply the batch record by record."""
 
-
-class _Careful(Exception):
-    """A handler raised in an optimistic batch: apply it again, record by record."""
-
-    def __init__(self, event_id: str, error: Exception) -> None:
+    def __init__(self, event_id: str | None, error: Exception) -> None:
         super().__init__(event_id)
         self.event_id = event_id
         self.error = error
 
 
-def _key_of(record: Record) -> str:
-    return (record.key or b"").decode("utf-8", "replace")[:200]
-
-
 class Interrupted(Exception):
     """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
+
+
+class TooLarge(Exception):
+    """An event would exceed the largest record pokesaga publishes (``max_message_bytes``)."""
+
+
+class _GaveUp(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A record and what is to be done with it: ``apply``, ``skip``, ``duplicate`` or ``reject``."""
+
+    record: Record
+    action: str
+    envelope: Envelope | None = None
+    event: Event | None = None
+    reason: str = ""
+
+    @property
+    def marker(self) -> str:
+        """The inbox key of a dead letter: its coordinates, so a replay does not dead-letter it twice."""
+        return f"dead:{self.record.topic}:{self.record.partition}:{self.record.offset}"
+
+
+@dataclass
+class _Pass:
+    """One attempt at a batch: its open transaction, and what it has written so far."""
+
+    conn: Connection
+    repo: Any
+    careful: bool
+    failed: dict[str, Exception]
+    result: BatchResult = field(default_factory=BatchResult)
+    inbox: list[dict[str, Any]] = field(default_factory=list)  # optimistic: written at the end
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def event_row(participant: Participant, envelope: Envelope, trace_headers: Sequence[list[str]] = ()) -> dict[str, Any]:
@@ -109,22 +169,36 @@ def event_row(participant: Participant, envelope: Envelope, trace_headers: Seque
     }
 
 
-def dead_letter_row(participant: Participant, record: Record, reason: str) -> dict[str, Any]:
-    headers = [[k, v.decode("utf-8", "replace")] for k, v in record.headers or ()]
-    headers += [
-        [REASON_HEADER, reason[:1000]],
-        ["pokesaga.dlq.topic", record.topic],
-        ["pokesaga.dlq.partition", str(record.partition)],
-        ["pokesaga.dlq.offset", str(record.offset)],
-        ["pokesaga.dlq.consumer", participant.name],
+def dead_letter_row(participant: Participant, record: Record, reason: str, max_bytes: int) -> dict[str, Any]:
+    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why.
+
+    It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
+    says so (``pokesaga.dlq.truncated``: the original size)."""
+    headers = [[_printable(k, 200), _printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
+    ours = [
+        [REASON_HEADER, _printable(reason, 1000)],
+        [DLQ_PREFIX + "topic", record.topic],
+        [DLQ_PREFIX + "partition", str(record.partition)],
+        [DLQ_PREFIX + "offset", str(record.offset)],
+        [DLQ_PREFIX + "consumer", participant.name],
     ]
+    key = record.key[:1000] if record.key is not None else None
+    value = record.value if record.value is not None else b""
+    room = max_bytes - RECORD_OVERHEAD - len(key or b"") - _headers_size(ours)
+    if _headers_size(headers) > room // 2:
+        headers = []  # pathological headers are not worth the value: keep the value
+        ours.append([DLQ_PREFIX + "headers-dropped", str(len(record.headers or ()))])
+    room -= _headers_size(headers) + 100
+    if len(value) > room:
+        ours.append([DLQ_PREFIX + "truncated", str(len(value))])
+        value = value[: max(room, 0)]
     return {
         "producer": participant.name,
         "event_id": None,
         "topic": topics.dead_letters(record.topic),
-        "key": record.key,
-        "value": record.value if record.value is not None else b"",
-        "headers": headers,
+        "key": key,
+        "value": value,
+        "headers": headers + ours,
     }
 
 
@@ -142,151 +216,303 @@ class BatchProcessor:
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.faults = FaultInjector(settings.faults, participant.name)
         self.stopping = threading.Event()
-        self._seen_query = select(self.inbox.c.event_id).where(
-            self.inbox.c.consumer == bindparam("consumer"), self.inbox.c.event_id.in_(bindparam("keys", expanding=True))
+        inbox = self.inbox
+        columns = (inbox.c.event_id, inbox.c.saga_id, inbox.c.type)
+        mine = inbox.c.consumer == bindparam("consumer")
+        self._seen_query = union_all(
+            select(*columns).where(mine, inbox.c.event_id.in_(bindparam("keys", expanding=True))),
+            select(*columns).where(mine, inbox.c.saga_id.in_(bindparam("sagas", expanding=True))),
         )
 
+    # -- the two passes --------------------------------------------------------------
+
     def process(self, records: Sequence[Record]) -> BatchResult:
-        """One local transaction for the whole batch: inbox rows + state + outbox rows.
-
-        Optimistic first: no savepoints. If a handler raises, the whole transaction is
-        rolled back and the batch is applied again record by record, each attempt in a
-        savepoint under the retry policy.
-        """
+        """The batch in one local transaction: optimistic first, record by record if a record errs."""
         try:
-            return self._process(records, careful=False)
-        except _Careful as first:
-            # That attempt happened (and was rolled back): it counts against the policy.
-            return self._process(records, careful=True, failed={first.event_id: first.error})
+            return self.apply_optimistically(records)
+        except Careful as first:
+            return self.apply_carefully(records, first)
 
-    def _process(
-        self, records: Sequence[Record], careful: bool, failed: dict[str, Exception] | None = None
-    ) -> BatchResult:
-        result = BatchResult()
-        rows: list[dict[str, Any]] = []
-        inbox_rows: list[dict[str, Any]] = []
-        items = [self._decode(record) for record in records]
+    def apply_optimistically(self, records: Sequence[Record]) -> BatchResult:
+        """No savepoints: fast. Raises ``Careful`` (all rolled back) when an error is a record's."""
+        return self._pass(records, careful=False, failed={})
+
+    def apply_carefully(self, records: Sequence[Record], first: Careful | None = None) -> BatchResult:
+        """Record by record, each in a savepoint, under the retry policy; it may wait (run it in a thread).
+
+        ``first``: the optimistic pass's error; that attempt happened and counts against the policy."""
+        failed = {first.event_id: first.error} if first is not None and first.event_id else {}
+        return self._pass(records, careful=True, failed=failed)
+
+    def _pass(self, records: Sequence[Record], careful: bool, failed: dict[str, Exception]) -> BatchResult:
+        decoded = [self._decode(record) for record in records]
         with self.engine.begin() as conn:
-            seen = self._seen(conn, [item.key for item in items if item.key])
-            repo = self.participant.repository(conn)
-            for item in items:
-                if item.key is None:
-                    result.skipped += 1
-                    continue
-                if item.key in seen:
-                    result.duplicates += 1
-                    continue
-                seen.add(item.key)
-                if item.bad is not None:
-                    # Recorded by its coordinates: replaying the topic does not dead-letter it twice.
-                    inbox_rows.append(self._inbox_row(item.key, item.record, "dead_letter", _key_of(item.record)))
-                    self._dead_letter(item.record, item.bad, rows, result)
-                    continue
-                assert item.envelope is not None and item.event is not None
-                prior = (failed or {}).get(item.key)
-                record = item.record
-                with tracing.step(
-                    self.participant.name, item.envelope, record.topic, record.partition, record.offset, record.headers
-                ) as context_headers:
-                    produced = self._attempt(
-                        conn, repo, record, item.envelope, item.event, rows, result, careful, prior
-                    )
-                    context = context_headers()  # what it publishes continues this trace
-                if produced is None:
-                    continue  # parked as a dead letter: not in the inbox, so a replay applies it
-                inbox_rows.append(self._inbox_row(item.key, record, item.envelope.type, item.envelope.sagaid))
-                rows.extend(event_row(self.participant, self._wrap(item.envelope, out), context) for out in produced)
-                result.applied[item.envelope.type] = result.applied.get(item.envelope.type, 0) + 1
-                self._account(item.event, produced, result)
-            if inbox_rows:
-                conn.execute(self.inbox.insert(), inbox_rows)
-            if rows:
-                ids = conn.execute(
-                    self.outbox.insert().returning(self.outbox.c.id, sort_by_parameter_order=True), rows
-                ).scalars()
-                result.outbox = [_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True)]
-        return result
+            p = _Pass(conn, self.participant.repository(conn), careful, failed)
+            for item in self._plan(conn, decoded):
+                self._do(p, item)
+            if not careful:
+                self._flush(p)
+        return p.result
+
+    # -- deciding each record's fate --------------------------------------------------
 
     def _decode(self, record: Record) -> _Item:
+        unreadable = unreadable_reason(record.headers)
+        if unreadable is not None:
+            return _Item(record, "reject", reason=f"unreadable: {unreadable}")
         try:
             envelope = decode_envelope(record.value)
             if envelope.type not in self.participant.handlers:
-                return _Item(record, None)  # skipped and counted
-            return _Item(record, envelope.id, envelope=envelope, event=decode_event(envelope))
+                known = EVENT_TYPES.get(envelope.type)
+                if known is None:
+                    return _Item(record, "reject", reason=f"unknown_type: {envelope.type!r} is no event of the saga")
+                if known.topic != record.topic:
+                    return _Item(record, "reject", reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
+                return _Item(record, "skip")  # another participant on this topic handles it
+            return _Item(record, "apply", envelope, decode_event(envelope))
         except BadRecord as bad:
-            return _Item(record, f"dead:{record.topic}:{record.partition}:{record.offset}", bad=bad.reason)
+            return _Item(record, "reject", reason=bad.reason)
 
-    def _attempt(
-        self,
-        conn: Connection,
-        repo: Any,
-        record: Record,
-        envelope: Envelope,
-        event: Event,
-        rows: list[dict[str, Any]],
-        result: BatchResult,
-        careful: bool,
-        prior: Exception | None = None,
-    ) -> Sequence[Event] | None:
-        """Run the handler; when ``careful``, under the retry policy, each attempt in a savepoint.
+    def _plan(self, conn: Connection, items: list[_Item]) -> list[_Item]:
+        """Turn ``apply`` into ``duplicate`` or ``reject`` where the inbox says so, in batch order."""
+        envelopes = [item.envelope for item in items if item.envelope is not None]
+        seen: dict[str, tuple[str, str]] = {}  # event id -> (saga id, type)
+        started: dict[tuple[str, str], str] = {}  # (saga id, type) -> event id
+        if envelopes:
+            params = {
+                "consumer": self.participant.name,
+                "keys": sorted({e.id for e in envelopes}),
+                "sagas": sorted({e.sagaid for e in envelopes}),
+            }
+            for event_id, saga_id, type_ in conn.execute(self._seen_query, params):
+                seen[event_id] = (saga_id, type_)
+                if type_ != "dead_letter":
+                    started[(saga_id, type_)] = event_id
+        planned = []
+        for item in items:
+            envelope = item.envelope
+            if item.action == "apply" and envelope is not None:
+                this = (envelope.sagaid, envelope.type)
+                before = seen.get(envelope.id)
+                if before == this:
+                    item = _Item(item.record, "duplicate")
+                elif before is not None:
+                    item = _reject(
+                        item, "event_id_reused",
+                        f"event id {envelope.id!r} was applied for saga {before[0]!r} ({before[1]}); "
+                        f"this record is for saga {envelope.sagaid!r}",
+                    )  # fmt: skip
+                elif started.get(this, envelope.id) != envelope.id:
+                    item = _reject(
+                        item, "conflicting_copy",
+                        f"saga {envelope.sagaid!r} already had its {envelope.type}, event id {started[this]!r}; "
+                        f"this copy has id {envelope.id!r}",
+                    )  # fmt: skip
+                else:
+                    seen[envelope.id] = this
+                    started[this] = envelope.id
+            planned.append(item)
+        return self._already_dead(conn, planned)
 
-        Returns the events to publish, or None when the record was dead-lettered.
-        """
-        recorded = tuple(decode_event(e) for e in self.history.get(envelope.id, ()))
-        uow = UnitOfWork(envelope.sagaid, envelope.id, repo, self.settings, recorded)
-        gave_up = next((e for e in recorded if isinstance(e, Failure) and e.reason in GAVE_UP), None)
-        if gave_up is not None and self.participant.on_exhausted is not None:
-            # The first time round this step gave up: give up again, with the same words.
-            return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
-        if not careful:
+    def _already_dead(self, conn: Connection, items: list[_Item]) -> list[_Item]:
+        """A rejected record already dead-lettered (a replay) is a duplicate, not a second dead letter."""
+        markers = {item.marker for item in items if item.action == "reject"}
+        if not markers:
+            return items
+        params = {"consumer": self.participant.name, "keys": sorted(markers), "sagas": []}
+        dead = {event_id for event_id, _, type_ in conn.execute(self._seen_query, params) if type_ == "dead_letter"}
+        return [_Item(i.record, "duplicate") if i.action == "reject" and i.marker in dead else i for i in items]
+
+    # -- doing it -----------------------------------------------------------------------
+
+    def _do(self, p: _Pass, item: _Item) -> None:
+        if item.action == "skip":
+            p.result.skipped += 1
+        elif item.action == "duplicate":
+            p.result.duplicates += 1
+        elif item.action == "reject":
+            self._dead_letter(p, item, item.reason)
+        elif p.careful:
+            self._apply_carefully(p, item)
+        else:
+            self._apply_optimistically(p, item)
+
+    def _apply_optimistically(self, p: _Pass, item: _Item) -> None:
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        with self._span(item) as context:
             try:
-                self.faults.maybe_fail()
-                return self.participant.handlers[envelope.type](event, uow)
-            except (OperationalError, InterfaceError):
-                raise  # the database itself is unavailable: the whole batch is retried
+                produced = self._decide(p, item, self._once)
+                rows = self._rows(envelope, produced, context())
+            except Exception as exc:  # Rejected too: what the handler wrote must roll back with it
+                if is_unavailable(exc):
+                    raise
+                raise Careful(envelope.id, exc) from None
+        p.inbox.append(self._inbox_row(item, envelope.type, envelope.sagaid))
+        p.rows.extend(rows)
+        self._applied(p.result, envelope, event, produced)
+
+    def _apply_carefully(self, p: _Pass, item: _Item) -> None:
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        with self._span(item) as context:
+            try:
+                with p.conn.begin_nested():
+                    produced = self._decide(p, item, self._retrying)
+                    self._write(p, item, envelope, self._rows(envelope, produced, context()))
+            except Interrupted:
+                raise
+            except Rejected as rejected:
+                self._dead_letter(p, item, rejected.reason)
+                return
             except Exception as exc:
-                raise _Careful(envelope.id, exc) from None
-        delays = self.policy.delays()
-        attempts = 0
-        while True:
-            attempts += 1
-            if prior is not None:  # the optimistic pass's attempt
-                error, prior = prior, None
-            else:
-                try:
-                    with conn.begin_nested():
-                        self.faults.maybe_fail()
-                        return self.participant.handlers[envelope.type](event, uow)
-                except (OperationalError, InterfaceError):
-                    raise  # the database itself is unavailable: the whole batch is retried
-                except Exception as exc:
-                    error = exc
-            retryable = self.policy.retryable(error)
-            delay = next(delays, None) if retryable else None
-            if delay is None:
-                break
-            result.retries.append(type(error).__name__)
-            log.info("%s: %s on %s, retry in %.2fs", self.participant.name, _describe(error), envelope.id, delay)
-            if self.stopping.wait(delay):
-                raise Interrupted
-        detail = f"{_describe(error)} after {attempts} attempt{'s' * (attempts > 1)}"
-        reason = "retries_exhausted" if retryable else "non_retryable_error"
-        if self.participant.on_exhausted is None:
+                if is_unavailable(exc):
+                    raise
+                self._fail(p, item, exc if isinstance(exc, _GaveUp) else _gave_up(exc, attempts=None), context())
+                return
+        self._applied(p.result, envelope, event, produced)
+
+    def _fail(self, p: _Pass, item: _Item, gave_up: _GaveUp, context: list[list[str]]) -> None:
+        """The record's failure path: a step's failure event, else (or if that fails) a dead letter."""
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        name, on_exhausted = self.participant.name, self.participant.on_exhausted
+        if on_exhausted is None:
             log.error(
                 "%s: COMPENSATION CANNOT PROCEED for saga %s (%s): record parked in %s; the saga is stuck "
                 "in compensation until it is replayed",
-                self.participant.name, envelope.sagaid, detail, topics.dead_letters(record.topic),
+                name, envelope.sagaid, gave_up.detail, topics.dead_letters(item.record.topic),
             )  # fmt: skip
-            self._dead_letter(record, f"compensation_failed: {detail}", rows, result)
-            return None
-        log.warning("%s: saga %s step failed (%s): %s", self.participant.name, envelope.sagaid, reason, detail)
-        with conn.begin_nested():  # the step's own record of the failure, beside its failure event
-            return [self.participant.on_exhausted(event, uow, reason, detail)]
+            self._dead_letter(p, item, f"compensation_failed: {gave_up.detail}")
+            return
+        log.warning("%s: saga %s step failed (%s): %s", name, envelope.sagaid, gave_up.reason, gave_up.detail)
+        try:
+            with p.conn.begin_nested():  # the step's own record of the failure, beside its failure event
+                failure = on_exhausted(event, self._unit_of_work(p, envelope), gave_up.reason, gave_up.detail)
+                self._write(p, item, envelope, self._rows(envelope, [failure], context))
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            self._dead_letter(p, item, f"failure_path_failed: {gave_up.reason}, then {_describe(exc)}")
+            return
+        self._applied(p.result, envelope, event, [failure])
 
-    def _wrap(self, cause: Envelope, event: Event) -> Envelope:
-        return wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
+    def _span(self, item: _Item) -> Any:
+        """The span of applying ``item``; it yields what gives the context headers of what it publishes."""
+        record = item.record
+        assert item.envelope is not None
+        return tracing.step(
+            self.participant.name, item.envelope, record.topic, record.partition, record.offset, record.headers
+        )
 
-    def _account(self, consumed: Event, produced: Sequence[Event], result: BatchResult) -> None:
+    def _decide(self, p: _Pass, item: _Item, attempt: Any) -> Sequence[Event]:
+        """The events the handler publishes for ``item``: a recorded give-up first (rebuild), else ``attempt``."""
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        uow = self._unit_of_work(p, envelope)
+        gave_up = next((e for e in uow.recorded if isinstance(e, Failure) and e.reason in GAVE_UP), None)
+        if gave_up is not None and self.participant.on_exhausted is not None:
+            # The first time round this step gave up: give up again, with the same words.
+            return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
+        return attempt(p, envelope, event, uow)
+
+    def _once(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        self.faults.maybe_fail()
+        return self.participant.handlers[envelope.type](event, uow)
+
+    def _retrying(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        """The handler under the retry policy, each attempt in a savepoint; ``_GaveUp`` when done trying."""
+        delays = self.policy.delays()
+        prior = p.failed.pop(envelope.id, None)  # the optimistic pass's attempt
+        attempts = 0
+        while True:
+            attempts += 1
+            if prior is not None:
+                error, prior = prior, None
+            else:
+                try:
+                    with p.conn.begin_nested():
+                        return self._once(p, envelope, event, uow)
+                except Rejected:
+                    raise
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        raise
+                    error = exc
+            if isinstance(error, Rejected | TooLarge):
+                raise error
+            retryable = self.policy.retryable(error)
+            delay = next(delays, None) if retryable else None
+            if delay is None:
+                raise _gave_up(error, attempts, retryable)
+            p.result.retries.append(type(error).__name__)
+            log.info("%s: %s on %s, retry in %.2fs", self.participant.name, _describe(error), envelope.id, delay)
+            if self.stopping.wait(delay):
+                raise Interrupted
+
+    def _unit_of_work(self, p: _Pass, envelope: Envelope) -> UnitOfWork[Any]:
+        recorded = tuple(decode_event(e) for e in self.history.get(envelope.id, ()))
+        return UnitOfWork(envelope.sagaid, envelope.id, p.repo, self.settings, recorded)
+
+    def _rows(self, cause: Envelope, produced: Sequence[Event], context: list[list[str]]) -> list[dict[str, Any]]:
+        """The outbox rows of what ``cause`` produced; ``TooLarge`` before anything is committed."""
+        rows = []
+        for event in produced:
+            envelope = wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
+            row = event_row(self.participant, envelope, context)
+            size = len(row["value"]) + len(row["key"]) + _headers_size(row["headers"]) + RECORD_OVERHEAD
+            if size > self.settings.max_message_bytes:
+                raise TooLarge(f"{envelope.type} would be {size} bytes; the limit is {self.settings.max_message_bytes}")
+            rows.append(row)
+        return rows
+
+    def _write(self, p: _Pass, item: _Item, envelope: Envelope, rows: list[dict[str, Any]]) -> None:
+        """Careful pass: the record's inbox row and outbox rows, now, in its savepoint."""
+        p.conn.execute(self.inbox.insert(), [self._inbox_row(item, envelope.type, envelope.sagaid)])
+        self._insert_outbox(p, rows)
+
+    def _insert_outbox(self, p: _Pass, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            query = self.outbox.insert().returning(self.outbox.c.id, sort_by_parameter_order=True)
+            ids = p.conn.execute(query, rows).scalars()
+            p.result.outbox.extend(_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True))
+
+    def _flush(self, p: _Pass) -> None:
+        """Optimistic pass: every inbox and outbox row of the batch, in two statements."""
+        try:
+            if p.inbox:
+                p.conn.execute(self.inbox.insert(), p.inbox)
+            self._insert_outbox(p, p.rows)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            raise Careful(None, exc) from None
+
+    def _dead_letter(self, p: _Pass, item: _Item, reason: str) -> None:
+        """``item``'s dead letter, in the outbox. A record refused at the door is also marked in the
+        inbox by its coordinates, so a replay of the topic does not dead-letter it twice; a record
+        that failed while being applied is not: replaying it (after a fix) applies it."""
+        record = item.record
+        log.warning(
+            "%s: dead letter from %s[%d]@%d: %s",
+            self.participant.name, record.topic, record.partition, record.offset, _printable(reason, 300),
+        )  # fmt: skip
+        row = dead_letter_row(self.participant, record, reason, self.settings.max_message_bytes)
+        marker = (
+            [self._inbox_row(item, "dead_letter", _printable(_key_of(record), 200))] if item.action == "reject" else []
+        )
+        if p.careful:
+            with p.conn.begin_nested():
+                if marker:
+                    p.conn.execute(self.inbox.insert(), marker)
+                self._insert_outbox(p, [row])
+        else:
+            p.inbox.extend(marker)
+            p.rows.append(row)
+        p.result.dead_letters.append(reason)
+
+    def _applied(self, result: BatchResult, envelope: Envelope, consumed: Event, produced: Sequence[Event]) -> None:
+        result.applied[envelope.type] = result.applied.get(envelope.type, 0) + 1
         for out in produced:
             if not isinstance(out, Failure):
                 continue
@@ -295,17 +521,11 @@ class BatchProcessor:
             elif not self.participant.compensator:
                 result.failures.append(out.reason)
 
-    def _seen(self, conn: Connection, keys: list[str]) -> set[str]:
-        """Which of ``keys`` (event ids, dead-letter markers) this participant has applied."""
-        if not keys:
-            return set()
-        params = {"consumer": self.participant.name, "keys": keys}
-        return set(conn.execute(self._seen_query, params).scalars())
-
-    def _inbox_row(self, key: str, record: Record, type_: str, saga_id: str) -> dict[str, Any]:
+    def _inbox_row(self, item: _Item, type_: str, saga_id: str) -> dict[str, Any]:
+        record = item.record
         return {
             "consumer": self.participant.name,
-            "event_id": key,
+            "event_id": item.marker if type_ == "dead_letter" else item.envelope.id,  # type: ignore[union-attr]
             "saga_id": saga_id,
             "type": type_,
             "topic": record.topic,
@@ -314,13 +534,7 @@ class BatchProcessor:
             "received_at": time.time(),
         }
 
-    def _dead_letter(self, record: Record, reason: str, rows: list[dict[str, Any]], result: BatchResult) -> None:
-        log.warning(
-            "%s: dead letter from %s[%d]@%d: %s",
-            self.participant.name, record.topic, record.partition, record.offset, reason,
-        )  # fmt: skip
-        rows.append(dead_letter_row(self.participant, record, reason))
-        result.dead_letters.append(reason)
+    # -- housekeeping ---------------------------------------------------------------------
 
     def prune_inbox(self, older_than_hours: float) -> int:
         """Forget events applied more than ``older_than_hours`` ago (see inbox_retention_hours)."""
@@ -342,12 +556,37 @@ class BatchProcessor:
             conn.execute(delete(self.outbox).where(self.outbox.c.id.in_(list(ids))))
 
 
+def _reject(item: _Item, kind: str, detail: str) -> _Item:
+    return _Item(item.record, "reject", reason=f"{kind}: {detail}")
+
+
+def _gave_up(error: Exception, attempts: int | None, retryable: bool = False) -> _GaveUp:
+    if isinstance(error, TooLarge):
+        return _GaveUp("event_too_large", str(error))
+    tried = f" after {attempts} attempt{'s' * (attempts > 1)}" if attempts else ""
+    return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}")
+
+
 def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:
     headers = [(str(k), str(v)) for k, v in row["headers"]]
     type_ = next((v for k, v in headers if k == "ce_type"), "dead_letter")
     return OutboxRow(row_id, row["topic"], row["key"], row["value"], headers, type_)
 
 
+def _key_of(record: Record) -> str:
+    return (record.key or b"")[:800].decode("utf-8", "replace")
+
+
+def _printable(text: str, limit: int) -> str:
+    """One line, no control characters (NUL above all: PostgreSQL refuses it), at most ``limit`` long."""
+    cleaned = "".join(c if c.isprintable() else " " for c in text[: limit * 2])
+    return " ".join(cleaned.split())[:limit]
+
+
+def _headers_size(headers: Sequence[Sequence[str]]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers)
+
+
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {_printable(text[0], 300)}" if text else type(error).__name__

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         description="How long an applied event id is remembered. Must exceed how long the broker may keep a record "
         "(retention.ms + segment.ms: 7 + 7 days by default), so a replay never re-applies a forgotten event.",
     )
+    max_message_bytes: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="Largest record pokesaga publishes (value and headers). Keep it under the topics' "
+        "max.message.bytes (1 MiB by default): an event that would exceed it fails the record that caused it.",
+    )
     inline_batch_max: int = Field(
         default=8, ge=0, description="Batches up to this many records are applied on the event loop, not a thread."
     )

@@ -25,8 +25,8 @@ TRACER = trace.get_tracer("pokesaga")
 CONTEXT_HEADERS = ("traceparent", "tracestate")
 
 
-def context_of(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
-    return {k: v.decode("latin-1") for k, v in headers or () if k in CONTEXT_HEADERS}
+def context_of(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    return {k: v.decode("latin-1") for k, v in headers or () if k in CONTEXT_HEADERS and v is not None}
 
 
 def enabled() -> bool:
@@ -36,7 +36,7 @@ def enabled() -> bool:
 
 @contextmanager
 def step(participant: str, envelope: Envelope, topic: str, partition: int, offset: int,
-         headers: Sequence[tuple[str, bytes]] | None) -> Iterator[Callable[[], list[list[str]]]]:  # fmt: skip
+         headers: Sequence[tuple[str, bytes | None]] | None) -> Iterator[Callable[[], list[list[str]]]]:  # fmt: skip
     """The span of one participant applying one event, child of the span that published it.
 
     Yields what gives the context headers of the events it publishes. With no tracer

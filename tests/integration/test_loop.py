@@ -182,8 +182,8 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_service_keeps_goi
         dead = await dlq.drain()
         forwarded = for_saga(await downstream.drain(), saga)
     reasons = [dict(r.headers)[REASON_HEADER].decode() for r in dead]
-    assert [r.split(":")[0] for r in reasons] == ["not_json", "not_cloudevent", "invalid_data"]
-    assert "pokemon.level" in reasons[2]
+    assert [r.split(":")[0] for r in reasons] == ["not_json", "not_cloudevent", "invalid_data", "unknown_type"]
+    assert "pokemon.level" in reasons[2] and "PokemonEvolved" in reasons[3]
     assert dead[0].value == b"not json at all" and dead[0].key == saga.encode()
     assert [d["type"] for d in forwarded] == ["PokemonParalyzed"]
 

@@ -88,15 +88,18 @@ def test_bad_records_become_dead_letters_and_the_rest_of_the_batch_is_applied(po
     invalid["data"]["pokemon"]["name"] = "Agumon"
     unknown = json.loads(weakened("bad-4").to_json())
     unknown["type"] = "PokemonEvolved"
+    wrong_topic = json.loads(weakened("bad-6").to_json())
+    wrong_topic["type"] = "PokemonCaught"
     result = pokeball.process(
-        [garbage, not_ce, Rec(json.dumps(invalid).encode()), Rec(json.dumps(unknown).encode()),
-         Rec(weakened("good-5", trainer="Gail").to_json())]
+        [garbage, not_ce, Rec(json.dumps(invalid).encode(), offset=9), Rec(json.dumps(unknown).encode(), offset=10),
+         Rec(json.dumps(wrong_topic).encode(), offset=11), Rec(weakened("good-5", trainer="Gail").to_json(), offset=12)]
     )  # fmt: skip
     assert result.applied == {"PokemonWeakened": 1}
-    assert result.skipped == 1  # unknown type: skipped and counted, not a dead letter
+    assert result.skipped == 0
     dead = [row for row in result.outbox if row.topic == topics.dead_letters(topics.POKEBALL)]
     reasons = [dict(row.headers)[REASON_HEADER] for row in dead]
-    assert [r.split(":")[0] for r in reasons] == ["not_json", "not_cloudevent", "invalid_data"]
+    kinds = ["not_json", "not_cloudevent", "invalid_data", "unknown_type", "wrong_topic"]
+    assert [r.split(":")[0] for r in reasons] == kinds
     assert "Agumon" in reasons[2]
     assert dead[0].value == b"\x00garbage" and dict(dead[0].headers)["pokesaga.dlq.offset"] == "7"
 
@@ -175,10 +178,23 @@ def test_a_compensation_retries_a_transient_error_for_as_long_as_it_takes(local_
             )
         }
     )
+    step = processor_for("pokeball", settings)
+    step.process([Rec(weakened("comp-1", trainer="Cid").to_json())])  # a throw, for the compensation to find
     processor = processor_for("pokeball.compensations", settings, DeliveryFailed=flaky(12, then=undo_throw))
     result = processor.process([Rec(delivery_failed("comp-1", "Cid").to_json(), topic=topics.FAILURES)])
     assert len(result.retries) == 12  # more than any step's default limit
     assert [row.type for row in result.outbox] == ["PokemonReleased"]
+
+
+def test_a_compensation_for_a_saga_its_service_never_saw_is_a_dead_letter(local_settings: Settings) -> None:
+    processor = processor_for("pokeball.compensations", local_settings)
+    result = processor.process([Rec(delivery_failed("ghost-1", "Gus").to_json(), topic=topics.FAILURES, offset=4)])
+    (row,) = result.outbox
+    assert row.topic == topics.dead_letters(topics.FAILURES)
+    assert dict(row.headers)[REASON_HEADER].startswith("unknown_saga: pokeball never threw in saga 'ghost-1'")
+    assert result.applied == {} and result.compensations == []
+    again = processor.process([Rec(delivery_failed("ghost-1", "Gus").to_json(), topic=topics.FAILURES, offset=4)])
+    assert len(again.outbox) == 1  # not in the inbox: replayed after a fix, it is tried again
 
 
 def test_a_compensation_the_database_refuses_is_parked_as_a_dead_letter(local_settings: Settings) -> None:
