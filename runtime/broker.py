@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runtime.settings import Settings
@@ -154,13 +154,7 @@ class LocalKafka:
         config.write_text(self._properties(port, controller))
         if not (self.state / "data" / "meta.properties").exists():
             shutil.rmtree(self.state / "data", ignore_errors=True)
-            fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
-                capture_output=True,
-                text=True,
-            )
-            if fmt.returncode != 0:
-                raise BrokerError("formatting the broker's storage failed: " + fmt.stderr.strip()[-300:])
+            self.format_storage(config, _cluster_id())
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 self._java("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka", str(config)),
@@ -181,6 +175,17 @@ class LocalKafka:
             time.sleep(0.2)
         self.address_file.write_text(address)
         return address
+
+    def format_storage(self, config: Path, cluster_id: str) -> None:
+        """``kafka-storage format`` for ``config``. The id goes as ``--cluster-id=ID``, one
+        argument: an id starting with '-' must not read as an option."""
+        fmt = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)),
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise BrokerError("formatting the broker's storage failed: " + fmt.stderr.strip()[-300:])
 
     @staticmethod
     def _previous_ports(config: Path) -> tuple[int, int] | None:
@@ -241,8 +246,14 @@ class LocalKafka:
         )
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def _cluster_id(new_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as ``kafka-storage random-uuid``
+    prints. Like Kafka's Uuid.randomUuid, draw again while it starts with '-': such an id
+    reads as an option on a command line."""
+    while True:
+        encoded = base64.urlsafe_b64encode(new_uuid().bytes).decode().rstrip("=")
+        if not encoded.startswith("-"):
+            return encoded
 
 
 def docker_available() -> bool:

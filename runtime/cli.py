@@ -4,27 +4,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
+import os
+import re
 import signal
+import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from pydantic_settings import SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from contracts import jsonschema, pokedex
 from contracts.events import Status
 from runtime.broker import BrokerError, LocalKafka, provisioned
+from runtime.health import PortUnavailable
 from runtime.migrate import SchemaMismatch
-from runtime.settings import SERVICES, Settings
+from runtime.settings import SERVICES, Settings, mask_password
 
 
 class Usage(Exception):
     """A wrong argument: one line, exit code 2."""
+
+
+class Misconfigured(Exception):
+    """A setting that cannot work: one line naming it and what to do. Exit code 2 when the
+    value itself is wrong, 1 when what it names is unavailable (a port taken, a server down)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Parser(argparse.ArgumentParser):
@@ -141,6 +158,37 @@ def build_parser() -> Parser:
     return parser
 
 
+# The settings a global flag can give, and the flag: an error then names the flag.
+FLAGS = {"kafka_bootstrap_servers": "--bootstrap-servers", "data_dir": "--data-dir", "partitions": "--partitions"}
+JSON_EXAMPLES = {
+    "retry": '{"maximum_attempts": 10}',
+    "compensation_retry": '{"initial_interval": 0.1}',
+    "step_retry": '{"pokeball": {"maximum_attempts": 10}}',
+}
+
+
+def setting_name(field: str, args: argparse.Namespace | None = None) -> str:
+    """How the user gave the setting ``field``: its flag if one was passed, else its variable."""
+    field = "kafka_bootstrap_servers" if field == "KAFKA_BOOTSTRAP_SERVERS" else field
+    if args is not None and field in FLAGS and getattr(args, FLAGS[field].lstrip("-").replace("-", "_"), None):
+        return FLAGS[field]
+    if field == "kafka_bootstrap_servers":
+        return "KAFKA_BOOTSTRAP_SERVERS"
+    return field if field.isupper() else f"POKESAGA_{field.upper()}"
+
+
+def describe_invalid(exc: ValidationError, args: argparse.Namespace | None = None) -> str:
+    """The first error of invalid settings, as one line naming the setting."""
+    error = exc.errors()[0]
+    field, *inner = error["loc"] or ("settings",)
+    name = setting_name(str(field), args)
+    message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
+    if error["type"] != "value_error" and isinstance(error.get("input"), str | int | float):
+        message += f" (got {error['input']!r})"
+    where = ".".join(map(str, inner))
+    return f"pokesaga: {name}: {where + ': ' if where else ''}{message}"
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if args.bootstrap_servers:
@@ -149,7 +197,93 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["data_dir"] = args.data_dir
     if args.partitions:
         overrides["partitions"] = args.partitions
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise Misconfigured(describe_invalid(exc, args)) from None
+    except SettingsError as exc:  # a value that is not even JSON, e.g. POKESAGA_STEP_RETRY
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found[1] if found else "settings"
+        example = f"; expected JSON such as {JSON_EXAMPLES[field]}" if field in JSON_EXAMPLES else ""
+        raise Misconfigured(
+            f"pokesaga: {setting_name(field, args)}: not valid JSON ({exc.__cause__}){example}"
+        ) from None
+
+
+def check_databases(settings: Settings, services: Iterable[str], args: argparse.Namespace, create: bool) -> None:
+    """Each service's database can be opened, before any broker connection; else one line
+    naming the setting. ``create``: the command will create SQLite files (run, db); inspect
+    never creates a database just to look at it, so it only checks servers."""
+    from runtime.db import make_engine
+
+    for service in services:
+        url = settings.db_url(service)
+        override = getattr(settings, f"{service}_db_url")
+        name = f"POKESAGA_{service.upper()}_DB_URL" if override else setting_name("data_dir", args)
+        sqlite = make_url(url).get_backend_name() == "sqlite"
+        if sqlite and not override:
+            check_data_dir(settings.data_dir, name, create)
+        if sqlite and not create:
+            continue
+        # libpq waits for an unreachable host as long as TCP does: bound it
+        postgres = make_url(url).get_dialect().driver in ("psycopg", "psycopg2")
+        try:
+            engine = make_engine(url, **({"connect_args": {"connect_timeout": 10}} if postgres else {}))
+        except OSError as exc:  # the folder of a SQLite file given by URL
+            raise Misconfigured(f"pokesaga: {name}: cannot create {exc.filename}: {exc.strerror or exc}", 1) from None
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            raise Misconfigured(
+                f"pokesaga: database unavailable: {name} ({mask_password(url)}): {reason}; is the server running?", 1
+            ) from None
+        finally:
+            engine.dispose()
+
+
+def check_data_dir(path: Path, name: str, create: bool) -> None:
+    """The data directory exists (``create``: can be created) and is writable; else one line."""
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise Misconfigured(f"pokesaga: {name}: {path} is a file; choose a folder pokesaga can write", 1) from None
+        except OSError as exc:
+            raise Misconfigured(
+                f"pokesaga: {name}: cannot create {path}: {exc.strerror or exc}; choose a folder pokesaga can write",
+                1,
+            ) from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise Misconfigured(f"pokesaga: {name}: {path} is not writable; choose a folder pokesaga can write", 1)
+        return
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == path.absolute() else f"cannot be a folder: {existing} is a file"
+        raise Misconfigured(f"pokesaga: {name}: {path} {what}; choose a folder pokesaga can write", 1)
+
+
+def check_port(port: int | None, host: str, name: str) -> None:
+    """Nothing holds ``host:port``, and ``host`` is this machine's (port 0: any free port;
+    None: nothing served); else one line naming the setting."""
+    if port is None:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP servers bind
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise Misconfigured(
+                    f"pokesaga: POKESAGA_METRICS_HOST: cannot serve on {host}:{port}: {exc.strerror or exc}"
+                    "; expected an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+                    1,
+                ) from None
+            hint = "another process holds it" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise Misconfigured(
+                f"pokesaga: {name}: cannot serve on {host}:{port}: {hint}; choose another port (0: any free one)", 1
+            ) from None
 
 
 def with_broker(settings: Settings, command: str) -> Settings:
@@ -224,10 +358,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.service == "tracker":  # the observer: a faust app, not a participant
         from tracker.app import run
 
+        check_port(settings.tracker_port, settings.metrics_host, "POKESAGA_TRACKER_PORT")
         return run(with_broker(settings, "run"))
     if args.service.startswith("null-relay."):  # the bench's passthrough chain
+        check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
         return run_relay(args.service, with_broker(settings, "run"))
-    bootstrap.resolve(args.service)  # a wrong name fails here, before any connection
+    # A wrong name, a database that cannot open, a port taken: said before any connection to the broker.
+    participants = bootstrap.resolve(args.service)
+    check_databases(settings, dict.fromkeys(p.service for p in participants), args, create=True)
+    check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
     settings = with_broker(settings, "run")
     _run_loop(bootstrap.serve(args.service, settings), settings.uvloop)
     signal.signal(signal.SIGTERM, _exit_cleanly)  # asyncio restored the default on the way out
@@ -268,6 +407,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     from runtime import views
 
+    check_databases(settings, SERVICES, args, create=False)
     if args.what == "trainer":
         view = views.trainer(settings, args.key)
         text = views.render_trainer(view)
@@ -406,7 +546,9 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.bootstrap import METADATA
     from runtime.db import make_engine
 
-    for service in SERVICES if args.service == "all" else [args.service]:
+    services = SERVICES if args.service == "all" else (args.service,)
+    check_databases(settings, services, args, create=True)
+    for service in services:
         engine = make_engine(settings.db_url(service))
         try:
             newest = migrate.head(service, METADATA[service])
@@ -455,6 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     except Usage as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
+    except Misconfigured as exc:
+        print(f"{exc}", file=sys.stderr)
+        return exc.code
+    except PortUnavailable as exc:  # taken between the check and the server's bind
+        print(f"pokesaga: {exc}", file=sys.stderr)
+        return 1
     except ValidationError as exc:
         error = exc.errors()[0]
         print(f"pokesaga: invalid setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
@@ -470,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OperationalError as exc:
         print(f"pokesaga: database unavailable: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a folder that cannot be made; still one line, not a traceback
+        print(f"pokesaga: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

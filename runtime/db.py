@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 
+from runtime.settings import check_database_url
+
 
 def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
     """Add (or get) the inbox and outbox tables of a service's metadata."""
@@ -62,7 +64,11 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and real transactions."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and real transactions.
+
+    A URL that cannot be parsed, or whose driver is missing or asynchronous, raises
+    ValueError saying so (the settings refuse those first, naming the setting)."""
+    check_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **kwargs)

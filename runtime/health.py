@@ -30,6 +30,10 @@ from sqlalchemy import Engine, text
 log = logging.getLogger(__name__)
 
 
+class PortUnavailable(OSError):
+    """The endpoints cannot be served on the configured address; the message says which and why."""
+
+
 @dataclass
 class Health:
     liveness_timeout: float = 30.0
@@ -136,7 +140,13 @@ def serve(port: int | None, host: str = "127.0.0.1", health: Health | None = Non
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the http.server API)
             pass  # probes every few seconds would drown the service's log
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:  # e.g. the port is taken: one line, naming the settings
+        raise PortUnavailable(
+            f"POKESAGA_METRICS_PORT: cannot serve /metrics and /health on {host}:{port}: {exc.strerror or exc}"
+            " (another process holds it? choose another POKESAGA_METRICS_PORT, or check POKESAGA_METRICS_HOST)"
+        ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
     log.info("serving /metrics and /health/live|ready on %s:%d", host, port)

@@ -6,11 +6,15 @@ CLI's flags) overrides both.
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime import crash
 from runtime.retry import CompensationRetryPolicy, RetryPolicy, parse_faults
 
 SERVICES: tuple[str, ...] = ("status", "combat", "pokeball", "delivery")
@@ -97,6 +101,52 @@ class Settings(BaseSettings):
             raise ValueError(f"POKESAGA_FAULTS: {exc}") from None
         return value
 
+    @field_validator("status_db_url", "combat_db_url", "pokeball_db_url", "delivery_db_url")
+    @classmethod
+    def _valid_database_url(cls, value: str | None) -> str | None:
+        if value:
+            check_database_url(value)
+        return value
+
+    @field_validator("crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value not in crash.POINTS:
+            close = _did_you_mean(value, crash.POINTS)
+            raise ValueError(
+                f"unknown crash point {value!r}{close}; expected one of {', '.join(crash.POINTS)}, or unset"
+            )
+        return value
+
+    @field_validator("retry", "compensation_retry", mode="before")
+    @classmethod
+    def _known_policy_fields(cls, value: Any) -> Any:
+        _check_policy_fields(value, "")
+        return value
+
+    @field_validator("step_retry", mode="before")
+    @classmethod
+    def _known_steps(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for step, policy in value.items():
+                if step not in SERVICES:
+                    close = _did_you_mean(step, SERVICES)
+                    raise ValueError(f"unknown step {step!r}{close}; expected one of {', '.join(SERVICES)}")
+                _check_policy_fields(policy, f"{step}.")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _valid_bootstrap(cls, value: str | None) -> str | None:
+        for server in value.split(",") if value else ():
+            host, colon, port = server.strip().rpartition(":")
+            valid_port = not colon or (bool(host) and port.isdigit() and 0 < int(port) < 65536)
+            if not server.strip() or not valid_port:
+                raise ValueError(f"expected host:port[,host:port...], e.g. 127.0.0.1:9092; got {value!r}")
+        return value
+
     def retry_policy(self, participant: str, compensator: bool) -> RetryPolicy:
         if compensator:
             return self.compensation_retry
@@ -116,3 +166,51 @@ class Settings(BaseSettings):
         if not self.kafka_bootstrap_servers:
             raise RuntimeError("no Kafka broker configured (KAFKA_BOOTSTRAP_SERVERS is unset)")
         return self.kafka_bootstrap_servers
+
+
+def _did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_policy_fields(policy: Any, prefix: str) -> None:
+    """A retry policy given as a mapping names only RetryPolicy's fields (a typo is not ignored)."""
+    if not isinstance(policy, dict):
+        return
+    fields = list(RetryPolicy.model_fields)
+    for key in policy:
+        if key not in fields:
+            close = _did_you_mean(str(key), fields)
+            raise ValueError(f"unknown retry field {prefix}{key}{close}; expected {', '.join(fields)}")
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_database_url(url: str) -> None:
+    """Raise ValueError, saying what to do, unless ``url`` is a database pokesaga can open:
+    a parseable SQLAlchemy URL, of a known dialect, whose synchronous driver is installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = mask_password(url)
+    examples = "e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE or sqlite:///PATH/TO/FILE.db"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"could not parse {shown!r} as a database URL; expected {examples}") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unknown kind of database {parsed.drivername!r} in {shown!r}; expected {examples}") from None
+    if dialect.is_async:
+        raise ValueError(f"{parsed.drivername!r} is an asyncio driver; pokesaga needs a synchronous one, {examples}")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(
+            f"the driver of {parsed.drivername!r} is not installed (no module named {exc.name!r}): install it "
+            "in pokesaga's environment, or use postgresql+psycopg:// (pip install 'pokesaga[postgres]') or sqlite:///"
+        ) from None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
+from runtime import crash, health
 from runtime.cli import main
+from runtime.health import PortUnavailable
+from runtime.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -32,13 +37,56 @@ def test_a_wrong_argument_gets_a_one_line_error(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("POKESAGA_PARTITIONS", "many", "POKESAGA_PARTITIONS: Input should be a valid integer"),
+        ("POKESAGA_CRASH_AT", "after-mark", "expected one of after-local-commit, after-publish, after-mark-sent"),
+        ("POKESAGA_STATUS_DB_URL", "postgres:/nohost", "POKESAGA_STATUS_DB_URL: could not parse 'postgres:/nohost'"),
+        ("POKESAGA_COMPENSATION_RETRY", '{"maximum_attempts": }', "POKESAGA_COMPENSATION_RETRY: not valid JSON"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092,", "KAFKA_BOOTSTRAP_SERVERS: expected host:port"),
+    ],
+)
 def test_a_bad_setting_in_the_environment_gets_a_one_line_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    variable: str, value: str, needle: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("POKESAGA_PARTITIONS", "many")
+    monkeypatch.setenv(variable, value)
     assert main(["inspect", "trainer", "Nobody"]) == 2
     err = capsys.readouterr().err
-    assert "partitions" in err and len(err.strip().splitlines()) == 1
+    assert needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--partitions", "300", "inspect", "trainer", "Nobody"], "pokesaga: --partitions: "),
+        (["--bootstrap-servers", "kafka:x", "inspect", "trainer", "Nobody"], "pokesaga: --bootstrap-servers: "),
+    ],
+)
+def test_a_bad_setting_given_by_a_flag_is_named_by_the_flag(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(needle) and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_valid_crash_point_and_an_empty_one_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    for point in crash.POINTS:
+        assert Settings(crash_at=point).crash_at == point
+    monkeypatch.setenv("POKESAGA_CRASH_AT", "")
+    assert Settings().crash_at is None
+
+
+def test_the_metrics_server_names_its_setting_when_the_port_is_taken() -> None:
+    """Taken between the CLI's check and the bind: still one line, naming the setting."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(PortUnavailable, match=f"POKESAGA_METRICS_PORT: .*127.0.0.1:{port}"):
+            health.serve(port, "127.0.0.1")
 
 
 def test_inspecting_an_unknown_trainer_shows_empty_state(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
