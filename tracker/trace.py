@@ -1,12 +1,16 @@
 """``pokesaga trace SAGA_ID``: one saga's timeline in the terminal, read from the topics.
 
 The same timeline the tracker serves, built by the same code, but straight from the
-topics: it needs no tracker running.
+topics: it needs no tracker running. A record keyed with the saga's id that is no pokesaga
+event (see ``timeline.parse``) is skipped, and the count of them said in one line on stderr.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import time
+from collections import Counter
 from typing import Any
 
 from contracts import topics
@@ -14,24 +18,39 @@ from runtime import kafka
 from tracker import timeline
 from tracker.timeline import NotAnEvent
 
+# Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, bidirectional overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
 
 async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, Any] | None:
-    """The saga's timeline view, or None when no topic holds an event of it."""
+    """The saga's timeline view, or None when no topic holds an event of it.
+
+    Records of the saga that are no event are skipped; one line on stderr says how many."""
     found = timeline.new(saga_id)
-    key = saga_id.encode()
+    key = saga_id.encode("utf-8", "surrogateescape")  # the id as typed, whatever the terminal's bytes
+    skipped: Counter[str] = Counter()
     async for record in kafka.scan_to_end(bootstrap, topics.ALL):
         if record.key != key:
             continue
         try:
-            entry = timeline.parse(record.value, record.topic)
-        except NotAnEvent:
-            continue
-        if entry["saga_id"] == saga_id:
-            timeline.add(found, entry, record.timestamp / 1000)
+            entry = timeline.parse(record.value, record.topic, record.headers)
+            if entry["saga_id"] == saga_id:
+                timeline.add(found, entry, record.timestamp / 1000)
+        except NotAnEvent as refused:
+            skipped[refused.reason] += 1
+    if skipped:
+        count = sum(skipped.values())
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+        print(
+            f"pokesaga trace: skipped {count} record{'s' * (count != 1)} keyed {_printable(repr(saga_id))} "
+            f"that {'are not pokesaga events' if count != 1 else 'is not a pokesaga event'} ({reasons})",
+            file=sys.stderr,
+        )
     return timeline.view(found, time.time(), stuck_after) if found["events"] else None
 
 
 def render(view: dict[str, Any]) -> str:
+    """The view as a table; every value from an event is shown, never acted on by the terminal."""
     took = f" in {view['duration_ms']:.1f} ms" if view["duration_ms"] is not None else ""
     waiting = f", waiting on {view['waiting_on']}" if view["waiting_on"] else ""
     lines = [
@@ -39,7 +58,7 @@ def render(view: dict[str, Any]) -> str:
         f"trainer {view['trainer'] or '?'}, {view['pokemon'] or '?'}",
         "",
     ]
-    rows = [("time", "event", "service", "topic", "detail")]
+    rows: list[tuple[str, ...]] = [("time", "event", "service", "topic", "detail")]
     for e in view["events"]:
         detail = " · ".join(
             part
@@ -51,6 +70,12 @@ def render(view: dict[str, Any]) -> str:
             if part
         )
         rows.append((str(e.get("time") or ""), e["type"], e["service"], e["topic"], detail))
+    rows = [tuple(_printable(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines[:2] = [_printable(line) for line in lines[:2]]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _printable(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
