@@ -2,10 +2,16 @@
 
 Replay keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
 re-published once, however often replay runs; the services' inboxes absorb a repeat anyway.
+
+A dead-letter topic is a topic like any other: any client can write anything to it. Every
+record in it is listed, whatever its key, value and headers (null values, header keys that are
+not UTF-8, no pokesaga headers at all); what our headers say is shown cut short and printable,
+and a replay goes to the dead-letter topic's own source topic, with the record's key as it was.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -15,18 +21,21 @@ from runtime import kafka
 
 REPLAY_GROUP = "pokesaga.dlq-replay"
 DLQ_HEADER_PREFIX = "pokesaga.dlq."
+MAX_REASON = 1000
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
 class DeadLetter:
     partition: int
     offset: int
-    key: str | None
+    key: str | None  # decoded for people; ``raw_key`` is what is re-published
     reason: str
     source: str
     value: bytes
-    headers: tuple[tuple[str, bytes], ...]
+    headers: tuple[tuple[str, bytes | None], ...]
     origin: tuple[str, str, str]  # source topic, partition, offset: one record, however many groups refused it
+    raw_key: bytes | None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,21 +54,31 @@ def dlq_topic(topic: str) -> str:
 
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
-    headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+    pairs = [(str(k), v if isinstance(v, bytes) else None) for k, v in record.headers or ()]
+    ours = {k: _printable((v or b"").decode("utf-8", "replace"), MAX_REASON) for k, v in pairs}
     return DeadLetter(
         partition=record.partition,
         offset=record.offset,
         key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-        reason=headers.get(DLQ_HEADER_PREFIX + "reason", "(no reason recorded)"),
-        source=headers.get(DLQ_HEADER_PREFIX + "topic", dlq.removesuffix(topics.DLQ_SUFFIX)),
+        reason=ours.get(DLQ_HEADER_PREFIX + "reason") or "(no reason recorded)",
+        # Where the record came from, and so where a replay sends it: the topic this is the
+        # dead-letter topic of, whatever a header says (a forged one would pick any topic).
+        source=dlq.removesuffix(topics.DLQ_SUFFIX),
         value=record.value or b"",
-        headers=tuple((k, v) for k, v in record.headers if not k.startswith(DLQ_HEADER_PREFIX)),
+        headers=tuple((k, v) for k, v in pairs if not k.startswith(DLQ_HEADER_PREFIX)),
         origin=(
-            headers.get(DLQ_HEADER_PREFIX + "topic", ""),
-            headers.get(DLQ_HEADER_PREFIX + "partition", ""),
-            headers.get(DLQ_HEADER_PREFIX + "offset", f"dlq:{record.partition}:{record.offset}"),
+            ours.get(DLQ_HEADER_PREFIX + "topic", ""),
+            ours.get(DLQ_HEADER_PREFIX + "partition", ""),
+            ours.get(DLQ_HEADER_PREFIX + "offset", f"dlq:{record.partition}:{record.offset}"),
         ),
+        raw_key=record.key,
     )
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with what a terminal would act on escaped."""
+    cut = text[:limit] + ("…" if len(text) > limit else "")
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], cut)
 
 
 async def _read(bootstrap: str, dlq: str, group: str | None) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
@@ -99,7 +118,7 @@ async def replay(
             await producer.send(
                 letter.source,
                 letter.value,
-                key=letter.key.encode() if letter.key is not None else None,
+                key=letter.raw_key,
                 headers=[
                     *letter.headers,
                     ("pokesaga.replayed-from", f"{dlq}[{letter.partition}]@{letter.offset}".encode()),

@@ -6,18 +6,23 @@ depend on state shared across sagas (a trainer's bag, a trainer's party). So a s
 whose database is new first loads what it published before, indexed by the id of the
 event that caused it, and a handler with a recorded decision takes that decision again
 instead of deciding anew: the rebuilt state and the re-published events are the same.
+
+Any client can write anything to the topics: a record that is not an envelope the services
+take (any bytes, JSON nested thousands of levels deep, a record the client cannot read as
+written) is skipped, and the count of them logged; it never stops a rebuild.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 
 from contracts import topics
 from contracts.envelope import Envelope
 from runtime import kafka
+from runtime.codec import BadRecord, decode_envelope
 from runtime.participant import Participant
+from runtime.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +37,33 @@ async def load(bootstrap: str, participants: list[Participant]) -> dict[str, His
     """
     by_source = {p.source: p.name for p in participants}
     found: dict[str, defaultdict[str, dict[str, Envelope]]] = {p.name: defaultdict(dict) for p in participants}
+    skipped = 0
     if participants:
         marks = tuple(source.encode() for source in by_source)
         async for record in kafka.scan_to_end(bootstrap, topics.ALL):
             value = record.value or b""
             if not any(mark in value for mark in marks):  # cheap: most records are other services'
                 continue
-            envelope = _published_by(value, by_source)
+            if unreadable_reason(record.headers) is not None:  # not as a service wrote it
+                skipped += 1
+                continue
+            try:
+                envelope = _published_by(value, by_source)
+            except BadRecord:
+                skipped += 1
+                continue
             if envelope is not None and envelope.causationid:
                 # A re-publication is the same event: keyed by its id, it is kept once.
                 found[by_source[envelope.source]][envelope.causationid][envelope.id] = envelope
+    if skipped:
+        log.warning("rebuild: skipped %d records on the topics that are not events as the services write them", skipped)
     for name, history in found.items():
         log.info("%s: new database: %d recorded decisions loaded from the topics", name, len(history))
     return {name: {cause: list(events.values()) for cause, events in h.items()} for name, h in found.items()}
 
 
 def _published_by(value: bytes, sources: dict[str, str]) -> Envelope | None:
-    try:
-        doc = json.loads(value)
-        if not isinstance(doc, dict) or doc.get("source") not in sources:
-            return None
-        return Envelope.model_validate(doc)
-    except ValueError:
-        return None
+    """The envelope in ``value`` when one of ``sources`` published it, else None; BadRecord when
+    ``value`` is no envelope at all (``decode_envelope`` is total: no other exception)."""
+    envelope = decode_envelope(value)
+    return envelope if envelope.source in sources else None
