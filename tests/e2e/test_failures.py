@@ -131,7 +131,9 @@ async def test_a_full_party_releases_the_pokemon_and_refunds_the_ball(tight: Set
     assert state(tight, trainer) == before == {"balls": 1, "party": [first], "pc": []}
 
 
-async def test_bad_input_on_the_failure_topic_is_dead_lettered_or_a_recorded_noop(tight: Settings) -> None:
+async def test_bad_input_on_the_failure_topic_is_dead_lettered_even_a_failure_of_a_saga_never_started(
+    tight: Settings,
+) -> None:
     ghost = f"ghost-{uuid.uuid4()}"
     never_started = (
         hand_written(ghost, "Nobody", {"name": "Mew"})
@@ -150,8 +152,11 @@ async def test_bad_input_on_the_failure_topic_is_dead_lettered_or_a_recorded_noo
     junk = [r for r in dead if r.key == b"junk"]
     consumers = sorted(dict(r.headers)["pokesaga.dlq.consumer"].decode() for r in junk)
     assert consumers == ["combat.compensations", "pokeball.compensations", "status.compensations"]
-    assert ghost not in outcomes.outcomes  # the chain passed it on and ended in a recorded no-op
-    assert databases.rows(tight, "status", "select count(*) from inbox where saga_id = :s", s=ghost) == [(1,)]
+    (refused,) = [r for r in dead if r.key == ghost.encode()]  # pokeball never threw in that saga
+    assert dict(refused.headers)["pokesaga.dlq.consumer"] == b"pokeball.compensations"
+    assert dict(refused.headers)["pokesaga.dlq.reason"].startswith(b"unknown_saga: pokeball never threw in saga")
+    assert ghost not in outcomes.outcomes
+    assert databases.rows(tight, "status", "select count(*) from inbox where saga_id = :s", s=ghost) == [(0,)]
 
 
 async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after_a_fix(tight: Settings) -> None:
