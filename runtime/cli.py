@@ -498,6 +498,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from runtime import deadletters
+    from runtime.text import printable
 
     settings = with_broker(settings, "dlq")
     dlq = deadletters.dlq_topic(args.topic)
@@ -513,7 +514,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                 if args.json:
                     print(json.dumps(letter.as_dict(), sort_keys=True))
                 else:
-                    print(f"{letter.partition}:{letter.offset}  key={letter.key}  {letter.reason}")
+                    print(f"{letter.partition}:{letter.offset}  key={printable(str(letter.key), 200)}  {letter.reason}")
             if not args.json:
                 print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)} in {dlq}")
             return 0
@@ -522,7 +523,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         )
         verb = "would re-publish" if args.dry_run else "re-published"
         for letter in letters:
-            print(f"{verb} {letter.partition}:{letter.offset} key={letter.key} to {letter.source}")
+            print(f"{verb} {letter.partition}:{letter.offset} key={printable(str(letter.key), 200)} to {letter.source}")
         print(f"{verb} {len(letters)} dead letter{'s' * (len(letters) != 1)} from {dlq}")
         return 0
 

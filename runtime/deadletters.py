@@ -11,18 +11,17 @@ and a replay goes to the dead-letter topic's own source topic, with the record's
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from contracts import topics
 from runtime import kafka
+from runtime.text import printable
 
 REPLAY_GROUP = "pokesaga.dlq-replay"
 DLQ_HEADER_PREFIX = "pokesaga.dlq."
 MAX_REASON = 1000
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def dlq_topic(topic: str) -> str:
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
     pairs = [(str(k), v if isinstance(v, bytes) else None) for k, v in record.headers or ()]
-    ours = {k: _printable((v or b"").decode("utf-8", "replace"), MAX_REASON) for k, v in pairs}
+    ours = {k: printable((v or b"").decode("utf-8", "replace"), MAX_REASON) for k, v in pairs}
     return DeadLetter(
         partition=record.partition,
         offset=record.offset,
@@ -73,12 +72,6 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
         ),
         raw_key=record.key,
     )
-
-
-def _printable(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, with what a terminal would act on escaped."""
-    cut = text[:limit] + ("…" if len(text) > limit else "")
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], cut)
 
 
 async def _read(bootstrap: str, dlq: str, group: str | None) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:

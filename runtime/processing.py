@@ -41,6 +41,7 @@ from runtime.history import History
 from runtime.participant import Participant, Rejected, UnitOfWork
 from runtime.retry import FaultInjector
 from runtime.settings import Settings
+from runtime.text import printable
 from runtime.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,9 @@ def dead_letter_row(participant: Participant, record: Record, reason: str, max_b
 
     It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
     says so (``pokesaga.dlq.truncated``: the original size)."""
-    headers = [[_printable(k, 200), _printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
+    headers = [[printable(k, 200), printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
     ours = [
-        [REASON_HEADER, _printable(reason, 1000)],
+        [REASON_HEADER, printable(reason, 1000)],
         [DLQ_PREFIX + "topic", record.topic],
         [DLQ_PREFIX + "partition", str(record.partition)],
         [DLQ_PREFIX + "offset", str(record.offset)],
@@ -495,11 +496,11 @@ class BatchProcessor:
         record = item.record
         log.warning(
             "%s: dead letter from %s[%d]@%d: %s",
-            self.participant.name, record.topic, record.partition, record.offset, _printable(reason, 300),
+            self.participant.name, record.topic, record.partition, record.offset, printable(reason, 300),
         )  # fmt: skip
         row = dead_letter_row(self.participant, record, reason, self.settings.max_message_bytes)
         marker = (
-            [self._inbox_row(item, "dead_letter", _printable(_key_of(record), 200))] if item.action == "reject" else []
+            [self._inbox_row(item, "dead_letter", printable(_key_of(record), 200))] if item.action == "reject" else []
         )
         if p.careful:
             with p.conn.begin_nested():
@@ -577,16 +578,10 @@ def _key_of(record: Record) -> str:
     return (record.key or b"")[:800].decode("utf-8", "replace")
 
 
-def _printable(text: str, limit: int) -> str:
-    """One line, no control characters (NUL above all: PostgreSQL refuses it), at most ``limit`` long."""
-    cleaned = "".join(c if c.isprintable() else " " for c in text[: limit * 2])
-    return " ".join(cleaned.split())[:limit]
-
-
 def _headers_size(headers: Sequence[Sequence[str]]) -> int:
     return sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers)
 
 
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {_printable(text[0], 300)}" if text else type(error).__name__
+    return f"{type(error).__name__}: {printable(text[0], 300)}" if text else type(error).__name__

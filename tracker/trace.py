@@ -7,7 +7,6 @@ event (see ``timeline.parse``) is skipped, and the count of them said in one lin
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections import Counter
@@ -15,11 +14,11 @@ from typing import Any
 
 from contracts import topics
 from runtime import kafka
+from runtime.text import printable
 from tracker import timeline
 from tracker.timeline import NotAnEvent
 
 # Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, bidirectional overrides.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, Any] | None:
@@ -42,7 +41,7 @@ async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, An
         count = sum(skipped.values())
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
         print(
-            f"pokesaga trace: skipped {count} record{'s' * (count != 1)} keyed {_printable(repr(saga_id))} "
+            f"pokesaga trace: skipped {count} record{'s' * (count != 1)} keyed {printable(repr(saga_id))} "
             f"that {'are not pokesaga events' if count != 1 else 'is not a pokesaga event'} ({reasons})",
             file=sys.stderr,
         )
@@ -70,12 +69,8 @@ def render(view: dict[str, Any]) -> str:
             if part
         )
         rows.append((str(e.get("time") or ""), e["type"], e["service"], e["topic"], detail))
-    rows = [tuple(_printable(c) for c in r) for r in rows]
+    rows = [tuple(printable(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines[:2] = [_printable(line) for line in lines[:2]]
+    lines[:2] = [printable(line) for line in lines[:2]]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _printable(text: str) -> str:
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
