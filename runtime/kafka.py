@@ -59,7 +59,9 @@ def saga_topics() -> list[str]:
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60) -> None:
-    """Create the topics that do not exist yet; safe to call from many processes at once."""
+    """Create the topics that do not exist yet, and return once every one has its partitions;
+    safe to call from many processes at once."""
+    names = list(names)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
@@ -70,14 +72,16 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, t
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
-            return
+            described = await admin.describe_topics(names)
+            if all(d.get("partitions") and not d.get("error_code") for d in described):
+                return
         except KafkaConnectionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
             log.info("broker %s not reachable yet; retrying", bootstrap)
-            await asyncio.sleep(1)
         finally:
             await admin.close()
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaConnectionError(f"topics {', '.join(names)} not ready on {bootstrap} after {timeout:.0f}s")
+        await asyncio.sleep(0.2)
 
 
 async def partition_ids(bootstrap: str, topic: str) -> list[int]:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import kafka
@@ -29,7 +30,10 @@ async def caught_up(bootstrap: str, groups: dict[str, Iterable[str]]) -> bool:
     """True when every group has committed up to the end of every partition it reads."""
     for group, topics in groups.items():
         ends = await kafka.end_offsets(bootstrap, topics)
-        done = await kafka.committed_offsets(bootstrap, group, ends)
+        try:
+            done = await kafka.committed_offsets(bootstrap, group, ends)
+        except GroupCoordinatorNotAvailableError:  # a new broker or group: not yet
+            return False
         if any(done.get(tp, 0) < end for tp, end in ends.items()):
             return False
     return True

@@ -207,3 +207,51 @@ async def test_consumer_lag_is_reported_per_partition(participant: Participant, 
         if s.labels["participant"] == participant.name
     ]
     assert lags == [0.0]  # one partition got the record, and it is consumed to its end
+
+
+class Indescribable(Exception):
+    """An error that fails again when anyone tries to say what it is."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("cannot even describe this")
+
+
+async def test_a_record_that_breaks_even_the_failure_path_is_dead_lettered_alone_and_the_rest_applied(
+    participant: Participant, topic: str, settings: Settings
+) -> None:
+    """The last resort: an error of ours while applying a record makes the loop apply the batch one
+    record at a time; the one that still fails is dead-lettered straight to the broker."""
+    run = uuid.uuid4().hex[:8]
+    doomed, fine = f"doomed-{run}", f"fine-{run}"
+    real = participant.handlers["PokemonEncountered"]
+
+    def handler(event: Any, uow: Any) -> Any:
+        if uow.saga_id == doomed:
+            raise Indescribable()
+        return real(event, uow)
+
+    def give_up(event: Any, uow: Any, reason: str, detail: str) -> Any:
+        raise Indescribable()  # and its failure path fails the same way
+
+    breaking = dataclasses.replace(participant, handlers={"PokemonEncountered": handler}, on_exhausted=give_up)
+    engine = engine_for("status", settings)
+    async with (
+        TopicWatcher(settings.bootstrap, topics.dead_letters(topic)) as dlq,
+        TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream,
+    ):
+        await produce(
+            settings.bootstrap, topic,
+            start_event(doomed, {"name": "Dee"}, {"name": "Mew"}).to_json(),
+            start_event(fine, {"name": "Fay"}, {"name": "Mew"}).to_json(),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(build_loop(breaking, settings, engine).run(stop))
+        await eventually(lambda: caught_up(settings.bootstrap, {breaking.name: [topic]}), what="all consumed")
+        stop.set()
+        await task
+        dead = await dlq.drain()
+        forwarded = for_saga(await downstream.drain(), fine)
+    (letter,) = dead
+    assert dict(letter.headers)[REASON_HEADER].decode().startswith("internal_error: RuntimeError")
+    assert json.loads(letter.value)["sagaid"] == doomed
+    assert [d["type"] for d in forwarded] == ["PokemonParalyzed"]
