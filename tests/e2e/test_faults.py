@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from contracts import topics
 from contracts.envelope import Envelope
-from runtime.broker import free_port
-from runtime.processes import ServiceProcess
 from runtime.settings import Settings
 from runtime.starter import TopicWatcher, publish, start_event
-from tests.databases import database_urls
 from tests.e2e.conftest import GROUPS, assert_unwound, predicted_catch, services
-from tests.support import caught_up, eventually, http_get
+from tests.support import caught_up, eventually
 
 STEPS = ["status", "combat", "pokeball", "delivery"]
 SAGAS = 200
@@ -98,40 +93,3 @@ async def test_with_30_percent_transient_errors_every_saga_reaches_exactly_one_o
     print(f"\n{SAGAS} sagas with 30% transient errors: {dict(sorted(figures.items()))}")
     assert sum(figures.values()) == SAGAS
     assert sum(n for k, n in figures.items() if k.startswith("retries_exhausted")) > 0, "no step ran out of retries"
-
-
-def test_a_record_waiting_to_be_retried_blocks_neither_health_nor_a_stop(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """A one-record batch is applied on the event loop; its retry's backoff must not be."""
-    port = free_port()
-    env = {
-        "POKESAGA_FAULTS": "status=1",  # the status step always fails ...
-        "POKESAGA_RETRY__INITIAL_INTERVAL": "120",  # ... and waits two minutes before each retry
-        "POKESAGA_RETRY__MAXIMUM_INTERVAL": "120",
-        "POKESAGA_METRICS_PORT": str(port),
-    }
-    data = tmp_path_factory.mktemp("backoff")
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=data, **database_urls(data.name))
-    process = ServiceProcess("status", settings, data / "logs", extra_env=env).start()
-    try:
-        asyncio.run(eventually(lambda: _ready(port), timeout=60, what="status ready"))
-        saga = f"backoff-{uuid.uuid4().hex[:8]}"
-        asyncio.run(publish(kafka_bootstrap, [start_event(saga, {"name": f"B-{saga}"}, {"name": "Pidgey"})]))
-        asyncio.run(eventually(lambda: _logged(process.log_path, "retry in 120.00s"), timeout=60, what="a retry wait"))
-        for _ in range(3):  # the event loop answers while the record waits
-            assert http_get(port, "/health/live")[0] == 200
-        process.terminate()
-        code = process.proc.wait(timeout=30) if process.proc else None  # well before the backoff ends
-        assert code == 0, f"status exited with {code} (log: {process.log_path})"
-        assert "stopped while retrying; the batch will be redelivered" in process.log_path.read_text()
-    finally:
-        process.stop()
-
-
-async def _ready(port: int) -> bool:
-    return http_get(port, "/health/ready")[0] == 200
-
-
-async def _logged(path: Path, text: str) -> bool:
-    return await asyncio.to_thread(lambda: path.exists() and text in path.read_text())
