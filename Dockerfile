@@ -8,11 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY contracts contracts
-COPY services services
-COPY compensations compensations
-COPY runtime runtime
+# The whole tree, less what .dockerignore leaves out: the image holds every package that runs.
+COPY . .
 RUN pip install '.[postgres]' \
     && rm -rf /src \
     && useradd --create-home --uid 10001 pokesaga

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import Event, Failure, PokemonHealed, Step
-from runtime.participant import Rejected, UnitOfWork
+from engine.participant import Rejected, UnitOfWork
 from services.combat.tables import CombatRecords
 
 

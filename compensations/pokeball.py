@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import DeliveryFailed, Event, PokemonReleased, Step
-from runtime.participant import Rejected, UnitOfWork
+from engine.participant import Rejected, UnitOfWork
 from services.pokeball.tables import PokeballRecords
 
 

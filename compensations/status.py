@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import CaptureFailed, Event, Failure, Status, Step
-from runtime.participant import Rejected, UnitOfWork
+from engine.participant import Rejected, UnitOfWork
 from services.status.tables import StatusRecords
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts import pokedex, topics
+from engine import events as engine_events
+from engine.events import bounded
 
 DATA_VERSION = 1
 
@@ -21,19 +23,10 @@ DATA_VERSION = 1
 # a value out of bounds is refused at the door, with the field's name, never by a table.
 MAX_HP = 9999
 MAX_SLOT = 1_000_000
-NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refused everywhere alike
-
-
-def bounded(max_length: int, min_length: int = 0) -> StringConstraints:
-    """Bounds of a string, and no NUL character (shown in the exported JSON Schemas)."""
-    return StringConstraints(min_length=min_length, max_length=max_length, pattern=NO_NUL)
-
 
 Name = Annotated[str, bounded(64, min_length=1)]
 Species = Annotated[str, bounded(40, min_length=1)]
 Word = Annotated[str, bounded(20, min_length=1)]  # a type, a ball
-Reason = Annotated[str, bounded(64, min_length=1)]
-Detail = Annotated[str, bounded(2000)]
 
 
 class Model(BaseModel):
@@ -111,10 +104,9 @@ class Trainer(Model):
     lead: Pokemon = Field(default_factory=_default_lead, description="Defaults to a level-60 Pikachu.")
 
 
-class Event(Model):
+class Event(engine_events.Event):
     """Base of every saga event: who is catching what."""
 
-    topic: ClassVar[str]
     trainer: Trainer
     pokemon: Pokemon
 
@@ -156,13 +148,11 @@ class PokemonDelivered(Event):
 # -- failures and compensations ------------------------------------------------------
 
 
-class Failure(Event):
+class Failure(Event, engine_events.FailureEvent):
     """A step failed (or a compensation passed the failure on)."""
 
     topic: ClassVar[str] = topics.FAILURES
-    reason: Reason
     failed_step: Step
-    detail: Detail = Field(default="", description="What went wrong, for people (e.g. the last error).")
     undone: tuple[Step, ...] = Field(default=(), max_length=4, description="Steps undone so far, newest first.")
 
 

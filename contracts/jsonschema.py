@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES
+from engine.envelope import Envelope
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 

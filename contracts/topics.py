@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from engine.deadletters import DLQ_SUFFIX, dead_letters  # the engine names dead-letter topics
+
+__all__ = ["ALL", "COMBAT", "DELIVERY", "DLQ_SUFFIX", "FAILURES", "OUTCOMES", "POKEBALL", "STATUS", "dead_letters"]
+
 STATUS = "capture.status"
 COMBAT = "capture.combat"
 POKEBALL = "capture.pokeball"
@@ -10,9 +14,3 @@ OUTCOMES = "capture.outcomes"
 FAILURES = "capture.failures"
 
 ALL: tuple[str, ...] = (STATUS, COMBAT, POKEBALL, DELIVERY, OUTCOMES, FAILURES)
-DLQ_SUFFIX = ".dlq"
-
-
-def dead_letters(topic: str) -> str:
-    """The dead-letter topic of ``topic``."""
-    return topic + DLQ_SUFFIX

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import kafka
-from runtime.broker import provisioned
-from runtime.settings import Settings
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from devtools.broker import provisioned
+from engine import kafka
 from tests import databases
 
 
@@ -20,7 +21,7 @@ def new_broker(state: Path) -> Iterator[str]:
     """KAFKA_BOOTSTRAP_SERVERS, else testcontainers (Docker), else a new local KRaft broker
     whose state lives in ``state``: the tests never run on a developer's long-lived broker."""
     with provisioned(Settings(), state=state) as address:
-        asyncio.run(kafka.ensure_topics(address, kafka.saga_topics(), 3))
+        asyncio.run(kafka.ensure_topics(address, CAPTURE.all_topics(), 3))
         yield address
 
 

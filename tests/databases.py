@@ -18,8 +18,8 @@ from sqlalchemy import Engine, MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from runtime.db import make_engine
-from runtime.settings import SERVICES, Settings
+from capture.settings import SERVICES, Settings
+from engine.db import make_engine
 
 ADMIN_URL = os.environ.get("POKESAGA_TEST_POSTGRES") or None
 BACKEND = "postgresql" if ADMIN_URL else "sqlite"

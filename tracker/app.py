@@ -28,9 +28,9 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from contracts import topics
-from runtime import unreadable
-from runtime.settings import Settings
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from engine import unreadable
 from tracker import timeline
 from tracker.timeline import MAX_ID, REASONS, STATES, NotAnEvent
 
@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=10.0,  # a killed tracker's partitions move on within seconds
     )
     sagas = app.Table("sagas", default=None, partitions=settings.partitions)
-    source = app.topic(*topics.ALL, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    source = app.topic(*CAPTURE.topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     # Each stored timeline restored once: by key, with the stored value it was restored from
     # (the memory store hands back the same object until the key is written again).

@@ -25,30 +25,20 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from contracts.events import EVENT_TYPES
-from runtime.codec import BadRecord, decode_envelope, decode_event
-from runtime.unreadable import unreadable_reason
+from capture.saga import CAPTURE
+from engine.codec import BadRecord, decode_envelope, decode_event
+from engine.unreadable import unreadable_reason
 
-OUTCOMES = {"PokemonDelivered": "delivered", "CaptureFailed": "failed"}
-COMPENSATING = {
-    "ParalysisFailed", "PokemonFainted", "PokemonBrokeFree", "OutOfPokeballs", "DeliveryFailed",
-    "PokemonReleased", "PokemonHealed",
-}  # fmt: skip
-STATES = ("running", "compensating", "stuck", "delivered", "failed")
+# The chain, from the saga's declaration (capture/saga.py): nothing here is kept by hand.
+EVENT_TYPES = CAPTURE.types
+OUTCOMES = {"PokemonDelivered": "delivered", "CaptureFailed": "failed"}  # outcome event → the state it ends in
+assert set(OUTCOMES) == CAPTURE.outcome_types, "every outcome of the saga has its state"
+COMPENSATING = CAPTURE.compensating_types
+STATES = ("running", "compensating", "stuck", *OUTCOMES.values())
 # Who acts next after each event: what a saga that stopped there is waiting on.
-NEXT = {
-    "PokemonEncountered": "status",
-    "PokemonParalyzed": "combat",
-    "PokemonWeakened": "pokeball",
-    "PokemonCaught": "delivery",
-    "ParalysisFailed": "status",
-    "DeliveryFailed": "pokeball.compensations",
-    "PokemonBrokeFree": "combat.compensations",
-    "OutOfPokeballs": "combat.compensations",
-    "PokemonReleased": "combat.compensations",
-    "PokemonFainted": "status.compensations",
-    "PokemonHealed": "status.compensations",
-}
+NEXT = CAPTURE.handled_by
+SOURCE_PREFIX = f"{CAPTURE.name}/"
+START = CAPTURE.start.__name__
 
 # Why a record was not placed: the ``reason`` label of pokesaga_tracker_records_skipped_total.
 REASONS = (
@@ -103,7 +93,7 @@ def parse(value: bytes | None, topic: str, headers: Any = None) -> dict[str, Any
             raise NotAnEvent("unknown_type", f"{envelope.type[:MAX_TYPE]!r} is no event of the saga")
         if known.topic != topic:
             raise NotAnEvent("wrong_topic", f"{envelope.type} belongs on {known.topic}")
-        decode_event(envelope)
+        decode_event(envelope, EVENT_TYPES)
     except BadRecord as bad:
         raise NotAnEvent(bad.kind, bad.reason) from None
     data = envelope.data
@@ -111,13 +101,13 @@ def parse(value: bytes | None, topic: str, headers: Any = None) -> dict[str, Any
         "id": _text(envelope.id, MAX_ID),
         "type": envelope.type,
         "saga_id": _text(envelope.sagaid, MAX_ID),
-        "service": _text(envelope.source.removeprefix("pokesaga/"), MAX_SERVICE) or "",
+        "service": _text(envelope.source.removeprefix(SOURCE_PREFIX), MAX_SERVICE) or "",
         "topic": _text(topic, MAX_TOPIC) or "",
         "time": rfc3339(envelope.time),
         "causation": _text(envelope.causationid, MAX_ID),
     }
     entry.update(_details(data))
-    if envelope.type == "PokemonEncountered":
+    if envelope.type == START:
         entry["trainer"] = _name(data.get("trainer"))
         entry["pokemon"] = _name(data.get("pokemon"))
     return entry
@@ -175,7 +165,7 @@ def add(timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool
         return False
     if len(events) >= MAX_EVENTS:
         raise NotAnEvent("too_many_events", f"saga {timeline['saga_id']!r} has {MAX_EVENTS} events already")
-    if entry["type"] == "PokemonEncountered":
+    if entry["type"] == START:
         timeline["trainer"], timeline["pokemon"] = entry.get("trainer"), entry.get("pokemon")
     event = {k: v for k, v in entry.items() if k not in ("saga_id", "trainer", "pokemon")}
     events.append(event | {"seen_at": _seconds(seen_at)})

@@ -12,9 +12,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from contracts import topics
-from runtime import kafka
-from runtime.text import printable
+from capture.saga import CAPTURE
+from engine import kafka
+from engine.text import printable
 from tracker import timeline
 from tracker.timeline import NotAnEvent
 
@@ -28,7 +28,7 @@ async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, An
     found = timeline.new(saga_id)
     key = saga_id.encode("utf-8", "surrogateescape")  # the id as typed, whatever the terminal's bytes
     skipped: Counter[str] = Counter()
-    async for record in kafka.scan_to_end(bootstrap, topics.ALL):
+    async for record in kafka.scan_to_end(bootstrap, CAPTURE.topics):
         if record.key != key:
             continue
         try:

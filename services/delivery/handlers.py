@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import DeliveryFailed, Event, Failure, PokemonCaught, PokemonDelivered, Step
-from runtime.participant import UnitOfWork
+from engine.participant import UnitOfWork
 from services.delivery import model
 from services.delivery.tables import DeliveryRecords
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.events import Event, Failure, OutOfPokeballs, PokemonBrokeFree, PokemonCaught, PokemonWeakened, Step
 from contracts.rng import saga_rng
-from runtime.participant import UnitOfWork
+from engine.participant import UnitOfWork
 from services.pokeball import model
 from services.pokeball.tables import PokeballRecords
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.events import Event, Failure, ParalysisFailed, PokemonEncountered, PokemonParalyzed, Step
-from runtime.participant import UnitOfWork
+from engine.participant import UnitOfWork
 from services.status import model
 from services.status.tables import StatusRecords
 

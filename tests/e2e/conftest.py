@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from capture import views
+from capture.bootstrap import GROUP_TOPICS
+from capture.settings import SERVICES, Settings
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
-from runtime import kafka, views
-from runtime.bootstrap import GROUP_TOPICS
-from runtime.processes import ServiceProcess, settings_env, stop_all
-from runtime.settings import SERVICES, Settings
+from devtools.processes import ServiceProcess, settings_env, stop_all
+from engine import kafka
 from services.combat.model import false_swipe
 from services.pokeball.model import shakes
 from tests.databases import database_urls
@@ -105,7 +106,7 @@ def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
 def pokesaga(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI, as a user runs it, against these services' broker and databases."""
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args],
+        [sys.executable, "-m", "capture.cli", *args],
         env=settings_env(settings),
         capture_output=True,
         text=True,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.broker import free_port
-from runtime.processes import ServiceProcess
-from runtime.settings import Settings
-from runtime.starter import publish, start_event
+from capture.settings import Settings
+from capture.starter import publish, start_event
+from devtools.broker import free_port
+from devtools.processes import ServiceProcess
 from tests.conftest import new_broker
 from tests.databases import database_urls
 from tests.support import eventually, http_get

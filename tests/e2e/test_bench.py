@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.processes import settings_env
-from runtime.settings import Settings
+from capture.settings import Settings
+from devtools.processes import settings_env
 from tests import databases
 
 
@@ -18,7 +18,7 @@ def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str, 
     args += ["--db", "postgres" if databases.BACKEND == "postgresql" else "sqlite"]
     env = settings_env(settings)
     done = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = done.stdout.strip().splitlines()

@@ -6,10 +6,10 @@ import json
 import uuid
 from typing import Any
 
+from capture.settings import Settings
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import pokedex, topics
-from contracts.envelope import Envelope
-from runtime.settings import Settings
-from runtime.starter import TopicWatcher, publish, start_event
+from engine.envelope import Envelope
 from tests.e2e.conftest import GROUPS, inspect_trainer, pokesaga, predicted_catch, produce_raw
 from tests.support import caught_up, eventually
 

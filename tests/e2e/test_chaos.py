@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from capture.settings import Settings
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from contracts.envelope import Envelope
-from runtime.broker import free_port
-from runtime.settings import Settings
-from runtime.starter import TopicWatcher, publish, start_event
+from devtools.broker import free_port
+from engine.envelope import Envelope
 from tests.databases import rows
 from tests.e2e.conftest import GROUPS, Cluster, cluster
 from tests.support import caught_up, eventually, metric_samples, total

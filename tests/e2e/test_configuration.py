@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import crash
-from runtime.broker import free_port
-from runtime.processes import settings_env
-from runtime.settings import Settings
+from capture.settings import Settings
+from devtools.broker import free_port
+from devtools.processes import settings_env
+from engine import crash
 
 pytestmark = pytest.mark.no_database  # every test brings its own database URL, or none
 
@@ -45,7 +45,7 @@ def pokesaga(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     """The CLI in its own process. A command that does not stop within the deadline is a
     service that started despite its configuration: subprocess.run kills it and the test fails."""
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=25
+        [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=25
     )
 
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.processes import settings_env
-from runtime.settings import Settings
+from capture.settings import Settings
+from devtools.processes import settings_env
 from tests import databases
 
 
@@ -15,7 +15,7 @@ def test_the_demo_brings_every_saga_to_an_outcome_and_prints_a_summary(kafka_boo
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path)
     env = settings_env(databases.with_databases(settings, "demo"))  # SQLite files, or PostgreSQL
     done = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "demo", "--sagas", "16", "--seed", "7", "--timeout", "120"],
+        [sys.executable, "-m", "capture.cli", "demo", "--sagas", "16", "--seed", "7", "--timeout", "120"],
         env=env,
         capture_output=True,
         text=True,

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from capture import views
+from capture.settings import Settings
+from capture.starter import Outcome, TopicWatcher
 from contracts import pokedex, topics
-from runtime import views
-from runtime.settings import Settings
-from runtime.starter import Outcome, TopicWatcher
 from tests import databases
 from tests.e2e.conftest import (
     CERTAIN,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from capture.settings import Settings
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from contracts.envelope import Envelope
-from runtime.settings import Settings
-from runtime.starter import TopicWatcher, publish, start_event
+from engine.envelope import Envelope
 from tests.e2e.conftest import GROUPS, assert_unwound, predicted_catch, services
 from tests.support import caught_up, eventually
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.broker import LocalKafka, docker_available, free_port
-from runtime.processes import ServiceProcess
-from runtime.settings import Settings
+from capture.settings import Settings
+from devtools.broker import LocalKafka, docker_available, free_port
+from devtools.processes import ServiceProcess
 from tests.databases import with_databases
 from tests.support import eventually, http_get
 

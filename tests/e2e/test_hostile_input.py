@@ -26,13 +26,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from capture.bootstrap import PARTICIPANTS
+from capture.saga import CAPTURE
+from capture.settings import SERVICES
+from capture.starter import start_event
 from contracts import topics
-from contracts.envelope import start_event_id
-from runtime import history, kafka
-from runtime.bootstrap import PARTICIPANTS
-from runtime.broker import free_port
-from runtime.settings import SERVICES
-from runtime.starter import start_event
+from devtools.broker import free_port
+from engine import kafka
+from engine import rebuild as history
+from engine.envelope import start_event_id
 from tests import hostile
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
@@ -99,7 +101,7 @@ class Topics:
 async def quiet(running: Cluster) -> Topics:
     """Wait until every group has consumed everything and nothing more is being published; read it all."""
     bootstrap = running.settings.bootstrap
-    names = kafka.saga_topics()
+    names = CAPTURE.all_topics()
     tps = [TopicPartition(t, p) for t in names for p in await kafka.partition_ids(bootstrap, t)]
     reader = kafka.consumer(bootstrap, None)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -421,7 +423,7 @@ def test_an_event_id_reused_by_another_saga_silences_neither(hostile_cluster: tu
     first = start_event(f"owner-{run}", {"name": f"O-{run}"}, {"name": "Pidgey", **CERTAIN})
     thief = json.loads(start_event(f"thief-{run}", {"name": f"T-{run}"}, {"name": "Pidgey", **CERTAIN}).to_json())
     thief["id"] = first.id  # another saga's start event id
-    assert first.id == start_event_id(first.sagaid)
+    assert first.id == start_event_id(first.sagaid, "PokemonEncountered")
 
     async def scenario() -> None:
         # Across partitions there is no first: the owner is applied before the thief is written.
@@ -546,5 +548,5 @@ def test_the_readers_read_past_every_hostile_record(hostile_cluster: tuple[Clust
         count = len(read.records[topics.dead_letters(topic)])
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.strip().splitlines()[-1] == f"{count} dead letters in {topics.dead_letters(topic)}"
-    recorded = asyncio.run(history.load(bootstrap, list(PARTICIPANTS.values())))
+    recorded = asyncio.run(history.load(bootstrap, list(PARTICIPANTS.values()), CAPTURE.topics))
     assert recorded["delivery"], "the rebuild's history found the deliveries among the hostile records"

@@ -32,7 +32,7 @@ def test_a_terminated_bench_stops_its_services_and_its_private_broker(tmp_path: 
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["TMPDIR"] = str(tmp_path)  # the private broker's state lives here: a marker to look for
     bench = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "bench", "--sagas", "100000", "--warmup", "0"],
+        [sys.executable, "-m", "capture.cli", "bench", "--sagas", "100000", "--warmup", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -40,7 +40,7 @@ def test_a_terminated_bench_stops_its_services_and_its_private_broker(tmp_path: 
     )
     try:
         deadline = time.monotonic() + 120
-        while not [c for c in _children_of(str(tmp_path)) if "runtime.cli run" in c]:
+        while not [c for c in _children_of(str(tmp_path)) if "capture.cli run" in c]:
             assert bench.poll() is None, bench.stderr.read() if bench.stderr else ""
             assert time.monotonic() < deadline, "the bench never started its services"
             time.sleep(0.2)
@@ -50,6 +50,6 @@ def test_a_terminated_bench_stops_its_services_and_its_private_broker(tmp_path: 
         if bench.poll() is None:  # the test failed: do not leave the bench (and its broker) running
             bench.send_signal(signal.SIGINT)
             bench.wait(120)
-    leftovers = [c for c in _children_of(str(tmp_path)) if "runtime.cli run" in c or "kafka.Kafka" in c]
+    leftovers = [c for c in _children_of(str(tmp_path)) if "capture.cli run" in c or "kafka.Kafka" in c]
     assert leftovers == []
     assert "Traceback" not in (bench.stderr.read() if bench.stderr else "")

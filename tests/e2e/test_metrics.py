@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from capture.settings import SERVICES
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from runtime.broker import free_port
-from runtime.settings import SERVICES
-from runtime.starter import TopicWatcher, publish, start_event
+from devtools.broker import free_port
 from tests.e2e.conftest import CERTAIN, GROUPS, HARD, Cluster, breaking_free, cluster, produce_raw
 from tests.support import caught_up, eventually, metric_samples, total
 

@@ -24,15 +24,16 @@ from typing import Any
 
 import pytest
 
+from capture.bootstrap import PARTICIPANTS
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from capture.starter import publish, start_event
 from contracts import topics
-from contracts.envelope import Envelope, wrap
 from contracts.events import CaptureFailed, ParalysisFailed, PokemonEncountered, Step
-from runtime import history
-from runtime.bootstrap import PARTICIPANTS
-from runtime.broker import free_port
-from runtime.processes import ServiceProcess
-from runtime.settings import Settings
-from runtime.starter import publish, start_event
+from devtools.broker import free_port
+from devtools.processes import ServiceProcess
+from engine import rebuild as history
+from engine.envelope import Envelope, wrap
 from tests import hostile
 from tests.conftest import new_broker
 from tests.e2e.conftest import pokesaga
@@ -232,7 +233,7 @@ def test_trace_shows_the_saga_and_says_how_many_records_it_skipped(tracker: Trac
 
 
 async def test_the_rebuild_reads_past_what_it_cannot_parse(tracker: Tracker, written: Written) -> None:
-    loaded = await history.load(tracker.settings.bootstrap, [PARTICIPANTS["status"]])
+    loaded = await history.load(tracker.settings.bootstrap, [PARTICIPANTS["status"]], CAPTURE.topics)
     start, failed, _ = written.events
     assert {cause: [e.id for e in events] for cause, events in loaded["status"].items()} == {start.id: [failed.id]}
 

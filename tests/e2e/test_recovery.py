@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from capture.settings import SERVICES
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from contracts.envelope import Envelope
-from runtime import crash
-from runtime.settings import SERVICES
-from runtime.starter import TopicWatcher, publish, start_event
+from engine import crash
+from engine.envelope import Envelope
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga

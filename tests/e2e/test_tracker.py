@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from runtime.broker import free_port
-from runtime.processes import ServiceProcess
-from runtime.starter import TopicWatcher, publish, start_event
+from devtools.broker import free_port
+from devtools.processes import ServiceProcess
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
 from tests.support import Samples, eventually, http_get, metric_samples

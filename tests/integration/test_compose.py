@@ -14,8 +14,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from runtime import kafka
-from runtime.settings import SERVICES, Settings
+from capture.saga import CAPTURE
+from capture.settings import SERVICES, Settings
 
 pytestmark = pytest.mark.no_database
 
@@ -69,7 +69,7 @@ def test_the_topic_job_creates_every_topic_the_code_uses() -> None:
     script = "\n".join(CONTAINERS["topics"]["command"])
     loop = re.search(r"for topic in (.*?); do", script, re.S)
     assert loop is not None
-    assert loop[1].replace("\\", " ").split() == kafka.saga_topics()
+    assert loop[1].replace("\\", " ").split() == CAPTURE.all_topics()
     partitions = int(re.search(r"--partitions (\d+)", script)[1])  # type: ignore[index]
     assert all(int(c["environment"]["POKESAGA_PARTITIONS"]) == partitions for c in OURS.values())
 

@@ -17,13 +17,14 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
+from capture.bootstrap import PARTICIPANTS, engine_for
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from capture.starter import TopicWatcher, start_event
 from contracts import topics
-from runtime import crash, kafka
-from runtime.bootstrap import PARTICIPANTS, build_loop, engine_for
-from runtime.participant import Participant
-from runtime.processing import REASON_HEADER
-from runtime.settings import Settings
-from runtime.starter import TopicWatcher, start_event
+from engine import crash, kafka, run
+from engine.participant import Participant
+from engine.processing import REASON_HEADER
 from services.status.tables import statuses
 from tests.support import caught_up, eventually
 
@@ -91,7 +92,7 @@ async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice
     async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
         await produce(settings.bootstrap, topic, envelope.to_json(), key=saga.encode())
 
-        crashing = build_loop(participant, settings.model_copy(update={"crash_at": point}), engine)
+        crashing = run.build_loop(CAPTURE, participant, settings.model_copy(update={"crash_at": point}), engine)
         with pytest.raises(Crashed):
             await asyncio.wait_for(crashing.run(asyncio.Event()), 60)
         assert set(
@@ -103,7 +104,7 @@ async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice
         assert published_before_restart == (0 if point == crash.AFTER_LOCAL_COMMIT else 1)
 
         stop = asyncio.Event()
-        task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+        task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))
         await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="offsets committed")
         stop.set()
         await task
@@ -126,7 +127,7 @@ async def test_the_offset_is_committed_after_the_next_event_is_published(
     async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
         await produce(settings.bootstrap, topic, start_event(saga, {"name": "Olga"}, {"name": "Mew"}).to_json())
         stop = asyncio.Event()
-        task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+        task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))
         await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="offset commit")
         # The commit is visible: the event it caused must already be on the topic.
         assert len(for_saga(await downstream.drain(), saga)) == 1
@@ -141,7 +142,7 @@ async def test_unsent_outbox_rows_are_flushed_at_start_up(
 
     saga = f"flush-{uuid.uuid4().hex[:8]}"
     engine = engine_for("status", settings)
-    loop = build_loop(participant, settings, engine)
+    loop = run.build_loop(CAPTURE, participant, settings, engine)
     # A previous run committed its transaction and died before publishing.
     left = loop.processor.process([Rec(start_event(saga, {"name": "Fay"}, {"name": "Mew"}).to_json(), topic=topic)])
     assert len(left.outbox) == 1 and len(loop.processor.pending()) == 1
@@ -175,7 +176,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_service_keeps_goi
             key=saga.encode(),
         )  # fmt: skip
         stop = asyncio.Event()
-        task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+        task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))
         await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="all consumed")
         stop.set()
         await task
@@ -195,7 +196,7 @@ async def test_consumer_lag_is_reported_per_partition(participant: Participant, 
     engine = engine_for("status", settings)
     await produce(settings.bootstrap, topic, start_event(saga, {"name": "Lia"}, {"name": "Mew"}).to_json())
     stop = asyncio.Event()
-    task = asyncio.create_task(build_loop(participant, settings, engine).run(stop))
+    task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))
     await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="consumed")
     stop.set()
     await task
@@ -245,7 +246,7 @@ async def test_a_record_that_breaks_even_the_failure_path_is_dead_lettered_alone
             start_event(fine, {"name": "Fay"}, {"name": "Mew"}).to_json(),
         )  # fmt: skip
         stop = asyncio.Event()
-        task = asyncio.create_task(build_loop(breaking, settings, engine).run(stop))
+        task = asyncio.create_task(run.build_loop(CAPTURE, breaking, settings, engine).run(stop))
         await eventually(lambda: caught_up(settings.bootstrap, {breaking.name: [topic]}), what="all consumed")
         stop.set()
         await task

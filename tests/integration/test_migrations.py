@@ -6,9 +6,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from runtime import migrate
-from runtime.bootstrap import METADATA, open_database
-from runtime.settings import SERVICES, Settings
+from capture.bootstrap import METADATA, open_database
+from capture.saga import CAPTURE
+from capture.settings import SERVICES, Settings
+from engine import migrate
 from tests import databases
 from tests.e2e.conftest import pokesaga
 
@@ -32,7 +33,7 @@ def test_db_upgrade_builds_every_table_the_code_uses_and_a_second_run_changes_no
 
 def test_a_service_upgrades_its_database_at_start_and_knows_when_it_was_new(settings: Settings) -> None:
     engine, new = open_database("delivery", settings)
-    assert new and migrate.current(engine) == migrate.head("delivery", METADATA["delivery"])
+    assert new and migrate.current(engine) == migrate.head(CAPTURE.services["delivery"])
     engine.dispose()
     engine, new = open_database("delivery", settings)
     assert not new

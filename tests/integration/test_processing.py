@@ -12,15 +12,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from capture.bootstrap import PARTICIPANTS, engine_for
+from capture.saga import CAPTURE
+from capture.settings import Settings
 from compensations.pokeball import undo_throw
 from contracts import topics
-from contracts.envelope import Envelope, wrap
 from contracts.events import DeliveryFailed, Event, PokemonWeakened
-from runtime.bootstrap import PARTICIPANTS, engine_for
-from runtime.participant import Handler, UnitOfWork
-from runtime.processing import REASON_HEADER, BatchProcessor, Interrupted
-from runtime.retry import RetryPolicy
-from runtime.settings import Settings
+from engine.envelope import Envelope, wrap
+from engine.participant import Handler, UnitOfWork
+from engine.processing import REASON_HEADER, BatchProcessor, Interrupted
+from engine.retry import RetryPolicy
 from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
 from tests import databases
@@ -54,7 +55,7 @@ def local_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def pokeball(local_settings: Settings) -> BatchProcessor:
     participant = PARTICIPANTS["pokeball"]
-    return BatchProcessor(participant, engine_for("pokeball", local_settings), local_settings)
+    return BatchProcessor(participant, CAPTURE.types, engine_for("pokeball", local_settings), local_settings)
 
 
 def balls(processor: BatchProcessor, trainer: str) -> int | None:
@@ -120,7 +121,7 @@ def flaky(failures: int, then: Handler | None = None, error: type[Exception] = R
 
 def processor_for(name: str, settings: Settings, **handlers: Handler) -> BatchProcessor:
     participant = dataclasses.replace(PARTICIPANTS[name], handlers={**PARTICIPANTS[name].handlers, **handlers})
-    return BatchProcessor(participant, engine_for(participant.service, settings), settings)
+    return BatchProcessor(participant, CAPTURE.types, engine_for(participant.service, settings), settings)
 
 
 FAST = RetryPolicy(initial_interval=0.001, maximum_interval=0.002, maximum_attempts=3)

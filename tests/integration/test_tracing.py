@@ -15,11 +15,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from capture.bootstrap import PARTICIPANTS
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from runtime import kafka
-from runtime.bootstrap import PARTICIPANTS, run_participants
-from runtime.settings import Settings
-from runtime.starter import TopicWatcher, publish, start_event
+from engine import kafka
+from engine.run import run_participants
 from tests.conftest import new_broker
 from tests.databases import with_databases
 from tests.e2e.conftest import HARD, breaking_free
@@ -51,7 +53,7 @@ async def test_one_saga_is_one_trace_whose_spans_follow_its_causal_order(
 ) -> None:
     settings = with_databases(Settings(kafka_bootstrap_servers=broker, data_dir=tmp_path), "tracing")
     stop = asyncio.Event()
-    running = asyncio.create_task(run_participants(PARTICIPANTS.values(), settings, stop))
+    running = asyncio.create_task(run_participants(CAPTURE, PARTICIPANTS.values(), settings, stop))
     try:
         await eventually(lambda: kafka.groups_stable(broker, PARTICIPANTS), timeout=60, what="every participant")
         saga = breaking_free("traced", HARD)  # paralyzed, weakened, breaks free, healed, restored

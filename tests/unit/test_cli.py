@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from runtime import crash, health
-from runtime.cli import main
-from runtime.health import PortUnavailable
-from runtime.settings import Settings
+from capture.cli import main
+from capture.settings import Settings
+from engine import crash, health
+from engine.health import PortUnavailable
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from runtime.codec import BadRecord, decode_envelope, decode_event
+from contracts.events import EVENT_TYPES
+from engine.codec import BadRecord, decode_envelope, decode_event
 
 VALID = {
     "specversion": "1.0", "id": "e1", "source": "t", "type": "PokemonEncountered", "sagaid": "s",
@@ -35,11 +36,11 @@ def test_a_record_that_is_not_a_cloudevent_is_refused_with_its_kind(value: bytes
 def test_an_event_that_fails_validation_names_the_field() -> None:
     bad = {**VALID, "data": {"trainer": {"name": "A"}, "pokemon": {"name": "Mew", "level": "high"}}}
     with pytest.raises(BadRecord) as caught:
-        decode_event(decode_envelope(json.dumps(bad).encode()))
+        decode_event(decode_envelope(json.dumps(bad).encode()), EVENT_TYPES)
     assert caught.value.kind == "invalid_data"
     assert "pokemon.level" in caught.value.reason
 
 
 def test_a_valid_record_decodes() -> None:
-    event = decode_event(decode_envelope(json.dumps(VALID).encode()))
+    event = decode_event(decode_envelope(json.dumps(VALID).encode()), EVENT_TYPES)
     assert event.pokemon.name == "Mew"

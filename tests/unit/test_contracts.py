@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import jsonschema, pokedex
-from contracts.envelope import Envelope, derive_id, wrap
 from contracts.events import EVENT_TYPES, PokemonEncountered, PokemonParalyzed, Status
+from engine.envelope import Envelope, derive_id, wrap
 
 DESIGN_EXAMPLE = """
 {"specversion": "1.0", "id": "6f1c0a1e-0000-4000-8000-000000000001", "source": "any-client",

@@ -8,8 +8,8 @@ import random
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from runtime.retry import FaultInjector, RetryPolicy, TransientFault, parse_faults
-from runtime.settings import Settings
+from capture.settings import Settings
+from engine.retry import FaultInjector, RetryPolicy, TransientFault, parse_faults
 
 
 def test_backoff_grows_by_the_coefficient_up_to_the_maximum_interval() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from contracts import topics
 from contracts.events import EVENT_TYPES
-from runtime.unreadable import UNREADABLE_HEADER
+from engine.unreadable import UNREADABLE_HEADER
 from tests.hostile import encode, envelope, nested
 from tracker import timeline
 from tracker.timeline import MAX_EVENTS, REASONS, NotAnEvent

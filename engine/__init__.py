@@ -1,0 +1,36 @@
+"""The saga engine: how any choreographed saga runs over Kafka. It knows no saga of its own.
+
+A saga hands the engine its declaration and nothing else; the engine never imports it.
+What a saga's code uses (the rest is the engine's own business):
+
+- ``Saga``, ``Step``, ``Compensation``, ``Service``: the declaration (``engine.saga``);
+- ``Event``, ``FailureEvent``, ``bounded``: what its events are (``engine.events``);
+- ``UnitOfWork``, ``Rejected``: what a handler receives, and how it refuses a record
+  (``engine.participant``);
+- ``Settings``: the engine's settings, for the saga to extend (``engine.settings``);
+- ``serve``: run one of its services in this process (``engine.run``);
+- ``wrap``, ``Envelope``: the CloudEvents envelope, to start a saga (``engine.envelope``).
+"""
+
+from engine.envelope import Envelope, wrap
+from engine.events import Event, FailureEvent, bounded
+from engine.participant import Rejected, UnitOfWork
+from engine.run import serve
+from engine.saga import Compensation, Saga, Service, Step
+from engine.settings import Settings
+
+__all__ = [
+    "Compensation",
+    "Envelope",
+    "Event",
+    "FailureEvent",
+    "Rejected",
+    "Saga",
+    "Service",
+    "Settings",
+    "Step",
+    "UnitOfWork",
+    "bounded",
+    "serve",
+    "wrap",
+]

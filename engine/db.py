@@ -1,0 +1,112 @@
+"""Databases: one per service, SQLite (WAL) by default, any SQLAlchemy URL otherwise.
+
+Every service database also holds the runtime's two tables: the inbox (event ids
+already applied, per consumer) and the outbox (records to publish, per producer).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Select,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Connection, make_url
+
+from engine.settings import check_database_url
+
+
+def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """Add (or get) the inbox and outbox tables of a service's metadata."""
+    if "inbox" in metadata.tables:
+        return metadata.tables["inbox"], metadata.tables["outbox"]
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("event_id", String(200), primary_key=True),
+        Column("saga_id", String(200), nullable=False, index=True),
+        Column("type", String(100), nullable=False),
+        Column("topic", String(250), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        # When it was applied (epoch seconds): rows older than the inbox retention are pruned.
+        Column("received_at", Float, nullable=False, index=True),
+    )
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("producer", String(100), nullable=False, index=True),
+        Column("event_id", String(200), nullable=True),
+        Column("topic", String(250), nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSON, nullable=False),
+    )
+    return inbox, outbox
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and real transactions.
+
+    A URL that cannot be parsed, or whose driver is missing or asynchronous, raises
+    ValueError saying so (the settings refuse those first, naming the setting)."""
+    check_database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin (savepoints need it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front: two processes sharing one file
+        # serialize instead of failing on a lock upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@functools.cache
+def _select(table: Table, keys: tuple[str, ...], order_by: tuple[str, ...] = ()) -> Select[Any]:
+    # Built once per shape, with bind parameters: SQLAlchemy then reuses the compiled SQL.
+    return select(table).where(*(table.c[k] == bindparam(k) for k in keys)).order_by(*(table.c[c] for c in order_by))
+
+
+def one_row(conn: Connection, table: Table, **where: Any) -> dict[str, Any] | None:
+    """The row of ``table`` matching ``where`` (column=value), as a dict, or None."""
+    row = conn.execute(_select(table, tuple(where)), where).first()
+    return row._asdict() if row else None
+
+
+def all_rows(conn: Connection, table: Table, order_by: tuple[str, ...], **where: Any) -> list[dict[str, Any]]:
+    """Every row of ``table`` matching ``where``, in ``order_by`` order, as dicts."""
+    return [row._asdict() for row in conn.execute(_select(table, tuple(where), order_by), where)]

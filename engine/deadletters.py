@@ -1,0 +1,132 @@
+"""Dead letters: list what is in ``<topic>.dlq``, and re-publish it to its source topic.
+
+Replay keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
+re-published once, however often replay runs; the services' inboxes absorb a repeat anyway.
+
+A dead-letter topic is a topic like any other: any client can write anything to it. Every
+record in it is listed, whatever its key, value and headers (null values, header keys that are
+not UTF-8, no pokesaga headers at all); what our headers say is shown cut short and printable,
+and a replay goes to the dead-letter topic's own source topic, with the record's key as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from engine import kafka
+from engine.text import printable
+
+REPLAY_GROUP = "pokesaga.dlq-replay"
+DLQ_SUFFIX = ".dlq"
+DLQ_HEADER_PREFIX = "pokesaga.dlq."
+MAX_REASON = 1000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: str | None  # decoded for people; ``raw_key`` is what is re-published
+    reason: str
+    source: str
+    value: bytes
+    headers: tuple[tuple[str, bytes | None], ...]
+    origin: tuple[str, str, str]  # source topic, partition, offset: one record, however many groups refused it
+    raw_key: bytes | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": self.key,
+            "reason": self.reason,
+            "source": self.source,
+            "value": self.value.decode("utf-8", "replace"),
+        }
+
+
+def dead_letters(topic: str) -> str:
+    """The dead-letter topic of ``topic``."""
+    return topic + DLQ_SUFFIX
+
+
+def dlq_topic(topic: str) -> str:
+    """Accepts ``capture.status`` or ``capture.status.dlq``."""
+    return topic if topic.endswith(DLQ_SUFFIX) else dead_letters(topic)
+
+
+def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
+    pairs = [(str(k), v if isinstance(v, bytes) else None) for k, v in record.headers or ()]
+    ours = {k: printable((v or b"").decode("utf-8", "replace"), MAX_REASON) for k, v in pairs}
+    return DeadLetter(
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        reason=ours.get(DLQ_HEADER_PREFIX + "reason") or "(no reason recorded)",
+        # Where the record came from, and so where a replay sends it: the topic this is the
+        # dead-letter topic of, whatever a header says (a forged one would pick any topic).
+        source=dlq.removesuffix(DLQ_SUFFIX),
+        value=record.value or b"",
+        headers=tuple((k, v) for k, v in pairs if not k.startswith(DLQ_HEADER_PREFIX)),
+        origin=(
+            ours.get(DLQ_HEADER_PREFIX + "topic", ""),
+            ours.get(DLQ_HEADER_PREFIX + "partition", ""),
+            ours.get(DLQ_HEADER_PREFIX + "offset", f"dlq:{record.partition}:{record.offset}"),
+        ),
+        raw_key=record.key,
+    )
+
+
+async def _read(bootstrap: str, dlq: str, group: str | None) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
+    """Dead letters from the group's position (or the start) to the end as it is now."""
+    records, ends = await kafka.read_to_end(bootstrap, [dlq], group)
+    letters = [_dead_letter(r, dlq) for r in records]
+    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends
+
+
+async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    letters, _ = await _read(bootstrap, dlq_topic(topic), group=None)
+    return letters
+
+
+async def replay(
+    bootstrap: str, topic: str, dry_run: bool = False, saga: str | None = None, reason: str | None = None
+) -> list[DeadLetter]:
+    """Re-publish the dead letters not replayed yet to their source topic; returns them.
+
+    Each source record is re-published once, even when several consumer groups dead-lettered
+    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The
+    replay position moves past everything read either way: a later replay sees only new ones.
+    """
+    dlq = dlq_topic(topic)
+    letters, ends = await _read(bootstrap, dlq, group=REPLAY_GROUP)
+    chosen: dict[tuple[str, str, str], DeadLetter] = {}
+    for letter in letters:
+        if (saga is None or letter.key == saga) and (reason is None or reason in letter.reason):
+            chosen.setdefault(letter.origin, letter)
+    letters = list(chosen.values())
+    if dry_run:
+        return letters
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                letter.source,
+                letter.value,
+                key=letter.raw_key,
+                headers=[
+                    *letter.headers,
+                    ("pokesaga.replayed-from", f"{dlq}[{letter.partition}]@{letter.offset}".encode()),
+                ],
+            )
+            for letter in letters
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    await kafka.commit_offsets(bootstrap, REPLAY_GROUP, ends)
+    return letters

@@ -1,0 +1,88 @@
+"""The envelope: structured-mode CloudEvents 1.0 JSON, UTF-8.
+
+Event ids are derived, never random: a saga's start event id and each event's type fix
+the id of everything that follows, so reprocessing the same input yields the same ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from engine.events import Event, bounded
+
+DATA_VERSION = 1  # a saga may declare another (Saga.data_version)
+
+# Namespace of every id pokesaga derives (uuid5).
+NAMESPACE = uuid.UUID("5a6a0b55-2f0e-4c39-9a0e-7d3b6b1e0c61")
+
+
+Id = Annotated[str, bounded(200, min_length=1)]
+
+
+def _rfc3339(value: Any) -> Any:
+    # CloudEvents' time is a string; pydantic alone would also take a number of seconds.
+    if value is None or isinstance(value, str | datetime):
+        return value
+    raise ValueError("time must be an RFC 3339 date-time string")
+
+
+class Envelope(BaseModel):
+    """A CloudEvent carrying one saga event in ``data``. Unknown extensions are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    specversion: Literal["1.0"]
+    id: Id
+    source: Annotated[str, bounded(200, min_length=1)]
+    type: Annotated[str, bounded(100, min_length=1)]
+    time: Annotated[datetime | None, BeforeValidator(_rfc3339)] = None
+    subject: Id | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    sagaid: Id = Field(description="The saga id; also the record key.")
+    causationid: Id | None = Field(default=None, description="Id of the event that caused this one.")
+    dataversion: int = Field(default=DATA_VERSION, ge=1, le=1000)
+    data: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def derive_id(*parts: str) -> str:
+    """A deterministic event id from its parts (e.g. the cause's id and the event type)."""
+    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+
+
+def start_event_id(saga_id: str, type_: str) -> str:
+    """The id of a saga's start event of type ``type_``, when its client leaves the id to us."""
+    return derive_id(saga_id, type_)
+
+
+def wrap(
+    event: Event,
+    *,
+    saga_id: str,
+    source: str,
+    causation_id: str | None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> Envelope:
+    """Put ``event`` in an envelope. Without ``event_id``, the id derives from the cause."""
+    type_ = type(event).__name__
+    if event_id is None:
+        event_id = derive_id(causation_id, type_) if causation_id else start_event_id(saga_id, type_)
+    return Envelope(
+        specversion="1.0",
+        id=event_id,
+        source=source,
+        type=type_,
+        time=time or datetime.now(UTC),
+        subject=saga_id,
+        sagaid=saga_id,
+        causationid=causation_id,
+        dataversion=DATA_VERSION,
+        data=event.model_dump(mode="json"),
+    )

@@ -1,0 +1,74 @@
+"""Schema creation, explicit and versioned: one Alembic history per service database.
+
+``pokesaga db upgrade SERVICE`` runs it, and so does every service at start. Two
+instances starting at once against one PostgreSQL database take turns (an advisory
+lock); on SQLite the write lock does the same. A database made by an earlier pokesaga
+with the same tables but no version is adopted at the first revision, then upgraded; one
+whose tables differ is refused with a message, never patched up.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
+
+from engine.saga import Service
+
+HERE = Path(__file__).parent / "migrations"
+
+
+class SchemaMismatch(Exception):
+    """A database whose tables pokesaga cannot take over as they are; the message says what to do."""
+
+
+def config(service: Service, connection: Connection | None = None) -> Config:
+    """Alembic's configuration for ``service``: the engine's environment, the service's revisions."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("version_locations", str(service.migrations))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["metadata"] = service.metadata
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head(service: Service) -> str | None:
+    return ScriptDirectory.from_config(config(service)).get_current_head()
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, service: Service) -> tuple[str | None, str | None]:
+    """Bring the service's database to the newest revision; (revision before, revision after)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            key = zlib.crc32(f"pokesaga:{service.name}".encode())
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        before = MigrationContext.configure(conn).get_current_revision()
+        cfg = config(service, conn)
+        if before is None and inspect(conn).has_table("inbox"):
+            # Made by create_all before migrations existed: adopted only if its tables are
+            # exactly revision 0001's (the models' while 0001 is the newest revision).
+            differences = compare_metadata(MigrationContext.configure(conn), service.metadata)
+            if differences:
+                raise SchemaMismatch(
+                    f"{service.name}: the database {engine.url.render_as_string()} was made by an older pokesaga "
+                    f"and its tables differ from revision 0001 ({differences[0]!r:.120}); move it away, then rebuild "
+                    f"it with 'pokesaga replay {service.name} --to-earliest' and a restart"
+                )
+            first = ScriptDirectory.from_config(cfg).get_base() or "base"
+            command.stamp(cfg, first)
+            before = first
+        command.upgrade(cfg, "head")
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after

@@ -1,0 +1,595 @@
+"""Steps 1 and 2 of the participant loop: validate a batch and apply it in one transaction.
+
+Each record of a batch meets one of these fates, in this order:
+
+- it cannot be read, parsed or validated, its event type is not one of the saga's, or it is a
+  known event on the wrong topic: a **dead letter** with its reason;
+- it is an event of the saga that another participant on the same topic handles: **skipped**;
+- its event id is in the inbox for the same saga and type: a **duplicate**, nothing changes;
+- its event id was applied for another saga, or its saga already had an event of this type
+  under another id: a **dead letter** (one saga's ids never silence or replay another's);
+- otherwise it is **applied**: inbox row + the handler's state change + outbox rows.
+
+Who is at fault decides what an error does. The database or broker being unavailable
+(``OperationalError``, ``InterfaceError``) rolls back the whole batch, which the loop retries:
+nothing is acknowledged. Any other error is the record's: the batch is applied again record
+by record (``apply_carefully``), each record in a savepoint under the retry policy, and a record
+whose attempts run out takes its failure path (a forward step publishes its failure event; a
+compensator dead-letters it). If the failure path itself fails, the record is dead-lettered.
+The rest of the batch goes on. Nothing a record carries can make the batch retry forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, bindparam, delete, select, union_all
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+from engine import tracing
+from engine.codec import BadRecord, decode_envelope, decode_event
+from engine.db import messaging_tables
+from engine.deadletters import dead_letters
+from engine.envelope import Envelope, wrap
+from engine.events import Event, FailureEvent
+from engine.participant import Participant, Rejected, UnitOfWork
+from engine.rebuild import History
+from engine.retry import FaultInjector
+from engine.settings import Settings
+from engine.text import printable
+from engine.unreadable import unreadable_reason
+
+log = logging.getLogger(__name__)
+
+# The reasons of a step that could not be done at all; a rebuild gives up again with them.
+GAVE_UP = ("retries_exhausted", "non_retryable_error", "event_too_large")
+
+REASON_HEADER = "pokesaga.dlq.reason"
+DLQ_PREFIX = "pokesaga.dlq."
+RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """The database itself, not the record: retry the batch, acknowledge nothing."""
+    if isinstance(error, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+class Record(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str]]
+    type: str
+
+
+@dataclass
+class BatchResult:
+    """What one batch did; ``outbox`` is what must now be published, in order."""
+
+    outbox: list[OutboxRow] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    skipped: int = 0
+    dead_letters: list[str] = field(default_factory=list)
+    retries: list[str] = field(default_factory=list)  # error type of each retry
+    failures: list[str] = field(default_factory=list)  # reason of each step failure published
+    compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
+
+    def merge(self, other: BatchResult) -> None:
+        """Add what ``other`` did (a later part of the same batch) to this result."""
+        self.outbox += other.outbox
+        for type_, count in other.applied.items():
+            self.applied[type_] = self.applied.get(type_, 0) + count
+        self.duplicates += other.duplicates
+        self.skipped += other.skipped
+        self.dead_letters += other.dead_letters
+        self.retries += other.retries
+        self.failures += other.failures
+        self.compensations += other.compensations
+
+
+class Careful(Exception):
+    """An error that is a record's, in the optimistic pass: apply the batch record by record."""
+
+    def __init__(self, event_id: str | None, error: Exception) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+        self.error = error
+
+
+class Interrupted(Exception):
+    """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
+
+
+class TooLarge(Exception):
+    """An event would exceed the largest record pokesaga publishes (``max_message_bytes``)."""
+
+
+class _GaveUp(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A record and what is to be done with it: ``apply``, ``skip``, ``duplicate`` or ``reject``."""
+
+    record: Record
+    action: str
+    envelope: Envelope | None = None
+    event: Event | None = None
+    reason: str = ""
+
+    @property
+    def marker(self) -> str:
+        """The inbox key of a dead letter: its coordinates, so a replay does not dead-letter it twice."""
+        return f"dead:{self.record.topic}:{self.record.partition}:{self.record.offset}"
+
+
+@dataclass
+class _Pass:
+    """One attempt at a batch: its open transaction, and what it has written so far."""
+
+    conn: Connection
+    repo: Any
+    careful: bool
+    failed: dict[str, Exception]
+    result: BatchResult = field(default_factory=BatchResult)
+    inbox: list[dict[str, Any]] = field(default_factory=list)  # optimistic: written at the end
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def event_row(
+    participant: Participant, envelope: Envelope, topic: str, trace_headers: Sequence[list[str]] = ()
+) -> dict[str, Any]:
+    return {
+        "producer": participant.name,
+        "event_id": envelope.id,
+        "topic": topic,
+        "key": envelope.sagaid.encode(),
+        "value": envelope.to_json(),
+        "headers": [["ce_type", envelope.type], *trace_headers],
+    }
+
+
+def dead_letter_row(participant: Participant, record: Record, reason: str, max_bytes: int) -> dict[str, Any]:
+    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why.
+
+    It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
+    says so (``pokesaga.dlq.truncated``: the original size)."""
+    headers = [[printable(k, 200), printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
+    ours = [
+        [REASON_HEADER, printable(reason, 1000)],
+        [DLQ_PREFIX + "topic", record.topic],
+        [DLQ_PREFIX + "partition", str(record.partition)],
+        [DLQ_PREFIX + "offset", str(record.offset)],
+        [DLQ_PREFIX + "consumer", participant.name],
+    ]
+    key = record.key[:1000] if record.key is not None else None
+    value = record.value if record.value is not None else b""
+    room = max_bytes - RECORD_OVERHEAD - len(key or b"") - _headers_size(ours)
+    if _headers_size(headers) > room // 2:
+        headers = []  # pathological headers are not worth the value: keep the value
+        ours.append([DLQ_PREFIX + "headers-dropped", str(len(record.headers or ()))])
+    room -= _headers_size(headers) + 100
+    if len(value) > room:
+        ours.append([DLQ_PREFIX + "truncated", str(len(value))])
+        value = value[: max(room, 0)]
+    return {
+        "producer": participant.name,
+        "event_id": None,
+        "topic": dead_letters(record.topic),
+        "key": key,
+        "value": value,
+        "headers": headers + ours,
+    }
+
+
+class BatchProcessor:
+    """Applies batches of records for one participant against its database."""
+
+    def __init__(
+        self,
+        participant: Participant,
+        types: Mapping[str, type[Event]],
+        engine: Engine,
+        settings: Settings,
+        history: History | None = None,
+    ) -> None:
+        self.participant = participant
+        self.types = types  # every event of the saga, by type name
+        self.history = history or {}
+        self.engine = engine
+        self.settings = settings
+        self.inbox, self.outbox = messaging_tables(participant.metadata)
+        self.policy = settings.retry_policy(participant.name, participant.compensator)
+        self.faults = FaultInjector(settings.faults, participant.name)
+        self.stopping = threading.Event()
+        inbox = self.inbox
+        columns = (inbox.c.event_id, inbox.c.saga_id, inbox.c.type)
+        mine = inbox.c.consumer == bindparam("consumer")
+        self._seen_query = union_all(
+            select(*columns).where(mine, inbox.c.event_id.in_(bindparam("keys", expanding=True))),
+            select(*columns).where(mine, inbox.c.saga_id.in_(bindparam("sagas", expanding=True))),
+        )
+
+    # -- the two passes --------------------------------------------------------------
+
+    def process(self, records: Sequence[Record]) -> BatchResult:
+        """The batch in one local transaction: optimistic first, record by record if a record errs."""
+        try:
+            return self.apply_optimistically(records)
+        except Careful as first:
+            return self.apply_carefully(records, first)
+
+    def apply_optimistically(self, records: Sequence[Record]) -> BatchResult:
+        """No savepoints: fast. Raises ``Careful`` (all rolled back) when an error is a record's."""
+        return self._pass(records, careful=False, failed={})
+
+    def apply_carefully(self, records: Sequence[Record], first: Careful | None = None) -> BatchResult:
+        """Record by record, each in a savepoint, under the retry policy; it may wait (run it in a thread).
+
+        ``first``: the optimistic pass's error; that attempt happened and counts against the policy."""
+        failed = {first.event_id: first.error} if first is not None and first.event_id else {}
+        return self._pass(records, careful=True, failed=failed)
+
+    def _pass(self, records: Sequence[Record], careful: bool, failed: dict[str, Exception]) -> BatchResult:
+        decoded = [self._decode(record) for record in records]
+        with self.engine.begin() as conn:
+            p = _Pass(conn, self.participant.repository(conn), careful, failed)
+            for item in self._plan(conn, decoded):
+                self._do(p, item)
+            if not careful:
+                self._flush(p)
+        return p.result
+
+    # -- deciding each record's fate --------------------------------------------------
+
+    def _decode(self, record: Record) -> _Item:
+        unreadable = unreadable_reason(record.headers)
+        if unreadable is not None:
+            return _Item(record, "reject", reason=f"unreadable: {unreadable}")
+        try:
+            envelope = decode_envelope(record.value)
+            if envelope.type not in self.participant.handlers:
+                known = self.types.get(envelope.type)
+                if known is None:
+                    return _Item(record, "reject", reason=f"unknown_type: {envelope.type!r} is no event of the saga")
+                if known.topic != record.topic:
+                    return _Item(record, "reject", reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
+                return _Item(record, "skip")  # another participant on this topic handles it
+            return _Item(record, "apply", envelope, decode_event(envelope, self.types))
+        except BadRecord as bad:
+            return _Item(record, "reject", reason=bad.reason)
+
+    def _plan(self, conn: Connection, items: list[_Item]) -> list[_Item]:
+        """Turn ``apply`` into ``duplicate`` or ``reject`` where the inbox says so, in batch order."""
+        envelopes = [item.envelope for item in items if item.envelope is not None]
+        seen: dict[str, tuple[str, str]] = {}  # event id -> (saga id, type)
+        started: dict[tuple[str, str], str] = {}  # (saga id, type) -> event id
+        if envelopes:
+            params = {
+                "consumer": self.participant.name,
+                "keys": sorted({e.id for e in envelopes}),
+                "sagas": sorted({e.sagaid for e in envelopes}),
+            }
+            for event_id, saga_id, type_ in conn.execute(self._seen_query, params):
+                seen[event_id] = (saga_id, type_)
+                if type_ != "dead_letter":
+                    started[(saga_id, type_)] = event_id
+        planned = []
+        for item in items:
+            envelope = item.envelope
+            if item.action == "apply" and envelope is not None:
+                this = (envelope.sagaid, envelope.type)
+                before = seen.get(envelope.id)
+                if before == this:
+                    item = _Item(item.record, "duplicate")
+                elif before is not None:
+                    item = _reject(
+                        item, "event_id_reused",
+                        f"event id {envelope.id!r} was applied for saga {before[0]!r} ({before[1]}); "
+                        f"this record is for saga {envelope.sagaid!r}",
+                    )  # fmt: skip
+                elif started.get(this, envelope.id) != envelope.id:
+                    item = _reject(
+                        item, "conflicting_copy",
+                        f"saga {envelope.sagaid!r} already had its {envelope.type}, event id {started[this]!r}; "
+                        f"this copy has id {envelope.id!r}",
+                    )  # fmt: skip
+                else:
+                    seen[envelope.id] = this
+                    started[this] = envelope.id
+            planned.append(item)
+        return self._already_dead(conn, planned)
+
+    def _already_dead(self, conn: Connection, items: list[_Item]) -> list[_Item]:
+        """A rejected record already dead-lettered (a replay) is a duplicate, not a second dead letter."""
+        markers = {item.marker for item in items if item.action == "reject"}
+        if not markers:
+            return items
+        params = {"consumer": self.participant.name, "keys": sorted(markers), "sagas": []}
+        dead = {event_id for event_id, _, type_ in conn.execute(self._seen_query, params) if type_ == "dead_letter"}
+        return [_Item(i.record, "duplicate") if i.action == "reject" and i.marker in dead else i for i in items]
+
+    # -- doing it -----------------------------------------------------------------------
+
+    def _do(self, p: _Pass, item: _Item) -> None:
+        if item.action == "skip":
+            p.result.skipped += 1
+        elif item.action == "duplicate":
+            p.result.duplicates += 1
+        elif item.action == "reject":
+            self._dead_letter(p, item, item.reason)
+        elif p.careful:
+            self._apply_carefully(p, item)
+        else:
+            self._apply_optimistically(p, item)
+
+    def _apply_optimistically(self, p: _Pass, item: _Item) -> None:
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        with self._span(item) as context:
+            try:
+                produced = self._decide(p, item, self._once)
+                rows = self._rows(envelope, produced, context())
+            except Exception as exc:  # Rejected too: what the handler wrote must roll back with it
+                if is_unavailable(exc):
+                    raise
+                raise Careful(envelope.id, exc) from None
+        p.inbox.append(self._inbox_row(item, envelope.type, envelope.sagaid))
+        p.rows.extend(rows)
+        self._applied(p.result, envelope, event, produced)
+
+    def _apply_carefully(self, p: _Pass, item: _Item) -> None:
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        with self._span(item) as context:
+            try:
+                with p.conn.begin_nested():
+                    produced = self._decide(p, item, self._retrying)
+                    self._write(p, item, envelope, self._rows(envelope, produced, context()))
+            except Interrupted:
+                raise
+            except Rejected as rejected:
+                self._dead_letter(p, item, rejected.reason)
+                return
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                self._fail(p, item, exc if isinstance(exc, _GaveUp) else _gave_up(exc, attempts=None), context())
+                return
+        self._applied(p.result, envelope, event, produced)
+
+    def _fail(self, p: _Pass, item: _Item, gave_up: _GaveUp, context: list[list[str]]) -> None:
+        """The record's failure path: a step's failure event, else (or if that fails) a dead letter."""
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        name, on_exhausted = self.participant.name, self.participant.on_exhausted
+        if on_exhausted is None:
+            log.error(
+                "%s: COMPENSATION CANNOT PROCEED for saga %s (%s): record parked in %s; the saga is stuck "
+                "in compensation until it is replayed",
+                name, envelope.sagaid, gave_up.detail, dead_letters(item.record.topic),
+            )  # fmt: skip
+            self._dead_letter(p, item, f"compensation_failed: {gave_up.detail}")
+            return
+        log.warning("%s: saga %s step failed (%s): %s", name, envelope.sagaid, gave_up.reason, gave_up.detail)
+        try:
+            with p.conn.begin_nested():  # the step's own record of the failure, beside its failure event
+                failure = on_exhausted(event, self._unit_of_work(p, envelope), gave_up.reason, gave_up.detail)
+                self._write(p, item, envelope, self._rows(envelope, [failure], context))
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            self._dead_letter(p, item, f"failure_path_failed: {gave_up.reason}, then {_describe(exc)}")
+            return
+        self._applied(p.result, envelope, event, [failure])
+
+    def _span(self, item: _Item) -> Any:
+        """The span of applying ``item``; it yields what gives the context headers of what it publishes."""
+        record = item.record
+        assert item.envelope is not None
+        return tracing.step(
+            self.participant.name, item.envelope, record.topic, record.partition, record.offset, record.headers
+        )
+
+    def _decide(self, p: _Pass, item: _Item, attempt: Any) -> Sequence[Event]:
+        """The events the handler publishes for ``item``: a recorded give-up first (rebuild), else ``attempt``."""
+        envelope, event = item.envelope, item.event
+        assert envelope is not None and event is not None
+        uow = self._unit_of_work(p, envelope)
+        gave_up = next((e for e in uow.recorded if isinstance(e, FailureEvent) and e.reason in GAVE_UP), None)
+        if gave_up is not None and self.participant.on_exhausted is not None:
+            # The first time round this step gave up: give up again, with the same words.
+            return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
+        return attempt(p, envelope, event, uow)
+
+    def _once(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        self.faults.maybe_fail()
+        return self.participant.handlers[envelope.type](event, uow)
+
+    def _retrying(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        """The handler under the retry policy, each attempt in a savepoint; ``_GaveUp`` when done trying."""
+        delays = self.policy.delays()
+        prior = p.failed.pop(envelope.id, None)  # the optimistic pass's attempt
+        attempts = 0
+        while True:
+            attempts += 1
+            if prior is not None:
+                error, prior = prior, None
+            else:
+                try:
+                    with p.conn.begin_nested():
+                        return self._once(p, envelope, event, uow)
+                except Rejected:
+                    raise
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        raise
+                    error = exc
+            if isinstance(error, Rejected | TooLarge):
+                raise error
+            retryable = self.policy.retryable(error)
+            delay = next(delays, None) if retryable else None
+            if delay is None:
+                raise _gave_up(error, attempts, retryable)
+            p.result.retries.append(type(error).__name__)
+            log.info("%s: %s on %s, retry in %.2fs", self.participant.name, _describe(error), envelope.id, delay)
+            if self.stopping.wait(delay):
+                raise Interrupted
+
+    def _unit_of_work(self, p: _Pass, envelope: Envelope) -> UnitOfWork[Any]:
+        recorded = tuple(decode_event(e, self.types) for e in self.history.get(envelope.id, ()))
+        return UnitOfWork(envelope.sagaid, envelope.id, p.repo, self.settings, recorded)
+
+    def _rows(self, cause: Envelope, produced: Sequence[Event], context: list[list[str]]) -> list[dict[str, Any]]:
+        """The outbox rows of what ``cause`` produced; ``TooLarge`` before anything is committed."""
+        rows = []
+        for event in produced:
+            envelope = wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
+            row = event_row(self.participant, envelope, type(event).topic, context)
+            size = len(row["value"]) + len(row["key"]) + _headers_size(row["headers"]) + RECORD_OVERHEAD
+            if size > self.settings.max_message_bytes:
+                raise TooLarge(f"{envelope.type} would be {size} bytes; the limit is {self.settings.max_message_bytes}")
+            rows.append(row)
+        return rows
+
+    def _write(self, p: _Pass, item: _Item, envelope: Envelope, rows: list[dict[str, Any]]) -> None:
+        """Careful pass: the record's inbox row and outbox rows, now, in its savepoint."""
+        p.conn.execute(self.inbox.insert(), [self._inbox_row(item, envelope.type, envelope.sagaid)])
+        self._insert_outbox(p, rows)
+
+    def _insert_outbox(self, p: _Pass, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            query = self.outbox.insert().returning(self.outbox.c.id, sort_by_parameter_order=True)
+            ids = p.conn.execute(query, rows).scalars()
+            p.result.outbox.extend(_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True))
+
+    def _flush(self, p: _Pass) -> None:
+        """Optimistic pass: every inbox and outbox row of the batch, in two statements."""
+        try:
+            if p.inbox:
+                p.conn.execute(self.inbox.insert(), p.inbox)
+            self._insert_outbox(p, p.rows)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            raise Careful(None, exc) from None
+
+    def _dead_letter(self, p: _Pass, item: _Item, reason: str) -> None:
+        """``item``'s dead letter, in the outbox. A record refused at the door is also marked in the
+        inbox by its coordinates, so a replay of the topic does not dead-letter it twice; a record
+        that failed while being applied is not: replaying it (after a fix) applies it."""
+        record = item.record
+        log.warning(
+            "%s: dead letter from %s[%d]@%d: %s",
+            self.participant.name, record.topic, record.partition, record.offset, printable(reason, 300),
+        )  # fmt: skip
+        row = dead_letter_row(self.participant, record, reason, self.settings.max_message_bytes)
+        marker = (
+            [self._inbox_row(item, "dead_letter", printable(_key_of(record), 200))] if item.action == "reject" else []
+        )
+        if p.careful:
+            with p.conn.begin_nested():
+                if marker:
+                    p.conn.execute(self.inbox.insert(), marker)
+                self._insert_outbox(p, [row])
+        else:
+            p.inbox.extend(marker)
+            p.rows.append(row)
+        p.result.dead_letters.append(reason)
+
+    def _applied(self, result: BatchResult, envelope: Envelope, consumed: Event, produced: Sequence[Event]) -> None:
+        result.applied[envelope.type] = result.applied.get(envelope.type, 0) + 1
+        for out in produced:
+            if not isinstance(out, FailureEvent):
+                continue
+            if self.participant.compensator and isinstance(consumed, FailureEvent):
+                result.compensations.append(len(out.undone) > len(consumed.undone))
+            elif not self.participant.compensator:
+                result.failures.append(out.reason)
+
+    def _inbox_row(self, item: _Item, type_: str, saga_id: str) -> dict[str, Any]:
+        record = item.record
+        return {
+            "consumer": self.participant.name,
+            "event_id": item.marker if type_ == "dead_letter" else item.envelope.id,  # type: ignore[union-attr]
+            "saga_id": saga_id,
+            "type": type_,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "received_at": time.time(),
+        }
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def prune_inbox(self, older_than_hours: float) -> int:
+        """Forget events applied more than ``older_than_hours`` ago (see inbox_retention_hours)."""
+        cutoff = time.time() - older_than_hours * 3600
+        with self.engine.begin() as conn:
+            inbox = self.inbox
+            query = delete(inbox).where(inbox.c.consumer == self.participant.name, inbox.c.received_at < cutoff)
+            return conn.execute(query).rowcount or 0
+
+    def pending(self) -> list[OutboxRow]:
+        """Unsent outbox rows of this participant, oldest first (flushed at start-up)."""
+        with self.engine.connect() as conn:
+            query = select(self.outbox).where(self.outbox.c.producer == self.participant.name)
+            return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query.order_by(self.outbox.c.id))]
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        """A published row has no further use: marking it sent deletes it."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(self.outbox).where(self.outbox.c.id.in_(list(ids))))
+
+
+def _reject(item: _Item, kind: str, detail: str) -> _Item:
+    return _Item(item.record, "reject", reason=f"{kind}: {detail}")
+
+
+def _gave_up(error: Exception, attempts: int | None, retryable: bool = False) -> _GaveUp:
+    if isinstance(error, TooLarge):
+        return _GaveUp("event_too_large", str(error))
+    tried = f" after {attempts} attempt{'s' * (attempts > 1)}" if attempts else ""
+    return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}")
+
+
+def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:
+    headers = [(str(k), str(v)) for k, v in row["headers"]]
+    type_ = next((v for k, v in headers if k == "ce_type"), "dead_letter")
+    return OutboxRow(row_id, row["topic"], row["key"], row["value"], headers, type_)
+
+
+def _key_of(record: Record) -> str:
+    return (record.key or b"")[:800].decode("utf-8", "replace")
+
+
+def _headers_size(headers: Sequence[Sequence[str]]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {printable(text[0], 300)}" if text else type(error).__name__

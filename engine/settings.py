@@ -1,0 +1,210 @@
+"""The engine's settings, read from the environment (prefix ``POKESAGA_``), built once and passed down.
+
+Defaults work on a laptop; the environment overrides them; an explicit argument (the
+CLI's flags) overrides both. A saga subclasses ``Settings`` to add its own fields (its
+services' ``<service>_db_url``, its business settings) and names its ``SERVICES``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine import crash
+from engine.retry import CompensationRetryPolicy, RetryPolicy, parse_faults
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POKESAGA_", env_nested_delimiter="__", extra="ignore")
+
+    SERVICES: ClassVar[tuple[str, ...]] = ()  # the saga's services: what db_url and step_retry accept
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "POKESAGA_KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]; unset → provision a broker (Docker or local jars).",
+    )
+    partitions: int = Field(default=3, ge=1, le=256)
+    data_dir: Path = Field(default=Path(".pokesaga"), description="Where the SQLite files live.")
+    faults: str | None = Field(
+        default=None, description='Transient-error injection: "0.3", or "status=0.3,combat.compensations=0.1".'
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Every step's retry policy.")
+    step_retry: dict[str, RetryPolicy] = Field(
+        default_factory=dict, description='Per-step overrides, JSON: {"pokeball": {"maximum_attempts": 10}}.'
+    )
+    compensation_retry: CompensationRetryPolicy = Field(
+        default_factory=CompensationRetryPolicy,
+        description="Compensators' policy: unlimited; the database refusing the change is not retried.",
+    )
+    crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve /metrics and /health/live|ready on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address to serve on; 0.0.0.0 in a container.")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POKESAGA_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Send spans over OTLP/HTTP to this endpoint (e.g. http://127.0.0.1:4318); off by default.",
+    )
+    tracker_port: int = Field(
+        default=6066, ge=0, le=65535, description="The tracker's web page, JSON API and /metrics."
+    )
+    stuck_after: float = Field(
+        default=60.0, gt=0, description="Seconds without progress before the tracker calls a saga stuck."
+    )
+    health_interval: float = Field(default=1.0, gt=0, description="Seconds between readiness checks.")
+    liveness_timeout: float = Field(
+        default=30.0, gt=0, description="Not alive when the event loop has not run a check for this long."
+    )
+    kafka_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "pokesaga",
+        description="Where the local broker's jars and state are kept between runs.",
+    )
+    batch_size: int = Field(default=500, ge=1, description="Most records handled per transaction.")
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    linger_ms: int = Field(default=0, ge=0, description="Producer linger; 0 measured fastest here.")
+    uvloop: bool = Field(default=False, description="Run the event loop on uvloop (pip install 'pokesaga[fast]').")
+    inbox_retention_hours: float = Field(
+        default=360,
+        gt=0,
+        description="How long an applied event id is remembered. Must exceed how long the broker may keep a record "
+        "(retention.ms + segment.ms: 7 + 7 days by default), so a replay never re-applies a forgotten event.",
+    )
+    max_message_bytes: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="Largest record pokesaga publishes (value and headers). Keep it under the topics' "
+        "max.message.bytes (1 MiB by default): an event that would exceed it fails the record that caused it.",
+    )
+    inline_batch_max: int = Field(
+        default=8, ge=0, description="Batches up to this many records are applied on the event loop, not a thread."
+    )
+
+    @field_validator("faults")
+    @classmethod
+    def _valid_faults(cls, value: str | None) -> str | None:
+        try:
+            parse_faults(value)
+        except ValueError as exc:
+            raise ValueError(f"POKESAGA_FAULTS: {exc}") from None
+        return value
+
+    @staticmethod
+    def valid_database_url(value: str | None) -> str | None:
+        """A field validator for a saga's ``<service>_db_url`` fields (see check_database_url)."""
+        if value:
+            check_database_url(value)
+        return value
+
+    @field_validator("crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value not in crash.POINTS:
+            close = _did_you_mean(value, crash.POINTS)
+            raise ValueError(
+                f"unknown crash point {value!r}{close}; expected one of {', '.join(crash.POINTS)}, or unset"
+            )
+        return value
+
+    @field_validator("retry", "compensation_retry", mode="before")
+    @classmethod
+    def _known_policy_fields(cls, value: Any) -> Any:
+        _check_policy_fields(value, "")
+        return value
+
+    @field_validator("step_retry", mode="before")
+    @classmethod
+    def _known_steps(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for step, policy in value.items():
+                if cls.SERVICES and step not in cls.SERVICES:
+                    close = _did_you_mean(step, cls.SERVICES)
+                    raise ValueError(f"unknown step {step!r}{close}; expected one of {', '.join(cls.SERVICES)}")
+                _check_policy_fields(policy, f"{step}.")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _valid_bootstrap(cls, value: str | None) -> str | None:
+        for server in value.split(",") if value else ():
+            host, colon, port = server.strip().rpartition(":")
+            valid_port = not colon or (bool(host) and port.isdigit() and 0 < int(port) < 65536)
+            if not server.strip() or not valid_port:
+                raise ValueError(f"expected host:port[,host:port...], e.g. 127.0.0.1:9092; got {value!r}")
+        return value
+
+    def retry_policy(self, participant: str, compensator: bool) -> RetryPolicy:
+        if compensator:
+            return self.compensation_retry
+        return self.step_retry.get(participant, self.retry)
+
+    def db_url(self, service: str) -> str:
+        """The database of ``service``: its override, else a SQLite file in data_dir."""
+        if self.SERVICES and service not in self.SERVICES:
+            raise ValueError(f"unknown service {service!r}; expected one of {', '.join(self.SERVICES)}")
+        override = getattr(self, f"{service}_db_url", None)
+        if override:
+            return str(override)
+        return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError("no Kafka broker configured (KAFKA_BOOTSTRAP_SERVERS is unset)")
+        return self.kafka_bootstrap_servers
+
+
+def _did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_policy_fields(policy: Any, prefix: str) -> None:
+    """A retry policy given as a mapping names only RetryPolicy's fields (a typo is not ignored)."""
+    if not isinstance(policy, dict):
+        return
+    fields = list(RetryPolicy.model_fields)
+    for key in policy:
+        if key not in fields:
+            close = _did_you_mean(str(key), fields)
+            raise ValueError(f"unknown retry field {prefix}{key}{close}; expected {', '.join(fields)}")
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, shown as ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_database_url(url: str) -> None:
+    """Raise ValueError, saying what to do, unless ``url`` is a database pokesaga can open:
+    a parseable SQLAlchemy URL, of a known dialect, whose synchronous driver is installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = mask_password(url)
+    examples = "e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE or sqlite:///PATH/TO/FILE.db"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"could not parse {shown!r} as a database URL; expected {examples}") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unknown kind of database {parsed.drivername!r} in {shown!r}; expected {examples}") from None
+    if dialect.is_async:
+        raise ValueError(f"{parsed.drivername!r} is an asyncio driver; pokesaga needs a synchronous one, {examples}")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(
+            f"the driver of {parsed.drivername!r} is not installed (no module named {exc.name!r}): install it "
+            "in pokesaga's environment, or use postgresql+psycopg:// (pip install 'pokesaga[postgres]') or sqlite:///"
+        ) from None

@@ -1,0 +1,43 @@
+"""delivery: initial tables
+
+Revision ID: 0001
+Revises: (none)
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from engine.migrations import messaging_v1
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    messaging_v1.create()
+    op.create_table(
+        "deliveries",
+        sa.Column("saga_id", sa.String(length=200), nullable=False),
+        sa.Column("trainer", sa.String(length=64), nullable=False),
+        sa.Column("pokemon", sa.String(length=40), nullable=False),
+        sa.Column("level", sa.Integer(), nullable=False),
+        sa.Column("location", sa.String(length=10), nullable=True),
+        sa.Column("slot", sa.Integer(), nullable=True),
+        sa.Column("outcome", sa.String(length=40), nullable=False),
+        sa.PrimaryKeyConstraint("saga_id"),
+        sa.UniqueConstraint("trainer", "location", "slot", name="one_pokemon_per_slot"),
+    )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_deliveries_trainer"), ["trainer"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deliveries_trainer"))
+
+    op.drop_table("deliveries")
+    messaging_v1.drop()

@@ -1,0 +1,59 @@
+"""The capture saga is declared once (capture/saga.py); everything else is derived from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from capture.saga import CAPTURE
+from contracts import topics
+from contracts.events import EVENT_TYPES
+from tracker import timeline
+
+pytestmark = pytest.mark.no_database
+
+# What the design says a saga that stopped right after each event is waiting on (DESIGN.md's two
+# tables, written out by hand: the declaration must agree with it, not the other way round).
+WAITS_ON = {
+    "PokemonEncountered": "status",
+    "PokemonParalyzed": "combat",
+    "PokemonWeakened": "pokeball",
+    "PokemonCaught": "delivery",
+    "ParalysisFailed": "status.compensations",
+    "PokemonFainted": "status.compensations",
+    "PokemonBrokeFree": "combat.compensations",
+    "OutOfPokeballs": "combat.compensations",
+    "DeliveryFailed": "pokeball.compensations",
+    "PokemonReleased": "combat.compensations",
+    "PokemonHealed": "status.compensations",
+    "PokemonDelivered": None,
+    "CaptureFailed": None,
+}
+
+
+@pytest.mark.parametrize("type_", sorted(EVENT_TYPES))
+def test_a_saga_stopped_after_each_event_waits_on_the_participant_that_handles_it(type_: str) -> None:
+    saga = timeline.new("s")
+    entry = {"id": "e1", "type": type_, "saga_id": "s", "service": "x", "topic": "t", "time": None, "causation": None}
+    timeline.add(saga, entry, seen_at=0.0)
+    assert timeline.waiting_on(saga) == WAITS_ON[type_]
+
+
+def test_the_declaration_holds_every_event_of_the_design_once() -> None:
+    assert set(CAPTURE.types) == set(WAITS_ON)
+    handled = [t for p in CAPTURE.participants.values() for t in p.handlers]
+    assert sorted(handled) == sorted(t for t, who in WAITS_ON.items() if who)  # each handled exactly once
+
+
+def test_the_participants_and_topics_derive_from_the_declaration() -> None:
+    assert CAPTURE.groups == {
+        "status": [topics.STATUS], "combat": [topics.COMBAT], "pokeball": [topics.POKEBALL],
+        "delivery": [topics.DELIVERY], "pokeball.compensations": [topics.FAILURES],
+        "combat.compensations": [topics.FAILURES], "status.compensations": [topics.FAILURES],
+    }  # fmt: skip
+    consumed = [topics.STATUS, topics.COMBAT, topics.POKEBALL, topics.DELIVERY, topics.FAILURES]
+    assert CAPTURE.all_topics() == [*topics.ALL, *(topics.dead_letters(t) for t in consumed)]
+    assert [c.name for c in CAPTURE.compensations] == [
+        "pokeball.compensations", "combat.compensations", "status.compensations"
+    ]  # the order they unwind in  # fmt: skip
+    assert CAPTURE.start.__name__ == "PokemonEncountered"
+    assert {p.source for p in CAPTURE.participants.values()} >= {"pokesaga/status", "pokesaga/status.compensations"}
