@@ -53,7 +53,7 @@ def dead_letters(topic: str) -> str:
 
 
 def dlq_topic(topic: str) -> str:
-    """Accepts ``capture.status`` or ``capture.status.dlq``."""
+    """Accepts a topic (``orders.pay``) or its dead-letter topic (``orders.pay.dlq``)."""
     return topic if topic.endswith(DLQ_SUFFIX) else dead_letters(topic)
 
 

@@ -162,7 +162,7 @@ class Saga:
         return self.types[first]
 
     def service_of(self, target: str) -> list[Participant]:
-        """``status`` → the status step and its compensator; ``compensations.status`` → the latter alone."""
+        """A service's name → its step and its compensator; ``compensations.NAME`` → the compensator alone."""
         if target.startswith("compensations."):
             name = target.removeprefix("compensations.") + ".compensations"
             if name in self.participants:

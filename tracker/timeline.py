@@ -1,373 +1,49 @@
-"""A saga's timeline, from the events on its topics: pure functions, no I/O.
+"""The capture saga's timelines: the engine's timeline code (engine/timeline.py) bound to the
+saga's declaration, showing the trainer and the wild Pokémon of each saga.
 
-The tracker (a faust app) and ``pokesaga trace`` build timelines with the same code. A
-timeline is a plain JSON document, so the tracker's table stores it as it is:
-
-    {"saga_id", "trainer", "pokemon", "started_at", "ended_at", "outcome", "events": [...]}
-
-each event ``{"id", "type", "service", "topic", "time", "causation", "seen_at", ...details}``.
-Events are kept once per id (a re-published event is the same event) and in causal order:
-each after the event that caused it, whatever order the topics delivered them in.
-
-Any client can write anything to a saga topic, so both ends are total. ``parse`` places a
-record only if the services would take it (the same envelope and event rules, the event's own
-topic, a record the client could read); anything else is ``NotAnEvent`` with a reason from
-``REASONS``, which the readers skip and count. ``restore`` turns whatever a table holds (a
-timeline written by an older tracker, or anything else) into a timeline every function here
-can use: every string bounded, every time a canonical RFC 3339 string in UTC or None.
+The tracker and ``pokesaga trace`` use the functions below; what they return is the tracker's
+JSON: ``{"saga_id", "trainer", "pokemon", "started_at", "ended_at", "outcome", "events"}``.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from capture.saga import CAPTURE
-from engine.codec import BadRecord, decode_envelope, decode_event
-from engine.unreadable import unreadable_reason
-
-# The chain, from the saga's declaration (capture/saga.py): nothing here is kept by hand.
-EVENT_TYPES = CAPTURE.types
-OUTCOMES = {"PokemonDelivered": "delivered", "CaptureFailed": "failed"}  # outcome event → the state it ends in
-assert set(OUTCOMES) == CAPTURE.outcome_types, "every outcome of the saga has its state"
-COMPENSATING = CAPTURE.compensating_types
-STATES = ("running", "compensating", "stuck", *OUTCOMES.values())
-# Who acts next after each event: what a saga that stopped there is waiting on.
-NEXT = CAPTURE.handled_by
-SOURCE_PREFIX = f"{CAPTURE.name}/"
-START = CAPTURE.start.__name__
-
-# Why a record was not placed: the ``reason`` label of pokesaga_tracker_records_skipped_total.
-REASONS = (
-    "unreadable",  # the client could not read it as written (a header key that is not UTF-8)
-    "empty",  # no value
-    "not_json",
-    "not_cloudevent",  # JSON, but not an envelope the services take
-    "unknown_type",
-    "wrong_topic",  # a saga event on another event's topic
-    "invalid_data",  # a known event whose data the services refuse
-    "too_many_events",  # more events for one saga than any saga has
-    "error",  # a bug of the tracker's own (logged)
-)
-
-# Bounds of what a timeline stores (the envelope's own bounds, or more).
-MAX_EVENTS = 100  # a saga has at most 9; more is someone writing to the topics
-MAX_ID = 200
-MAX_TYPE = 100
-MAX_NAME = 64
-MAX_SERVICE = 200
-MAX_TOPIC = 249  # Kafka's own limit
-MAX_REASON = 64
-MAX_STEP = 20
-MAX_DETAIL = 2000
-MAX_UNDONE = 8
-
-_DETAILS = {"reason": MAX_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
-_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))?", re.ASCII
+from engine.timeline import (  # noqa: F401  (re-exported: one import for the tracker and trace)
+    MAX_DETAIL,
+    MAX_EVENTS,
+    MAX_ID,
+    MAX_NAME,
+    MAX_TYPE,
+    REASONS,
+    NotAnEvent,
+    Timelines,
+    causal_order,
+    duration_ms,
+    instant,
+    last_progress,
+    newest_first,
+    rfc3339,
 )
 
 
-class NotAnEvent(ValueError):
-    """A record that is not a pokesaga event: the readers skip it (and count it by ``reason``)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason if reason in REASONS else "not_cloudevent"
+def _shown(data: dict[str, Any]) -> dict[str, Any]:
+    """Who is catching what: the names in a start event's data."""
+    return {field: who.get("name") if isinstance(who := data.get(field), dict) else None for field in FIELDS}
 
 
-def parse(value: bytes | None, topic: str, headers: Any = None) -> dict[str, Any]:
-    """The timeline entry of one record, or NotAnEvent; ``headers`` as the Kafka client gives them."""
-    unreadable = unreadable_reason(_pairs(headers))
-    if unreadable is not None:
-        raise NotAnEvent("unreadable", unreadable)
-    if not value:
-        raise NotAnEvent("empty", "the record has no value")
-    try:
-        envelope = decode_envelope(value)
-        known = EVENT_TYPES.get(envelope.type)
-        if known is None:
-            raise NotAnEvent("unknown_type", f"{envelope.type[:MAX_TYPE]!r} is no event of the saga")
-        if known.topic != topic:
-            raise NotAnEvent("wrong_topic", f"{envelope.type} belongs on {known.topic}")
-        decode_event(envelope, EVENT_TYPES)
-    except BadRecord as bad:
-        raise NotAnEvent(bad.kind, bad.reason) from None
-    data = envelope.data
-    entry: dict[str, Any] = {
-        "id": _text(envelope.id, MAX_ID),
-        "type": envelope.type,
-        "saga_id": _text(envelope.sagaid, MAX_ID),
-        "service": _text(envelope.source.removeprefix(SOURCE_PREFIX), MAX_SERVICE) or "",
-        "topic": _text(topic, MAX_TOPIC) or "",
-        "time": rfc3339(envelope.time),
-        "causation": _text(envelope.causationid, MAX_ID),
-    }
-    entry.update(_details(data))
-    if envelope.type == START:
-        entry["trainer"] = _name(data.get("trainer"))
-        entry["pokemon"] = _name(data.get("pokemon"))
-    return entry
+FIELDS = ("trainer", "pokemon")
+TIMELINES = Timelines(CAPTURE, {"PokemonDelivered": "delivered", "CaptureFailed": "failed"}, _shown, FIELDS)
 
-
-def new(saga_id: str) -> dict[str, Any]:
-    return {
-        "saga_id": saga_id,
-        "trainer": None,
-        "pokemon": None,
-        "started_at": None,
-        "ended_at": None,
-        "outcome": None,
-        "events": [],
-    }
-
-
-def restore(stored: Any, key: Any = None) -> dict[str, Any]:
-    """A timeline every function here can use, from whatever a table holds under ``key``.
-
-    A timeline this module built comes back equal; one an older tracker stored (a time that is
-    a number, a string of any length, a field of another type) comes back with each field
-    normalised or dropped; anything that is not a timeline comes back as a new, empty one."""
-    fields = stored if isinstance(stored, dict) else {}
-    saga_id = _text(fields.get("saga_id"), MAX_ID) or _text(_decoded(key), MAX_ID) or ""
-    restored = new(saga_id)
-    if not fields:
-        return restored
-    events: list[dict[str, Any]] = []
-    ids: set[str] = set()
-    raw = fields.get("events")
-    for candidate in raw if isinstance(raw, list) else ():
-        event = _restored_event(candidate)
-        if event is not None and event["id"] not in ids and len(events) < MAX_EVENTS:
-            ids.add(event["id"])
-            events.append(event)
-    outcome = fields.get("outcome")
-    restored.update(
-        trainer=_text(fields.get("trainer"), MAX_NAME),
-        pokemon=_text(fields.get("pokemon"), MAX_NAME),
-        started_at=rfc3339(fields.get("started_at")),
-        ended_at=rfc3339(fields.get("ended_at")),
-        outcome=outcome if isinstance(outcome, str) and outcome in OUTCOMES else None,
-        events=causal_order(events),
-    )
-    return restored
-
-
-def add(timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool:
-    """Add ``entry`` (from ``parse``) to ``timeline`` (from ``new`` or ``restore``) in causal order.
-
-    False when that event was there already; NotAnEvent when the timeline is full."""
-    events: list[dict[str, Any]] = timeline["events"]
-    if any(e["id"] == entry["id"] for e in events):
-        return False
-    if len(events) >= MAX_EVENTS:
-        raise NotAnEvent("too_many_events", f"saga {timeline['saga_id']!r} has {MAX_EVENTS} events already")
-    if entry["type"] == START:
-        timeline["trainer"], timeline["pokemon"] = entry.get("trainer"), entry.get("pokemon")
-    event = {k: v for k, v in entry.items() if k not in ("saga_id", "trainer", "pokemon")}
-    events.append(event | {"seen_at": _seconds(seen_at)})
-    timeline["events"] = causal_order(events)
-    first = timeline["events"][0]
-    timeline["started_at"] = first.get("time")
-    if entry["type"] in OUTCOMES and timeline["outcome"] is None:
-        timeline["outcome"] = entry["type"]
-        timeline["ended_at"] = entry.get("time")
-    return True
-
-
-def causal_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each event after its cause; events whose cause is not here first; ties by event time.
-
-    Every event comes out once, even in a cycle of causes (which only a forger writes): the
-    cycle is entered at its earliest event."""
-    by_id = {e["id"]: e for e in events}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for e in events:
-        cause = e.get("causation") if e.get("causation") in by_id else None
-        children.setdefault(cause, []).append(e)
-    ordered: list[dict[str, Any]] = []
-    placed: set[str] = set()
-    roots = children.get(None, [])
-    while True:
-        stack = sorted(roots, key=_when, reverse=True)
-        while stack:
-            e = stack.pop()
-            if e["id"] in placed:
-                continue
-            placed.add(e["id"])
-            ordered.append(e)
-            stack.extend(sorted(children.get(e["id"], []), key=_when, reverse=True))
-        if len(ordered) >= len(by_id):
-            return ordered
-        roots = [min((e for e in by_id.values() if e["id"] not in placed), key=_when)]
-
-
-def _when(event: dict[str, Any]) -> tuple[float, str]:
-    return (instant(event.get("time")), str(event["id"]))
-
-
-def newest_first(views: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Timelines (or their views) by start time, newest first; those with no start time last."""
-    return sorted(views, key=lambda v: (instant(v.get("started_at")), str(v.get("saga_id"))), reverse=True)
-
-
-def state(timeline: dict[str, Any], now: float, stuck_after: float) -> str:
-    if timeline["outcome"]:
-        return OUTCOMES[timeline["outcome"]]
-    if timeline["events"] and now - last_progress(timeline) > stuck_after:
-        return "stuck"
-    if any(e["type"] in COMPENSATING for e in timeline["events"]):
-        return "compensating"
-    return "running"
-
-
-def last_progress(timeline: dict[str, Any]) -> float:
-    return max((float(e["seen_at"]) for e in timeline["events"]), default=0.0)
-
-
-def waiting_on(timeline: dict[str, Any]) -> str | None:
-    """The participant that should act next, for a saga with no outcome yet."""
-    if timeline["outcome"] or not timeline["events"]:
-        return None
-    return NEXT.get(timeline["events"][-1]["type"])
-
-
-def duration_ms(timeline: dict[str, Any]) -> float | None:
-    """End to end, from the start event's time to the outcome's."""
-    start, end = instant(timeline.get("started_at")), instant(timeline.get("ended_at"))
-    if math.isinf(start) or math.isinf(end):
-        return None
-    return round((end - start) * 1000, 1)
-
-
-def view(timeline: Any, now: float, stuck_after: float, key: Any = None, restored: bool = False) -> dict[str, Any]:
-    """The JSON a user reads: the timeline with its state, what it waits on and its duration.
-
-    Total: ``timeline`` is restored first, whatever it holds, unless the caller says it comes
-    from ``restore`` (or ``new`` and ``add``) already."""
-    if not restored:
-        timeline = restore(timeline, key)
-    current = state(timeline, now, stuck_after)
-    return timeline | {
-        "state": current,
-        "waiting_on": waiting_on(timeline) if current in ("running", "compensating", "stuck") else None,
-        "duration_ms": duration_ms(timeline),
-        "last_progress": last_progress(timeline),
-    }
-
-
-# -- normalising ------------------------------------------------------------------------
-
-
-def rfc3339(value: Any) -> str | None:
-    """``value`` (a datetime, or a date-time string) as an RFC 3339 string in UTC, else None.
-
-    A time with no offset is taken as UTC. The canonical form is pydantic's own, so an event's
-    time reads as the service wrote it: ``2026-11-23T04:39:57.267869Z``."""
-    if isinstance(value, str):
-        value = _parsed_time(value)
-    if not isinstance(value, datetime):
-        return None
-    try:
-        utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    except (OverflowError, ValueError):  # e.g. year 1 at +01:00
-        return None
-    return utc.isoformat().replace("+00:00", "Z")
-
-
-def instant(text: Any) -> float:
-    """Seconds since the epoch of an RFC 3339 string; -inf when there is none (sorted first)."""
-    parsed = _parsed_time(text) if isinstance(text, str) else None
-    if parsed is None:
-        return -math.inf
-    try:
-        return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
-    except (OverflowError, ValueError):
-        return -math.inf
-
-
-def _parsed_time(text: str) -> datetime | None:
-    match = _TIME.fullmatch(text) if len(text) <= 64 else None
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
-    try:
-        zone = None
-        if zulu:
-            zone = UTC
-        elif sign:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            zone = timezone(-offset if sign == "-" else offset)
-        micro = int((fraction or "0")[:6].ljust(6, "0"))
-        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, zone)
-    except (ValueError, OverflowError):  # a 30th of February, a 60th second, an offset of 24 hours
-        return None
-
-
-def _text(value: Any, limit: int) -> str | None:
-    """A string cut to ``limit`` characters, without NUL; None for anything else."""
-    if not isinstance(value, str):
-        return None
-    return value[:limit].replace("\x00", "")
-
-
-def _decoded(key: Any) -> Any:
-    return key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    try:
-        seconds = float(value)
-    except OverflowError:  # an integer too large for a float
-        return 0.0
-    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
-
-
-def _name(who: Any) -> str | None:
-    return _text(who.get("name"), MAX_NAME) if isinstance(who, dict) else None
-
-
-def _details(fields: dict[str, Any]) -> dict[str, Any]:
-    """A failure's reason, failed step, detail and undone steps, where present and of their type."""
-    found: dict[str, Any] = {}
-    for name, limit in _DETAILS.items():
-        text = _text(fields.get(name), limit)
-        if text is not None:
-            found[name] = text
-    undone = fields.get("undone")
-    if isinstance(undone, list | tuple):
-        found["undone"] = [s[:MAX_STEP] for s in undone[:MAX_UNDONE] if isinstance(s, str) and "\x00" not in s]
-    return found
-
-
-def _restored_event(stored: Any) -> dict[str, Any] | None:
-    if not isinstance(stored, dict):
-        return None
-    event_id, type_ = _text(stored.get("id"), MAX_ID), _text(stored.get("type"), MAX_TYPE)
-    if not event_id or not type_:
-        return None
-    event: dict[str, Any] = {
-        "id": event_id,
-        "type": type_,
-        "service": _text(stored.get("service"), MAX_SERVICE) or "",
-        "topic": _text(stored.get("topic"), MAX_TOPIC) or "",
-        "time": rfc3339(stored.get("time")),
-        "causation": _text(stored.get("causation"), MAX_ID),
-    }
-    event.update(_details(stored))
-    event["seen_at"] = _seconds(stored.get("seen_at"))
-    return event
-
-
-def _pairs(headers: Any) -> Any:
-    """Headers as (key, value) pairs, whether the client gives a list of pairs or a mapping."""
-    if isinstance(headers, Mapping):
-        return list(headers.items())
-    if not isinstance(headers, list | tuple):
-        return ()
-    return [h for h in headers if isinstance(h, tuple | list) and len(h) == 2]
+OUTCOMES = TIMELINES.outcomes
+COMPENSATING = TIMELINES.compensating
+STATES = TIMELINES.states
+NEXT = TIMELINES.next
+parse = TIMELINES.parse
+new = TIMELINES.new
+restore = TIMELINES.restore
+add = TIMELINES.add
+state = TIMELINES.state
+waiting_on = TIMELINES.waiting_on
+view = TIMELINES.view
