@@ -19,6 +19,8 @@ the topics or in the changelog can stop it observing or serving.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import time
@@ -87,6 +89,20 @@ def bad_limit(text: str) -> str | None:
     if not (re.fullmatch(r"[0-9]{1,4}", text, re.ASCII) and 1 <= int(text) <= MAX_LIMIT):
         return f"limit must be a whole number from 1 to {MAX_LIMIT}, got {_shown(text)}"
     return None
+
+
+@functools.cache
+def _page() -> str:
+    """The page, its legend filled in from the saga's declaration (script-safe JSON)."""
+    chain = {
+        "states": list(timeline.STATES),
+        "failures": sorted({cls.__name__ for step in CAPTURE.steps for cls in step.fails_with}),
+        "compensations": sorted(timeline.COMPENSATING - {cls.__name__ for s in CAPTURE.steps for cls in s.fails_with}),
+        "outcomes": sorted(timeline.OUTCOMES),
+    }
+    text = json.dumps(chain).replace("<", "\\u003c")
+    page = resources.files("tracker").joinpath("page.html").read_text()
+    return page.replace('/*CHAIN*/{"states": [], "failures": [], "compensations": [], "outcomes": []}', text)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -173,7 +189,7 @@ def create_app(settings: Settings) -> faust.App:
     # route added first is the one served (and aiohttp refuses a second "/" right after a first).
     @app.page("/")
     async def page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.html(resources.files("tracker").joinpath("page.html").read_text())
+        return web.html(_page())
 
     def refused(web: faust.web.View, why: str, status: int = 400) -> faust.web.Response:
         return web.json({"error": why}, status=status)
