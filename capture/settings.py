@@ -6,9 +6,10 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from capture.saga import CAPTURE
 from engine import settings
 
-SERVICES: tuple[str, ...] = ("status", "combat", "pokeball", "delivery")
+SERVICES: tuple[str, ...] = tuple(CAPTURE.services)  # each has its <service>_db_url field below
 
 
 class Settings(settings.Settings):

@@ -146,7 +146,7 @@ def create_app(settings: Settings) -> faust.App:
             return  # the same event again (a re-publication): nothing new
         sagas[saga_id] = current
         restored[saga_id] = (current, current)
-        if entry["type"] == "PokemonEncountered":
+        if entry["type"] == timeline.TIMELINES.start:
             started.inc()
         elif entry["type"] in timeline.OUTCOMES:
             completed.labels(entry["type"]).inc()

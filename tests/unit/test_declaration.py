@@ -57,3 +57,10 @@ def test_the_participants_and_topics_derive_from_the_declaration() -> None:
     ]  # the order they unwind in  # fmt: skip
     assert CAPTURE.start.__name__ == "PokemonEncountered"
     assert {p.source for p in CAPTURE.participants.values()} >= {"pokesaga/status", "pokesaga/status.compensations"}
+
+
+def test_every_service_of_the_declaration_has_its_database_setting() -> None:
+    from capture.settings import SERVICES, Settings
+
+    assert SERVICES == ("status", "combat", "pokeball", "delivery")
+    assert all(f"{service}_db_url" in Settings.model_fields for service in SERVICES)
