@@ -157,6 +157,9 @@ def build_parser() -> Parser:
 
     schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
     schemas.add_argument("action", choices=["export"])
+
+    docs = commands.add_parser("docs", help="draw the choreography from the declaration: Mermaid and AsyncAPI")
+    docs.add_argument("--output", metavar="DIR", help="where to write them (default: docs/ of the checkout)")
     return parser
 
 
@@ -573,6 +576,14 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from capture import docs
+
+    for path in docs.export(Path(args.output) if args.output else docs.DOCS_DIR):
+        print(path)
+    return 0
+
+
 COMMANDS = {
     "start": cmd_start,
     "run": cmd_run,
@@ -585,6 +596,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "db": cmd_db,
     "trace": cmd_trace,
+    "docs": cmd_docs,
 }
 
 

@@ -1,0 +1,1 @@
+"""Sagas other than the capture, written on the engine's public API alone (``from engine import ...``)."""

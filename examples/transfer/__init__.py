@@ -1,0 +1,1 @@
+"""Moving money: withdraw from one account, deposit into another, refund when the deposit fails."""

@@ -1,0 +1,1 @@
+"""The deposits service: the accounts money goes to."""

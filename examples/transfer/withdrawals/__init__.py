@@ -1,0 +1,1 @@
+"""The withdrawals service: the accounts money is taken from, and the refunds."""
