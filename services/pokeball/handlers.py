@@ -36,7 +36,10 @@ def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> 
             )
         ]
     uow.records.save_bag(trainer, bag)
-    shakes = model.shakes(event.pokemon, saga_rng(uow.saga_id, "catch"))
+    if isinstance(recorded, PokemonCaught | PokemonBrokeFree):  # the roll as it came out the first time
+        shakes = recorded.shakes
+    else:
+        shakes = model.shakes(event.pokemon, saga_rng(uow.saga_id, "catch"))
     caught = shakes == 4
     uow.records.add_throw(
         saga_id=uow.saga_id,

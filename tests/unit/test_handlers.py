@@ -379,3 +379,13 @@ def test_a_handler_that_raises_leaves_the_database_as_it_was(kit: Kit) -> None:
     with env.records() as records:
         assert records.balls("Misty") is None
         assert records.balls("Sacha") == 4
+
+
+def test_a_rebuilt_throw_takes_the_recorded_roll_again_whatever_the_formula_says_now(kit: Kit) -> None:
+    env = kit("pokeball", starter_balls=5)
+    hard = MEWTWO.model_copy(update={"status": Status.PARALYZED})  # full hp, catch rate 3
+    recorded = PokemonCaught(trainer=SACHA, pokemon=hard, ball="poke_ball", shakes=4)
+    assert env.run(pokeball.throw_pokeball, weakened(hard), saga_id="s1", recorded=[recorded]) == [recorded]
+    broke = failure(PokemonBrokeFree, Step.POKEBALL, "broke_free", CATERPIE, shakes=2)
+    (again,) = env.run(pokeball.throw_pokeball, weakened(), saga_id="s2", recorded=[broke])
+    assert isinstance(again, PokemonBrokeFree) and again.shakes == 2  # Caterpie at 1 hp, yet it broke free
