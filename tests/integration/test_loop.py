@@ -222,8 +222,8 @@ async def test_a_record_that_breaks_even_the_failure_path_is_dead_lettered_alone
 ) -> None:
     """The last resort: an error of ours while applying a record makes the loop apply the batch one
     record at a time; the one that still fails is dead-lettered straight to the broker."""
-    run = uuid.uuid4().hex[:8]
-    doomed, fine = f"doomed-{run}", f"fine-{run}"
+    nonce = uuid.uuid4().hex[:8]
+    doomed, fine = f"doomed-{nonce}", f"fine-{nonce}"
     real = participant.handlers["PokemonEncountered"]
 
     def handler(event: Any, uow: Any) -> Any:
