@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.command == "run" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # A new topic's leader may still be elected as ``start`` sends: aiokafka retries, and warns.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING if args.command == "run" else logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings()
