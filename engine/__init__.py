@@ -9,7 +9,8 @@ What a saga's code uses (the rest is the engine's own business):
   (``engine.participant``);
 - ``Settings``: the engine's settings, for the saga to extend (``engine.settings``);
 - ``serve``: run one of its services in this process (``engine.run``);
-- ``wrap``, ``Envelope``: the CloudEvents envelope, to start a saga (``engine.envelope``).
+- ``wrap``, ``Envelope``: the CloudEvents envelope, to start a saga (``engine.envelope``);
+- ``HandlerEnvironment``: one handler run on its service's tables, no broker (``engine.testing``).
 """
 
 from engine.envelope import Envelope, wrap
@@ -18,12 +19,14 @@ from engine.participant import Rejected, UnitOfWork
 from engine.run import serve
 from engine.saga import Compensation, Saga, Service, Step
 from engine.settings import Settings
+from engine.testing import HandlerEnvironment
 
 __all__ = [
     "Compensation",
     "Envelope",
     "Event",
     "FailureEvent",
+    "HandlerEnvironment",
     "Rejected",
     "Saga",
     "Service",

@@ -91,9 +91,10 @@ async def run_participants(
 async def _run(saga: Saga, loop: ParticipantLoop, stop: asyncio.Event, new: set[str], settings: Settings) -> None:
     """Run ``loop``; a compensator whose database is being rebuilt first lets its step catch up."""
     participant = loop.processor.participant
-    if participant.compensator and participant.service in new:
-        step = saga.participants[participant.service]
-        if not await rebuild.step_caught_up(settings.bootstrap, loop.name, step, stop):
+    step = saga.participants.get(participant.service)  # a service may have a compensator and no step
+    if participant.compensator and participant.service in new and step is not None:
+        caught_up = await rebuild.step_caught_up(settings.bootstrap, loop.name, step, stop)
+        if not caught_up:
             return
     await loop.run(stop)
 
