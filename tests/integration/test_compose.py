@@ -1,5 +1,6 @@
 """The container path, checked without a Docker engine: docker-compose.yml, the Dockerfile,
-the Prometheus configuration and the README's instructions against each other and the code."""
+the Prometheus configuration and the README's instructions against each other and the code.
+That the image holds and runs every command compose gives it: test_image.py."""
 
 from __future__ import annotations
 
