@@ -101,7 +101,7 @@ def mermaid(saga: Saga = CAPTURE) -> str:
     if len(set(ids)) != len(ids):
         raise ValueError(f"two nodes of saga {saga.name} get the same diagram id: {sorted(ids)}")
     lines = [
-        "flowchart LR",
+        "flowchart TB",  # top to bottom: the forward path reads down the page, the unwinding below it
         f"    %% The {saga.name} saga, drawn from its declaration by `pokesaga docs`: do not edit.",
     ]
     lines += [f"    {node_id(n)}{_SHAPE[n[0]].format(_label(n[1]))}" for n in nodes]
