@@ -1,0 +1,227 @@
+"""What every command shares: errors as one line, the settings from flags and environment,
+the checks made before any connection."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import re
+import signal
+import socket
+from collections.abc import Coroutine, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from capture.settings import Settings
+from devtools.broker import LocalKafka
+from engine.settings import mask_password
+
+
+class Usage(Exception):
+    """A wrong argument: one line, exit code 2."""
+
+
+class Misconfigured(Exception):
+    """A setting that cannot work: one line naming it and what to do. Exit code 2 when the
+    value itself is wrong, 1 when what it names is unavailable (a port taken, a server down)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise Usage(f"{self.prog}: {message}")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def iso_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date-time like 2026-11-23T10:00:00Z, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# The settings a global flag can give, and the flag: an error then names the flag.
+FLAGS = {"kafka_bootstrap_servers": "--bootstrap-servers", "data_dir": "--data-dir", "partitions": "--partitions"}
+
+JSON_EXAMPLES = {
+    "retry": '{"maximum_attempts": 10}',
+    "compensation_retry": '{"initial_interval": 0.1}',
+    "step_retry": '{"pokeball": {"maximum_attempts": 10}}',
+}
+
+
+def setting_name(field: str, args: argparse.Namespace | None = None) -> str:
+    """How the user gave the setting ``field``: its flag if one was passed, else its variable."""
+    field = "kafka_bootstrap_servers" if field == "KAFKA_BOOTSTRAP_SERVERS" else field
+    if args is not None and field in FLAGS and getattr(args, FLAGS[field].lstrip("-").replace("-", "_"), None):
+        return FLAGS[field]
+    if field == "kafka_bootstrap_servers":
+        return "KAFKA_BOOTSTRAP_SERVERS"
+    return field if field.isupper() else f"POKESAGA_{field.upper()}"
+
+
+def describe_invalid(exc: ValidationError, args: argparse.Namespace | None = None) -> str:
+    """The first error of invalid settings, as one line naming the setting."""
+    error = exc.errors()[0]
+    field, *inner = error["loc"] or ("settings",)
+    name = setting_name(str(field), args)
+    message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
+    if error["type"] != "value_error" and isinstance(error.get("input"), str | int | float):
+        message += f" (got {error['input']!r})"
+    where = ".".join(map(str, inner))
+    return f"pokesaga: {name}: {where + ': ' if where else ''}{message}"
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.bootstrap_servers:
+        overrides["kafka_bootstrap_servers"] = args.bootstrap_servers
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.partitions:
+        overrides["partitions"] = args.partitions
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise Misconfigured(describe_invalid(exc, args)) from None
+    except SettingsError as exc:  # a value that is not even JSON, e.g. POKESAGA_STEP_RETRY
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found[1] if found else "settings"
+        example = f"; expected JSON such as {JSON_EXAMPLES[field]}" if field in JSON_EXAMPLES else ""
+        raise Misconfigured(
+            f"pokesaga: {setting_name(field, args)}: not valid JSON ({exc.__cause__}){example}"
+        ) from None
+
+
+def check_databases(settings: Settings, services: Iterable[str], args: argparse.Namespace, create: bool) -> None:
+    """Each service's database can be opened, before any broker connection; else one line
+    naming the setting. ``create``: the command will create SQLite files (run, db); inspect
+    never creates a database just to look at it, so it only checks servers."""
+    from engine.db import make_engine
+
+    for service in services:
+        url = settings.db_url(service)
+        override = getattr(settings, f"{service}_db_url")
+        name = f"POKESAGA_{service.upper()}_DB_URL" if override else setting_name("data_dir", args)
+        sqlite = make_url(url).get_backend_name() == "sqlite"
+        if sqlite and not override:
+            check_data_dir(settings.data_dir, name, create)
+        if sqlite and not create:
+            continue
+        # libpq waits for an unreachable host as long as TCP does: bound it
+        postgres = make_url(url).get_dialect().driver in ("psycopg", "psycopg2")
+        try:
+            engine = make_engine(url, **({"connect_args": {"connect_timeout": 10}} if postgres else {}))
+        except OSError as exc:  # the folder of a SQLite file given by URL
+            raise Misconfigured(f"pokesaga: {name}: cannot create {exc.filename}: {exc.strerror or exc}", 1) from None
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            raise Misconfigured(
+                f"pokesaga: database unavailable: {name} ({mask_password(url)}): {reason}; is the server running?", 1
+            ) from None
+        finally:
+            engine.dispose()
+
+
+def check_data_dir(path: Path, name: str, create: bool) -> None:
+    """The data directory exists (``create``: can be created) and is writable; else one line."""
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise Misconfigured(f"pokesaga: {name}: {path} is a file; choose a folder pokesaga can write", 1) from None
+        except OSError as exc:
+            raise Misconfigured(
+                f"pokesaga: {name}: cannot create {path}: {exc.strerror or exc}; choose a folder pokesaga can write",
+                1,
+            ) from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise Misconfigured(f"pokesaga: {name}: {path} is not writable; choose a folder pokesaga can write", 1)
+        return
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == path.absolute() else f"cannot be a folder: {existing} is a file"
+        raise Misconfigured(f"pokesaga: {name}: {path} {what}; choose a folder pokesaga can write", 1)
+
+
+def check_port(port: int | None, host: str, name: str) -> None:
+    """Nothing holds ``host:port``, and ``host`` is this machine's (port 0: any free port;
+    None: nothing served); else one line naming the setting."""
+    if port is None:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP servers bind
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise Misconfigured(
+                    f"pokesaga: POKESAGA_METRICS_HOST: cannot serve on {host}:{port}: {exc.strerror or exc}"
+                    "; expected an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+                    1,
+                ) from None
+            hint = "another process holds it" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise Misconfigured(
+                f"pokesaga: {name}: cannot serve on {host}:{port}: {hint}; choose another port (0: any free one)", 1
+            ) from None
+
+
+def with_broker(settings: Settings, command: str) -> Settings:
+    """``settings`` with a bootstrap address: the configured one, else the local broker's."""
+    if settings.kafka_bootstrap_servers:
+        return settings
+    address = LocalKafka(settings.kafka_cache_dir).address()
+    if address is None:
+        raise Usage(f"pokesaga {command}: no broker: set KAFKA_BOOTSTRAP_SERVERS or run 'pokesaga kafka start'")
+    return settings.model_copy(update={"kafka_bootstrap_servers": address})
+
+
+def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
+    """asyncio.run, on uvloop when it is installed and asked for (POKESAGA_UVLOOP)."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger(__name__).warning("POKESAGA_UVLOOP is set but uvloop is not installed")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
+def exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the command like Ctrl-C does: its clean-up (processes, broker) still runs."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -1,0 +1,95 @@
+"""For development: the local broker, the demo, the bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from capture.cli.common import Usage, positive, stop_on_sigterm
+from capture.settings import Settings
+from devtools.broker import LocalKafka, provisioned
+
+
+def add(commands: Any) -> None:
+    """Add this group's commands to the parser's subcommands."""
+    broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+
+    demo = commands.add_parser("demo", help="the whole saga: broker, four services, N captures, summary")
+    demo.add_argument("--sagas", type=positive, default=40, help="captures to start (default 40)")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for outcomes")
+    demo.add_argument("--seed", type=positive, help="seed of the demo's mix of captures")
+    demo.add_argument("--keep", action="store_true", help="keep the services and the tracker running until Ctrl-C")
+
+    bench = commands.add_parser("bench", help="the services under load (and the null-relay ceiling); one JSON line")
+    bench.add_argument("--sagas", type=positive, default=2000, help="sagas to time (default 2000)")
+    load = bench.add_mutually_exclusive_group()
+    load.add_argument("--concurrency", type=positive, default=200, help="sagas in flight (default 200)")
+    load.add_argument("--rate", type=float, help="sagas started per second, instead of a concurrency")
+    bench.add_argument("--instances", type=positive, default=1, help="processes per service (default 1)")
+    bench.add_argument(
+        "--partitions", dest="bench_partitions", type=positive, help="partitions per topic (default: the setting, 3)"
+    )
+    bench.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    bench.add_argument("--failure-mix", type=float, default=0.0, help="share of sagas that fail (0..1)")
+    bench.add_argument("--warmup", type=positive, default=100, help="sagas run first and not timed")
+    bench.add_argument("--null-relay", action="store_true", help="only the passthrough chain: the ceiling")
+    bench.add_argument("--compare-null", action="store_true", help="also the null relay, and the ratio")
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    local = LocalKafka(settings.kafka_cache_dir)
+    if args.action == "start":
+        address = local.start()
+        print(address)
+    elif args.action == "stop":
+        print("stopped" if local.stop() else "not running")
+    else:
+        running = local.address()
+        if running is None:
+            print("not running")
+            return 1
+        print(running)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.demo import run_demo
+
+    stop_on_sigterm()
+
+    with provisioned(settings) as address:
+        print(f"broker: {address}", file=sys.stderr)
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": address})
+        return asyncio.run(run_demo(settings, args.sagas, args.timeout, args.seed, args.keep))
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.bench import Options, run
+
+    stop_on_sigterm()
+
+    if not 0 <= args.failure_mix <= 1:
+        raise Usage("pokesaga bench: --failure-mix must be within 0..1")
+    if args.rate is not None and args.rate <= 0:
+        raise Usage("pokesaga bench: --rate must be above 0")
+    if args.db == "postgres" and not all(
+        getattr(settings, f"{s}_db_url") for s in ("status", "combat", "pokeball", "delivery")
+    ):
+        raise Usage("pokesaga bench: --db postgres needs POKESAGA_<SERVICE>_DB_URL set for each of the four services")
+    options = Options(
+        sagas=args.sagas,
+        concurrency=None if args.rate else args.concurrency,
+        rate=args.rate,
+        partitions=args.bench_partitions or args.partitions or settings.partitions,
+        instances=max(1, args.instances),
+        db=args.db,
+        failure_mix=args.failure_mix,
+        warmup=args.warmup,
+    )
+    return run(settings, options, args.null_relay, args.compare_null)
+
+
+COMMANDS = {"kafka": cmd_kafka, "demo": cmd_demo, "bench": cmd_bench}

@@ -1,0 +1,36 @@
+"""What the saga says, written down: schemas, docs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from capture.settings import Settings
+from contracts import jsonschema
+
+
+def add(commands: Any) -> None:
+    """Add this group's commands to the parser's subcommands."""
+    schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
+    schemas.add_argument("action", choices=["export"])
+
+    docs = commands.add_parser("docs", help="draw the choreography from the declaration: Mermaid and AsyncAPI")
+    docs.add_argument("--output", metavar="DIR", help="where to write them (default: docs/ of the checkout)")
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    for path in jsonschema.export():
+        print(path)
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from capture import docs
+
+    for path in docs.export(Path(args.output) if args.output else docs.DOCS_DIR):
+        print(path)
+    return 0
+
+
+COMMANDS = {"schemas": cmd_schemas, "docs": cmd_docs}

@@ -1,0 +1,102 @@
+"""Recovering: replay (offsets), dlq (dead letters)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from capture.cli.common import Parser, Usage, iso_datetime, positive, with_broker
+from capture.saga import CAPTURE
+from capture.settings import Settings
+
+
+def add(commands: Any) -> None:
+    """Add this group's commands to the parser's subcommands."""
+    replay = commands.add_parser("replay", help="move a stopped service's offsets back, to reprocess on restart")
+    replay.add_argument(
+        "service", help="status|combat|pokeball|delivery (with its compensator), or compensations.SERVICE"
+    )
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to-earliest", action="store_true", help="the start of each partition")
+    where.add_argument("--to-datetime", type=iso_datetime, metavar="ISO", help="the first record at or after ISO")
+    where.add_argument("--to-offset", type=positive, metavar="N", help="offset N of each partition")
+    replay.add_argument("--dry-run", action="store_true", help="print the plan per partition, change nothing")
+
+    dlq = commands.add_parser("dlq", help="dead letters: list them, or re-publish them after a fix")
+    dlq_actions = dlq.add_subparsers(dest="action", required=True, parser_class=Parser)
+    listing = dlq_actions.add_parser("list", help="what is in TOPIC.dlq, with reasons")
+    listing.add_argument("topic", metavar="TOPIC", help="e.g. capture.status (or capture.status.dlq)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    replaying = dlq_actions.add_parser("replay", help="re-publish TOPIC.dlq to its source topic")
+    replaying.add_argument("topic", metavar="TOPIC")
+    replaying.add_argument("--dry-run", action="store_true", help="show what would be re-published")
+    replaying.add_argument("--saga", help="only the dead letters of this saga id (record key)")
+    replaying.add_argument("--reason", help="only dead letters whose reason contains this text")
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from capture import bootstrap
+    from engine import offsets as replay
+
+    participants = bootstrap.resolve(args.service)
+    settings = with_broker(settings, "replay")
+
+    async def go() -> int:
+        moves = await replay.plan(
+            settings.bootstrap, participants, earliest=args.to_earliest, when=args.to_datetime, offset=args.to_offset
+        )
+        print(f"{'group':<24} {'partition':<22} {'current':>8}    new")
+        for move in moves:
+            print(move)
+        if args.dry_run:
+            print(f"dry run: {len(moves)} partitions would be moved; nothing changed")
+            return 0
+        try:
+            await replay.apply(settings.bootstrap, moves)
+        except replay.GroupActive as exc:
+            print(f"pokesaga replay: {exc}", file=sys.stderr)
+            return 1
+        print(f"moved {len(moves)} partitions; start {args.service} to reprocess")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import deadletters
+    from engine.text import printable
+
+    settings = with_broker(settings, "dlq")
+    dlq = deadletters.dlq_topic(args.topic)
+
+    async def go() -> int:
+        from engine import kafka
+
+        if dlq not in CAPTURE.all_topics() and not await kafka.topic_exists(settings.bootstrap, dlq):
+            raise Usage(f"pokesaga dlq: no topic {dlq!r}")
+        if args.action == "list":
+            letters = await deadletters.list_dead_letters(settings.bootstrap, dlq)
+            for letter in letters:
+                if args.json:
+                    print(json.dumps(letter.as_dict(), sort_keys=True))
+                else:
+                    print(f"{letter.partition}:{letter.offset}  key={printable(str(letter.key), 200)}  {letter.reason}")
+            if not args.json:
+                print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)} in {dlq}")
+            return 0
+        letters = await deadletters.replay(
+            settings.bootstrap, dlq, dry_run=args.dry_run, saga=args.saga, reason=args.reason
+        )
+        verb = "would re-publish" if args.dry_run else "re-published"
+        for letter in letters:
+            print(f"{verb} {letter.partition}:{letter.offset} key={printable(str(letter.key), 200)} to {letter.source}")
+        print(f"{verb} {len(letters)} dead letter{'s' * (len(letters) != 1)} from {dlq}")
+        return 0
+
+    return asyncio.run(go())
+
+
+COMMANDS = {"replay": cmd_replay, "dlq": cmd_dlq}
