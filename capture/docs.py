@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from capture.saga import CAPTURE
+from contracts import jsonschema
 from engine.deadletters import dead_letters
 from engine.envelope import Envelope
 from engine.events import Event
@@ -253,10 +254,4 @@ def render(saga: Saga = CAPTURE) -> dict[str, str]:
 
 
 def export(directory: Path = DOCS_DIR) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in render().items():
-        path = directory / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
+    return jsonschema.write(directory, render())

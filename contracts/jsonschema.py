@@ -28,9 +28,14 @@ def render() -> dict[str, str]:
 
 
 def export(directory: Path = SCHEMA_DIR) -> list[Path]:
+    return write(directory, render())
+
+
+def write(directory: Path, files: dict[str, str]) -> list[Path]:
+    """Write each rendered file (name → text) into ``directory``; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render().items():
+    for name, text in files.items():
         path = directory / name
         path.write_text(text, encoding="utf-8")
         written.append(path)

@@ -61,6 +61,25 @@ def for_saga(records: list[Any], saga_id: str) -> list[dict[str, Any]]:
     return [d for d in docs if d.get("sagaid") == saga_id]
 
 
+async def consume_all(
+    participant: Participant, topic: str, settings: Settings, values: list[bytes], key: bytes = b"k"
+) -> tuple[list[Any], list[Any]]:
+    """Produce ``values``, run the participant until it has consumed them all; what it dead-lettered
+    and what it published downstream (capture.combat), each read from its topic."""
+    engine = engine_for("status", settings)
+    async with (
+        TopicWatcher(settings.bootstrap, topics.dead_letters(topic)) as dlq,
+        TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream,
+    ):
+        await produce(settings.bootstrap, topic, *values, key=key)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))
+        await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="all consumed")
+        stop.set()
+        await task
+        return await dlq.drain(), await downstream.drain()
+
+
 async def partitions(settings: Settings, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in await kafka.partition_ids(settings.bootstrap, topic)]
 
@@ -164,24 +183,10 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_service_keeps_goi
     invalid = json.loads(valid.to_json())
     invalid["data"]["pokemon"]["level"] = 500
     unknown = {**json.loads(valid.to_json()), "type": "PokemonEvolved", "id": "other"}
-    engine = engine_for("status", settings)
-    async with (
-        TopicWatcher(settings.bootstrap, topics.dead_letters(topic)) as dlq,
-        TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream,
-    ):
-        await produce(
-            settings.bootstrap, topic,
-            b"not json at all", json.dumps({"specversion": "1.0"}).encode(), json.dumps(invalid).encode(),
-            json.dumps(unknown).encode(), valid.to_json(),
-            key=saga.encode(),
-        )  # fmt: skip
-        stop = asyncio.Event()
-        task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))
-        await eventually(lambda: caught_up(settings.bootstrap, {participant.name: [topic]}), what="all consumed")
-        stop.set()
-        await task
-        dead = await dlq.drain()
-        forwarded = for_saga(await downstream.drain(), saga)
+    values = [b"not json at all", json.dumps({"specversion": "1.0"}).encode(), json.dumps(invalid).encode(),
+              json.dumps(unknown).encode(), valid.to_json()]  # fmt: skip
+    dead, downstream = await consume_all(participant, topic, settings, values, key=saga.encode())
+    forwarded = for_saga(downstream, saga)
     reasons = [dict(r.headers)[REASON_HEADER].decode() for r in dead]
     assert [r.split(":")[0] for r in reasons] == ["not_json", "not_cloudevent", "invalid_data", "unknown_type"]
     assert "pokemon.level" in reasons[2] and "PokemonEvolved" in reasons[3]
@@ -235,23 +240,9 @@ async def test_a_record_that_breaks_even_the_failure_path_is_dead_lettered_alone
         raise Indescribable()  # and its failure path fails the same way
 
     breaking = dataclasses.replace(participant, handlers={"PokemonEncountered": handler}, on_exhausted=give_up)
-    engine = engine_for("status", settings)
-    async with (
-        TopicWatcher(settings.bootstrap, topics.dead_letters(topic)) as dlq,
-        TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream,
-    ):
-        await produce(
-            settings.bootstrap, topic,
-            start_event(doomed, {"name": "Dee"}, {"name": "Mew"}).to_json(),
-            start_event(fine, {"name": "Fay"}, {"name": "Mew"}).to_json(),
-        )  # fmt: skip
-        stop = asyncio.Event()
-        task = asyncio.create_task(run.build_loop(CAPTURE, breaking, settings, engine).run(stop))
-        await eventually(lambda: caught_up(settings.bootstrap, {breaking.name: [topic]}), what="all consumed")
-        stop.set()
-        await task
-        dead = await dlq.drain()
-        forwarded = for_saga(await downstream.drain(), fine)
+    values = [start_event(name, {"name": "Dee"}, {"name": "Mew"}).to_json() for name in (doomed, fine)]
+    dead, downstream = await consume_all(breaking, topic, settings, values)
+    forwarded = for_saga(downstream, fine)
     (letter,) = dead
     assert dict(letter.headers)[REASON_HEADER].decode().startswith("internal_error: RuntimeError")
     assert json.loads(letter.value)["sagaid"] == doomed
