@@ -11,16 +11,21 @@ and a replay goes to the dead-letter topic's own source topic, with the record's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from engine import kafka
+from engine.kafka import Record
 from engine.text import printable
 
 REPLAY_GROUP = "pokesaga.dlq-replay"
 DLQ_SUFFIX = ".dlq"
 DLQ_HEADER_PREFIX = "pokesaga.dlq."
+REASON_HEADER = DLQ_HEADER_PREFIX + "reason"
+RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
 MAX_REASON = 1000
 
 
@@ -130,3 +135,40 @@ async def replay(
         await producer.stop()
     await kafka.commit_offsets(bootstrap, REPLAY_GROUP, ends)
     return letters
+
+
+def dead_letter_row(participant: str, record: Record, reason: str, max_bytes: int) -> dict[str, Any]:
+    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why.
+
+    It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
+    says so (``pokesaga.dlq.truncated``: the original size)."""
+    headers = [[printable(k, 200), printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
+    ours = [
+        [REASON_HEADER, printable(reason, 1000)],
+        [DLQ_HEADER_PREFIX + "topic", record.topic],
+        [DLQ_HEADER_PREFIX + "partition", str(record.partition)],
+        [DLQ_HEADER_PREFIX + "offset", str(record.offset)],
+        [DLQ_HEADER_PREFIX + "consumer", participant],
+    ]
+    key = record.key[:1000] if record.key is not None else None
+    value = record.value if record.value is not None else b""
+    room = max_bytes - RECORD_OVERHEAD - len(key or b"") - headers_size(ours)
+    if headers_size(headers) > room // 2:
+        headers = []  # pathological headers are not worth the value: keep the value
+        ours.append([DLQ_HEADER_PREFIX + "headers-dropped", str(len(record.headers or ()))])
+    room -= headers_size(headers) + 100
+    if len(value) > room:
+        ours.append([DLQ_HEADER_PREFIX + "truncated", str(len(value))])
+        value = value[: max(room, 0)]
+    return {
+        "producer": participant,
+        "event_id": None,
+        "topic": dead_letters(record.topic),
+        "key": key,
+        "value": value,
+        "headers": headers + ours,
+    }
+
+
+def headers_size(headers: Sequence[Sequence[str]]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -14,6 +15,17 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from engine import unreadable
 
 log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """A record as the loop hands it over: aiokafka's ConsumerRecord has these, and so do tests' own."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
 
 
 def producer(bootstrap: str, linger_ms: int = 0, **overrides: object) -> AIOKafkaProducer:

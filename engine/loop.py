@@ -181,7 +181,7 @@ class ParticipantLoop:
                 log.exception("%s: dead-lettering %s[%d]@%d: it cannot be applied", self.name, record.topic,
                               record.partition, record.offset)  # fmt: skip
                 reason = f"internal_error: {type(exc).__name__}: {exc}"
-                row = dead_letter_row(self.processor.participant, record, reason, self.settings.max_message_bytes)
+                row = dead_letter_row(self.name, record, reason, self.settings.max_message_bytes)
                 await self._send([OutboxRow(0, row["topic"], row["key"], row["value"], row["headers"], "dead_letter")])
                 result = BatchResult(dead_letters=[reason])
             total.merge(result)

@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, select, union_all
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-from engine import tracing
+from engine import inbox, tracing
 from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import messaging_tables
-from engine.deadletters import dead_letters
+from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.envelope import Envelope, wrap
 from engine.events import Event, FailureEvent
+from engine.kafka import Record
+from engine.outbox import Outbox, OutboxRow, event_row
 from engine.participant import Participant, Rejected, UnitOfWork
 from engine.rebuild import History
 from engine.retry import FaultInjector
@@ -49,35 +50,12 @@ log = logging.getLogger(__name__)
 # The reasons of a step that could not be done at all; a rebuild gives up again with them.
 GAVE_UP = ("retries_exhausted", "non_retryable_error", "event_too_large")
 
-REASON_HEADER = "pokesaga.dlq.reason"
-DLQ_PREFIX = "pokesaga.dlq."
-RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
-
 
 def is_unavailable(error: BaseException) -> bool:
     """The database itself, not the record: retry the batch, acknowledge nothing."""
     if isinstance(error, OperationalError | InterfaceError | DisconnectionError):
         return True
     return isinstance(error, DBAPIError) and error.connection_invalidated
-
-
-class Record(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]]
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, str]]
-    type: str
 
 
 @dataclass
@@ -142,8 +120,7 @@ class _Item:
 
     @property
     def marker(self) -> str:
-        """The inbox key of a dead letter: its coordinates, so a replay does not dead-letter it twice."""
-        return f"dead:{self.record.topic}:{self.record.partition}:{self.record.offset}"
+        return inbox.marker(self.record)
 
 
 @dataclass
@@ -157,52 +134,6 @@ class _Pass:
     result: BatchResult = field(default_factory=BatchResult)
     inbox: list[dict[str, Any]] = field(default_factory=list)  # optimistic: written at the end
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def event_row(
-    participant: Participant, envelope: Envelope, topic: str, trace_headers: Sequence[list[str]] = ()
-) -> dict[str, Any]:
-    return {
-        "producer": participant.name,
-        "event_id": envelope.id,
-        "topic": topic,
-        "key": envelope.sagaid.encode(),
-        "value": envelope.to_json(),
-        "headers": [["ce_type", envelope.type], *trace_headers],
-    }
-
-
-def dead_letter_row(participant: Participant, record: Record, reason: str, max_bytes: int) -> dict[str, Any]:
-    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why.
-
-    It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
-    says so (``pokesaga.dlq.truncated``: the original size)."""
-    headers = [[printable(k, 200), printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
-    ours = [
-        [REASON_HEADER, printable(reason, 1000)],
-        [DLQ_PREFIX + "topic", record.topic],
-        [DLQ_PREFIX + "partition", str(record.partition)],
-        [DLQ_PREFIX + "offset", str(record.offset)],
-        [DLQ_PREFIX + "consumer", participant.name],
-    ]
-    key = record.key[:1000] if record.key is not None else None
-    value = record.value if record.value is not None else b""
-    room = max_bytes - RECORD_OVERHEAD - len(key or b"") - _headers_size(ours)
-    if _headers_size(headers) > room // 2:
-        headers = []  # pathological headers are not worth the value: keep the value
-        ours.append([DLQ_PREFIX + "headers-dropped", str(len(record.headers or ()))])
-    room -= _headers_size(headers) + 100
-    if len(value) > room:
-        ours.append([DLQ_PREFIX + "truncated", str(len(value))])
-        value = value[: max(room, 0)]
-    return {
-        "producer": participant.name,
-        "event_id": None,
-        "topic": dead_letters(record.topic),
-        "key": key,
-        "value": value,
-        "headers": headers + ours,
-    }
 
 
 class BatchProcessor:
@@ -221,17 +152,12 @@ class BatchProcessor:
         self.history = history or {}
         self.engine = engine
         self.settings = settings
-        self.inbox, self.outbox = messaging_tables(participant.metadata)
+        inbox_table, outbox_table = messaging_tables(participant.metadata)
+        self.inbox = inbox.Inbox(inbox_table, participant.name)
+        self.outbox = Outbox(outbox_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.faults = FaultInjector(settings.faults, participant.name)
         self.stopping = threading.Event()
-        inbox = self.inbox
-        columns = (inbox.c.event_id, inbox.c.saga_id, inbox.c.type)
-        mine = inbox.c.consumer == bindparam("consumer")
-        self._seen_query = union_all(
-            select(*columns).where(mine, inbox.c.event_id.in_(bindparam("keys", expanding=True))),
-            select(*columns).where(mine, inbox.c.saga_id.in_(bindparam("sagas", expanding=True))),
-        )
 
     # -- the two passes --------------------------------------------------------------
 
@@ -288,14 +214,11 @@ class BatchProcessor:
         seen: dict[str, tuple[str, str]] = {}  # event id -> (saga id, type)
         started: dict[tuple[str, str], str] = {}  # (saga id, type) -> event id
         if envelopes:
-            params = {
-                "consumer": self.participant.name,
-                "keys": sorted({e.id for e in envelopes}),
-                "sagas": sorted({e.sagaid for e in envelopes}),
-            }
-            for event_id, saga_id, type_ in conn.execute(self._seen_query, params):
+            for event_id, saga_id, type_ in self.inbox.applied(
+                conn, (e.id for e in envelopes), (e.sagaid for e in envelopes)
+            ):
                 seen[event_id] = (saga_id, type_)
-                if type_ != "dead_letter":
+                if type_ != inbox.DEAD_LETTER:
                     started[(saga_id, type_)] = event_id
         planned = []
         for item in items:
@@ -328,8 +251,7 @@ class BatchProcessor:
         markers = {item.marker for item in items if item.action == "reject"}
         if not markers:
             return items
-        params = {"consumer": self.participant.name, "keys": sorted(markers), "sagas": []}
-        dead = {event_id for event_id, _, type_ in conn.execute(self._seen_query, params) if type_ == "dead_letter"}
+        dead = {event_id for event_id, _, type_ in self.inbox.applied(conn, markers) if type_ == inbox.DEAD_LETTER}
         return [_Item(i.record, "duplicate") if i.action == "reject" and i.marker in dead else i for i in items]
 
     # -- doing it -----------------------------------------------------------------------
@@ -468,8 +390,8 @@ class BatchProcessor:
         rows = []
         for event in produced:
             envelope = wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
-            row = event_row(self.participant, envelope, type(event).topic, context)
-            size = len(row["value"]) + len(row["key"]) + _headers_size(row["headers"]) + RECORD_OVERHEAD
+            row = event_row(self.participant.name, envelope, type(event).topic, context)
+            size = len(row["value"]) + len(row["key"]) + headers_size(row["headers"]) + RECORD_OVERHEAD
             if size > self.settings.max_message_bytes:
                 raise TooLarge(f"{envelope.type} would be {size} bytes; the limit is {self.settings.max_message_bytes}")
             rows.append(row)
@@ -477,20 +399,16 @@ class BatchProcessor:
 
     def _write(self, p: _Pass, item: _Item, envelope: Envelope, rows: list[dict[str, Any]]) -> None:
         """Careful pass: the record's inbox row and outbox rows, now, in its savepoint."""
-        p.conn.execute(self.inbox.insert(), [self._inbox_row(item, envelope.type, envelope.sagaid)])
+        self.inbox.insert(p.conn, [self._inbox_row(item, envelope.type, envelope.sagaid)])
         self._insert_outbox(p, rows)
 
     def _insert_outbox(self, p: _Pass, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            query = self.outbox.insert().returning(self.outbox.c.id, sort_by_parameter_order=True)
-            ids = p.conn.execute(query, rows).scalars()
-            p.result.outbox.extend(_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True))
+        p.result.outbox.extend(self.outbox.insert(p.conn, rows))
 
     def _flush(self, p: _Pass) -> None:
         """Optimistic pass: every inbox and outbox row of the batch, in two statements."""
         try:
-            if p.inbox:
-                p.conn.execute(self.inbox.insert(), p.inbox)
+            self.inbox.insert(p.conn, p.inbox)
             self._insert_outbox(p, p.rows)
         except Exception as exc:
             if is_unavailable(exc):
@@ -506,14 +424,13 @@ class BatchProcessor:
             "%s: dead letter from %s[%d]@%d: %s",
             self.participant.name, record.topic, record.partition, record.offset, printable(reason, 300),
         )  # fmt: skip
-        row = dead_letter_row(self.participant, record, reason, self.settings.max_message_bytes)
+        row = dead_letter_row(self.participant.name, record, reason, self.settings.max_message_bytes)
         marker = (
             [self._inbox_row(item, "dead_letter", printable(_key_of(record), 200))] if item.action == "reject" else []
         )
         if p.careful:
             with p.conn.begin_nested():
-                if marker:
-                    p.conn.execute(self.inbox.insert(), marker)
+                self.inbox.insert(p.conn, marker)
                 self._insert_outbox(p, [row])
         else:
             p.inbox.extend(marker)
@@ -531,38 +448,22 @@ class BatchProcessor:
                 result.failures.append(out.reason)
 
     def _inbox_row(self, item: _Item, type_: str, saga_id: str) -> dict[str, Any]:
-        record = item.record
-        return {
-            "consumer": self.participant.name,
-            "event_id": item.marker if type_ == "dead_letter" else item.envelope.id,  # type: ignore[union-attr]
-            "saga_id": saga_id,
-            "type": type_,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "received_at": time.time(),
-        }
+        key = item.marker if type_ == inbox.DEAD_LETTER else item.envelope.id  # type: ignore[union-attr]
+        return self.inbox.row(key, saga_id, type_, item.record)
 
     # -- housekeeping ---------------------------------------------------------------------
 
     def prune_inbox(self, older_than_hours: float) -> int:
         """Forget events applied more than ``older_than_hours`` ago (see inbox_retention_hours)."""
-        cutoff = time.time() - older_than_hours * 3600
-        with self.engine.begin() as conn:
-            inbox = self.inbox
-            query = delete(inbox).where(inbox.c.consumer == self.participant.name, inbox.c.received_at < cutoff)
-            return conn.execute(query).rowcount or 0
+        return self.inbox.prune(self.engine, older_than_hours)
 
     def pending(self) -> list[OutboxRow]:
         """Unsent outbox rows of this participant, oldest first (flushed at start-up)."""
-        with self.engine.connect() as conn:
-            query = select(self.outbox).where(self.outbox.c.producer == self.participant.name)
-            return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query.order_by(self.outbox.c.id))]
+        return self.outbox.pending(self.engine)
 
     def mark_sent(self, ids: Sequence[int]) -> None:
         """A published row has no further use: marking it sent deletes it."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(self.outbox).where(self.outbox.c.id.in_(list(ids))))
+        self.outbox.mark_sent(self.engine, ids)
 
 
 def _reject(item: _Item, kind: str, detail: str) -> _Item:
@@ -576,18 +477,8 @@ def _gave_up(error: Exception, attempts: int | None, retryable: bool = False) ->
     return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}")
 
 
-def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:
-    headers = [(str(k), str(v)) for k, v in row["headers"]]
-    type_ = next((v for k, v in headers if k == "ce_type"), "dead_letter")
-    return OutboxRow(row_id, row["topic"], row["key"], row["value"], headers, type_)
-
-
 def _key_of(record: Record) -> str:
     return (record.key or b"")[:800].decode("utf-8", "replace")
-
-
-def _headers_size(headers: Sequence[Sequence[str]]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers)
 
 
 def _describe(error: BaseException) -> str:

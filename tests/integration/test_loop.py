@@ -23,8 +23,8 @@ from capture.settings import Settings
 from capture.starter import TopicWatcher, start_event
 from contracts import topics
 from engine import crash, kafka, run
+from engine.deadletters import REASON_HEADER
 from engine.participant import Participant
-from engine.processing import REASON_HEADER
 from services.status.tables import statuses
 from tests.support import caught_up, eventually
 

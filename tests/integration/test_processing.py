@@ -18,9 +18,10 @@ from capture.settings import Settings
 from compensations.pokeball import undo_throw
 from contracts import topics
 from contracts.events import DeliveryFailed, Event, PokemonWeakened
+from engine.deadletters import REASON_HEADER
 from engine.envelope import Envelope, wrap
 from engine.participant import Handler, UnitOfWork
-from engine.processing import REASON_HEADER, BatchProcessor, Interrupted
+from engine.processing import BatchProcessor, Interrupted
 from engine.retry import RetryPolicy
 from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
@@ -212,7 +213,7 @@ def test_a_compensation_the_database_refuses_is_parked_as_a_dead_letter(local_se
     assert reason.startswith("compensation_failed: IntegrityError") and "refused" in reason
     assert result.compensations == [] and result.retries == []
     assert balls(step, "Rex") == 4  # nothing refunded: the saga is visibly stuck, not failed-and-clean
-    inbox = compensator.inbox
+    inbox = compensator.inbox.table
     with compensator.engine.connect() as conn:  # not in its inbox: replaying the dead letter applies it
         query = select(func.count()).select_from(inbox).where(inbox.c.consumer == "pokeball.compensations")
         assert conn.execute(query).scalar() == 0
@@ -225,7 +226,7 @@ def test_a_stop_request_interrupts_a_retrying_batch_and_commits_nothing(local_se
     with pytest.raises(Interrupted):
         processor.process([Rec(delivery_failed("stop-1", "Sid").to_json(), topic=topics.FAILURES)])
     with processor.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(processor.inbox)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(processor.inbox.table)).scalar() == 0
 
 
 def test_inbox_rows_are_pruned_only_after_the_retention(pokeball: BatchProcessor) -> None:
