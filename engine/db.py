@@ -1,7 +1,9 @@
 """Databases: one per service, SQLite (WAL) by default, any SQLAlchemy URL otherwise.
 
-Every service database also holds the runtime's two tables: the inbox (event ids
-already applied, per consumer) and the outbox (records to publish, per producer).
+Every service database also holds the runtime's tables: the inbox (event ids already
+applied, per consumer), the outbox (records to publish, per producer), the rebuild (which of
+the service's participants are re-applying their recorded history, see engine.rebuild) and
+the parked records (records held back until a rebuild ends, in arrival order).
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     Select,
     String,
     Table,
+    UniqueConstraint,
     bindparam,
     create_engine,
     event,
@@ -61,6 +66,43 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("headers", JSON, nullable=False),
     )
     return inbox, outbox
+
+
+def rebuild_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """Add (or get) the rebuild and parked tables of a service's metadata (revision messaging v2)."""
+    if "rebuild" in metadata.tables:
+        return metadata.tables["rebuild"], metadata.tables["parked"]
+    rebuild = Table(
+        "rebuild",
+        metadata,
+        # A participant's name, or '*': the database was created empty (see engine.rebuild).
+        Column("consumer", String(100), primary_key=True),
+        # {"topic:partition": end offset} when the rebuild began; NULL until a process has
+        # positioned the consumer group (rewound it to the earliest records).
+        Column("targets", JSON(none_as_null=True), nullable=True),
+        Column("replayed", Boolean, nullable=False, default=False),
+        Column("since", Float, nullable=False),
+    )
+    parked = Table(
+        "parked",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("consumer", String(100), nullable=False),
+        Column("event_id", String(200), nullable=False),
+        Column("saga_id", String(200), nullable=False),
+        Column("topic", String(250), nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("timestamp", BigInteger, nullable=False),
+        Column("key", LargeBinary, nullable=True),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSON, nullable=False),
+        Column("reason", String(100), nullable=False),
+        Column("parked_at", Float, nullable=False),
+        UniqueConstraint("consumer", "event_id", name="parked_once"),
+        Index("ix_parked_consumer_saga", "consumer", "saga_id"),
+    )
+    return rebuild, parked
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -15,9 +15,10 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, union_all
+from sqlalchemy import BindParameter, Connection, Engine, Select, Table, bindparam, delete, literal, select, union_all
 
 DEAD_LETTER = "dead_letter"  # the type of a refused record's row
+PARKED = "parked"  # the type of a parked record's row in ``applied`` (engine.parked)
 
 
 class Record(Protocol):
@@ -34,18 +35,22 @@ def marker(record: Record) -> str:
 class Inbox:
     """One consumer's rows in its service's ``inbox`` table."""
 
-    def __init__(self, table: Table, consumer: str) -> None:
+    def __init__(self, table: Table, consumer: str, parked: Table | None = None) -> None:
         self.table = table
         self.consumer = consumer
-        columns = (table.c.event_id, table.c.saga_id, table.c.type)
-        mine = table.c.consumer == bindparam("consumer")
-        self._query = union_all(
-            select(*columns).where(mine, table.c.event_id.in_(bindparam("keys", expanding=True))),
-            select(*columns).where(mine, table.c.saga_id.in_(bindparam("sagas", expanding=True))),
-        )
+        keys: BindParameter[Any] = bindparam("keys", expanding=True)
+        sagas: BindParameter[Any] = bindparam("sagas", expanding=True)
+        queries: list[Select[Any]] = []
+        for source, type_ in ((table, table.c.type), *(((parked, literal(PARKED)),) if parked is not None else ())):
+            columns = (source.c.event_id, source.c.saga_id, type_)
+            mine = source.c.consumer == bindparam("consumer")
+            queries += [select(*columns).where(mine, source.c.event_id.in_(keys)),
+                        select(*columns).where(mine, source.c.saga_id.in_(sagas))]  # fmt: skip
+        self._query = union_all(*queries)
 
     def applied(self, conn: Connection, keys: Iterable[str], sagas: Iterable[str] = ()) -> list[tuple[str, str, str]]:
-        """(event id, saga id, type) of the rows with one of ``keys`` or of one of ``sagas``: one query."""
+        """(event id, saga id, type) of the rows with one of ``keys`` or of one of ``sagas``: one query.
+        With the parked table, its records are among them, as type ``parked``."""
         params = {"consumer": self.consumer, "keys": sorted(set(keys)), "sagas": sorted(set(sagas))}
         return [(event_id, saga_id, type_) for event_id, saga_id, type_ in conn.execute(self._query, params)]
 

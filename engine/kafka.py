@@ -191,6 +191,16 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
         await reader.stop()
 
 
+async def beginning_offsets(bootstrap: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The first offset still on the broker of each of ``tps``."""
+    reader = consumer(bootstrap, None)
+    await reader.start()
+    try:
+        return dict(await reader.beginning_offsets(list(tps)))
+    finally:
+        await reader.stop()
+
+
 async def committed_offsets(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
     """The committed offsets of ``group`` (0 where nothing was committed)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

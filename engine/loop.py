@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from engine import crash, metrics
+from engine.parked import ParkedRecord
 from engine.processing import (
     BatchProcessor,
     BatchResult,
@@ -32,12 +33,14 @@ from engine.processing import (
     dead_letter_row,
     is_unavailable,
 )
+from engine.rebuild import Rebuild
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DB_RETRY_MAX_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 3600
+UNPARK_EVERY_SECONDS = 1.0  # how often a participant with nothing parked looks again
 T = TypeVar("T")
 
 
@@ -50,13 +53,16 @@ class ParticipantLoop:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         settings: Settings,
+        rebuild: Rebuild | None = None,
     ) -> None:
         self.processor = processor
         self.consumer = consumer
         self.producer = producer
         self.settings = settings
+        self.rebuild = rebuild  # while its database is being rebuilt (engine.rebuild)
         self.name = processor.participant.name
         self.ready = asyncio.Event()
+        self._next_unpark = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.producer.start()
@@ -74,6 +80,7 @@ class ParticipantLoop:
                     )
                     if batch:
                         await self.handle(batch)
+                    await self._between_batches()
             except Interrupted:
                 log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
             finally:
@@ -95,6 +102,38 @@ class ParticipantLoop:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PRUNE_EVERY_SECONDS)
 
+    async def _between_batches(self) -> None:
+        """While rebuilding, see whether the rebuild is over; after it, apply what was parked."""
+        try:
+            if self.processor.rebuilding:
+                metrics.rebuilding.labels(self.name).set(1)
+                if self.rebuild is None or await self.rebuild.over():
+                    self.processor.rebuilt()
+                    metrics.rebuilding.labels(self.name).set(0)
+                    log.info("%s: rebuilt; now applying what was parked, then deciding anew", self.name)
+                    self._next_unpark = 0.0
+            elif time.monotonic() >= self._next_unpark and not await self._unpark():
+                self._next_unpark = time.monotonic() + UNPARK_EVERY_SECONDS
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("%s: database unavailable between batches, trying again: %s", self.name, exc)
+            self._next_unpark = time.monotonic() + UNPARK_EVERY_SECONDS
+
+    async def _unpark(self) -> bool:
+        """Apply the oldest parked records, in order; False when there were none."""
+        records = await asyncio.to_thread(self.processor.parked_records, self.settings.batch_size)
+        if not records:
+            metrics.parked.labels(self.name).set(0)
+            return False
+        result = await self._apply_with_db_retry(records)
+        self._account(result)
+        await self.publish(result.outbox)
+        metrics.parked.labels(self.name).set(
+            await asyncio.to_thread(self.processor.parked.count, self.processor.engine)
+        )
+        return True
+
     async def _propagate_stop(self, stop: asyncio.Event) -> None:
         """Wake a worker thread waiting to retry, so a stop is not held up by backoff."""
         await stop.wait()
@@ -108,18 +147,7 @@ class ParticipantLoop:
         started = time.perf_counter()
         result = await self._apply_with_db_retry(records)
         metrics.batch_latency.labels(self.name).observe(time.perf_counter() - started)
-        for type_, count in result.applied.items():
-            metrics.events_consumed.labels(self.name, type_).inc(count)
-        metrics.duplicates.labels(self.name).inc(result.duplicates)
-        metrics.skipped.labels(self.name).inc(result.skipped)
-        for reason in result.dead_letters:
-            metrics.dead_letters.labels(self.name, reason.split(":", 1)[0]).inc()
-        for error in result.retries:
-            metrics.retries.labels(self.name, error).inc()
-        for reason in result.failures:
-            metrics.step_failures.labels(self.name, reason).inc()
-        for undone in result.compensations:
-            metrics.compensations.labels(self.name, "undone" if undone else "noop").inc()
+        self._account(result)
         crash.check(self.settings.crash_at, crash.AFTER_LOCAL_COMMIT)
         await self.publish(result.outbox)
         offsets = {tp: records_[-1].offset + 1 for tp, records_ in batch.items()}
@@ -135,6 +163,22 @@ class ParticipantLoop:
             # A rebalance took the partitions: their new owner gets these records again,
             # and the inbox absorbs them.
             log.warning("%s: offset commit refused (%s); records will be redelivered", self.name, exc)
+
+    def _account(self, result: BatchResult) -> None:
+        if result.parked:
+            metrics.parked.labels(self.name).inc(result.parked)
+        for type_, count in result.applied.items():
+            metrics.events_consumed.labels(self.name, type_).inc(count)
+        metrics.duplicates.labels(self.name).inc(result.duplicates)
+        metrics.skipped.labels(self.name).inc(result.skipped)
+        for reason in result.dead_letters:
+            metrics.dead_letters.labels(self.name, reason.split(":", 1)[0]).inc()
+        for error in result.retries:
+            metrics.retries.labels(self.name, error).inc()
+        for reason in result.failures:
+            metrics.step_failures.labels(self.name, reason).inc()
+        for undone in result.compensations:
+            metrics.compensations.labels(self.name, "undone" if undone else "noop").inc()
 
     async def _apply_with_db_retry(self, records: Sequence[Record]) -> BatchResult:
         """Apply the batch; while the database is unavailable, try again (nothing was committed)."""
@@ -183,6 +227,8 @@ class ParticipantLoop:
                 reason = f"internal_error: {type(exc).__name__}: {exc}"
                 row = dead_letter_row(self.name, record, reason, self.settings.max_message_bytes)
                 await self._send([OutboxRow(0, row["topic"], row["key"], row["value"], row["headers"], "dead_letter")])
+                if isinstance(record, ParkedRecord):  # dead-lettered: it leaves the parked records
+                    await asyncio.to_thread(self.processor.forget_parked, record.id)
                 result = BatchResult(dead_letters=[reason])
             total.merge(result)
         return total

@@ -45,3 +45,7 @@ consumer_lag = Gauge(
     ["participant", "topic", "partition"],
 )  # fmt: skip
 outbox_backlog = Gauge("pokesaga_outbox_backlog", "Outbox rows not yet published", ["participant"])
+parked = Gauge(
+    "pokesaga_parked_records", "Records held back in the participant's database, to apply later", ["participant"]
+)
+rebuilding = Gauge("pokesaga_rebuilding", "1 while the participant re-applies its recorded history", ["participant"])

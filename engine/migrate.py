@@ -19,9 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
+from engine import rebuild
 from engine.saga import Service
 
 HERE = Path(__file__).parent / "migrations"
+LATER_TABLES = ("rebuild", "parked")  # added by revision 0002 (engine.migrations.messaging_v2)
 
 
 class SchemaMismatch(Exception):
@@ -56,10 +58,13 @@ def upgrade(engine: Engine, service: Service) -> tuple[str | None, str | None]:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         before = MigrationContext.configure(conn).get_current_revision()
         cfg = config(service, conn)
+        created = before is None
         if before is None and inspect(conn).has_table("inbox"):
             # Made by create_all before migrations existed: adopted only if its tables are
-            # exactly revision 0001's (the models' while 0001 is the newest revision).
-            differences = compare_metadata(MigrationContext.configure(conn), service.metadata)
+            # exactly revision 0001's (the models' but for the tables later revisions added).
+            created = False
+            context = MigrationContext.configure(conn, opts={"include_object": _in_revision_0001})
+            differences = compare_metadata(context, service.metadata)
             if differences:
                 raise SchemaMismatch(
                     f"{service.name}: the database {engine.url.render_as_string()} was made by an older pokesaga "
@@ -71,4 +76,12 @@ def upgrade(engine: Engine, service: Service) -> tuple[str | None, str | None]:
             before = first
         command.upgrade(cfg, "head")
         after = MigrationContext.configure(conn).get_current_revision()
+        if created:
+            # Created empty: whatever the service did before is lost. Marked in the same
+            # transaction as the tables, so no start, crash or second instance can miss it.
+            rebuild.mark_created(conn, service)
     return before, after
+
+
+def _in_revision_0001(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    return not (type_ == "table" and name in LATER_TABLES)

@@ -1,11 +1,13 @@
 """Move a service's committed offsets, like ``kafka-consumer-groups --reset-offsets``.
 
 On restart the service reprocesses from there. The inbox makes that harmless over a
-healthy database, and a database lost with its service is rebuilt from the records.
+healthy database, and a database lost with its service, or restored from a backup, is
+rebuilt from the records (``pokesaga replay`` marks the rebuild first: engine.rebuild).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -63,12 +65,17 @@ async def plan(
     return moves
 
 
-async def apply(bootstrap: str, moves: list[Move]) -> None:
-    """Commit the planned offsets, group by group; refuses if a group has live members."""
-    groups = sorted({m.group for m in moves})
-    for group in groups:
+async def check_stopped(bootstrap: str, groups: Iterable[str]) -> None:
+    """``GroupActive`` if one of ``groups`` has live members."""
+    for group in sorted(set(groups)):
         _state, members = await kafka.group_state(bootstrap, group)
         if members:
             raise GroupActive(f"consumer group {group!r} has {members} live member(s): stop the service first")
+
+
+async def apply(bootstrap: str, moves: list[Move]) -> None:
+    """Commit the planned offsets, group by group; refuses if a group has live members."""
+    groups = sorted({m.group for m in moves})
+    await check_stopped(bootstrap, groups)
     for group in groups:
         await kafka.commit_offsets(bootstrap, group, {m.partition: m.target for m in moves if m.group == group})

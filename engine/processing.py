@@ -5,9 +5,11 @@ Each record of a batch meets one of these fates, in this order:
 - it cannot be read, parsed or validated, its event type is not one of the saga's, or it is a
   known event on the wrong topic: a **dead letter** with its reason;
 - it is an event of the saga that another participant on the same topic handles: **skipped**;
-- its event id is in the inbox for the same saga and type: a **duplicate**, nothing changes;
+- its event id is in the inbox (or parked) for the same saga and type: a **duplicate**, nothing changes;
 - its event id was applied for another saga, or its saga already had an event of this type
   under another id: a **dead letter** (one saga's ids never silence or replay another's);
+- its participant is rebuilding and has no recorded decision for it, or its saga has a record
+  parked: **parked**, to be applied after the rebuild, in arrival order (engine.parked);
 - otherwise it is **applied**: inbox row + the handler's state change + outbox rows.
 
 Who is at fault decides what an error does. The database or broker being unavailable
@@ -32,12 +34,13 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from engine import inbox, tracing
 from engine.codec import BadRecord, decode_envelope, decode_event
-from engine.db import messaging_tables
+from engine.db import messaging_tables, rebuild_tables
 from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.envelope import Envelope, wrap
 from engine.events import Event, FailureEvent
 from engine.kafka import Record
 from engine.outbox import Outbox, OutboxRow, event_row
+from engine.parked import REBUILDING, Parked, ParkedRecord
 from engine.participant import Participant, Rejected, UnitOfWork
 from engine.rebuild import History
 from engine.retry import FaultInjector
@@ -70,6 +73,7 @@ class BatchResult:
     retries: list[str] = field(default_factory=list)  # error type of each retry
     failures: list[str] = field(default_factory=list)  # reason of each step failure published
     compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
+    parked: int = 0
 
     def merge(self, other: BatchResult) -> None:
         """Add what ``other`` did (a later part of the same batch) to this result."""
@@ -82,6 +86,7 @@ class BatchResult:
         self.retries += other.retries
         self.failures += other.failures
         self.compensations += other.compensations
+        self.parked += other.parked
 
 
 class Careful(Exception):
@@ -110,7 +115,7 @@ class _GaveUp(Exception):
 
 @dataclass(frozen=True)
 class _Item:
-    """A record and what is to be done with it: ``apply``, ``skip``, ``duplicate`` or ``reject``."""
+    """A record and what is to be done with it: ``apply``, ``park``, ``skip``, ``duplicate`` or ``reject``."""
 
     record: Record
     action: str
@@ -134,6 +139,7 @@ class _Pass:
     result: BatchResult = field(default_factory=BatchResult)
     inbox: list[dict[str, Any]] = field(default_factory=list)  # optimistic: written at the end
     rows: list[dict[str, Any]] = field(default_factory=list)
+    parked: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BatchProcessor:
@@ -149,12 +155,17 @@ class BatchProcessor:
     ) -> None:
         self.participant = participant
         self.types = types  # every event of the saga, by type name
+        # Rebuilding (engine.rebuild): what it published before, by cause id. Only records with a
+        # recorded decision are applied; the others are parked until the rebuild ends.
+        self.rebuilding = history is not None
         self.history = history or {}
         self.engine = engine
         self.settings = settings
         inbox_table, outbox_table = messaging_tables(participant.metadata)
-        self.inbox = inbox.Inbox(inbox_table, participant.name)
+        _, parked_table = rebuild_tables(participant.metadata)
+        self.inbox = inbox.Inbox(inbox_table, participant.name, parked_table)
         self.outbox = Outbox(outbox_table, participant.name)
+        self.parked = Parked(parked_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.faults = FaultInjector(settings.faults, participant.name)
         self.stopping = threading.Event()
@@ -179,14 +190,35 @@ class BatchProcessor:
         failed = {first.event_id: first.error} if first is not None and first.event_id else {}
         return self._pass(records, careful=True, failed=failed)
 
+    def rebuilt(self) -> None:
+        """The rebuild is over: decide anew from now on, and let the recorded history go."""
+        self.rebuilding = False
+        self.history = {}
+
+    def parked_records(self, limit: int) -> list[ParkedRecord]:
+        """The oldest parked records, to apply (``apply_optimistically``/``apply_carefully``) once
+        the rebuild is over; they leave the parked table in the transaction that applies them."""
+        with self.engine.connect() as conn:
+            return self.parked.oldest(conn, limit)
+
+    def forget_parked(self, row_id: int) -> None:
+        """A parked record that was dead-lettered straight to the broker (the loop's last resort)."""
+        with self.engine.begin() as conn:
+            self.parked.delete(conn, [row_id])
+
     def _pass(self, records: Sequence[Record], careful: bool, failed: dict[str, Exception]) -> BatchResult:
         decoded = [self._decode(record) for record in records]
+        unparked = [record.id for record in records if isinstance(record, ParkedRecord)]
         with self.engine.begin() as conn:
+            if unparked:
+                self.parked.lock(conn)  # one instance at a time applies the parked records
             p = _Pass(conn, self.participant.repository(conn), careful, failed)
             for item in self._plan(conn, decoded):
                 self._do(p, item)
             if not careful:
                 self._flush(p)
+            if unparked:
+                self.parked.delete(conn, unparked)
         return p.result
 
     # -- deciding each record's fate --------------------------------------------------
@@ -213,10 +245,18 @@ class BatchProcessor:
         envelopes = [item.envelope for item in items if item.envelope is not None]
         seen: dict[str, tuple[str, str]] = {}  # event id -> (saga id, type)
         started: dict[tuple[str, str], str] = {}  # (saga id, type) -> event id
+        parked_ids: dict[str, str] = {}  # event id -> saga id, of the records parked
+        parked_sagas: set[str] = set()  # sagas with a record parked: later ones wait behind it
+        unparking = {item.envelope.id for item in items if item.envelope and isinstance(item.record, ParkedRecord)}
         if envelopes:
             for event_id, saga_id, type_ in self.inbox.applied(
                 conn, (e.id for e in envelopes), (e.sagaid for e in envelopes)
             ):
+                if type_ == inbox.PARKED:
+                    if event_id not in unparking:  # a record parked is at the head of its saga's queue
+                        parked_ids[event_id] = saga_id
+                        parked_sagas.add(saga_id)
+                    continue
                 seen[event_id] = (saga_id, type_)
                 if type_ != inbox.DEAD_LETTER:
                     started[(saga_id, type_)] = event_id
@@ -226,7 +266,7 @@ class BatchProcessor:
             if item.action == "apply" and envelope is not None:
                 this = (envelope.sagaid, envelope.type)
                 before = seen.get(envelope.id)
-                if before == this:
+                if before == this or parked_ids.get(envelope.id) == envelope.sagaid:
                     item = _Item(item.record, "duplicate")
                 elif before is not None:
                     item = _reject(
@@ -240,6 +280,10 @@ class BatchProcessor:
                         f"saga {envelope.sagaid!r} already had its {envelope.type}, event id {started[this]!r}; "
                         f"this copy has id {envelope.id!r}",
                     )  # fmt: skip
+                elif envelope.sagaid in parked_sagas or (self.rebuilding and envelope.id not in self.history):
+                    item = _Item(item.record, "park", envelope, item.event)
+                    parked_ids[envelope.id] = envelope.sagaid
+                    parked_sagas.add(envelope.sagaid)
                 else:
                     seen[envelope.id] = this
                     started[this] = envelope.id
@@ -263,6 +307,8 @@ class BatchProcessor:
             p.result.duplicates += 1
         elif item.action == "reject":
             self._dead_letter(p, item, item.reason)
+        elif item.action == "park":
+            self._park(p, item)
         elif p.careful:
             self._apply_carefully(p, item)
         else:
@@ -409,11 +455,22 @@ class BatchProcessor:
         """Optimistic pass: every inbox and outbox row of the batch, in two statements."""
         try:
             self.inbox.insert(p.conn, p.inbox)
+            self.parked.insert(p.conn, p.parked)
             self._insert_outbox(p, p.rows)
         except Exception as exc:
             if is_unavailable(exc):
                 raise
             raise Careful(None, exc) from None
+
+    def _park(self, p: _Pass, item: _Item) -> None:
+        assert item.envelope is not None
+        row = self.parked.row(item.record, item.envelope, REBUILDING)
+        if p.careful:
+            with p.conn.begin_nested():
+                self.parked.insert(p.conn, [row])
+        else:
+            p.parked.append(row)
+        p.result.parked += 1
 
     def _dead_letter(self, p: _Pass, item: _Item, reason: str) -> None:
         """``item``'s dead letter, in the outbox. A record refused at the door is also marked in the

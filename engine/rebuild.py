@@ -1,11 +1,33 @@
-"""A participant's history: the events it published before, read back from the topics.
+"""Rebuilding a participant's state from the topics, as a durable state of its database.
 
 When a service's database is lost, replaying its input topics rebuilds the state, but the
 order in which partitions interleave may differ from the first time, and a decision that
-depends on state shared across sagas (a stock, a capacity) could come out otherwise. So a service
-whose database is new first loads what it published before, indexed by the id of the
-event that caused it, and a handler with a recorded decision takes that decision again
-instead of deciding anew: the rebuilt state and the re-published events are the same.
+depends on state shared across sagas (a stock, a capacity) could come out otherwise. So a
+rebuilding participant first loads what it published before (its **history**), indexed by the
+id of the event that caused it, and a handler with a recorded decision takes that decision
+again instead of deciding anew: the rebuilt state and the re-published events are the same.
+
+**When.** A participant is rebuilding while its service's database has a row for it in the
+``rebuild`` table: from the moment its state is lost or restored to the moment it has re-applied
+its recorded history. The row is written where the loss is seen, so no way of starting misses it:
+
+- a database created empty (by a service's start or ``pokesaga db upgrade``) gets a ``'*'`` row
+  in the transaction that creates its tables; the first process to start expands it into one
+  row per participant of the service and rewinds their consumer groups to the earliest records;
+- ``pokesaga replay`` (after a restore from a backup, or a loss) writes the rows of what it
+  replays before it moves the offsets.
+
+Each row holds **targets**: the end of every input partition when the rebuild began. Every
+record before them that has a recorded decision is re-applied; a record without one — one that
+queued during the outage — is **parked** (engine.parked), and so is every later record of its
+saga. When a participant's group has committed past its targets, its row is marked replayed. A
+compensator starts only once its step has replayed (a compensation replayed before the step it
+undoes would find nothing to undo); the step waits for its compensator in turn. When every
+participant of the service has replayed, the rows are deleted in one transaction and the
+participants apply the parked records, in arrival order, on the rebuilt state: the state before
+the loss plus the queued sagas' effects, whatever the partition interleaving, and every saga keeps
+exactly one outcome. Instances share the rows, so a second instance, a restart or a crash in the
+middle of a rebuild carries it on from where it is.
 
 Any client can write anything to the topics: a record that is not an envelope the services
 take (any bytes, JSON nested thousands of levels deep, a record the client cannot read as
@@ -17,20 +39,130 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, update
 
-from engine import kafka
+from engine import kafka, offsets
 from engine.codec import BadRecord, decode_envelope
+from engine.db import rebuild_tables
 from engine.envelope import Envelope
 from engine.participant import Participant
+from engine.saga import Service
 from engine.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
 
 History = dict[str, list[Envelope]]
+CREATED = "*"  # the row of a database created empty: every participant of the service rebuilds
+Targets = dict[str, int]  # "topic:partition" -> end offset when the rebuild began
+
+
+def mark_created(conn: Connection, service: Service) -> None:
+    """In the transaction that created ``service``'s tables: whatever it did before is lost."""
+    table, _ = rebuild_tables(service.metadata)
+    conn.execute(insert(table).values(consumer=CREATED, targets=None, replayed=False, since=time.time()))
+
+
+@dataclass(frozen=True)
+class Row:
+    consumer: str
+    targets: Targets | None  # None: the group is not rewound yet
+    replayed: bool
+
+
+class RebuildState:
+    """A service's rebuild rows, in its database, for ``participants`` (every participant of the
+    service, whichever of them this process runs)."""
+
+    def __init__(self, engine: Engine, metadata: MetaData, participants: Sequence[str]) -> None:
+        self.engine = engine
+        self.table, _ = rebuild_tables(metadata)
+        self.participants = list(participants)
+
+    def rows(self) -> dict[str, Row]:
+        with self.engine.connect() as conn:
+            return {r.consumer: Row(r.consumer, r.targets, r.replayed) for r in conn.execute(select(self.table))}
+
+    def expand(self) -> list[str]:
+        """A database created empty: a row (not positioned yet) for every participant of the
+        service that has none; the participants now rebuilding."""
+        with self.engine.begin() as conn:
+            present = {r.consumer for r in conn.execute(select(self.table.c.consumer))}
+            if CREATED in present:
+                missing = [p for p in self.participants if p not in present]
+                if missing:
+                    rows = [{"consumer": p, "targets": None, "replayed": False, "since": time.time()} for p in missing]
+                    conn.execute(insert(self.table), rows)
+                conn.execute(delete(self.table).where(self.table.c.consumer == CREATED))
+                present |= set(missing)
+        return [p for p in self.participants if p in present]
+
+    def begin(self, targets: dict[str, Targets]) -> None:
+        """``pokesaga replay``: these participants rebuild up to ``targets`` (their groups are moved next)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(self.table).where(self.table.c.consumer.in_(list(targets))))
+            rows = [{"consumer": p, "targets": t, "replayed": False, "since": time.time()} for p, t in targets.items()]
+            conn.execute(insert(self.table), rows)
+
+    def positioned(self, consumer: str, targets: Targets) -> None:
+        """The group is rewound; the rebuild's history ends at ``targets`` (the first to get here sets them)."""
+        with self.engine.begin() as conn:
+            query = update(self.table).where(self.table.c.consumer == consumer, self.table.c.targets.is_(None))
+            conn.execute(query.values(targets=targets))
+
+    def replayed(self, consumer: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(self.table).where(self.table.c.consumer == consumer).values(replayed=True))
+
+    def finish(self) -> bool:
+        """Over (True) once no row is left; the last participant to replay deletes them all."""
+        with self.engine.begin() as conn:
+            rows = list(conn.execute(select(self.table.c.consumer, self.table.c.replayed)))
+            if rows and all(replayed and consumer != CREATED for consumer, replayed in rows):
+                conn.execute(delete(self.table))
+                return True
+            return not rows
+
+
+def encode(ends: dict[TopicPartition, int]) -> Targets:
+    return {f"{tp.topic}:{tp.partition}": offset for tp, offset in ends.items()}
+
+
+def decode(targets: Targets) -> dict[TopicPartition, int]:
+    found = {}
+    for key, offset in targets.items():
+        topic, _, partition = key.rpartition(":")
+        found[TopicPartition(topic, int(partition))] = int(offset)
+    return found
+
+
+async def position(bootstrap: str, state: RebuildState, participant: Participant) -> None:
+    """Rewind ``participant``'s group to the earliest records and record where its history ends.
+
+    Another instance that got here first and already consumes has done it: the move is refused
+    (live members) and its targets stand."""
+    moves = await offsets.plan(bootstrap, [participant], earliest=True)
+    try:
+        await offsets.apply(bootstrap, moves)
+        log.info("%s: rebuilding: consumer group rewound to the earliest records", participant.name)
+    except (offsets.GroupActive, KafkaError) as exc:
+        log.info("%s: rebuilding: group not rewound (%s); another instance positioned it", participant.name, exc)
+    ends = await kafka.end_offsets(bootstrap, participant.topics)
+    await asyncio.to_thread(state.positioned, participant.name, encode(ends))
+
+
+async def caught_up(bootstrap: str, group: str, targets: Targets) -> bool:
+    """Has ``group`` committed up to ``targets`` (or has retention left nothing before them)?"""
+    ends = decode(targets)
+    committed = await kafka.committed_offsets(bootstrap, group, ends)
+    beginning = await kafka.beginning_offsets(bootstrap, ends)
+    return all(max(committed.get(tp, 0), beginning.get(tp, 0)) >= end for tp, end in ends.items())
 
 
 async def load(bootstrap: str, participants: list[Participant], topics: Iterable[str]) -> dict[str, History]:
@@ -73,24 +205,54 @@ def _published_by(value: bytes, sources: dict[str, str]) -> Envelope | None:
     return envelope if envelope.source in sources else None
 
 
-async def step_caught_up(bootstrap: str, name: str, step: Participant, stop: asyncio.Event) -> bool:
-    """Wait until ``step`` has committed up to where its topics end now; False if stopped first.
+class Rebuild:
+    """One participant's side of its service's rebuild, as its loop runs it."""
 
-    In a rebuild a step and its compensator replay the same history independently. A
-    compensation replayed before the step it undoes would find nothing to undo, so the
-    compensator starts only once its step has caught up. (The step does not need the
-    compensator: it takes its recorded decisions.)
-    """
-    targets = await kafka.end_offsets(bootstrap, step.topics)
-    log.info("%s: rebuilding: waiting for %s to replay up to %s", name, step.name, targets)
-    while not stop.is_set():
-        try:
-            committed = await kafka.committed_offsets(bootstrap, step.name, targets)
-        except KafkaError as exc:  # e.g. a new broker has no group coordinator yet
-            log.info("%s: rebuilding: %s; asking again", name, exc)
-            committed = {}
-        if all(committed.get(tp, 0) >= end for tp, end in targets.items()):
+    CHECK_EVERY = 0.5  # seconds between two looks at the rows and the group's offsets
+
+    def __init__(self, bootstrap: str, state: RebuildState, participant: Participant, step: str | None) -> None:
+        self.bootstrap = bootstrap
+        self.state = state
+        self.name = participant.name
+        self.step = step if participant.compensator else None  # what a compensator waits for
+        self._checked = 0.0
+        self._said = False
+
+    async def wait_for_step(self, stop: asyncio.Event) -> bool:
+        """A compensator: wait until its step has replayed its history; False if stopped first."""
+        said = False
+        while self.step is not None and not stop.is_set():
+            step = (await asyncio.to_thread(self.state.rows)).get(self.step)
+            if step is None or step.replayed:
+                return True
+            if not said:
+                log.info("%s: rebuilding: waiting for %s to replay its history first", self.name, self.step)
+                said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.CHECK_EVERY)
+        return not stop.is_set()
+
+    async def over(self) -> bool:
+        """True once the service's rebuild is over (looked at every CHECK_EVERY seconds at most)."""
+        if time.monotonic() - self._checked < self.CHECK_EVERY:
+            return False
+        self._checked = time.monotonic()
+        mine = (await asyncio.to_thread(self.state.rows)).get(self.name)
+        if mine is None:
             return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
-    return False
+        if not mine.replayed and mine.targets is not None:
+            try:
+                if not await caught_up(self.bootstrap, self.name, mine.targets):
+                    return False
+            except KafkaError as exc:  # the broker or the group's coordinator: ask again later
+                log.info("%s: rebuilding: %s; asking again", self.name, exc)
+                return False
+            await asyncio.to_thread(self.state.replayed, self.name)
+            log.info("%s: rebuilding: recorded history re-applied", self.name)
+        if await asyncio.to_thread(self.state.finish):
+            return True
+        if not self._said:
+            waiting = [r.consumer for r in (await asyncio.to_thread(self.state.rows)).values() if not r.replayed]
+            log.info("%s: rebuilding: waiting for %s before applying what queued", self.name, ", ".join(waiting))
+            self._said = True
+        return False

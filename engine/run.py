@@ -1,5 +1,6 @@
-"""Run a saga's participants in this process: databases opened and migrated, a rebuild's
-history loaded when a database is new, one loop per participant, health kept up to date.
+"""Run a saga's participants in this process: databases opened and migrated, a rebuild carried
+on where a database says one is under way (engine.rebuild), one loop per participant, health
+kept up to date.
 
 ``serve(saga, "status", settings)`` is what ``pokesaga run status`` does. Nothing opens at import.
 """
@@ -13,13 +14,13 @@ from collections.abc import Iterable
 
 from sqlalchemy import Engine
 
-from engine import health, kafka, migrate, rebuild, tracing
+from engine import health, kafka, migrate, offsets, rebuild, tracing
 from engine.db import make_engine
 from engine.health import Health
 from engine.loop import ParticipantLoop
 from engine.participant import Participant
 from engine.processing import BatchProcessor
-from engine.rebuild import History
+from engine.rebuild import History, Rebuild, RebuildState
 from engine.saga import Saga, Service
 from engine.settings import Settings
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def open_database(service: Service, settings: Settings) -> tuple[Engine, bool]:
     """The service's engine, its schema upgraded to the newest revision, and whether the
-    database was new (no tables at all: a rebuild, see engine.rebuild)."""
+    database was new (no tables at all: marked for a rebuild, see engine.rebuild)."""
     engine = make_engine(settings.db_url(service.name))
     before, after = migrate.upgrade(engine, service)
     if before != after:
@@ -37,15 +38,67 @@ def open_database(service: Service, settings: Settings) -> tuple[Engine, bool]:
 
 
 def build_loop(
-    saga: Saga, participant: Participant, settings: Settings, engine: Engine, recorded: History | None = None
+    saga: Saga,
+    participant: Participant,
+    settings: Settings,
+    engine: Engine,
+    recorded: History | None = None,
+    rebuilding: Rebuild | None = None,
 ) -> ParticipantLoop:
+    """``recorded``: the participant is rebuilding, and this is its history; ``rebuilding`` follows
+    the rebuild's progress in the database (without it, the rebuild ends after the first batch)."""
     bootstrap = settings.bootstrap
     return ParticipantLoop(
         BatchProcessor(participant, saga.types, engine, settings, recorded),
         kafka.consumer(bootstrap, participant.name, *participant.topics),
         kafka.producer(bootstrap, linger_ms=settings.linger_ms),
         settings,
+        rebuilding,
     )
+
+
+def rebuild_state(saga: Saga, service: str, engine: Engine) -> RebuildState:
+    """``service``'s rebuild rows, for every participant of the service."""
+    return RebuildState(engine, saga.services[service].metadata, [p.name for p in saga.service_of(service)])
+
+
+async def prepare_rebuild(saga: Saga, service: str, engine: Engine, settings: Settings) -> dict[str, Rebuild]:
+    """The participants of ``service`` that are rebuilding, by name; a database created empty is
+    turned into a rebuild of each of them, their groups rewound to the earliest records."""
+    state = rebuild_state(saga, service, engine)
+    await asyncio.to_thread(state.expand)
+    rows = await asyncio.to_thread(state.rows)
+    step = saga.participants.get(service)
+    found = {}
+    for name, row in rows.items():
+        participant = saga.participants.get(name)
+        if participant is None or participant.service != service:
+            continue
+        if row.targets is None:
+            await rebuild.position(settings.bootstrap, state, participant)
+        found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
+    if found:
+        log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
+                    service, ", ".join(sorted(found)))  # fmt: skip
+    return found
+
+
+async def begin_replay(saga: Saga, participants: Iterable[Participant], settings: Settings) -> None:
+    """Before ``pokesaga replay`` moves their offsets: ``participants`` rebuild their state from
+    the records (a database restored from a backup, or lost). Their groups must be stopped."""
+    participants = list(participants)
+    await offsets.check_stopped(settings.bootstrap, [p.name for p in participants])
+    for service in dict.fromkeys(p.service for p in participants):
+        engine, _ = await asyncio.to_thread(open_database, saga.services[service], settings)
+        try:
+            targets = {
+                p.name: rebuild.encode(await kafka.end_offsets(settings.bootstrap, p.topics))
+                for p in participants
+                if p.service == service
+            }
+            await asyncio.to_thread(rebuild_state(saga, service, engine).begin, targets)
+        finally:
+            engine.dispose()
 
 
 async def run_participants(
@@ -61,16 +114,19 @@ async def run_participants(
     participants = list(participants)
     await kafka.ensure_topics(settings.bootstrap, saga.all_topics(), settings.partitions)
     engines: dict[str, Engine] = {}
-    new: set[str] = set()
+    rebuilds: dict[str, Rebuild] = {}
     for p in participants:
         if p.service not in engines:
-            engines[p.service], is_new = await asyncio.to_thread(open_database, saga.services[p.service], settings)
-            if is_new:
-                new.add(p.service)
-    rebuilding = [p for p in participants if p.service in new]
+            engines[p.service], _ = await asyncio.to_thread(open_database, saga.services[p.service], settings)
+            rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings)
+    rebuilding = [p for p in participants if p.name in rebuilds]
     recorded = await rebuild.load(settings.bootstrap, rebuilding, saga.topics)
-    loops = [build_loop(saga, p, settings, engines[p.service], recorded.get(p.name)) for p in participants]
-    tasks = [asyncio.create_task(_run(saga, loop, stop, new, settings), name=loop.name) for loop in loops]
+    loops = [
+        build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name))
+        for p in participants
+    ]
+    del recorded  # each loop holds its own, and lets it go when its rebuild ends
+    tasks = [asyncio.create_task(_run(loop, stop), name=loop.name) for loop in loops]
     if checked is not None:
         assignments = health.assigned((loop.name, loop.consumer) for loop in loops)
         checks = health.check_forever(checked, settings.bootstrap, engines, assignments, settings.health_interval, stop)
@@ -88,14 +144,10 @@ async def run_participants(
             engine.dispose()
 
 
-async def _run(saga: Saga, loop: ParticipantLoop, stop: asyncio.Event, new: set[str], settings: Settings) -> None:
-    """Run ``loop``; a compensator whose database is being rebuilt first lets its step catch up."""
-    participant = loop.processor.participant
-    step = saga.participants.get(participant.service)  # a service may have a compensator and no step
-    if participant.compensator and participant.service in new and step is not None:
-        caught_up = await rebuild.step_caught_up(settings.bootstrap, loop.name, step, stop)
-        if not caught_up:
-            return
+async def _run(loop: ParticipantLoop, stop: asyncio.Event) -> None:
+    """Run ``loop``; a rebuilding compensator first lets its step replay its history."""
+    if loop.rebuild is not None and not await loop.rebuild.wait_for_step(stop):
+        return
     await loop.run(stop)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData
 
-from engine.db import messaging_tables
+from engine.db import messaging_tables, rebuild_tables
 from engine.deadletters import dead_letters
 from engine.events import Event, FailureEvent
 from engine.participant import GiveUp, Handler, Participant
@@ -39,7 +39,8 @@ class Service:
     migrations: Path
 
     def __post_init__(self) -> None:
-        messaging_tables(self.metadata)  # every service database holds the inbox and the outbox
+        messaging_tables(self.metadata)  # every service database holds the inbox and the outbox,
+        rebuild_tables(self.metadata)  # and the rebuild state and the parked records
 
 
 @dataclass(frozen=True)

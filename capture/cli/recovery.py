@@ -40,6 +40,7 @@ def add(commands: Any) -> None:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from capture import bootstrap
     from engine import offsets as replay
+    from engine import run
 
     participants = bootstrap.resolve(args.service)
     settings = with_broker(settings, "replay")
@@ -55,11 +56,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             print(f"dry run: {len(moves)} partitions would be moved; nothing changed")
             return 0
         try:
+            await run.begin_replay(CAPTURE, participants, settings)
             await replay.apply(settings.bootstrap, moves)
         except replay.GroupActive as exc:
             print(f"pokesaga replay: {exc}", file=sys.stderr)
             return 1
-        print(f"moved {len(moves)} partitions; start {args.service} to reprocess")
+        print(f"moved {len(moves)} partitions; start {args.service} to rebuild from them")
         return 0
 
     return asyncio.run(go())
