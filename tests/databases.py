@@ -121,6 +121,20 @@ def lose(settings: Settings, service: str) -> None:
         admin.dispose()
 
 
+def copy_database(name: str, backup: str, back: bool = False) -> None:
+    """PostgreSQL: ``backup`` made a copy of database ``name`` (no one connected), or ``name`` restored from it."""
+    admin = _admin()
+    try:
+        with admin.connect() as conn:
+            source, target = (backup, name) if back else (name, backup)
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{target}" TEMPLATE "{source}"'))
+            if target not in CREATED:
+                CREATED.append(target)
+    finally:
+        admin.dispose()
+
+
 def refuse_updates(settings: Settings, service: str, table: str, when: str, message: str) -> None:
     """A trigger that makes the database refuse the updates of ``table`` matching ``when``
     (a condition on NEW and OLD), as an integrity error: a change the database will not take."""

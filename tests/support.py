@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka.errors import GroupCoordinatorNotAvailableError
@@ -26,7 +26,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, 
         await asyncio.sleep(0.1)
 
 
-async def caught_up(bootstrap: str, groups: dict[str, Iterable[str]]) -> bool:
+async def caught_up(bootstrap: str, groups: Mapping[str, Iterable[str]]) -> bool:
     """True when every group has committed up to the end of every partition it reads."""
     for group, topics in groups.items():
         ends = await kafka.end_offsets(bootstrap, topics)
