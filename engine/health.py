@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -153,7 +153,6 @@ def serve(port: int | None, host: str = "127.0.0.1", health: Health | None = Non
     return server
 
 
-def assigned(consumers: Iterable[tuple[str, Any]]) -> Callable[[], dict[str, int]]:
-    """How many partitions each named consumer has, read when called."""
-    pairs = list(consumers)
-    return lambda: {name: len(consumer.assignment()) for name, consumer in pairs}
+def assigned(loops: Sequence[Any]) -> Callable[[], dict[str, int]]:
+    """How many partitions each loop's consumer has, read when called (a loop may be replaced)."""
+    return lambda: {loop.name: len(loop.consumer.assignment()) for loop in loops}

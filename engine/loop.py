@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from sqlalchemy.exc import DBAPIError
 
 from engine import crash, metrics
 from engine.parked import ParkedRecord
@@ -29,12 +30,14 @@ from engine.processing import (
     Careful,
     Interrupted,
     OutboxRow,
+    RebuildRequired,
     Record,
     dead_letter_row,
     is_unavailable,
 )
 from engine.rebuild import Rebuild
 from engine.settings import Settings
+from engine.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +117,9 @@ class ParticipantLoop:
                     self._next_unpark = 0.0
             elif time.monotonic() >= self._next_unpark and not await self._unpark():
                 self._next_unpark = time.monotonic() + UNPARK_EVERY_SECONDS
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            log.warning("%s: database unavailable between batches, trying again: %s", self.name, exc)
+        except DBAPIError as exc:  # unavailable, or its tables gone: the next batch checks which
+            self.processor.suspect = True
+            log.warning("%s: database error between batches, trying again: %s", self.name, printable(str(exc), 300))
             self._next_unpark = time.monotonic() + UNPARK_EVERY_SECONDS
 
     async def _unpark(self) -> bool:
@@ -189,6 +191,7 @@ class ParticipantLoop:
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
+                self.processor.suspect = True
                 if self.processor.stopping.is_set():
                     raise Interrupted from None
                 log.warning("%s: database unavailable, retrying batch in %.2fs: %s", self.name, delay, exc)
@@ -201,9 +204,10 @@ class ParticipantLoop:
             return await self._blocking(len(records), self.processor.apply_optimistically, records)
         except Careful as error:
             first = error
+        self.processor.suspect = True  # a missing table fails the optimistic pass too
         try:
             return await asyncio.to_thread(self.processor.apply_carefully, records, first)
-        except (Interrupted, Careful):
+        except (Interrupted, Careful, RebuildRequired):
             raise
         except Exception as exc:
             if is_unavailable(exc):
@@ -220,7 +224,7 @@ class ParticipantLoop:
             try:
                 result = await asyncio.to_thread(self.processor.apply_carefully, [record])
             except Exception as exc:
-                if is_unavailable(exc) or isinstance(exc, Interrupted):
+                if is_unavailable(exc) or isinstance(exc, Interrupted | RebuildRequired):
                     raise
                 log.exception("%s: dead-lettering %s[%d]@%d: it cannot be applied", self.name, record.topic,
                               record.partition, record.offset)  # fmt: skip

@@ -24,12 +24,13 @@ The rest of the batch goes on. Nothing a record carries can make the batch retry
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from engine import inbox, tracing
@@ -42,7 +43,7 @@ from engine.kafka import Record
 from engine.outbox import Outbox, OutboxRow, event_row
 from engine.parked import REBUILDING, Parked, ParkedRecord
 from engine.participant import Participant, Rejected, UnitOfWork
-from engine.rebuild import History
+from engine.rebuild import CREATED, History
 from engine.retry import FaultInjector
 from engine.settings import Settings
 from engine.text import printable
@@ -100,6 +101,11 @@ class Careful(Exception):
 
 class Interrupted(Exception):
     """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
+
+
+class RebuildRequired(Exception):
+    """The participant's database was lost or replaced while it ran (its tables are gone, or it
+    is marked for a rebuild): nothing is applied; the participant must start its rebuild."""
 
 
 class TooLarge(Exception):
@@ -162,13 +168,18 @@ class BatchProcessor:
         self.engine = engine
         self.settings = settings
         inbox_table, outbox_table = messaging_tables(participant.metadata)
-        _, parked_table = rebuild_tables(participant.metadata)
+        self.rebuild_table, parked_table = rebuild_tables(participant.metadata)
         self.inbox = inbox.Inbox(inbox_table, participant.name, parked_table)
         self.outbox = Outbox(outbox_table, participant.name)
         self.parked = Parked(parked_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.faults = FaultInjector(settings.faults, participant.name)
         self.stopping = threading.Event()
+        # Set after an error that may mean the database was lost (unavailable, or the optimistic
+        # pass failing): the next transaction first checks it is still this participant's.
+        self.suspect = False
+        self._file = _database_file(engine)  # SQLite: the file, and which file it was at the start
+        self.watched = False  # check that the database is still this participant's (engine.run sets it)
 
     # -- the two passes --------------------------------------------------------------
 
@@ -199,6 +210,7 @@ class BatchProcessor:
         """The oldest parked records, to apply (``apply_optimistically``/``apply_carefully``) once
         the rebuild is over; they leave the parked table in the transaction that applies them."""
         with self.engine.connect() as conn:
+            self._check_database(conn)  # and, once a second or so, that the database is still ours
             return self.parked.oldest(conn, limit)
 
     def forget_parked(self, row_id: int) -> None:
@@ -209,7 +221,10 @@ class BatchProcessor:
     def _pass(self, records: Sequence[Record], careful: bool, failed: dict[str, Exception]) -> BatchResult:
         decoded = [self._decode(record) for record in records]
         unparked = [record.id for record in records if isinstance(record, ParkedRecord)]
+        self._check_file()
         with self.engine.begin() as conn:
+            if self.suspect:
+                self._check_database(conn)
             if unparked:
                 self.parked.lock(conn)  # one instance at a time applies the parked records
             p = _Pass(conn, self.participant.repository(conn), careful, failed)
@@ -219,7 +234,25 @@ class BatchProcessor:
                 self._flush(p)
             if unparked:
                 self.parked.delete(conn, unparked)
+        self.suspect = False
         return p.result
+
+    def _check_file(self) -> None:
+        """SQLite: ``RebuildRequired`` if the database file was deleted or replaced since the start
+        (the open connections would go on writing to a file no one will ever read)."""
+        if self.watched and self._file is not None and _database_file(self.engine) != self._file:
+            raise RebuildRequired(f"{self.participant.name}: its database file was deleted or replaced")
+
+    def _check_database(self, conn: Connection) -> None:
+        """``RebuildRequired`` if the database lost its tables or was marked for a rebuild since the start."""
+        if not self.watched:
+            return
+        self._check_file()
+        if not inspect(conn).has_table(self.rebuild_table.name):
+            raise RebuildRequired(f"{self.participant.name}: its database has lost its tables")
+        marked = {consumer for (consumer,) in conn.execute(select(self.rebuild_table.c.consumer))}
+        if not self.rebuilding and marked & {self.participant.name, CREATED}:
+            raise RebuildRequired(f"{self.participant.name}: its database was replaced by an empty or restored one")
 
     # -- deciding each record's fate --------------------------------------------------
 
@@ -521,6 +554,18 @@ class BatchProcessor:
     def mark_sent(self, ids: Sequence[int]) -> None:
         """A published row has no further use: marking it sent deletes it."""
         self.outbox.mark_sent(self.engine, ids)
+
+
+def _database_file(engine: Engine) -> tuple[str, int, int] | None:
+    """SQLite: (path, device, inode) of the database file, (path, 0, 0) when it is gone; else None."""
+    if engine.url.get_backend_name() != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    path = str(engine.url.database)
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return (path, 0, 0)
+    return (path, found.st_dev, found.st_ino)
 
 
 def _reject(item: _Item, kind: str, detail: str) -> _Item:

@@ -142,19 +142,33 @@ def decode(targets: Targets) -> dict[TopicPartition, int]:
     return found
 
 
-async def position(bootstrap: str, state: RebuildState, participant: Participant) -> None:
-    """Rewind ``participant``'s group to the earliest records and record where its history ends.
+async def position(bootstrap: str, state: RebuildState, participant: Participant, stop: asyncio.Event) -> bool:
+    """Rewind ``participant``'s group to the earliest records and record where its history ends;
+    False if stopped first.
 
-    Another instance that got here first and already consumes has done it: the move is refused
-    (live members) and its targets stand."""
-    moves = await offsets.plan(bootstrap, [participant], earliest=True)
-    try:
-        await offsets.apply(bootstrap, moves)
-        log.info("%s: rebuilding: consumer group rewound to the earliest records", participant.name)
-    except (offsets.GroupActive, KafkaError) as exc:
-        log.info("%s: rebuilding: group not rewound (%s); another instance positioned it", participant.name, exc)
-    ends = await kafka.end_offsets(bootstrap, participant.topics)
-    await asyncio.to_thread(state.positioned, participant.name, encode(ends))
+    Only an empty group can be rewound: while it has live members (an instance that has not
+    noticed the loss yet) this waits, unless another instance positions it first."""
+    said = False
+    while not stop.is_set():
+        row = (await asyncio.to_thread(state.rows)).get(participant.name)
+        if row is None or row.targets is not None:
+            return True
+        try:
+            _, members = await kafka.group_state(bootstrap, participant.name)
+            if not members:
+                await offsets.apply(bootstrap, await offsets.plan(bootstrap, [participant], earliest=True))
+                ends = await kafka.end_offsets(bootstrap, participant.topics)
+                await asyncio.to_thread(state.positioned, participant.name, encode(ends))
+                log.info("%s: rebuilding: consumer group rewound to the earliest records", participant.name)
+                continue
+        except (offsets.GroupActive, KafkaError) as exc:  # a member joined meanwhile: look again
+            log.info("%s: rebuilding: %s", participant.name, exc)
+        if not said:
+            log.warning("%s: rebuilding: waiting for the live members of its group to leave", participant.name)
+            said = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    return False
 
 
 async def caught_up(bootstrap: str, group: str, targets: Targets) -> bool:
@@ -194,7 +208,7 @@ async def load(bootstrap: str, participants: list[Participant], topics: Iterable
     if skipped:
         log.warning("rebuild: skipped %d records on the topics that are not events as the services write them", skipped)
     for name, history in found.items():
-        log.info("%s: new database: %d recorded decisions loaded from the topics", name, len(history))
+        log.info("%s: rebuilding: %d recorded decisions loaded from the topics", name, len(history))
     return {name: {cause: list(events.values()) for cause, events in h.items()} for name, h in found.items()}
 
 

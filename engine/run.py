@@ -8,21 +8,24 @@ kept up to date.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Iterable
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from engine import health, kafka, migrate, offsets, rebuild, tracing
 from engine.db import make_engine
 from engine.health import Health
 from engine.loop import ParticipantLoop
 from engine.participant import Participant
-from engine.processing import BatchProcessor
+from engine.processing import BatchProcessor, RebuildRequired
 from engine.rebuild import History, Rebuild, RebuildState
 from engine.saga import Saga, Service
 from engine.settings import Settings
+from engine.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,17 @@ def build_loop(
     engine: Engine,
     recorded: History | None = None,
     rebuilding: Rebuild | None = None,
+    watched: bool = False,
 ) -> ParticipantLoop:
     """``recorded``: the participant is rebuilding, and this is its history; ``rebuilding`` follows
-    the rebuild's progress in the database (without it, the rebuild ends after the first batch)."""
+    the rebuild's progress in the database (without it, the rebuild ends after the first batch).
+    ``watched``: the loop raises ``RebuildRequired`` when its database is lost or replaced under it
+    (``run_participants`` then starts the participant's rebuild)."""
     bootstrap = settings.bootstrap
+    processor = BatchProcessor(participant, saga.types, engine, settings, recorded)
+    processor.watched = watched
     return ParticipantLoop(
-        BatchProcessor(participant, saga.types, engine, settings, recorded),
+        processor,
         kafka.consumer(bootstrap, participant.name, *participant.topics),
         kafka.producer(bootstrap, linger_ms=settings.linger_ms),
         settings,
@@ -62,20 +70,21 @@ def rebuild_state(saga: Saga, service: str, engine: Engine) -> RebuildState:
     return RebuildState(engine, saga.services[service].metadata, [p.name for p in saga.service_of(service)])
 
 
-async def prepare_rebuild(saga: Saga, service: str, engine: Engine, settings: Settings) -> dict[str, Rebuild]:
-    """The participants of ``service`` that are rebuilding, by name; a database created empty is
-    turned into a rebuild of each of them, their groups rewound to the earliest records."""
+async def prepare_rebuild(
+    saga: Saga, service: str, engine: Engine, settings: Settings, stop: asyncio.Event, only: Iterable[str]
+) -> dict[str, Rebuild]:
+    """Those of ``only`` (participants of ``service``) that are rebuilding, by name; a database
+    created empty is turned into a rebuild of each participant of the service, and the groups of
+    ``only`` are rewound to the earliest records."""
     state = rebuild_state(saga, service, engine)
     await asyncio.to_thread(state.expand)
     rows = await asyncio.to_thread(state.rows)
     step = saga.participants.get(service)
     found = {}
-    for name, row in rows.items():
-        participant = saga.participants.get(name)
-        if participant is None or participant.service != service:
+    for name in only:
+        participant = saga.participants[name]
+        if name not in rows or not await rebuild.position(settings.bootstrap, state, participant, stop):
             continue
-        if row.targets is None:
-            await rebuild.position(settings.bootstrap, state, participant)
         found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
     if found:
         log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
@@ -118,17 +127,18 @@ async def run_participants(
     for p in participants:
         if p.service not in engines:
             engines[p.service], _ = await asyncio.to_thread(open_database, saga.services[p.service], settings)
-            rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings)
+            mine = [q.name for q in participants if q.service == p.service]
+            rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings, stop, mine)
     rebuilding = [p for p in participants if p.name in rebuilds]
     recorded = await rebuild.load(settings.bootstrap, rebuilding, saga.topics)
     loops = [
-        build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name))
+        build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name), watched=True)
         for p in participants
     ]
     del recorded  # each loop holds its own, and lets it go when its rebuild ends
-    tasks = [asyncio.create_task(_run(loop, stop), name=loop.name) for loop in loops]
+    tasks = [asyncio.create_task(_run(saga, loops, i, stop, settings), name=loop.name) for i, loop in enumerate(loops)]
     if checked is not None:
-        assignments = health.assigned((loop.name, loop.consumer) for loop in loops)
+        assignments = health.assigned(loops)
         checks = health.check_forever(checked, settings.bootstrap, engines, assignments, settings.health_interval, stop)
         tasks.append(asyncio.create_task(checks, name="health"))
     try:
@@ -144,11 +154,42 @@ async def run_participants(
             engine.dispose()
 
 
-async def _run(loop: ParticipantLoop, stop: asyncio.Event) -> None:
-    """Run ``loop``; a rebuilding compensator first lets its step replay its history."""
-    if loop.rebuild is not None and not await loop.rebuild.wait_for_step(stop):
-        return
-    await loop.run(stop)
+async def _run(saga: Saga, loops: list[ParticipantLoop], i: int, stop: asyncio.Event, settings: Settings) -> None:
+    """Run ``loops[i]``; a rebuilding compensator first lets its step replay its history. A
+    database lost or replaced while it runs makes it leave its group and start its rebuild."""
+    while True:
+        loop = loops[i]
+        if loop.rebuild is not None and not await loop.rebuild.wait_for_step(stop):
+            return
+        try:
+            await loop.run(stop)
+            return
+        except RebuildRequired as lost:
+            log.warning("%s; starting its rebuild", lost)
+        loops[i] = await _rebuilding(saga, loop, settings, stop)
+        if stop.is_set():
+            return
+
+
+async def _rebuilding(saga: Saga, loop: ParticipantLoop, settings: Settings, stop: asyncio.Event) -> ParticipantLoop:
+    """``loop``'s participant anew, after its database was lost: schema, rebuild rows, history."""
+    participant, engine = loop.processor.participant, loop.processor.engine
+    service = saga.services[participant.service]
+    engine.dispose()  # connections to a database that is gone (SQLite: to a deleted file)
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(migrate.upgrade, engine, service)
+            rebuilds = await prepare_rebuild(saga, participant.service, engine, settings, stop, [participant.name])
+            break
+        except DBAPIError as exc:  # still away: try again
+            log.warning("%s: database not back yet: %s", participant.name, printable(str(exc), 300))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1)
+    else:
+        return loop
+    found = rebuilds.get(participant.name)
+    history = (await rebuild.load(settings.bootstrap, [participant], saga.topics))[participant.name] if found else None
+    return build_loop(saga, participant, settings, engine, history, found, watched=True)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -76,6 +76,7 @@ async def outage(
     lose: Callable[[], None],
     restart: Callable[[], Awaitable[None]],
     before_restart: Callable[[], Awaitable[None]] | None = None,
+    stopped: bool = True,
 ) -> None:
     """Captures, then ``service`` stopped and its state lost (``lose``), captures queued, then
     ``restart``: checks exactly one outcome per saga, the earlier sagas as they were, the queued applied."""
@@ -86,7 +87,7 @@ async def outage(
     assert first.keys() == {s.sagaid for s in earlier} and all(len(ids) == 1 for ids in first.values())
     before = {s.sagaid: views.saga(running.settings, s.sagaid) for s in earlier}
 
-    for name in instances(running, service):
+    for name in instances(running, service) if stopped else ():
         running.stop(name)
     lose()
     everyone = {s.sagaid for s in earlier + queued}
@@ -145,6 +146,18 @@ def replay_then_start(running: Cluster, service: str, *args: str) -> Callable[[]
         await start(running, service)()
 
     return go
+
+
+async def test_a_database_lost_while_its_service_runs_is_rebuilt_without_a_restart(rebuilds: Cluster) -> None:
+    """Deleted (SQLite) or dropped and created again (PostgreSQL) under the running service, step
+    and compensator: it notices, leaves its groups, and rebuilds as if it had been restarted."""
+
+    async def nothing() -> None:
+        pass
+
+    await outage(rebuilds, "combat", lambda: databases.lose(rebuilds.settings, "combat"), nothing, stopped=False)
+    log = rebuilds.processes["combat"].log_path.read_text()
+    assert "combat: its database" in log and "starting its rebuild" in log
 
 
 @pytest.mark.parametrize("service", ["status", "combat", "pokeball", "delivery"])
