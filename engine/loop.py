@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DB_RETRY_MAX_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 3600
+PRUNE_RETRY_SECONDS = 60  # after a failed prune
 T = TypeVar("T")
 
 
@@ -57,6 +58,7 @@ class ParticipantLoop:
         self.settings = settings
         self.name = processor.participant.name
         self.ready = asyncio.Event()
+        self.prune_every = PRUNE_EVERY_SECONDS
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.producer.start()
@@ -77,23 +79,30 @@ class ParticipantLoop:
             except Interrupted:
                 log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
             finally:
-                watcher.cancel()
-                pruner.cancel()
+                for task in (watcher, pruner):
+                    task.cancel()
+                await asyncio.gather(watcher, pruner, return_exceptions=True)
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
             log.info("%s: stopped", self.name)
 
     async def _prune_inbox(self, stop: asyncio.Event) -> None:
-        """Every hour, forget inbox rows older than the retention: the inbox stays bounded."""
+        """Every hour, forget inbox rows older than the retention: the inbox stays bounded.
+        A prune that fails (the database unavailable) is logged and tried again sooner."""
         while not stop.is_set():
-            pruned = await asyncio.to_thread(self.processor.prune_inbox, self.settings.inbox_retention_hours)
-            if pruned:
-                log.info(
-                    "%s: pruned %d inbox rows older than %.0fh", self.name, pruned, self.settings.inbox_retention_hours
-                )
+            wait = self.prune_every
+            try:
+                pruned = await asyncio.to_thread(self.processor.prune_inbox, self.settings.inbox_retention_hours)
+            except Exception as exc:
+                wait = min(wait, PRUNE_RETRY_SECONDS)
+                log.warning("%s: pruning the inbox failed, trying again in %.0fs: %s", self.name, wait, exc)
+            else:
+                if pruned:
+                    hours = self.settings.inbox_retention_hours
+                    log.info("%s: pruned %d inbox rows older than %.0fh", self.name, pruned, hours)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PRUNE_EVERY_SECONDS)
+                await asyncio.wait_for(stop.wait(), wait)
 
     async def _propagate_stop(self, stop: asyncio.Event) -> None:
         """Wake a worker thread waiting to retry, so a stop is not held up by backoff."""
