@@ -5,8 +5,9 @@ batch on the event loop, a large one or one that must wait to retry in a worker 
 the event loop stays free for heartbeats and a stop.  3. Publish the outbox rows
 (acks=all) and mark them sent.  4. Commit the offsets: only now is a record acknowledged.
 A crash anywhere in between loses nothing (the offset is not committed, so the record is
-redelivered, and unsent outbox rows are flushed at start-up) and duplicates nothing (the
-redelivered record hits the inbox; re-published events carry the same ids).
+redelivered, and unsent outbox rows are flushed at start-up, or by a running instance's
+flusher, see engine.flusher) and duplicates nothing (the redelivered record hits the inbox;
+re-published events carry the same ids).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from engine import crash, metrics
+from engine.flusher import OutboxFlusher
 from engine.processing import (
     BatchProcessor,
     BatchResult,
@@ -59,6 +61,9 @@ class ParticipantLoop:
         self.name = processor.participant.name
         self.ready = asyncio.Event()
         self.prune_every = PRUNE_EVERY_SECONDS
+        self.flusher = OutboxFlusher(
+            self.name, processor.outbox, processor.engine, self._send_once, settings.outbox_grace_seconds
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.producer.start()
@@ -67,6 +72,7 @@ class ParticipantLoop:
             await self.consumer.start()
             watcher = asyncio.create_task(self._propagate_stop(stop))
             pruner = asyncio.create_task(self._prune_inbox(stop))
+            flusher = asyncio.create_task(self.flusher.run(stop))
             try:
                 self.ready.set()
                 log.info("%s: consuming %s", self.name, ", ".join(self.processor.participant.topics))
@@ -79,9 +85,9 @@ class ParticipantLoop:
             except Interrupted:
                 log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
             finally:
-                for task in (watcher, pruner):
+                for task in (watcher, pruner, flusher):
                     task.cancel()
-                await asyncio.gather(watcher, pruner, return_exceptions=True)
+                await asyncio.gather(watcher, pruner, flusher, return_exceptions=True)
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
@@ -208,31 +214,33 @@ class ParticipantLoop:
         """Publish ``rows`` in order, wait for every acknowledgement, then mark them sent."""
         if not rows:
             return
-        metrics.outbox_backlog.labels(self.name).set(len(rows))
         await self._send(rows)
         for row in rows:
             metrics.events_published.labels(self.name, row.type).inc()
         crash.check(self.settings.crash_at, crash.AFTER_PUBLISH)
         await self._blocking(len(rows), self.processor.mark_sent, [row.id for row in rows])
-        metrics.outbox_backlog.labels(self.name).set(0)
         crash.check(self.settings.crash_at, crash.AFTER_MARK_SENT)
 
     async def _send(self, rows: Sequence[OutboxRow]) -> None:
         """Send ``rows`` in order and wait for every acknowledgement (acks=all), as long as it takes."""
         while True:
             try:
-                futures = [
-                    await self.producer.send(
-                        row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
-                    )
-                    for row in rows
-                ]
-                await asyncio.gather(*futures)
+                await self._send_once(rows)
                 return
             except KafkaError as exc:
                 # Not acknowledged: send again (consumers dedupe by event id).
                 log.warning("%s: publish failed, retrying: %s", self.name, exc)
                 await asyncio.sleep(0.5)
+
+    async def _send_once(self, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` in order and wait for every acknowledgement; KafkaError when one is refused."""
+        futures = [
+            await self.producer.send(
+                row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
 
     async def flush_outbox(self) -> None:
         """Publish what a previous run committed but did not get to publish."""

@@ -44,4 +44,6 @@ consumer_lag = Gauge(
     "pokesaga_consumer_lag", "Records on a partition not yet consumed (high watermark − position)",
     ["participant", "topic", "partition"],
 )  # fmt: skip
-outbox_backlog = Gauge("pokesaga_outbox_backlog", "Outbox rows not yet published", ["participant"])
+outbox_backlog = Gauge(
+    "pokesaga_outbox_backlog", "Rows in the participant's outbox, whoever wrote them", ["participant"]
+)
