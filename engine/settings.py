@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         description="An outbox row still unpublished this long after a running instance first saw it was left by an "
         "instance that died after its local commit: a running instance publishes it (a live one needs milliseconds).",
     )
+    tracker_retention_hours: float = Field(
+        default=24,
+        gt=0,
+        description="How long the tracker keeps a finished saga (from its outcome); sagas with no outcome are kept.",
+    )
     max_message_bytes: int = Field(
         default=1_000_000,
         ge=10_000,
