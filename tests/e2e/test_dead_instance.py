@@ -1,6 +1,9 @@
 """An instance dies with its outbox: two instances of combat share its database and its
 consumer group; one dies right after a local commit, before publishing, and is never restarted.
 The survivor publishes what it left behind, and its ``outbox_backlog`` shows those rows meanwhile.
+
+A broker of its own: records other suites left unconsumed on capture.combat would reach the
+dying instance before this test's sagas do.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from contracts import topics
 from devtools.broker import free_port
 from engine import crash, kafka
 from tests import databases
+from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster
 from tests.support import Samples, caught_up, eventually, http_get, metric_samples
 
@@ -29,14 +33,17 @@ def scraped(port: int) -> Samples:
 
 
 def test_the_outbox_rows_of_an_instance_that_died_after_its_local_commit_are_published_by_the_survivor(
-    kafka_bootstrap: str, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     port, run = free_port(), uuid.uuid4().hex[:6]
     per_instance = {
         "combat": {"POKESAGA_METRICS_PORT": str(port)},
         "combat#2": {"POKESAGA_CRASH_AT": crash.AFTER_LOCAL_COMMIT},
     }
-    with cluster(kafka_bootstrap, tmp_path, (*SERVICES, "combat#2"), per_instance) as running:
+    with (
+        new_broker(tmp_path / "broker") as bootstrap,
+        cluster(bootstrap, tmp_path, (*SERVICES, "combat#2"), per_instance) as running,
+    ):
         published, records, backlog = asyncio.run(one_dies(running, port, run))
         for service in SERVICES:
             assert databases.rows(running.settings, service, "select count(*) from outbox") == [(0,)], service
