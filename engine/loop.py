@@ -5,8 +5,9 @@ batch on the event loop, a large one or one that must wait to retry in a worker 
 the event loop stays free for heartbeats and a stop.  3. Publish the outbox rows
 (acks=all) and mark them sent.  4. Commit the offsets: only now is a record acknowledged.
 A crash anywhere in between loses nothing (the offset is not committed, so the record is
-redelivered, and unsent outbox rows are flushed at start-up) and duplicates nothing (the
-redelivered record hits the inbox; re-published events carry the same ids).
+redelivered, and unsent outbox rows are flushed at start-up, or by a running instance's
+flusher, see engine.flusher) and duplicates nothing (the redelivered record hits the inbox;
+re-published events carry the same ids).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError
 
 from engine import crash, metrics
+from engine.flusher import OutboxFlusher
 from engine.parked import ParkedRecord
 from engine.processing import (
     BatchProcessor,
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 DB_RETRY_MAX_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 3600
 UNPARK_EVERY_SECONDS = 1.0  # how often a participant with nothing parked looks again
+PRUNE_RETRY_SECONDS = 60  # after a failed prune
 T = TypeVar("T")
 
 
@@ -66,6 +69,10 @@ class ParticipantLoop:
         self.name = processor.participant.name
         self.ready = asyncio.Event()
         self._next_unpark = 0.0
+        self.prune_every = PRUNE_EVERY_SECONDS
+        self.flusher = OutboxFlusher(
+            self.name, processor.outbox, processor.engine, self._send_once, settings.outbox_grace_seconds
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.producer.start()
@@ -74,6 +81,7 @@ class ParticipantLoop:
             await self.consumer.start()
             watcher = asyncio.create_task(self._propagate_stop(stop))
             pruner = asyncio.create_task(self._prune_inbox(stop))
+            flusher = asyncio.create_task(self.flusher.run(stop))
             try:
                 self.ready.set()
                 log.info("%s: consuming %s", self.name, ", ".join(self.processor.participant.topics))
@@ -87,23 +95,30 @@ class ParticipantLoop:
             except Interrupted:
                 log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
             finally:
-                watcher.cancel()
-                pruner.cancel()
+                for task in (watcher, pruner, flusher):
+                    task.cancel()
+                await asyncio.gather(watcher, pruner, flusher, return_exceptions=True)
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
             log.info("%s: stopped", self.name)
 
     async def _prune_inbox(self, stop: asyncio.Event) -> None:
-        """Every hour, forget inbox rows older than the retention: the inbox stays bounded."""
+        """Every hour, forget inbox rows older than the retention: the inbox stays bounded.
+        A prune that fails (the database unavailable) is logged and tried again sooner."""
         while not stop.is_set():
-            pruned = await asyncio.to_thread(self.processor.prune_inbox, self.settings.inbox_retention_hours)
-            if pruned:
-                log.info(
-                    "%s: pruned %d inbox rows older than %.0fh", self.name, pruned, self.settings.inbox_retention_hours
-                )
+            wait = self.prune_every
+            try:
+                pruned = await asyncio.to_thread(self.processor.prune_inbox, self.settings.inbox_retention_hours)
+            except Exception as exc:
+                wait = min(wait, PRUNE_RETRY_SECONDS)
+                log.warning("%s: pruning the inbox failed, trying again in %.0fs: %s", self.name, wait, exc)
+            else:
+                if pruned:
+                    hours = self.settings.inbox_retention_hours
+                    log.info("%s: pruned %d inbox rows older than %.0fh", self.name, pruned, hours)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PRUNE_EVERY_SECONDS)
+                await asyncio.wait_for(stop.wait(), wait)
 
     async def _between_batches(self) -> None:
         """While rebuilding, see whether the rebuild is over; after it, apply what was parked."""
@@ -249,31 +264,33 @@ class ParticipantLoop:
         """Publish ``rows`` in order, wait for every acknowledgement, then mark them sent."""
         if not rows:
             return
-        metrics.outbox_backlog.labels(self.name).set(len(rows))
         await self._send(rows)
         for row in rows:
             metrics.events_published.labels(self.name, row.type).inc()
         crash.check(self.settings.crash_at, crash.AFTER_PUBLISH)
         await self._blocking(len(rows), self.processor.mark_sent, [row.id for row in rows])
-        metrics.outbox_backlog.labels(self.name).set(0)
         crash.check(self.settings.crash_at, crash.AFTER_MARK_SENT)
 
     async def _send(self, rows: Sequence[OutboxRow]) -> None:
         """Send ``rows`` in order and wait for every acknowledgement (acks=all), as long as it takes."""
         while True:
             try:
-                futures = [
-                    await self.producer.send(
-                        row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
-                    )
-                    for row in rows
-                ]
-                await asyncio.gather(*futures)
+                await self._send_once(rows)
                 return
             except KafkaError as exc:
                 # Not acknowledged: send again (consumers dedupe by event id).
                 log.warning("%s: publish failed, retrying: %s", self.name, exc)
                 await asyncio.sleep(0.5)
+
+    async def _send_once(self, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` in order and wait for every acknowledgement; KafkaError when one is refused."""
+        futures = [
+            await self.producer.send(
+                row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
 
     async def flush_outbox(self) -> None:
         """Publish what a previous run committed but did not get to publish."""

@@ -44,7 +44,9 @@ consumer_lag = Gauge(
     "pokesaga_consumer_lag", "Records on a partition not yet consumed (high watermark − position)",
     ["participant", "topic", "partition"],
 )  # fmt: skip
-outbox_backlog = Gauge("pokesaga_outbox_backlog", "Outbox rows not yet published", ["participant"])
+outbox_backlog = Gauge(
+    "pokesaga_outbox_backlog", "Rows in the participant's outbox, whoever wrote them", ["participant"]
+)
 parked = Gauge(
     "pokesaga_parked_records", "Records held back in the participant's database, to apply later", ["participant"]
 )

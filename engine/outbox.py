@@ -1,6 +1,8 @@
 """The outbox: what a participant must publish, written in the same local transaction as the
 inbox row and the state change; published in order (acks=all) after the commit, then deleted.
-Rows a crash left unsent are published again at start-up (consumers dedupe by event id).
+Rows a crash left unsent are published again at start-up, and by any running instance of the
+participant once they have waited longer than a grace period (engine.flusher); consumers dedupe
+by event id.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ class Outbox:
         """Unsent rows of this producer, oldest first (flushed at start-up)."""
         with engine.connect() as conn:
             query = select(self.table).where(self.table.c.producer == self.producer).order_by(self.table.c.id)
+            return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query)]
+
+    def waiting(self, engine: Engine) -> list[int]:
+        """The ids of this producer's rows, oldest first: every row not yet published, in hand or not."""
+        with engine.connect() as conn:
+            query = select(self.table.c.id).where(self.table.c.producer == self.producer).order_by(self.table.c.id)
+            return list(conn.execute(query).scalars())
+
+    def rows(self, engine: Engine, ids: Sequence[int]) -> list[OutboxRow]:
+        """The rows among ``ids`` still in the outbox, oldest first."""
+        with engine.connect() as conn:
+            query = select(self.table).where(self.table.c.id.in_(list(ids))).order_by(self.table.c.id)
             return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query)]
 
     def mark_sent(self, engine: Engine, ids: Sequence[int]) -> None:

@@ -76,6 +76,17 @@ class Settings(BaseSettings):
         description="How long an applied event id is remembered. Must exceed how long the broker may keep a record "
         "(retention.ms + segment.ms: 7 + 7 days by default), so a replay never re-applies a forgotten event.",
     )
+    outbox_grace_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="An outbox row still unpublished this long after a running instance first saw it was left by an "
+        "instance that died after its local commit: a running instance publishes it (a live one needs milliseconds).",
+    )
+    tracker_retention_hours: float = Field(
+        default=24,
+        gt=0,
+        description="How long the tracker keeps a finished saga (from its outcome); sagas with no outcome are kept.",
+    )
     max_message_bytes: int = Field(
         default=1_000_000,
         ge=10_000,

@@ -243,6 +243,26 @@ class Timelines:
             return "compensating"
         return "running"
 
+    def settled_at(self, timeline: dict[str, Any]) -> float | None:
+        """When a saga's retention starts (epoch seconds), or None while it is to be kept.
+
+        A finished saga settles at its outcome: the outcome's time, or when the tracker last saw
+        an event of it if that is earlier (a time written in the future does not keep it longer).
+        A fragment, events with no start event (what a re-publication of a forgotten saga's events
+        leaves), settles at its newest event's time. Any other saga is still running: kept."""
+        seen = last_progress(timeline)
+        if timeline["outcome"]:
+            ended = instant(timeline.get("ended_at"))
+            return seen if math.isinf(ended) else min(ended, seen)
+        if timeline["events"] and all(e["type"] != self.start for e in timeline["events"]):
+            return max(instant(e.get("time")) for e in timeline["events"])
+        return None
+
+    def expired(self, timeline: dict[str, Any], now: float, retention_seconds: float) -> bool:
+        """A saga settled longer than ``retention_seconds`` ago: the tracker forgets it."""
+        settled = self.settled_at(timeline)
+        return settled is not None and now - settled > retention_seconds
+
     def waiting_on(self, timeline: dict[str, Any]) -> str | None:
         """The participant that should act next, for a saga with no outcome yet."""
         if timeline["outcome"] or not timeline["events"]:

@@ -15,6 +15,10 @@ offsets, and serves the same timelines. It serves, on ``tracker_port``:
 A record it cannot place in a timeline (see ``timeline.parse``) is skipped and counted; a
 timeline its table holds is restored (``timeline.restore``) before it is used, so nothing on
 the topics or in the changelog can stop it observing or serving.
+
+It keeps a finished saga for ``tracker_retention_hours`` after its outcome (see
+``timeline.settled_at``), then forgets it: from its table (a tombstone in the changelog, which
+Kafka compacts away) and from every index it holds in memory. Sagas with no outcome are kept.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ latency = Histogram(
     "End-to-end latency: start event time to outcome event time",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+retained = Gauge(
+    "pokesaga_tracker_sagas_retained", "Sagas the tracker holds (running, or finished within the retention)"
+)
+forgotten = Counter("pokesaga_tracker_sagas_forgotten_total", "Sagas forgotten a retention after they finished")
 skipped = Counter(
     "pokesaga_tracker_records_skipped_total",
     "Records on the topics that are not pokesaga events, by reason",
@@ -137,7 +145,10 @@ def create_app(settings: Settings) -> faust.App:
             restored[key] = (stored, found)
         return found
 
-    def place(value: bytes | None, topic: str, headers: Any) -> None:
+    # The changelog partition each saga's timeline was last written to (its record's partition).
+    partition_of: dict[Any, int] = {}
+
+    def place(value: bytes | None, topic: str, headers: Any, partition: int) -> None:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         entry = timeline.parse(value, topic, headers)
         saga_id = entry["saga_id"]
@@ -146,6 +157,7 @@ def create_app(settings: Settings) -> faust.App:
             return  # the same event again (a re-publication): nothing new
         sagas[saga_id] = current
         restored[saga_id] = (current, current)
+        partition_of[saga_id] = partition
         if entry["type"] == timeline.TIMELINES.start:
             started.inc()
         elif entry["type"] in timeline.OUTCOMES:
@@ -159,7 +171,7 @@ def create_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             message = event.message
             try:
-                place(event.value, message.topic, message.headers)
+                place(event.value, message.topic, message.headers, message.partition)
             except NotAnEvent as refused:
                 skipped.labels(refused.reason).inc()
             except Exception:  # a bug of ours must not stop the tracker observing every other saga
@@ -179,6 +191,33 @@ def create_app(settings: Settings) -> faust.App:
         states = [timeline.state(t, now, settings.stuck_after) for t in timelines()]
         in_flight.set(sum(s in ("running", "compensating", "stuck") for s in states))
         stuck.set(states.count("stuck"))
+
+    retention = settings.tracker_retention_hours * 3600
+
+    def forget(key: Any) -> None:
+        """``key`` gone from the table and the changelog, as ``del sagas[key]`` does inside an agent:
+        a tombstone on the partition its timeline was written to (or that faust's store recovered
+        it from), which a restarted tracker applies and Kafka's compaction drops."""
+        recovered: dict[Any, int] = getattr(sagas.data, "_key_partition", {})
+        partition = partition_of.pop(key, None)
+        if partition is None:
+            partition = recovered.get(key)
+        sagas.send_changelog(partition, key, None, value_serializer="raw")
+        sagas.data.pop(key, None)
+        recovered.pop(key, None)
+        restored.pop(key, None)
+
+    @app.timer(interval=min(60.0, max(0.5, retention / 10)))
+    async def forget_settled() -> None:
+        """Forget the sagas settled longer ago than the retention: the tracker's memory stays flat."""
+        now = time.time()
+        for key, stored in list(sagas.items()):
+            if timeline.expired(restore(key, stored), now, retention):
+                forget(key)
+                forgotten.inc()
+        for key in partition_of.keys() - set(sagas.keys()):  # moved to another tracker by a rebalance
+            del partition_of[key]
+        retained.set(len(sagas))
 
     def views(state: str | None = None) -> list[dict[str, Any]]:
         now = time.time()

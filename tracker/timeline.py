@@ -46,4 +46,6 @@ restore = TIMELINES.restore
 add = TIMELINES.add
 state = TIMELINES.state
 waiting_on = TIMELINES.waiting_on
+settled_at = TIMELINES.settled_at
+expired = TIMELINES.expired
 view = TIMELINES.view

@@ -250,3 +250,28 @@ def test_whatever_a_table_holds_is_viewed_with_every_field_bounded(stored: Any) 
 def test_a_time_is_rfc_3339_in_utc_or_none(value: Any, expected: str | None) -> None:
     assert timeline.rfc3339(value) == expected
     assert (timeline.instant(expected) == -math.inf) is (expected is None)
+
+
+def test_a_finished_saga_expires_a_retention_after_its_outcome_and_a_running_one_never() -> None:
+    start = event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z")
+    outcome = event("s", "out", "CaptureFailed", cause="start", time="2026-11-23T10:00:01Z")
+    ended = timeline.instant("2026-11-23T10:00:01Z")
+    finished, running = build(start, outcome), build(start)
+    assert timeline.settled_at(finished) == ended and timeline.settled_at(running) is None
+    assert not timeline.expired(finished, ended + 3600, 3600) and timeline.expired(finished, ended + 3601, 3600)
+    assert not timeline.expired(running, NOW + 10**9, 3600)
+
+
+def test_an_outcome_written_in_the_future_keeps_its_saga_no_longer_than_when_it_was_seen() -> None:
+    future = build(
+        event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+        event("s", "out", "CaptureFailed", cause="start", time="2999-01-01T00:00:00Z"),
+    )
+    assert timeline.settled_at(future) == NOW + 1  # when the tracker saw the outcome
+    assert timeline.expired(future, NOW + 1 + 3601, 3600)
+
+
+def test_events_of_a_forgotten_saga_published_again_settle_at_their_own_time() -> None:
+    fragment = build(event("s", "healed", "PokemonHealed", time="2026-11-23T10:00:00Z"))  # no start event
+    assert timeline.settled_at(fragment) == timeline.instant("2026-11-23T10:00:00Z")
+    assert timeline.expired(fragment, NOW, 3600)
