@@ -22,10 +22,12 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, start_event
 from contracts import topics
-from engine import crash, kafka, run
+from engine import crash, kafka, rebuild, run
 from engine.deadletters import REASON_HEADER
 from engine.participant import Participant
+from engine.rebuild import Rebuild, RebuildState
 from services.status.tables import statuses
+from tests import databases
 from tests.support import caught_up, eventually
 
 
@@ -247,3 +249,45 @@ async def test_a_record_that_breaks_even_the_failure_path_is_dead_lettered_alone
     assert dict(letter.headers)[REASON_HEADER].decode().startswith("internal_error: RuntimeError")
     assert json.loads(letter.value)["sagaid"] == doomed
     assert [d["type"] for d in forwarded] == ["PokemonParalyzed"]
+
+
+async def test_a_record_without_a_recorded_decision_waits_for_the_end_of_the_rebuild(
+    participant: Participant, topic: str, settings: Settings
+) -> None:
+    """Rebuilding, a record this participant never published anything for is parked, and stays
+    parked while another participant of the service has not replayed; then it is applied, and the
+    history is let go."""
+    saga = f"queued-{uuid.uuid4().hex[:8]}"
+    sibling = f"{participant.name}.compensations"
+    engine = engine_for("status", settings)  # created empty: marked for a rebuild
+    state = RebuildState(engine, CAPTURE.services["status"].metadata, [participant.name, sibling])
+    state.expand()
+    await produce(settings.bootstrap, topic, start_event(saga, {"name": "Quinn"}, {"name": "Eevee"}).to_json())
+    state.positioned(participant.name, rebuild.encode(await kafka.end_offsets(settings.bootstrap, [topic])))
+    following = Rebuild(settings.bootstrap, state, participant, None)
+    loop = run.build_loop(CAPTURE, participant, settings, engine, {"another-cause": []}, following)
+    parked = "select count(*) from parked where saga_id = :s"
+    async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop.run(stop))
+
+        async def replayed_and_parked() -> bool:
+            rows = state.rows()
+            return rows[participant.name].replayed and databases.rows(settings, "status", parked, s=saga) == [(1,)]
+
+        await eventually(replayed_and_parked, what="its history replayed, the record parked")
+        assert for_saga(await downstream.drain(), saga) == []  # the sibling has not replayed: nothing decided
+        assert loop.processor.rebuilding
+        state.replayed(sibling)
+
+        async def applied() -> bool:
+            return bool(for_saga(await downstream.drain(), saga))
+
+        await eventually(applied, what="the parked record applied after the rebuild")
+        stop.set()
+        await task
+        seen = for_saga(await downstream.drain(), saga)
+    assert [e["type"] for e in seen] == ["PokemonParalyzed"]
+    assert loop.processor.history == {} and not loop.processor.rebuilding
+    assert databases.rows(settings, "status", parked, s=saga) == [(0,)]
+    assert databases.rows(settings, "status", "select count(*) from rebuild") == [(0,)]
