@@ -78,8 +78,10 @@ def rebuild_tables(metadata: MetaData) -> tuple[Table, Table]:
         # A participant's name, or '*': the database was created empty (see engine.rebuild).
         Column("consumer", String(100), primary_key=True),
         # {"topic:partition": end offset} when the rebuild began; NULL until a process has
-        # positioned the consumer group (rewound it to the earliest records).
+        # positioned the consumer group (moved it to ``start``).
         Column("targets", JSON(none_as_null=True), nullable=True),
+        # {"topic:partition": offset} where the group starts re-reading; NULL: the earliest records.
+        Column("start", JSON(none_as_null=True), nullable=True),
         Column("replayed", Boolean, nullable=False, default=False),
         Column("since", Float, nullable=False),
     )
@@ -99,8 +101,13 @@ def rebuild_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("headers", JSON, nullable=False),
         Column("reason", String(100), nullable=False),
         Column("parked_at", Float, nullable=False),
+        # For a record parked to be retried: attempts so far, when the next one is due, the last error.
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("due_at", Float, nullable=True),
+        Column("last_error", String(500), nullable=True),
         UniqueConstraint("consumer", "event_id", name="parked_once"),
         Index("ix_parked_consumer_saga", "consumer", "saga_id"),
+        Index("ix_parked_consumer_id", "consumer", "id"),  # the oldest first, without a sort
     )
     return rebuild, parked
 

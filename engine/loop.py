@@ -125,7 +125,7 @@ class ParticipantLoop:
         try:
             if self.processor.rebuilding:
                 metrics.rebuilding.labels(self.name).set(1)
-                if self.rebuild is None or await self.rebuild.over():
+                if self.rebuild is None or await self.rebuild.over(self.consumer):
                     self.processor.rebuilt()
                     metrics.rebuilding.labels(self.name).set(0)
                     log.info("%s: rebuilt; now applying what was parked, then deciding anew", self.name)
@@ -142,6 +142,7 @@ class ParticipantLoop:
         records = await asyncio.to_thread(self.processor.parked_records, self.settings.batch_size)
         if not records:
             metrics.parked.labels(self.name).set(0)
+            self.processor.drained()
             return False
         result = await self._apply_with_db_retry(records)
         self._account(result)

@@ -62,6 +62,9 @@ class Parked:
             "headers": [[k, _encode(v)] for k, v in record.headers],
             "reason": reason,
             "parked_at": time.time(),
+            "attempts": 0,
+            "due_at": None,
+            "last_error": None,
         }
 
     def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from engine import inbox, tracing
@@ -43,7 +44,7 @@ from engine.kafka import Record
 from engine.outbox import Outbox, OutboxRow, event_row
 from engine.parked import REBUILDING, Parked, ParkedRecord
 from engine.participant import Participant, Rejected, UnitOfWork
-from engine.rebuild import CREATED, History
+from engine.rebuild import CREATED, History, RebuildRequired
 from engine.retry import FaultInjector
 from engine.settings import Settings
 from engine.text import printable
@@ -101,11 +102,6 @@ class Careful(Exception):
 
 class Interrupted(Exception):
     """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
-
-
-class RebuildRequired(Exception):
-    """The participant's database was lost or replaced while it ran (its tables are gone, or it
-    is marked for a rebuild): nothing is applied; the participant must start its rebuild."""
 
 
 class TooLarge(Exception):
@@ -176,8 +172,10 @@ class BatchProcessor:
         self.faults = FaultInjector(settings.faults, participant.name)
         self.stopping = threading.Event()
         # Set after an error that may mean the database was lost (unavailable, or the optimistic
-        # pass failing): the next transaction first checks it is still this participant's.
-        self.suspect = False
+        # pass failing, a new connection): the next transaction first checks it is still this
+        # participant's. A PostgreSQL database dropped and created again is only a reconnection.
+        self.suspect = True
+        sa_event.listen(engine, "connect", self._connected)
         self._file = _database_file(engine)  # SQLite: the file, and which file it was at the start
         self.watched = False  # check that the database is still this participant's (engine.run sets it)
 
@@ -202,9 +200,15 @@ class BatchProcessor:
         return self._pass(records, careful=True, failed=failed)
 
     def rebuilt(self) -> None:
-        """The rebuild is over: decide anew from now on, and let the recorded history go."""
+        """The rebuild is over: decide anew from now on (what is parked is applied first)."""
         self.rebuilding = False
+
+    def drained(self) -> None:
+        """Nothing parked is left: the recorded history has no further use; let it go."""
         self.history = {}
+
+    def _connected(self, *_: object) -> None:
+        self.suspect = True
 
     def parked_records(self, limit: int) -> list[ParkedRecord]:
         """The oldest parked records, to apply (``apply_optimistically``/``apply_carefully``) once
@@ -250,9 +254,11 @@ class BatchProcessor:
         self._check_file()
         if not inspect(conn).has_table(self.rebuild_table.name):
             raise RebuildRequired(f"{self.participant.name}: its database has lost its tables")
-        marked = {consumer for (consumer,) in conn.execute(select(self.rebuild_table.c.consumer))}
-        if not self.rebuilding and marked & {self.participant.name, CREATED}:
-            raise RebuildRequired(f"{self.participant.name}: its database was replaced by an empty or restored one")
+        table, me = self.rebuild_table, self.participant.name
+        marked = {consumer: positioned for consumer, positioned in conn.execute(
+            select(table.c.consumer, table.c.targets.is_not(None)))}  # fmt: skip
+        if CREATED in marked or (me in marked and not (self.rebuilding and marked[me])):
+            raise RebuildRequired(f"{me}: its database was replaced by an empty or restored one")
 
     # -- deciding each record's fate --------------------------------------------------
 
@@ -313,7 +319,9 @@ class BatchProcessor:
                         f"saga {envelope.sagaid!r} already had its {envelope.type}, event id {started[this]!r}; "
                         f"this copy has id {envelope.id!r}",
                     )  # fmt: skip
-                elif envelope.sagaid in parked_sagas or (self.rebuilding and envelope.id not in self.history):
+                elif not isinstance(item.record, ParkedRecord) and (
+                    envelope.sagaid in parked_sagas or (self.rebuilding and not self._recorded(envelope))
+                ):
                     item = _Item(item.record, "park", envelope, item.event)
                     parked_ids[envelope.id] = envelope.sagaid
                     parked_sagas.add(envelope.sagaid)
@@ -387,6 +395,15 @@ class BatchProcessor:
         envelope, event = item.envelope, item.event
         assert envelope is not None and event is not None
         name, on_exhausted = self.participant.name, self.participant.on_exhausted
+        recorded = self._recorded(envelope)
+        if recorded:
+            # Rebuilding, a recorded decision could not be applied again: publishing a new one
+            # would give the saga a second outcome. The record waits for a person, loudly.
+            published = ", ".join(e.type for e in recorded)
+            log.error("%s: REBUILD CONFLICT for saga %s: it published %s before, and applying that again "
+                      "failed (%s)", name, envelope.sagaid, published, gave_up.detail)  # fmt: skip
+            self._dead_letter(p, item, f"rebuild_conflict: {gave_up.detail}")
+            return
         if on_exhausted is None:
             log.error(
                 "%s: COMPENSATION CANNOT PROCEED for saga %s (%s): record parked in %s; the saga is stuck "
@@ -461,14 +478,21 @@ class BatchProcessor:
                 raise Interrupted
 
     def _unit_of_work(self, p: _Pass, envelope: Envelope) -> UnitOfWork[Any]:
-        recorded = tuple(decode_event(e, self.types) for e in self.history.get(envelope.id, ()))
+        recorded = tuple(decode_event(e, self.types) for e in self._recorded(envelope))
         return UnitOfWork(envelope.sagaid, envelope.id, p.repo, self.settings, recorded)
+
+    def _recorded(self, cause: Envelope) -> list[Envelope]:
+        """What this participant published for ``cause`` before (rebuilding): its recorded decision."""
+        return [e for e in self.history.get(cause.id, ()) if e.sagaid == cause.sagaid]
 
     def _rows(self, cause: Envelope, produced: Sequence[Event], context: list[list[str]]) -> list[dict[str, Any]]:
         """The outbox rows of what ``cause`` produced; ``TooLarge`` before anything is committed."""
         rows = []
+        on_the_topics = {e.id for e in self._recorded(cause)}  # a recorded decision is published already
         for event in produced:
             envelope = wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
+            if envelope.id in on_the_topics:
+                continue
             row = event_row(self.participant.name, envelope, type(event).topic, context)
             size = len(row["value"]) + len(row["key"]) + headers_size(row["headers"]) + RECORD_OVERHEAD
             if size > self.settings.max_message_bytes:

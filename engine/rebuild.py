@@ -41,17 +41,18 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, update
+from sqlalchemy import Connection, Engine, MetaData, Table, delete, func, insert, select, text, update
 
 from engine import kafka, offsets
-from engine.codec import BadRecord, decode_envelope
+from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import rebuild_tables
-from engine.envelope import Envelope
+from engine.envelope import Envelope, derive_id
+from engine.events import Event
 from engine.participant import Participant
 from engine.saga import Service
 from engine.unreadable import unreadable_reason
@@ -63,16 +64,25 @@ CREATED = "*"  # the row of a database created empty: every participant of the s
 Targets = dict[str, int]  # "topic:partition" -> end offset when the rebuild began
 
 
+Start = dict[str, int]  # "topic:partition" -> the offset the group re-reads from
+
+
+class RebuildRequired(Exception):
+    """The participant's database was lost or replaced while it ran (its tables are gone, or it
+    is marked for a new rebuild): nothing is applied; the participant must start its rebuild."""
+
+
 def mark_created(conn: Connection, service: Service) -> None:
     """In the transaction that created ``service``'s tables: whatever it did before is lost."""
     table, _ = rebuild_tables(service.metadata)
-    conn.execute(insert(table).values(consumer=CREATED, targets=None, replayed=False, since=time.time()))
+    conn.execute(insert(table).values(consumer=CREATED, targets=None, start=None, replayed=False, since=time.time()))
 
 
 @dataclass(frozen=True)
 class Row:
     consumer: str
-    targets: Targets | None  # None: the group is not rewound yet
+    targets: Targets | None  # None: the group is not positioned yet
+    start: Start | None  # where the group is positioned; None: the earliest records
     replayed: bool
 
 
@@ -87,34 +97,51 @@ class RebuildState:
 
     def rows(self) -> dict[str, Row]:
         with self.engine.connect() as conn:
-            return {r.consumer: Row(r.consumer, r.targets, r.replayed) for r in conn.execute(select(self.table))}
+            return {
+                r.consumer: Row(r.consumer, r.targets, r.start, r.replayed) for r in conn.execute(select(self.table))
+            }
 
     def expand(self) -> list[str]:
         """A database created empty: a row (not positioned yet) for every participant of the
         service that has none; the participants now rebuilding."""
         with self.engine.begin() as conn:
+            self._lock(conn)  # two instances starting at once: one expands, the other sees it done
             present = {r.consumer for r in conn.execute(select(self.table.c.consumer))}
             if CREATED in present:
                 missing = [p for p in self.participants if p not in present]
                 if missing:
-                    rows = [{"consumer": p, "targets": None, "replayed": False, "since": time.time()} for p in missing]
-                    conn.execute(insert(self.table), rows)
+                    conn.execute(insert(self.table), [self._row(p, None) for p in missing])
                 conn.execute(delete(self.table).where(self.table.c.consumer == CREATED))
                 present |= set(missing)
         return [p for p in self.participants if p in present]
 
-    def begin(self, targets: dict[str, Targets]) -> None:
-        """``pokesaga replay``: these participants rebuild up to ``targets`` (their groups are moved next)."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(self.table).where(self.table.c.consumer.in_(list(targets))))
-            rows = [{"consumer": p, "targets": t, "replayed": False, "since": time.time()} for p, t in targets.items()]
-            conn.execute(insert(self.table), rows)
+    def created(self) -> bool:
+        """Was the database created empty, its participants' rows not written yet?"""
+        with self.engine.connect() as conn:
+            query = select(self.table.c.consumer).where(self.table.c.consumer == CREATED)
+            return conn.execute(query).first() is not None
 
-    def positioned(self, consumer: str, targets: Targets) -> None:
-        """The group is rewound; the rebuild's history ends at ``targets`` (the first to get here sets them)."""
+    def begin(self, starts: dict[str, Start | None]) -> None:
+        """These participants rebuild, their groups re-reading from ``starts`` (None: the earliest).
+        The first process to start one of them moves its group there (``position``)."""
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            conn.execute(delete(self.table).where(self.table.c.consumer.in_(list(starts))))
+            conn.execute(insert(self.table), [self._row(p, start) for p, start in starts.items()])
+
+    def positioned(self, consumer: str, targets: Targets) -> bool:
+        """The group is positioned; the rebuild's history ends at ``targets`` (the first to get here sets them)."""
         with self.engine.begin() as conn:
             query = update(self.table).where(self.table.c.consumer == consumer, self.table.c.targets.is_(None))
-            conn.execute(query.values(targets=targets))
+            return bool(conn.execute(query.values(targets=targets)).rowcount)
+
+    @staticmethod
+    def _row(consumer: str, start: Start | None) -> dict[str, object]:
+        return {"consumer": consumer, "targets": None, "start": start, "replayed": False, "since": time.time()}
+
+    def _lock(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":  # SQLite's write lock, taken at BEGIN, already does it
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"rebuild:{self.table.name}"})
 
     def replayed(self, consumer: str) -> None:
         with self.engine.begin() as conn:
@@ -143,10 +170,10 @@ def decode(targets: Targets) -> dict[TopicPartition, int]:
 
 
 async def position(bootstrap: str, state: RebuildState, participant: Participant, stop: asyncio.Event) -> bool:
-    """Rewind ``participant``'s group to the earliest records and record where its history ends;
-    False if stopped first.
+    """Move ``participant``'s group to where its rebuild re-reads from (the row's ``start``, else the
+    earliest records) and record where its history ends; False if stopped first.
 
-    Only an empty group can be rewound: while it has live members (an instance that has not
+    Only an empty group can be moved: while it has live members (an instance that has not
     noticed the loss yet) this waits, unless another instance positions it first."""
     said = False
     while not stop.is_set():
@@ -156,10 +183,16 @@ async def position(bootstrap: str, state: RebuildState, participant: Participant
         try:
             _, members = await kafka.group_state(bootstrap, participant.name)
             if not members:
-                await offsets.apply(bootstrap, await offsets.plan(bootstrap, [participant], earliest=True))
+                if row.start is None:
+                    moves = await offsets.plan(bootstrap, [participant], earliest=True)
+                else:
+                    moves = [offsets.Move(participant.name, tp, None, at) for tp, at in decode(row.start).items()]
+                await offsets.apply(bootstrap, moves)
                 ends = await kafka.end_offsets(bootstrap, participant.topics)
-                await asyncio.to_thread(state.positioned, participant.name, encode(ends))
-                log.info("%s: rebuilding: consumer group rewound to the earliest records", participant.name)
+                if await asyncio.to_thread(state.positioned, participant.name, encode(ends)):
+                    where = row.start or "the earliest records"
+                    log.info("%s: rebuilding: consumer group moved to %s", participant.name, where)
+                    await _warn_if_truncated(bootstrap, participant, moves)
                 continue
         except (offsets.GroupActive, KafkaError) as exc:  # a member joined meanwhile: look again
             log.info("%s: rebuilding: %s", participant.name, exc)
@@ -171,19 +204,49 @@ async def position(bootstrap: str, state: RebuildState, participant: Participant
     return False
 
 
-async def caught_up(bootstrap: str, group: str, targets: Targets) -> bool:
-    """Has ``group`` committed up to ``targets`` (or has retention left nothing before them)?"""
+async def _warn_if_truncated(bootstrap: str, participant: Participant, moves: list[offsets.Move]) -> None:
+    """Retention has deleted records a rebuild from the earliest would need: say so, loudly."""
+    beginning = await kafka.beginning_offsets(bootstrap, [m.partition for m in moves])
+    gone = {f"{tp.topic}[{tp.partition}]": at for tp, at in beginning.items() if at > 0}
+    if gone and all(m.target <= beginning[m.partition] for m in moves):
+        log.error(
+            "%s: rebuilding: the topics no longer hold their first records (retention), up to %s: what they "
+            "did is missing from the rebuilt state unless it was restored from a backup",
+            participant.name, gone,
+        )  # fmt: skip
+
+
+def restore_start(conn: Connection, inbox: Table, consumer: str) -> Start:
+    """Where a database restored from a backup must re-read from: after the last record it had
+    applied, partition by partition (records before that it applied, skipped or refused)."""
+    query = (
+        select(inbox.c.topic, inbox.c.partition, func.max(inbox.c.offset))
+        .where(inbox.c.consumer == consumer)
+        .group_by(inbox.c.topic, inbox.c.partition)
+    )
+    return {f"{topic}:{partition}": int(last) + 1 for topic, partition, last in conn.execute(query)}
+
+
+async def caught_up(consumer: AIOKafkaConsumer, targets: Targets) -> bool:
+    """Has ``consumer``'s group committed up to ``targets`` (or has retention left nothing before them)?"""
     ends = decode(targets)
-    committed = await kafka.committed_offsets(bootstrap, group, ends)
-    beginning = await kafka.beginning_offsets(bootstrap, ends)
-    return all(max(committed.get(tp, 0), beginning.get(tp, 0)) >= end for tp, end in ends.items())
+    beginning = await consumer.beginning_offsets(list(ends))
+    for tp, end in ends.items():
+        committed = await consumer.committed(tp)
+        if max(committed or 0, beginning.get(tp, 0)) < end:
+            return False
+    return True
 
 
-async def load(bootstrap: str, participants: list[Participant], topics: Iterable[str]) -> dict[str, History]:
+async def load(
+    bootstrap: str, participants: list[Participant], topics: Iterable[str], types: Mapping[str, type[Event]]
+) -> dict[str, History]:
     """For each participant (by name), the events it published, by cause id.
 
     One pass over every saga topic as it is now, however many participants are rebuilt;
-    only their own events are parsed and kept.
+    only their own events are parsed and kept: an event of the saga (``types``) with a valid
+    body whose id derives from its cause, as a participant publishes it. The first copy of an
+    event is the one consumers kept; a later one with the same id is ignored.
     """
     by_source = {p.source: p.name for p in participants}
     found: dict[str, defaultdict[str, dict[str, Envelope]]] = {p.name: defaultdict(dict) for p in participants}
@@ -199,12 +262,18 @@ async def load(bootstrap: str, participants: list[Participant], topics: Iterable
                 continue
             try:
                 envelope = _published_by(value, by_source)
+                if envelope is not None:
+                    decode_event(envelope, types)
             except BadRecord:
                 skipped += 1
                 continue
-            if envelope is not None and envelope.causationid:
-                # A re-publication is the same event: keyed by its id, it is kept once.
-                found[by_source[envelope.source]][envelope.causationid][envelope.id] = envelope
+            if envelope is None:
+                continue
+            if not envelope.causationid or envelope.id != derive_id(envelope.causationid, envelope.type):
+                skipped += 1  # not as a participant publishes an event
+                continue
+            # A re-publication is the same event: keyed by its id, its first copy is kept.
+            found[by_source[envelope.source]][envelope.causationid].setdefault(envelope.id, envelope)
     if skipped:
         log.warning("rebuild: skipped %d records on the topics that are not events as the services write them", skipped)
     for name, history in found.items():
@@ -222,7 +291,7 @@ def _published_by(value: bytes, sources: dict[str, str]) -> Envelope | None:
 class Rebuild:
     """One participant's side of its service's rebuild, as its loop runs it."""
 
-    CHECK_EVERY = 0.5  # seconds between two looks at the rows and the group's offsets
+    CHECK_EVERY = 1.0  # seconds between two looks at the rows and the group's offsets
 
     def __init__(self, bootstrap: str, state: RebuildState, participant: Participant, step: str | None) -> None:
         self.bootstrap = bootstrap
@@ -246,17 +315,21 @@ class Rebuild:
                 await asyncio.wait_for(stop.wait(), self.CHECK_EVERY)
         return not stop.is_set()
 
-    async def over(self) -> bool:
-        """True once the service's rebuild is over (looked at every CHECK_EVERY seconds at most)."""
+    async def over(self, consumer: AIOKafkaConsumer) -> bool:
+        """True once the service's rebuild is over (looked at every CHECK_EVERY seconds at most);
+        ``RebuildRequired`` if a new one began meanwhile (the database lost again)."""
         if time.monotonic() - self._checked < self.CHECK_EVERY:
             return False
         self._checked = time.monotonic()
-        mine = (await asyncio.to_thread(self.state.rows)).get(self.name)
+        rows = await asyncio.to_thread(self.state.rows)
+        mine = rows.get(self.name)
+        if CREATED in rows or (mine is not None and mine.targets is None):
+            raise RebuildRequired(f"{self.name}: its database was lost again during its rebuild")
         if mine is None:
             return True
         if not mine.replayed and mine.targets is not None:
             try:
-                if not await caught_up(self.bootstrap, self.name, mine.targets):
+                if not await caught_up(consumer, mine.targets):
                     return False
             except KafkaError as exc:  # the broker or the group's coordinator: ask again later
                 log.info("%s: rebuilding: %s; asking again", self.name, exc)

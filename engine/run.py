@@ -12,12 +12,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterable
+from dataclasses import replace
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from engine import health, kafka, migrate, offsets, rebuild, tracing
-from engine.db import make_engine
+from engine.db import make_engine, messaging_tables
 from engine.health import Health
 from engine.loop import ParticipantLoop
 from engine.participant import Participant
@@ -92,22 +93,60 @@ async def prepare_rebuild(
     return found
 
 
-async def begin_replay(saga: Saga, participants: Iterable[Participant], settings: Settings) -> None:
-    """Before ``pokesaga replay`` moves their offsets: ``participants`` rebuild their state from
-    the records (a database restored from a backup, or lost). Their groups must be stopped."""
-    participants = list(participants)
-    await offsets.check_stopped(settings.bootstrap, [p.name for p in participants])
-    for service in dict.fromkeys(p.service for p in participants):
+class ReplayRefused(Exception):
+    """A replay that would not rebuild what it claims to; the message says what to do instead."""
+
+
+async def begin_replay(
+    saga: Saga, moves: list[offsets.Move], settings: Settings, earliest: bool = False
+) -> list[offsets.Move]:
+    """Before ``pokesaga replay`` moves their groups: the participants of ``moves`` rebuild their
+    state from the records (a database restored from a backup, or lost), re-reading from the moves'
+    targets — but never from after the first record their database has not applied (a restored
+    backup re-reads what it missed, whatever time was asked for). The moves as they will be made;
+    the groups must be stopped. ``ReplayRefused`` for a partial replay of a database created empty."""
+    await offsets.check_stopped(settings.bootstrap, [m.group for m in moves])
+    made: list[offsets.Move] = []
+    for service in dict.fromkeys(saga.participants[m.group].service for m in moves):
         engine, _ = await asyncio.to_thread(open_database, saga.services[service], settings)
         try:
-            targets = {
-                p.name: rebuild.encode(await kafka.end_offsets(settings.bootstrap, p.topics))
-                for p in participants
-                if p.service == service
-            }
-            await asyncio.to_thread(rebuild_state(saga, service, engine).begin, targets)
+            state = rebuild_state(saga, service, engine)
+            if not earliest and await asyncio.to_thread(state.created):
+                raise ReplayRefused(
+                    f"the database of {service} is new (its state was lost): only --to-earliest can rebuild it"
+                )
+            starts: dict[str, rebuild.Start | None] = {}
+            for name in dict.fromkeys(m.group for m in moves if saga.participants[m.group].service == service):
+                after = await asyncio.to_thread(_applied_up_to, engine, saga.participants[name])
+                mine = [_no_later(m, after) for m in moves if m.group == name]
+                starts[name] = rebuild.encode({m.partition: m.target for m in mine})
+                made += mine
+            await asyncio.to_thread(state.begin, starts)
         finally:
             engine.dispose()
+    return made
+
+
+async def begin_restore(saga: Saga, service: str, engine: Engine, settings: Settings) -> None:
+    """A database restored under the running service: every participant of the service rebuilds,
+    re-reading each partition after the last record the restored database had applied."""
+    starts: dict[str, rebuild.Start | None] = {}
+    for participant in saga.service_of(service):
+        after = await asyncio.to_thread(_applied_up_to, engine, participant)
+        moves = await offsets.plan(settings.bootstrap, [participant], earliest=True)
+        starts[participant.name] = rebuild.encode({m.partition: _no_later(m, after).target for m in moves})
+    await asyncio.to_thread(rebuild_state(saga, service, engine).begin, starts)
+
+
+def _applied_up_to(engine: Engine, participant: Participant) -> rebuild.Start:
+    inbox_table, _ = messaging_tables(participant.metadata)
+    with engine.connect() as conn:
+        return rebuild.restore_start(conn, inbox_table, participant.name)
+
+
+def _no_later(move: offsets.Move, after: rebuild.Start) -> offsets.Move:
+    first_missed = after.get(f"{move.partition.topic}:{move.partition.partition}")
+    return replace(move, target=first_missed) if first_missed is not None and first_missed < move.target else move
 
 
 async def run_participants(
@@ -119,29 +158,32 @@ async def run_participants(
 ) -> None:
     """Run participants in this process until ``stop`` is set; one engine per service.
 
-    ``checked``: kept up to date with the process's liveness and readiness."""
+    ``checked``: kept up to date with the process's liveness and readiness (from the start: a
+    rebuild's preparation may take a while)."""
     participants = list(participants)
     await kafka.ensure_topics(settings.bootstrap, saga.all_topics(), settings.partitions)
     engines: dict[str, Engine] = {}
-    rebuilds: dict[str, Rebuild] = {}
-    for p in participants:
-        if p.service not in engines:
-            engines[p.service], _ = await asyncio.to_thread(open_database, saga.services[p.service], settings)
-            mine = [q.name for q in participants if q.service == p.service]
-            rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings, stop, mine)
-    rebuilding = [p for p in participants if p.name in rebuilds]
-    recorded = await rebuild.load(settings.bootstrap, rebuilding, saga.topics)
-    loops = [
-        build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name), watched=True)
-        for p in participants
-    ]
-    del recorded  # each loop holds its own, and lets it go when its rebuild ends
-    tasks = [asyncio.create_task(_run(saga, loops, i, stop, settings), name=loop.name) for i, loop in enumerate(loops)]
+    loops: list[ParticipantLoop] = []
+    tasks = []
     if checked is not None:
         assignments = health.assigned(loops)
         checks = health.check_forever(checked, settings.bootstrap, engines, assignments, settings.health_interval, stop)
         tasks.append(asyncio.create_task(checks, name="health"))
     try:
+        rebuilds: dict[str, Rebuild] = {}
+        for p in participants:
+            if p.service not in engines:
+                engines[p.service], _ = await asyncio.to_thread(open_database, saga.services[p.service], settings)
+                mine = [q.name for q in participants if q.service == p.service]
+                rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings, stop, mine)
+        rebuilding = [p for p in participants if p.name in rebuilds]
+        recorded = await rebuild.load(settings.bootstrap, rebuilding, saga.topics, saga.types)
+        loops += [
+            build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name), watched=True)
+            for p in participants
+        ]
+        del recorded  # each loop holds its own, and lets it go when its rebuild is over
+        tasks += [asyncio.create_task(_run(saga, loops, i, stop, settings), name=lp.name) for i, lp in enumerate(loops)]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             error = task.exception()
@@ -179,6 +221,12 @@ async def _rebuilding(saga: Saga, loop: ParticipantLoop, settings: Settings, sto
     while not stop.is_set():
         try:
             await asyncio.to_thread(migrate.upgrade, engine, service)
+            state = rebuild_state(saga, participant.service, engine)
+            await asyncio.to_thread(state.expand)
+            if participant.name not in await asyncio.to_thread(state.rows):
+                log.warning("%s: its database was replaced by one restored from a backup: rebuilding what it "
+                            "missed", participant.name)  # fmt: skip
+                await begin_restore(saga, participant.service, engine, settings)
             rebuilds = await prepare_rebuild(saga, participant.service, engine, settings, stop, [participant.name])
             break
         except DBAPIError as exc:  # still away: try again
@@ -188,7 +236,9 @@ async def _rebuilding(saga: Saga, loop: ParticipantLoop, settings: Settings, sto
     else:
         return loop
     found = rebuilds.get(participant.name)
-    history = (await rebuild.load(settings.bootstrap, [participant], saga.topics))[participant.name] if found else None
+    history = None
+    if found is not None:
+        history = (await rebuild.load(settings.bootstrap, [participant], saga.topics, saga.types))[participant.name]
     return build_loop(saga, participant, settings, engine, history, found, watched=True)
 
 

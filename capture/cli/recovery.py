@@ -37,6 +37,12 @@ def add(commands: Any) -> None:
     replaying.add_argument("--reason", help="only dead letters whose reason contains this text")
 
 
+def show(moves: list[Any]) -> None:
+    print(f"{'group':<24} {'partition':<22} {'current':>8}    new")
+    for move in moves:
+        print(move)
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from capture import bootstrap
     from engine import offsets as replay
@@ -49,16 +55,17 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         moves = await replay.plan(
             settings.bootstrap, participants, earliest=args.to_earliest, when=args.to_datetime, offset=args.to_offset
         )
-        print(f"{'group':<24} {'partition':<22} {'current':>8}    new")
-        for move in moves:
-            print(move)
         if args.dry_run:
+            show(moves)
             print(f"dry run: {len(moves)} partitions would be moved; nothing changed")
             return 0
         try:
-            await run.begin_replay(CAPTURE, participants, settings)
+            # The rebuild is marked first, with where it re-reads from: a replay interrupted
+            # after this is finished by the service itself at its start.
+            moves = await run.begin_replay(CAPTURE, moves, settings, earliest=args.to_earliest)
+            show(moves)
             await replay.apply(settings.bootstrap, moves)
-        except replay.GroupActive as exc:
+        except (replay.GroupActive, run.ReplayRefused) as exc:
             print(f"pokesaga replay: {exc}", file=sys.stderr)
             return 1
         print(f"moved {len(moves)} partitions; start {args.service} to rebuild from them")

@@ -16,6 +16,7 @@ def create() -> None:
         "rebuild",
         sa.Column("consumer", sa.String(length=100), nullable=False),
         sa.Column("targets", sa.JSON(), nullable=True),
+        sa.Column("start", sa.JSON(), nullable=True),
         sa.Column("replayed", sa.Boolean(), nullable=False),
         sa.Column("since", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("consumer"),
@@ -35,12 +36,16 @@ def create() -> None:
         sa.Column("headers", sa.JSON(), nullable=False),
         sa.Column("reason", sa.String(length=100), nullable=False),
         sa.Column("parked_at", sa.Float(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("due_at", sa.Float(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("consumer", "event_id", name="parked_once"),
     )
     op.create_index("ix_parked_consumer_saga", "parked", ["consumer", "saga_id"])
+    op.create_index("ix_parked_consumer_id", "parked", ["consumer", "id"])
 
 
 def drop() -> None:
-    op.drop_table("parked")  # its index goes with it
+    op.drop_table("parked")  # its indexes go with it
     op.drop_table("rebuild")

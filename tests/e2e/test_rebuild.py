@@ -20,9 +20,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from capture import views
+from capture.saga import CAPTURE
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import kafka
+from engine import kafka, offsets, run
 from engine.envelope import Envelope
 from tests import databases
 from tests.conftest import new_broker
@@ -274,3 +275,50 @@ def _copy(running: Cluster, service: str, backup: Path, back: bool = False) -> N
             source, target = target, source
         if source.exists():
             shutil.copyfile(source, target)
+
+
+async def test_a_replay_interrupted_before_it_moved_the_offsets_is_finished_by_the_service(rebuilds: Cluster) -> None:
+    """The rebuild is marked with where it re-reads from before the offsets move: if the replay
+    stops there (a crash, Ctrl-C), the service moves its group itself. And a database created empty
+    can only be rebuilt from the earliest records: a replay to a later time is refused."""
+
+    async def interrupted_replay_then_start() -> None:
+        refused = pokesaga(rebuilds.settings, "replay", "delivery", "--to-datetime", datetime.now(UTC).isoformat())
+        assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "only --to-earliest can rebuild it" in refused.stderr
+        participants = [CAPTURE.participants["delivery"]]
+        moves = await offsets.plan(rebuilds.settings.bootstrap, participants, earliest=True)
+        await run.begin_replay(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.apply
+        await start(rebuilds, "delivery")()
+
+    await outage(
+        rebuilds, "delivery", lambda: databases.lose(rebuilds.settings, "delivery"), interrupted_replay_then_start
+    )
+
+
+@pytest.mark.skipif(databases.BACKEND != "sqlite", reason="a PostgreSQL database restored in place looks the same")
+async def test_a_database_file_restored_under_its_running_service_rebuilds_what_it_missed(
+    rebuilds: Cluster, tmp_path: Path
+) -> None:
+    """A backup put back while the service runs: it notices the file changed, and re-reads every
+    partition from after the last record the restored database had applied."""
+    service, backup = "pokeball", tmp_path / "backup"
+    for name in instances(rebuilds, service):
+        rebuilds.stop(name)
+    _copy(rebuilds, service, backup)
+    await start(rebuilds, service)()
+
+    def restore_in_place() -> None:
+        live = Path(make_url(rebuilds.settings.db_url(service)).database or "")
+        for suffix in ("-wal", "-shm"):  # the restored file alone, as a restore tool leaves it
+            Path(f"{live}{suffix}").unlink(missing_ok=True)
+        staged = live.with_suffix(".restoring")
+        shutil.copyfile(backup / "db", staged)
+        staged.replace(live)  # atomically, under the running service
+
+    async def nothing() -> None:
+        pass
+
+    await outage(rebuilds, service, restore_in_place, nothing, stopped=False)
+    log = rebuilds.processes[service].log_path.read_text()
+    assert "restored from a backup: rebuilding what it missed" in log
