@@ -192,7 +192,9 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
         for target in targets:
             for n in range(options.instances):
                 port = free_port()
-                env = {"POKESAGA_METRICS_PORT": str(port)}
+                # New databases on a broker that may hold earlier traffic: measured as a fresh
+                # deployment, not as a rebuild of what was there.
+                env = {"POKESAGA_METRICS_PORT": str(port), "POKESAGA_REBUILD_NEW_DATABASES": "false"}
                 process = ServiceProcess(target, settings, data / "logs", extra_env=env)
                 process.log_path = data / "logs" / f"{target}-{n}.log"
                 processes.append((process, port))

@@ -121,6 +121,11 @@ class RebuildState:
             query = select(self.table.c.consumer).where(self.table.c.consumer == CREATED)
             return conn.execute(query).first() is not None
 
+    def forget_created(self) -> bool:
+        """Drop the mark of a database created empty (no rebuild wanted); whether there was one."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(delete(self.table).where(self.table.c.consumer == CREATED)).rowcount)
+
     def begin(self, starts: dict[str, Start | None]) -> None:
         """These participants rebuild, their groups re-reading from ``starts`` (None: the earliest).
         The first process to start one of them moves its group there (``position``)."""

@@ -78,7 +78,11 @@ async def prepare_rebuild(
     created empty is turned into a rebuild of each participant of the service, and the groups of
     ``only`` are rewound to the earliest records."""
     state = rebuild_state(saga, service, engine)
-    await asyncio.to_thread(state.expand)
+    if settings.rebuild_new_databases:
+        await asyncio.to_thread(state.expand)
+    elif await asyncio.to_thread(state.forget_created):
+        log.warning("%s: its database was created empty; not rebuilt from the topics (POKESAGA_REBUILD_NEW_DATABASES="
+                    "false): its consumer groups carry on from where they are", service)  # fmt: skip
     rows = await asyncio.to_thread(state.rows)
     step = saga.participants.get(service)
     found = {}

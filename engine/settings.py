@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="How long an applied event id is remembered. Must exceed how long the broker may keep a record "
         "(retention.ms + segment.ms: 7 + 7 days by default), so a replay never re-applies a forgotten event.",
     )
+    rebuild_new_databases: bool = Field(
+        default=True,
+        description="A service database found created empty means its state was lost: rebuild it from the topics "
+        "(its consumer groups moved to the earliest records). False: take the groups' positions as they are.",
+    )
     outbox_grace_seconds: float = Field(
         default=5.0,
         gt=0,

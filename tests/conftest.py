@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from capture.settings import Settings
 from devtools.broker import provisioned
 from engine import kafka
 from tests import databases
+
+# The suites share brokers, and their services start on new databases: by default a new database
+# is rebuilt from everything on the topics, other suites' sagas included. Child processes inherit
+# this; tests/e2e/test_rebuild.py (a broker of its own) asks for the default explicitly.
+os.environ.setdefault("POKESAGA_REBUILD_NEW_DATABASES", "false")
 
 
 @contextlib.contextmanager

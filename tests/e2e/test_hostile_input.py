@@ -548,5 +548,5 @@ def test_the_readers_read_past_every_hostile_record(hostile_cluster: tuple[Clust
         count = len(read.records[topics.dead_letters(topic)])
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.strip().splitlines()[-1] == f"{count} dead letters in {topics.dead_letters(topic)}"
-    recorded = asyncio.run(history.load(bootstrap, list(PARTICIPANTS.values()), CAPTURE.topics))
+    recorded = asyncio.run(history.load(bootstrap, list(PARTICIPANTS.values()), CAPTURE.topics, CAPTURE.types))
     assert recorded["delivery"], "the rebuild's history found the deliveries among the hostile records"

@@ -233,7 +233,7 @@ def test_trace_shows_the_saga_and_says_how_many_records_it_skipped(tracker: Trac
 
 
 async def test_the_rebuild_reads_past_what_it_cannot_parse(tracker: Tracker, written: Written) -> None:
-    loaded = await history.load(tracker.settings.bootstrap, [PARTICIPANTS["status"]], CAPTURE.topics)
+    loaded = await history.load(tracker.settings.bootstrap, [PARTICIPANTS["status"]], CAPTURE.topics, CAPTURE.types)
     start, failed, _ = written.events
     assert {cause: [e.id for e in events] for cause, events in loaded["status"].items()} == {start.id: [failed.id]}
 

@@ -39,7 +39,12 @@ def rebuilds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with (
         new_broker(data / "broker") as bootstrap,
         cluster(
-            bootstrap, data, POKESAGA_PARTY_SIZE="3", POKESAGA_PC_CAPACITY="10", POKESAGA_STARTER_BALLS="40"
+            bootstrap,
+            data,
+            POKESAGA_REBUILD_NEW_DATABASES="true",
+            POKESAGA_PARTY_SIZE="3",
+            POKESAGA_PC_CAPACITY="10",
+            POKESAGA_STARTER_BALLS="40",
         ) as running,
     ):
         yield running
