@@ -128,7 +128,9 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
         (response,) = await admin.describe_consumer_groups([group])
     finally:
         await admin.close()
-    _error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+    error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+    if error:  # e.g. the coordinator moving: not "no members"
+        raise KafkaError(f"describing consumer group {group!r} failed with error code {error}")
     return state, len(members)
 
 

@@ -65,7 +65,10 @@ async def one_dies(running: Cluster, port: int, run: str) -> tuple[list[str], li
     bootstrap, dying = running.settings.bootstrap, running.processes["combat#2"]
 
     async def both_consuming() -> bool:
-        return await kafka.group_state(bootstrap, "combat") == ("Stable", 2)
+        try:
+            return await kafka.group_state(bootstrap, "combat") == ("Stable", 2)
+        except KafkaError:  # the coordinator not ready yet
+            return False
 
     await eventually(both_consuming, timeout=60, what="two members in combat's group")
     published: list[str] = []
