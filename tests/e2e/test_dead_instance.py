@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
