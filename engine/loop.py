@@ -82,6 +82,7 @@ class ParticipantLoop:
             watcher = asyncio.create_task(self._propagate_stop(stop))
             pruner = asyncio.create_task(self._prune_inbox(stop))
             flusher = asyncio.create_task(self.flusher.run(stop))
+            metrics.rebuilding.labels(self.name).set(int(self.processor.rebuilding))
             try:
                 self.ready.set()
                 log.info("%s: consuming %s", self.name, ", ".join(self.processor.participant.topics))
