@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidReplicationFactorError, KafkaConnectionError, KafkaError
 
 from engine import unreadable
 
@@ -63,23 +63,53 @@ def consumer(bootstrap: str, group: str | None, *subscribe: str, **overrides: ob
     return AIOKafkaConsumer(*subscribe, bootstrap_servers=bootstrap, **options)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60) -> None:
+MAX_REPLICATION = 3  # more copies buy no safety a saga needs, and cost every write
+
+
+def replicas_for(brokers: int, configured: int | None) -> int:
+    """How many replicas a new topic gets: ``configured``, else one per broker, at most 3."""
+    return configured or max(1, min(MAX_REPLICATION, brokers))
+
+
+def topic_configs(replication: int) -> dict[str, str]:
+    """A replicated topic accepts a write (acks=all) once all but one replica hold it: an
+    acknowledged record survives the loss of a broker with its disk, and one broker down does
+    not stop the saga."""
+    return {"min.insync.replicas": str(replication - 1)} if replication >= 2 else {}
+
+
+class ReplicationUnavailable(Exception):
+    """More replicas asked than the cluster has brokers to hold them; the message is one line."""
+
+
+async def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60, replication: int | None = None
+) -> int:
     """Create the topics that do not exist yet, and return once every one has its partitions;
-    safe to call from many processes at once."""
+    safe to call from many processes at once. New topics get ``replication`` replicas (unset:
+    see replicas_for) and ``min.insync.replicas`` one less; returns that replication."""
     names = list(names)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
         try:
             await admin.start()
+            brokers = len((await admin.describe_cluster())["brokers"])
+            wanted = replicas_for(brokers, replication)
             existing = set(await admin.list_topics())
-            missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+            configs = topic_configs(wanted)
+            missing = [NewTopic(n, partitions, wanted, topic_configs=configs) for n in names if n not in existing]
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
+                created = await admin.create_topics(missing)
+                for _name, code, *_message in created.topic_errors:
+                    if code == InvalidReplicationFactorError.errno:
+                        raise ReplicationUnavailable(
+                            f"POKESAGA_REPLICATION_FACTOR: {wanted} replicas asked, and {brokers} broker(s) of "
+                            f"{bootstrap} answer; lower it, or start the missing brokers"
+                        )
             described = await admin.describe_topics(names)
             if all(d.get("partitions") and not d.get("error_code") for d in described):
-                return
+                return wanted
         except KafkaConnectionError:
             log.info("broker %s not reachable yet; retrying", bootstrap)
         finally:
@@ -87,6 +117,33 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, t
         if asyncio.get_running_loop().time() > deadline:
             raise KafkaConnectionError(f"topics {', '.join(names)} not ready on {bootstrap} after {timeout:.0f}s")
         await asyncio.sleep(0.2)
+
+
+async def replication_of(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
+    """The replicas of each existing topic among ``names`` (its least replicated partition's)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([n for n in names if n in existing])
+    finally:
+        await admin.close()
+    return {d["topic"]: min(len(p["replicas"]) for p in d["partitions"]) for d in described if d.get("partitions")}
+
+
+async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
+    """The value of the configuration ``name`` of ``topic``, as the broker applies it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})])
+    finally:
+        await admin.close()
+    for _code, _message, _type, _name, entries in response.resources:
+        for entry in entries:
+            if entry[0] == name:
+                return str(entry[1]) if entry[1] is not None else None
+    return None
 
 
 async def partition_ids(bootstrap: str, topic: str) -> list[int]:

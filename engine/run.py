@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Engine
 
-from engine import health, kafka, migrate, rebuild, tracing
+from engine import health, kafka, migrate, rebuild, replication, tracing
 from engine.db import make_engine
 from engine.health import Health
 from engine.loop import ParticipantLoop
@@ -59,7 +59,7 @@ async def run_participants(
 
     ``checked``: kept up to date with the process's liveness and readiness."""
     participants = list(participants)
-    await kafka.ensure_topics(settings.bootstrap, saga.all_topics(), settings.partitions)
+    await replication.ensure_replicated(settings, saga.all_topics())
     engines: dict[str, Engine] = {}
     new: set[str] = set()
     for p in participants:

@@ -30,6 +30,16 @@ class Settings(BaseSettings):
         description="host:port[,host:port]; unset → provision a broker (Docker or local jars).",
     )
     partitions: int = Field(default=3, ge=1, le=256)
+    replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Replicas of every topic pokesaga creates; unset: one per broker, at most 3. "
+        "min.insync.replicas is one less when it is 2 or more.",
+    )
+    accept_under_replicated: bool = Field(
+        default=False, description="Run even when existing topics have fewer replicas than replication_factor."
+    )
     data_dir: Path = Field(default=Path(".pokesaga"), description="Where the SQLite files live.")
     faults: str | None = Field(
         default=None, description='Transient-error injection: "0.3", or "status=0.3,combat.compensations=0.1".'

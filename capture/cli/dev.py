@@ -14,8 +14,11 @@ from devtools.broker import LocalKafka, provisioned
 
 def add(commands: Any) -> None:
     """Add this group's commands to the parser's subcommands."""
-    broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
+    broker = commands.add_parser("kafka", help="the local broker or cluster (Apache Kafka jars, KRaft, loopback)")
     broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument(
+        "--brokers", type=positive, default=1, help="start: nodes, each broker and controller (default 1; 3: a cluster)"
+    )
 
     demo = commands.add_parser("demo", help="the whole saga: broker, four services, N captures, summary")
     demo.add_argument("--sagas", type=positive, default=40, help="captures to start (default 40)")
@@ -40,12 +43,15 @@ def add(commands: Any) -> None:
 
 
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
-    local = LocalKafka(settings.kafka_cache_dir)
+    if args.brokers < 1:
+        raise Usage("pokesaga kafka: --brokers must be 1 or more")
+    local = LocalKafka.running(settings.kafka_cache_dir)
     if args.action == "start":
-        address = local.start()
+        address = LocalKafka(settings.kafka_cache_dir, brokers=args.brokers).start()
         print(address)
     elif args.action == "stop":
-        print("stopped" if local.stop() else "not running")
+        stopped = [k.stop() for k in (local, LocalKafka(settings.kafka_cache_dir)) if k.address()]
+        print("stopped" if stopped else "not running")
     else:
         running = local.address()
         if running is None:
