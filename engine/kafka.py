@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import InvalidReplicationFactorError, KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaConnectionError,
+    KafkaError,
+    LeaderNotAvailableError,
+)
 
 from engine import unreadable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Record(Protocol):
@@ -82,6 +88,25 @@ class ReplicationUnavailable(Exception):
     """More replicas asked than the cluster has brokers to hold them; the message is one line."""
 
 
+async def with_admin(bootstrap: str, work: Callable[[AIOKafkaAdminClient], Awaitable[T]], timeout: float = 60) -> T:
+    """``work`` done with an admin client, tried again while the cluster answers with a
+    retriable error: a broker that is down but still in the metadata (NodeNotReady), a
+    controller changing hands, a leader being elected."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            return await work(admin)
+        except KafkaError as exc:
+            if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("cluster %s not ready (%s); retrying", bootstrap, type(exc).__name__)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)
+
+
 async def ensure_topics(
     bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60, replication: int | None = None
 ) -> int:
@@ -89,56 +114,51 @@ async def ensure_topics(
     safe to call from many processes at once. New topics get ``replication`` replicas (unset:
     see replicas_for) and ``min.insync.replicas`` one less; returns that replication."""
     names = list(names)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-        try:
-            await admin.start()
-            brokers = len((await admin.describe_cluster())["brokers"])
-            wanted = replicas_for(brokers, replication)
-            existing = set(await admin.list_topics())
-            configs = topic_configs(wanted)
-            missing = [NewTopic(n, partitions, wanted, topic_configs=configs) for n in names if n not in existing]
-            if missing:
-                created = await admin.create_topics(missing)
-                for _name, code, *_message in created.topic_errors:
-                    if code == InvalidReplicationFactorError.errno:
-                        raise ReplicationUnavailable(
-                            f"POKESAGA_REPLICATION_FACTOR: {wanted} replicas asked, and {brokers} broker(s) of "
-                            f"{bootstrap} answer; lower it, or start the missing brokers"
-                        )
-            described = await admin.describe_topics(names)
-            if all(d.get("partitions") and not d.get("error_code") for d in described):
-                return wanted
-        except KafkaConnectionError:
-            log.info("broker %s not reachable yet; retrying", bootstrap)
-        finally:
-            await admin.close()
-        if asyncio.get_running_loop().time() > deadline:
-            raise KafkaConnectionError(f"topics {', '.join(names)} not ready on {bootstrap} after {timeout:.0f}s")
-        await asyncio.sleep(0.2)
+
+    async def ensure(admin: AIOKafkaAdminClient) -> int:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        wanted = replicas_for(brokers, replication)
+        existing = set(await admin.list_topics())
+        configs = topic_configs(wanted)
+        missing = [NewTopic(n, partitions, wanted, topic_configs=configs) for n in names if n not in existing]
+        if missing:
+            created = await admin.create_topics(missing)
+            for _name, code, *_message in created.topic_errors:
+                if code == InvalidReplicationFactorError.errno:
+                    raise ReplicationUnavailable(
+                        f"POKESAGA_REPLICATION_FACTOR: {wanted} replicas asked, and {brokers} broker(s) of "
+                        f"{bootstrap} answer; lower it, or start the missing brokers"
+                    )
+        described = await admin.describe_topics(names)
+        if not all(d.get("partitions") and not d.get("error_code") for d in described):
+            raise LeaderNotAvailableError("topics created, partitions not ready yet")
+        return wanted
+
+    try:
+        return await with_admin(bootstrap, ensure, timeout)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        raise KafkaConnectionError(
+            f"topics {', '.join(names)} not ready on {bootstrap} after {timeout:.0f}s ({type(exc).__name__})"
+        ) from None
 
 
 async def replication_of(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
     """The replicas of each existing topic among ``names`` (its least replicated partition's)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
+
+    async def describe(admin: AIOKafkaAdminClient) -> list[Any]:
         existing = set(await admin.list_topics())
-        described = await admin.describe_topics([n for n in names if n in existing])
-    finally:
-        await admin.close()
+        return await admin.describe_topics([n for n in names if n in existing])
+
+    described = await with_admin(bootstrap, describe)
     return {d["topic"]: min(len(p["replicas"]) for p in d["partitions"]) for d in described if d.get("partitions")}
 
 
 async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
     """The value of the configuration ``name`` of ``topic``, as the broker applies it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})])
-    finally:
-        await admin.close()
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})
+    (response,) = await with_admin(bootstrap, lambda admin: admin.describe_configs([resource]))
     for _code, _message, _type, _name, entries in response.resources:
         for entry in entries:
             if entry[0] == name:
@@ -148,22 +168,12 @@ async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
 
 async def partition_ids(bootstrap: str, topic: str) -> list[int]:
     """The partition ids of ``topic`` (which must exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        (description,) = await admin.describe_topics([topic])
-        return sorted(p["partition"] for p in description["partitions"])
-    finally:
-        await admin.close()
+    (description,) = await with_admin(bootstrap, lambda admin: admin.describe_topics([topic]))
+    return sorted(p["partition"] for p in description["partitions"])
 
 
 async def topic_exists(bootstrap: str, topic: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        return topic in set(await admin.list_topics())
-    finally:
-        await admin.close()
+    return topic in set(await with_admin(bootstrap, lambda admin: admin.list_topics()))
 
 
 async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
