@@ -42,7 +42,7 @@ def build_loop(
     bootstrap = settings.bootstrap
     return ParticipantLoop(
         BatchProcessor(participant, saga.types, engine, settings, recorded),
-        kafka.consumer(bootstrap, participant.name, *participant.topics),
+        kafka.consumer(bootstrap, participant.name, *participant.topics, **settings.group_membership()),
         kafka.producer(bootstrap, linger_ms=settings.linger_ms),
         settings,
     )

@@ -40,6 +40,11 @@ def add(commands: Any) -> None:
     bench.add_argument("--warmup", type=positive, default=100, help="sagas run first and not timed")
     bench.add_argument("--null-relay", action="store_true", help="only the passthrough chain: the ceiling")
     bench.add_argument("--compare-null", action="store_true", help="also the null relay, and the ratio")
+    bench.add_argument(
+        "--failover", action="store_true", help="instead: seconds a stopped instance's partitions stay unowned"
+    )
+    bench.add_argument("--rounds", type=positive, default=3, help="--failover: rounds of each way to stop (3)")
+    bench.add_argument("--static-membership", action="store_true", help="--failover: name the instances")
 
 
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,6 +82,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     stop_on_sigterm()
 
+    if args.failover:
+        from devtools import failover
+
+        return failover.run(settings, max(1, args.rounds), args.static_membership)
     if not 0 <= args.failure_mix <= 1:
         raise Usage("pokesaga bench: --failure-mix must be within 0..1")
     if args.rate is not None and args.rate <= 0:
