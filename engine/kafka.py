@@ -101,7 +101,8 @@ async def with_admin(bootstrap: str, work: Callable[[AIOKafkaAdminClient], Await
         except KafkaError as exc:
             if not exc.retriable or asyncio.get_running_loop().time() > deadline:
                 raise
-            log.info("cluster %s not ready (%s); retrying", bootstrap, type(exc).__name__)
+            quiet = not isinstance(exc, KafkaConnectionError)  # a leader being elected: nothing to tell
+            log.log(logging.DEBUG if quiet else logging.INFO, "cluster %s not ready (%s); retrying", bootstrap, exc)
         finally:
             await admin.close()
         await asyncio.sleep(0.2)
