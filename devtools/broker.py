@@ -171,6 +171,12 @@ class LocalKafka:
             raise BrokerError(
                 f"a single local broker runs already at {other.address()}: 'pokesaga kafka stop' it first"
             )
+        existing = len(list(self.state.glob("node-*/data/meta.properties")))
+        if existing and len(list(self.state.glob("node-*"))) != self.brokers:
+            raise BrokerError(
+                f"the local cluster in {self.state} has {len(list(self.state.glob('node-*')))} nodes, not "
+                f"{self.brokers}: 'pokesaga kafka stop' it and remove {self.state} to change its size"
+            )
         self._configure()
         cluster_file = self.state / "cluster.id"
         rejoining = []

@@ -62,7 +62,7 @@ def consumer(bootstrap: str, group: str | None, *subscribe: str, **overrides: ob
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": 100,
         "max_poll_interval_ms": 300000,
-        "session_timeout_ms": 10000,
+        "session_timeout_ms": 6000,  # a participant's loop takes its own: Settings.group_membership
         "heartbeat_interval_ms": 1000,
     }
     options.update(overrides)
