@@ -12,7 +12,8 @@ demo: $(STAMP) system-deps
 
 # Every suite on SQLite files, then the integration and end-to-end suites again on a real
 # PostgreSQL server (Debian's package, installed and started by scripts/postgres-up).
-# The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three.
+# The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three. The failover
+# test (a local 3-node cluster losing brokers) runs 500 sagas in each pass; `make chaos`, 2000.
 test: $(STAMP) system-deps promtool browser lint
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest --durations=10
 	$(MAKE) --no-print-directory test-postgres
@@ -23,6 +24,7 @@ test-postgres: $(STAMP) system-deps promtool
 
 chaos: $(STAMP) system-deps
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-3} $(PY) -m pytest tests/e2e/test_chaos.py -s
+	POKESAGA_FAILOVER_SAGAS=$${POKESAGA_FAILOVER_SAGAS:-2000} $(PY) -m pytest tests/e2e/test_failover.py -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

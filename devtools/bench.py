@@ -185,7 +185,8 @@ async def _wait_stable(bootstrap: str, groups: dict[str, list[str]], timeout: fl
 async def measure(settings: Settings, options: Options, null_relay: bool, data: Path) -> dict[str, Any]:
     """One topology (the services, or the null relay) under the load of ``options``."""
     bootstrap = settings.bootstrap
-    await kafka.ensure_topics(bootstrap, CAPTURE.all_topics(), options.partitions)
+    replication = settings.replication_factor
+    await kafka.ensure_topics(bootstrap, CAPTURE.all_topics(), options.partitions, replication=replication)
     targets = [f"null-relay.{i}" for i in range(4)] if null_relay else list(SERVICES)
     processes: list[tuple[ServiceProcess, int]] = []
     try:  # an interrupt while they start stops those already started

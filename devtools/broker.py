@@ -8,10 +8,10 @@ same code serves the test fixtures and the CLI (``pokesaga kafka start|stop|stat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import fcntl
-import os
 import re
 import shutil
 import signal
@@ -23,7 +23,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
 from capture.settings import Settings
+from devtools.kraft import Node, NodeError, take_voter_place
 
 KAFKA_VERSION = "4.1.1"
 SLF4J_VERSION = "1.7.36"  # the slf4j-api the Kafka jars use
@@ -71,16 +75,34 @@ def _say(message: str) -> None:
 
 
 class LocalKafka:
-    """A single-node KRaft broker (broker + controller) on loopback, from cached jars."""
+    """A local KRaft Kafka on loopback, from cached jars: one node (broker + controller), or
+    ``brokers`` of them, each broker and controller, in a dynamic controller quorum."""
 
-    def __init__(self, cache_dir: Path, version: str = KAFKA_VERSION, state: Path | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path, version: str = KAFKA_VERSION, state: Path | None = None, brokers: int = 1
+    ) -> None:
+        if brokers < 1:
+            raise BrokerError(f"a cluster has at least one broker, not {brokers}")
         self.version = version
         self.home = cache_dir / f"kafka-{version}"
         self.lib = self.home / "lib"
-        self.state = state or cache_dir / "broker"  # another state folder: another, separate broker
+        self.brokers = brokers
+        # another state folder: another, separate Kafka
+        self.state = state or cache_dir / ("broker" if brokers == 1 else "cluster")
         self.pid_file = self.state / "broker.pid"
         self.address_file = self.state / "bootstrap"
         self.log_file = self.state / "broker.log"
+        if brokers == 1:  # the layout single-node state folders have always had
+            self.nodes = [Node(self.state, 1, self._java)]
+        else:
+            self.nodes = [Node(self.state / f"node-{i}", i, self._java) for i in range(1, brokers + 1)]
+
+    @classmethod
+    def running(cls, cache_dir: Path) -> LocalKafka:
+        """The local Kafka of the cache that runs: the cluster if it does, else the single broker."""
+        nodes = len(list((cache_dir / "cluster").glob("node-*")))
+        cluster = cls(cache_dir, brokers=nodes) if nodes > 1 else None
+        return cluster if cluster is not None and cluster.address() else cls(cache_dir)
 
     # -- jars -----------------------------------------------------------------------
 
@@ -127,65 +149,128 @@ class LocalKafka:
     # -- lifecycle ------------------------------------------------------------------
 
     def pid(self) -> int | None:
-        """The broker's pid if it runs (a stale pid file, or a reused pid, is not a broker)."""
-        try:
-            pid = int(self.pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"kafka.Kafka" in cmdline and str(self.state).encode() in cmdline else None
+        """The pid of the first node that runs, or None."""
+        return next((pid for node in self.nodes if (pid := node.pid()) is not None), None)
 
     def address(self) -> str | None:
-        """The bootstrap address of the running broker, or None."""
+        """The bootstrap address (every node's, comma-separated) while a node answers, or None."""
         if self.pid() is None or not self.address_file.exists():
             return None
         address = self.address_file.read_text().strip()
-        return address if port_open(int(address.rsplit(":", 1)[1])) else None
+        ports = [int(server.rsplit(":", 1)[1]) for server in address.split(",")]
+        return address if any(port_open(p) for n, p in zip(self.nodes, ports, strict=True) if n.pid()) else None
 
     def start(self, timeout: float = 90) -> str:
-        """Start the broker unless it runs already; return its bootstrap address."""
+        """Start every node that does not run; return the bootstrap address once all answer."""
+        self.ensure_jars()
+        self.state.mkdir(parents=True, exist_ok=True)
+        if self.brokers == 1:
+            return self._start_single(timeout)
+        other = LocalKafka(self.home.parent, self.version, self.state.parent / "broker") if self._shared() else None
+        if other is not None and other.address():
+            raise BrokerError(
+                f"a single local broker runs already at {other.address()}: 'pokesaga kafka stop' it first"
+            )
+        existing = len(list(self.state.glob("node-*/data/meta.properties")))
+        if existing and len(list(self.state.glob("node-*"))) != self.brokers:
+            raise BrokerError(
+                f"the local cluster in {self.state} has {len(list(self.state.glob('node-*')))} nodes, not "
+                f"{self.brokers}: 'pokesaga kafka stop' it and remove {self.state} to change its size"
+            )
+        self._configure()
+        cluster_file = self.state / "cluster.id"
+        rejoining = []
+        if not any(node.formatted() for node in self.nodes):
+            cluster_id = _cluster_id()
+            directories = [_cluster_id() for _ in self.nodes]
+            voters = ",".join(
+                f"{node.node_id}@127.0.0.1:{node.listening()[1]}:{directory}"
+                for node, directory in zip(self.nodes, directories, strict=True)
+            )
+            for node in self.nodes:
+                shutil.rmtree(node.data, ignore_errors=True)
+                node.format(cluster_id, f"--initial-controllers={voters}")
+            cluster_file.write_text(cluster_id)
+        else:
+            for node in self.nodes:
+                if not node.formatted():  # its disk was lost: it comes back as a new directory
+                    shutil.rmtree(node.data, ignore_errors=True)
+                    node.format(cluster_file.read_text().strip(), "--no-initial-controllers")
+                    rejoining.append(node)
+        started = [(node, node.spawn()) for node in self.nodes if node.pid() is None]
+        address = ",".join(f"127.0.0.1:{node.listening()[0]}" for node in self.nodes)
+        self.address_file.write_text(address)
+        self._await_ports(started, timeout)
+        for node in rejoining:
+            take_voter_place(self._java, address, node)
+        self._await_brokers(address, timeout)
+        return address
+
+    def _await_brokers(self, address: str, timeout: float) -> None:
+        """Until every broker has registered: a topic created before would get fewer replicas."""
+        deadline = time.monotonic() + timeout
+        while (found := asyncio.run(_brokers(address))) < self.brokers:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{found} of {self.brokers} brokers up after {timeout:.0f}s; see {self.state}")
+            time.sleep(0.2)
+
+    def _shared(self) -> bool:
+        return self.state == self.home.parent / "cluster"
+
+    def _configure(self) -> None:
+        """Every node's server.properties: the ports it had (a controller's endpoint is part of
+        the quorum's own metadata, and clients know the brokers by these addresses), else new ones."""
+        previous = [node.ports() for node in self.nodes]
+        ports = [pair for pair in previous if pair is not None]
+        if len(ports) == len(self.nodes):
+            running = {p for node, pair in zip(self.nodes, ports, strict=True) if node.pid() for p in pair}
+            taken = sorted(p for pair in ports for p in pair if p not in running and not bindable(p))
+            if taken:
+                raise BrokerError(f"ports {taken} of the local cluster in {self.state} are taken by another process")
+        else:
+            ports = [(free_port(), free_port()) for _ in self.nodes]
+        controllers = ",".join(f"127.0.0.1:{controller}" for _, controller in ports)
+        for node, (port, controller) in zip(self.nodes, ports, strict=True):
+            node.folder.mkdir(parents=True, exist_ok=True)
+            node.config.write_text(self._cluster_properties(node, port, controller, controllers))
+
+    def _await_ports(self, started: list[tuple[Node, subprocess.Popen[bytes]]], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for node, proc in started:
+            port = node.listening()[0]
+            while not port_open(port):
+                if proc.poll() is not None:
+                    raise BrokerError(f"broker {node.node_id} exited with code {proc.returncode}; see {node.log_file}")
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError(
+                        f"broker {node.node_id} did not answer within {timeout:.0f}s; see {node.log_file}"
+                    )
+                time.sleep(0.2)
+
+    def _start_single(self, timeout: float) -> str:
         running = self.address()
         if running:
             return running
-        self.ensure_jars()
-        self.state.mkdir(parents=True, exist_ok=True)
         config = self.state / "server.properties"
         port, controller = self._previous_ports(config) or (free_port(), free_port())
         config.write_text(self._properties(port, controller))
         if not (self.state / "data" / "meta.properties").exists():
             shutil.rmtree(self.state / "data", ignore_errors=True)
             self.format_storage(config, _cluster_id())
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                self._java("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka", str(config)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives the command that started it
-            )
-        self.pid_file.write_text(str(proc.pid))
+        node = self.nodes[0]
+        proc = node.spawn()
+        self._await_ports([(node, proc)], timeout)
         address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while not port_open(port):
-            if proc.poll() is not None:
-                raise BrokerError(f"the broker exited with code {proc.returncode}; see {self.log_file}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")
-            time.sleep(0.2)
         self.address_file.write_text(address)
         return address
 
     def format_storage(self, config: Path, cluster_id: str) -> None:
-        """``kafka-storage format`` for ``config``. The id goes as ``--cluster-id=ID``, one
-        argument: an id starting with '-' must not read as an option."""
-        fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)),
-            capture_output=True,
-            text=True,
-        )
-        if fmt.returncode != 0:
-            raise BrokerError("formatting the broker's storage failed: " + fmt.stderr.strip()[-300:])
+        """``kafka-storage format`` for ``config`` (a single node: a static quorum of one)."""
+        try:
+            Node(config.parent, 1, self._java).format(cluster_id)
+        except NodeError as exc:
+            raise BrokerError(str(exc).replace("node 1's", "the broker's")) from None
 
     @staticmethod
     def _previous_ports(config: Path) -> tuple[int, int] | None:
@@ -200,27 +285,31 @@ class LocalKafka:
         return ports if all(bindable(p) for p in ports) else None
 
     def stop(self, timeout: float = 30) -> bool:
-        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.2)
-        else:
-            os.kill(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
-        self.address_file.unlink(missing_ok=True)
-        return True
+        """Stop every node cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
+        stopped = [node for node in self.nodes if node.pid() is not None]
+        for node in stopped:  # all at once: the last controllers would wait for a quorum that is gone
+            node.send(signal.SIGTERM)
+        for node in stopped:
+            node.kill(signal.SIGTERM, timeout)
+        if stopped:
+            self.address_file.unlink(missing_ok=True)
+        return bool(stopped)
+
+    # -- one node of a cluster, for failover drills ---------------------------------------
+
+    def kill_node(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Stop node ``node_id`` with ``sig`` (SIGKILL: as a machine that dies)."""
+        self.nodes[node_id - 1].kill(sig)
+
+    def lose_disk(self, node_id: int) -> None:
+        """Node ``node_id`` dies and its disk is lost: killed, its data folder emptied.
+        ``start`` brings it back empty; it re-replicates from the others."""
+        node = self.nodes[node_id - 1]
+        node.kill(signal.SIGKILL)
+        shutil.rmtree(node.data, ignore_errors=True)
 
     def _properties(self, port: int, controller: int) -> str:
+        """A single node's configuration: a static quorum of one."""
         return "\n".join(
             [
                 "process.roles=broker,controller",
@@ -228,22 +317,66 @@ class LocalKafka:
                 f"controller.quorum.voters=1@127.0.0.1:{controller}",
                 f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
+                *_COMMON,
                 f"log.dirs={self.state / 'data'}",
-                "num.partitions=3",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=6",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "log.retention.hours=168",
+                *_internal_topics(1),
                 "",
             ]
         )
+
+    def _cluster_properties(self, node: Node, port: int, controller: int, controllers: str) -> str:
+        """A cluster node's configuration: a dynamic quorum, found through every controller."""
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={node.node_id}",
+                f"controller.quorum.bootstrap.servers={controllers}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                *_COMMON,
+                f"log.dirs={node.data}",
+                *_internal_topics(self.brokers),
+                "",
+            ]
+        )
+
+
+_COMMON = [
+    "controller.listener.names=CONTROLLER",
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "inter.broker.listener.name=PLAINTEXT",
+    "num.partitions=3",
+    "offsets.topic.num.partitions=6",
+    "group.initial.rebalance.delay.ms=0",
+    "log.retention.hours=168",
+]
+
+
+def _internal_topics(brokers: int) -> list[str]:
+    """Replication of the broker's own topics (group offsets, transactions, share groups) and of
+    auto-created ones: as pokesaga replicates its topics (engine.kafka.replicas_for)."""
+    replicas = min(3, brokers)
+    isr = max(1, replicas - 1)
+    return [
+        f"offsets.topic.replication.factor={replicas}",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={isr}",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={isr}",
+        *([f"default.replication.factor={replicas}", f"min.insync.replicas={isr}"] if brokers > 1 else []),
+    ]
+
+
+async def _brokers(address: str) -> int:
+    """How many brokers the cluster's metadata lists (0 while none answers)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        return len((await admin.describe_cluster())["brokers"])
+    except KafkaError:
+        return 0
+    finally:
+        await admin.close()
 
 
 def _cluster_id(new_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:

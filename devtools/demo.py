@@ -73,7 +73,9 @@ async def run_demo(settings: Settings, count: int, timeout: float, seed: int | N
     run = uuid.uuid4().hex[:6]
     seed = seed if seed is not None else random.randrange(2**32)
     log_dir = settings.data_dir / "logs"
-    await kafka.ensure_topics(settings.bootstrap, CAPTURE.all_topics(), settings.partitions)
+    await kafka.ensure_topics(
+        settings.bootstrap, CAPTURE.all_topics(), settings.partitions, replication=settings.replication_factor
+    )
     print(f"starting {', '.join(SERVICES)} as separate processes (logs in {log_dir})", file=sys.stderr)
     processes = [ServiceProcess(s, settings, log_dir).start() for s in SERVICES]
     port = _tracker_port(settings)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaConnectionError,
+    KafkaError,
+    LeaderNotAvailableError,
+)
 
 from engine import unreadable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Record(Protocol):
@@ -56,57 +62,119 @@ def consumer(bootstrap: str, group: str | None, *subscribe: str, **overrides: ob
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": 100,
         "max_poll_interval_ms": 300000,
-        "session_timeout_ms": 10000,
+        "session_timeout_ms": 6000,  # a participant's loop takes its own: Settings.group_membership
         "heartbeat_interval_ms": 1000,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*subscribe, bootstrap_servers=bootstrap, **options)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60) -> None:
-    """Create the topics that do not exist yet, and return once every one has its partitions;
-    safe to call from many processes at once."""
-    names = list(names)
+MAX_REPLICATION = 3  # more copies buy no safety a saga needs, and cost every write
+
+
+def replicas_for(brokers: int, configured: int | None) -> int:
+    """How many replicas a new topic gets: ``configured``, else one per broker, at most 3."""
+    return configured or max(1, min(MAX_REPLICATION, brokers))
+
+
+def topic_configs(replication: int) -> dict[str, str]:
+    """A replicated topic accepts a write (acks=all) once all but one replica hold it: an
+    acknowledged record survives the loss of a broker with its disk, and one broker down does
+    not stop the saga."""
+    return {"min.insync.replicas": str(replication - 1)} if replication >= 2 else {}
+
+
+class ReplicationUnavailable(Exception):
+    """More replicas asked than the cluster has brokers to hold them; the message is one line."""
+
+
+async def with_admin(bootstrap: str, work: Callable[[AIOKafkaAdminClient], Awaitable[T]], timeout: float = 60) -> T:
+    """``work`` done with an admin client, tried again while the cluster answers with a
+    retriable error: a broker that is down but still in the metadata (NodeNotReady), a
+    controller changing hands, a leader being elected."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
         try:
             await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-            if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
-            described = await admin.describe_topics(names)
-            if all(d.get("partitions") and not d.get("error_code") for d in described):
-                return
-        except KafkaConnectionError:
-            log.info("broker %s not reachable yet; retrying", bootstrap)
+            return await work(admin)
+        except KafkaError as exc:
+            if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            quiet = not isinstance(exc, KafkaConnectionError)  # a leader being elected: nothing to tell
+            log.log(logging.DEBUG if quiet else logging.INFO, "cluster %s not ready (%s); retrying", bootstrap, exc)
         finally:
             await admin.close()
-        if asyncio.get_running_loop().time() > deadline:
-            raise KafkaConnectionError(f"topics {', '.join(names)} not ready on {bootstrap} after {timeout:.0f}s")
         await asyncio.sleep(0.2)
+
+
+async def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, timeout: float = 60, replication: int | None = None
+) -> int:
+    """Create the topics that do not exist yet, and return once every one has its partitions;
+    safe to call from many processes at once. New topics get ``replication`` replicas (unset:
+    see replicas_for) and ``min.insync.replicas`` one less; returns that replication."""
+    names = list(names)
+
+    async def ensure(admin: AIOKafkaAdminClient) -> int:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        wanted = replicas_for(brokers, replication)
+        existing = set(await admin.list_topics())
+        configs = topic_configs(wanted)
+        missing = [NewTopic(n, partitions, wanted, topic_configs=configs) for n in names if n not in existing]
+        if missing:
+            created = await admin.create_topics(missing)
+            for _name, code, *_message in created.topic_errors:
+                if code == InvalidReplicationFactorError.errno:
+                    raise ReplicationUnavailable(
+                        f"POKESAGA_REPLICATION_FACTOR: {wanted} replicas asked, and {brokers} broker(s) of "
+                        f"{bootstrap} answer; lower it, or start the missing brokers"
+                    )
+        described = await admin.describe_topics(names)
+        if not all(d.get("partitions") and not d.get("error_code") for d in described):
+            raise LeaderNotAvailableError("topics created, partitions not ready yet")
+        return wanted
+
+    try:
+        return await with_admin(bootstrap, ensure, timeout)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        raise KafkaConnectionError(
+            f"topics {', '.join(names)} not ready on {bootstrap} after {timeout:.0f}s ({type(exc).__name__})"
+        ) from None
+
+
+async def replication_of(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
+    """The replicas of each existing topic among ``names`` (its least replicated partition's)."""
+
+    async def describe(admin: AIOKafkaAdminClient) -> list[Any]:
+        existing = set(await admin.list_topics())
+        return await admin.describe_topics([n for n in names if n in existing])
+
+    described = await with_admin(bootstrap, describe)
+    return {d["topic"]: min(len(p["replicas"]) for p in d["partitions"]) for d in described if d.get("partitions")}
+
+
+async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
+    """The value of the configuration ``name`` of ``topic``, as the broker applies it."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})
+    (response,) = await with_admin(bootstrap, lambda admin: admin.describe_configs([resource]))
+    for _code, _message, _type, _name, entries in response.resources:
+        for entry in entries:
+            if entry[0] == name:
+                return str(entry[1]) if entry[1] is not None else None
+    return None
 
 
 async def partition_ids(bootstrap: str, topic: str) -> list[int]:
     """The partition ids of ``topic`` (which must exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        (description,) = await admin.describe_topics([topic])
-        return sorted(p["partition"] for p in description["partitions"])
-    finally:
-        await admin.close()
+    (description,) = await with_admin(bootstrap, lambda admin: admin.describe_topics([topic]))
+    return sorted(p["partition"] for p in description["partitions"])
 
 
 async def topic_exists(bootstrap: str, topic: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        return topic in set(await admin.list_topics())
-    finally:
-        await admin.close()
+    return topic in set(await with_admin(bootstrap, lambda admin: admin.list_topics()))
 
 
 async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:

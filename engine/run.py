@@ -17,7 +17,7 @@ from dataclasses import replace
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from engine import health, kafka, migrate, offsets, rebuild, tracing
+from engine import health, kafka, migrate, offsets, rebuild, replication, tracing
 from engine.db import make_engine, messaging_tables
 from engine.health import Health
 from engine.loop import ParticipantLoop
@@ -59,7 +59,7 @@ def build_loop(
     processor.watched = watched
     return ParticipantLoop(
         processor,
-        kafka.consumer(bootstrap, participant.name, *participant.topics),
+        kafka.consumer(bootstrap, participant.name, *participant.topics, **settings.group_membership()),
         kafka.producer(bootstrap, linger_ms=settings.linger_ms),
         settings,
         rebuilding,
@@ -165,7 +165,7 @@ async def run_participants(
     ``checked``: kept up to date with the process's liveness and readiness (from the start: a
     rebuild's preparation may take a while)."""
     participants = list(participants)
-    await kafka.ensure_topics(settings.bootstrap, saga.all_topics(), settings.partitions)
+    await replication.ensure_replicated(settings, saga.all_topics())
     engines: dict[str, Engine] = {}
     loops: list[ParticipantLoop] = []
     tasks = []

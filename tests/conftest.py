@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from devtools.broker import provisioned
+from devtools.broker import LocalKafka, provisioned
 from engine import kafka
 from tests import databases
 
@@ -29,6 +30,20 @@ def new_broker(state: Path) -> Iterator[str]:
     with provisioned(Settings(), state=state) as address:
         asyncio.run(kafka.ensure_topics(address, CAPTURE.all_topics(), 3))
         yield address
+
+
+@contextlib.contextmanager
+def new_cluster(state: Path, brokers: int = 3) -> Iterator[LocalKafka]:
+    """A local KRaft cluster of its own, from the Kafka jars (whatever KAFKA_BOOTSTRAP_SERVERS
+    says: the tests that use it stop, kill and empty its nodes)."""
+    if shutil.which("java") is None or shutil.which("mvn") is None:
+        pytest.skip("the local cluster needs a JDK 17 and Maven (make system-deps)")
+    local = LocalKafka(Settings().kafka_cache_dir, state=state, brokers=brokers)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine import kafka
@@ -32,11 +33,27 @@ async def caught_up(bootstrap: str, groups: Mapping[str, Iterable[str]]) -> bool
         ends = await kafka.end_offsets(bootstrap, topics)
         try:
             done = await kafka.committed_offsets(bootstrap, group, ends)
-        except GroupCoordinatorNotAvailableError:  # a new broker or group: not yet
+        except KafkaError:  # a new broker or group, a broker down: not yet
             return False
         if any(done.get(tp, 0) < end for tp, end in ends.items()):
             return False
     return True
+
+
+async def in_sync(bootstrap: str, topics: Iterable[str]) -> bool:
+    """True when every partition of ``topics`` has a leader and all its replicas in sync."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        described = await admin.describe_topics(list(topics))
+    except KafkaError:  # a broker or controller changing hands: not yet
+        return False
+    finally:
+        await admin.close()
+    return all(
+        d["partitions"] and all(p["leader"] >= 0 and len(p["isr"]) == len(p["replicas"]) for p in d["partitions"])
+        for d in described
+    )
 
 
 def http_get(port: int, path: str) -> tuple[int, Any]:

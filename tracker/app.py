@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine import unreadable
+from engine import kafka, unreadable
 from tracker import timeline
 from tracker.timeline import MAX_ID, REASONS, STATES, NotAnEvent
 
@@ -64,6 +64,8 @@ for _reason in REASONS:
     skipped.labels(_reason)  # every reason served from the start, at 0
 
 MAX_LIMIT = 1000
+APP_ID = "pokesaga-tracker"
+INTERNAL_TOPICS = (f"{APP_ID}-sagas-changelog",)  # the table's changelog (faust names it so)
 PARAMETERS = ("state", "limit")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -116,8 +118,9 @@ def _page() -> str:
 def create_app(settings: Settings) -> faust.App:
     unreadable.install()  # before any consumer: a record the client cannot read comes out marked
     brokers = [f"kafka://{server}" for server in settings.bootstrap.split(",")]
+    replication = settings.replication_factor or 1  # resolved by the caller (see cli check_replication)
     app = faust.App(
-        "pokesaga-tracker",
+        APP_ID,
         broker=brokers,
         store="memory://",
         topic_partitions=settings.partitions,
@@ -128,8 +131,12 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_session_timeout=10.0,  # a killed tracker's partitions move on within seconds
+        topic_replication_factor=replication,
+        topic_disable_leader=True,  # no timer runs on the leader only: no leader topic to replicate
     )
-    sagas = app.Table("sagas", default=None, partitions=settings.partitions)
+    sagas = app.Table(
+        "sagas", default=None, partitions=settings.partitions, extra_topic_configs=kafka.topic_configs(replication)
+    )
     source = app.topic(*CAPTURE.topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     # Each stored timeline restored once: by key, with the stored value it was restored from

@@ -195,10 +195,28 @@ def with_broker(settings: Settings, command: str) -> Settings:
     """``settings`` with a bootstrap address: the configured one, else the local broker's."""
     if settings.kafka_bootstrap_servers:
         return settings
-    address = LocalKafka(settings.kafka_cache_dir).address()
+    address = LocalKafka.running(settings.kafka_cache_dir).address()
     if address is None:
         raise Usage(f"pokesaga {command}: no broker: set KAFKA_BOOTSTRAP_SERVERS or run 'pokesaga kafka start'")
     return settings.model_copy(update={"kafka_bootstrap_servers": address})
+
+
+def check_replication(settings: Settings, names: Iterable[str], internal: Iterable[str] = ()) -> Settings:
+    """The topics ``names`` exist (created if missing) with the replication the settings ask,
+    and so do ``internal`` ones that exist already; else one line, before the service says
+    anything else. Returns ``settings`` with that replication resolved."""
+    from engine import kafka, replication
+
+    async def check() -> int:
+        wanted = await replication.ensure_replicated(settings, names)
+        await replication.refuse_under_replicated(settings, internal, wanted)
+        return wanted
+
+    try:
+        wanted = asyncio.run(check())
+    except (replication.UnderReplicated, kafka.ReplicationUnavailable) as exc:
+        raise Misconfigured(f"pokesaga: {exc}", 1) from None
+    return settings.model_copy(update={"replication_factor": wanted})
 
 
 def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:

@@ -14,8 +14,11 @@ from devtools.broker import LocalKafka, provisioned
 
 def add(commands: Any) -> None:
     """Add this group's commands to the parser's subcommands."""
-    broker = commands.add_parser("kafka", help="the local broker (Apache Kafka jars, KRaft, loopback)")
+    broker = commands.add_parser("kafka", help="the local broker or cluster (Apache Kafka jars, KRaft, loopback)")
     broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument(
+        "--brokers", type=positive, default=1, help="start: nodes, each broker and controller (default 1; 3: a cluster)"
+    )
 
     demo = commands.add_parser("demo", help="the whole saga: broker, four services, N captures, summary")
     demo.add_argument("--sagas", type=positive, default=40, help="captures to start (default 40)")
@@ -37,15 +40,23 @@ def add(commands: Any) -> None:
     bench.add_argument("--warmup", type=positive, default=100, help="sagas run first and not timed")
     bench.add_argument("--null-relay", action="store_true", help="only the passthrough chain: the ceiling")
     bench.add_argument("--compare-null", action="store_true", help="also the null relay, and the ratio")
+    bench.add_argument(
+        "--failover", action="store_true", help="instead: seconds a stopped instance's partitions stay unowned"
+    )
+    bench.add_argument("--rounds", type=positive, default=3, help="--failover: rounds of each way to stop (3)")
+    bench.add_argument("--static-membership", action="store_true", help="--failover: name the instances")
 
 
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
-    local = LocalKafka(settings.kafka_cache_dir)
+    if args.brokers < 1:
+        raise Usage("pokesaga kafka: --brokers must be 1 or more")
+    local = LocalKafka.running(settings.kafka_cache_dir)
     if args.action == "start":
-        address = local.start()
+        address = LocalKafka(settings.kafka_cache_dir, brokers=args.brokers).start()
         print(address)
     elif args.action == "stop":
-        print("stopped" if local.stop() else "not running")
+        stopped = [k.stop() for k in (local, LocalKafka(settings.kafka_cache_dir)) if k.address()]
+        print("stopped" if stopped else "not running")
     else:
         running = local.address()
         if running is None:
@@ -71,6 +82,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     stop_on_sigterm()
 
+    if args.failover:
+        from devtools import failover
+
+        return failover.run(settings, max(1, args.rounds), args.static_membership)
     if not 0 <= args.failure_mix <= 1:
         raise Usage("pokesaga bench: --failure-mix must be within 0..1")
     if args.rate is not None and args.rate <= 0:

@@ -59,7 +59,9 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     settings = with_broker(settings, "start")
 
     async def go() -> int:
-        await kafka.ensure_topics(settings.bootstrap, CAPTURE.all_topics(), settings.partitions, timeout=15)
+        await kafka.ensure_topics(
+            settings.bootstrap, CAPTURE.all_topics(), settings.partitions, 15, settings.replication_factor
+        )
         if not args.wait:
             await publish(settings.bootstrap, [envelope])
             print(envelope.sagaid)

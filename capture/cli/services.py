@@ -7,7 +7,15 @@ import asyncio
 import signal
 from typing import Any
 
-from capture.cli.common import Usage, check_databases, check_port, exit_cleanly, run_loop, with_broker
+from capture.cli.common import (
+    Usage,
+    check_databases,
+    check_port,
+    check_replication,
+    exit_cleanly,
+    run_loop,
+    with_broker,
+)
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 
@@ -30,10 +38,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from capture import bootstrap
 
     if args.service == "tracker":  # the observer: a faust app, not a participant
-        from tracker.app import run
+        from tracker.app import INTERNAL_TOPICS, run
 
         check_port(settings.tracker_port, settings.metrics_host, "POKESAGA_TRACKER_PORT")
-        return run(with_broker(settings, "run"))
+        return run(check_replication(with_broker(settings, "run"), CAPTURE.all_topics(), INTERNAL_TOPICS))
     if args.service.startswith("null-relay."):  # the bench's passthrough chain
         check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
         return run_relay(args.service, with_broker(settings, "run"))
@@ -41,7 +49,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     participants = bootstrap.resolve(args.service)
     check_databases(settings, dict.fromkeys(p.service for p in participants), args, create=True)
     check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
-    settings = with_broker(settings, "run")
+    settings = check_replication(with_broker(settings, "run"), CAPTURE.all_topics())
     run_loop(bootstrap.serve(args.service, settings), settings.uvloop)
     signal.signal(signal.SIGTERM, exit_cleanly)  # asyncio restored the default on the way out
     return 0

@@ -25,7 +25,9 @@ from examples.transfer.settings import Settings
 
 async def start(settings: Settings, saga_id: str, event: TransferRequested) -> None:
     """Publish the start event, keyed by the saga id, as any Kafka client could."""
-    await kafka.ensure_topics(settings.bootstrap, TRANSFER.all_topics(), settings.partitions)
+    await kafka.ensure_topics(
+        settings.bootstrap, TRANSFER.all_topics(), settings.partitions, replication=settings.replication_factor
+    )
     envelope = wrap(event, saga_id=saga_id, source="transfer/cli", causation_id=None)
     producer = kafka.producer(settings.bootstrap)
     await producer.start()

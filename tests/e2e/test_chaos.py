@@ -34,10 +34,10 @@ INSTANCES = ("status", "combat", "pokeball", "pokeball#2", "delivery", "delivery
 STARTER_BALLS, PARTY, PC = 5, 3, 5
 
 
-def sagas(run: str, rng: random.Random) -> list[Envelope]:
+def sagas(run: str, rng: random.Random, count: int = SAGAS) -> list[Envelope]:
     """A mix of every path over 40 trainers, so bags and parties are contended."""
     mixed = []
-    for i in range(SAGAS):
+    for i in range(count):
         trainer = {"name": f"K{i % 40}-{run}"}
         roll = rng.random()
         if roll < 0.5:
@@ -53,6 +53,7 @@ def sagas(run: str, rng: random.Random) -> list[Envelope]:
 
 
 Disruptor = Callable[[Cluster, random.Random, asyncio.Event, Counter[str]], Awaitable[None]]
+FollowUp = Callable[[Cluster, Counter[str]], Awaitable[None]]  # run while the services still run
 
 
 async def monkey(running: Cluster, rng: random.Random, stop: asyncio.Event, figures: Counter[str]) -> None:
@@ -115,7 +116,12 @@ def check_invariants(settings: Settings, outcomes: dict[str, dict[str, str]], wa
 
 
 async def drive(
-    running: Cluster, mixed: list[Envelope], rng: random.Random, figures: Counter[str], disrupt: Disruptor
+    running: Cluster,
+    mixed: list[Envelope],
+    rng: random.Random,
+    figures: Counter[str],
+    disrupt: Disruptor,
+    pace: float = 0.5,
 ) -> list[Any]:
     """Publish in waves while ``disrupt`` runs; every record on capture.outcomes once all are done."""
     bootstrap, wanted = running.settings.bootstrap, {s.sagaid for s in mixed}
@@ -124,7 +130,7 @@ async def drive(
         chaos = asyncio.create_task(disrupt(running, rng, stop, figures))
         for wave in range(0, len(mixed), 25):  # about ten seconds of arrivals, overlapping the disruption
             await publish(bootstrap, mixed[wave : wave + 25])
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(pace)
 
         async def all_outcomes() -> bool:
             await watcher.poll()
@@ -152,10 +158,20 @@ async def steady(running: Cluster, rng: random.Random, stop: asyncio.Event, figu
     figures["deliveries recorded"] = rows(running.settings, "delivery", "select count(*) from deliveries")[0][0]
 
 
-def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: int) -> Counter[str]:
-    """Run the saga mix while ``disrupt`` runs; check the invariants; return the figures."""
+def run_under(
+    disrupt: Disruptor,
+    label: str,
+    data: Path,
+    bootstrap: str,
+    seed: int,
+    count: int = SAGAS,
+    pace: float = 0.5,
+    then: FollowUp | None = None,
+) -> Counter[str]:
+    """Run ``count`` sagas of the mix, a wave of 25 every ``pace`` seconds, while ``disrupt``
+    runs; then ``then``, before the services stop; check the invariants; return the figures."""
     run, rng = uuid.uuid4().hex[:6], random.Random(seed)
-    mixed = sagas(run, rng)
+    mixed = sagas(run, rng, count)
     wanted = {s.sagaid for s in mixed}
     env = {
         "POKESAGA_STARTER_BALLS": str(STARTER_BALLS),
@@ -167,7 +183,9 @@ def run_under(disrupt: Disruptor, label: str, data: Path, bootstrap: str, seed: 
     ports = {name: {"POKESAGA_METRICS_PORT": str(free_port())} for name in INSTANCES}
     with cluster(bootstrap, data, INSTANCES, per_instance=ports, **env) as running:
         settings = running.settings
-        records = asyncio.run(drive(running, mixed, rng, figures, disrupt))
+        records = asyncio.run(drive(running, mixed, rng, figures, disrupt, pace))
+        if then is not None:
+            asyncio.run(then(running, figures))
 
     outcomes: dict[str, dict[str, str]] = {}  # saga → outcome event id → type
     copies = 0

@@ -141,3 +141,66 @@ def test_the_readme_container_instructions_match_the_compose_file() -> None:
             assert all(is_setting(variable.replace("<SERVICE>", s.upper())) for s in SERVICES)
         else:
             assert is_setting(variable), variable
+
+
+# -- the 3-broker variant: docker-compose.cluster.yml, an override of docker-compose.yml ----
+
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+NODES = ("kafka", "kafka-2", "kafka-3")
+
+
+def with_cluster(name: str) -> dict[str, Any]:
+    """Container ``name`` as compose runs it with both files: the override's keys replace the
+    base's, except ``environment``, whose variables are merged."""
+    base, override = CONTAINERS.get(name, {}), CLUSTER["services"].get(name, {})
+    merged = base | override
+    merged["environment"] = base.get("environment", {}) | override.get("environment", {})
+    return merged
+
+
+def test_the_cluster_variant_runs_three_combined_kraft_nodes_in_one_quorum() -> None:
+    nodes = {name: with_cluster(name) for name in NODES}
+    envs = {name: node["environment"] for name, node in nodes.items()}
+    assert {env["KAFKA_NODE_ID"] for env in envs.values()} == {"1", "2", "3"}
+    voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs.values()}
+    assert len(voters) == 1
+    by_id = dict(v.split("@") for v in voters.pop().split(","))
+    assert {by_id[env["KAFKA_NODE_ID"]] for env in envs.values()} == {f"{name}:9093" for name in NODES}
+    assert len({env["CLUSTER_ID"] for env in envs.values()}) == 1
+    for name, env in envs.items():
+        assert nodes[name]["image"].startswith("apache/kafka:")
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+    disks = [v.split(":")[0] for node in nodes.values() for v in node["volumes"]]
+    assert len(set(disks)) == 3  # a disk each
+    assert set(disks) <= set(COMPOSE["volumes"]) | set(CLUSTER["volumes"])
+
+
+def test_the_cluster_topic_job_creates_every_topic_with_three_replicas_and_two_in_sync() -> None:
+    job = with_cluster("topics")
+    script = "\n".join(job["command"])
+    loop = re.search(r"for topic in (.*?); do", script, re.S)
+    assert loop is not None and loop[1].replace("\\", " ").split() == CAPTURE.all_topics()
+    assert "--replication-factor 3" in script and "--config min.insync.replicas=2" in script
+    assert {n: c["condition"] for n, c in job["depends_on"].items()} == dict.fromkeys(NODES, "service_healthy")
+
+
+def test_the_cluster_variant_points_every_service_at_every_broker_with_three_replicas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert set(CLUSTER["services"]) - set(NODES) - {"topics"} == set(OURS)  # every container of ours
+    for name in OURS:
+        env = with_cluster(name)["environment"]
+        assert {k for k in env if not is_setting(k)} == set(), name
+        with monkeypatch.context() as patched:
+            for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
+                patched.delenv(variable)
+            for variable, value in env.items():
+                patched.setenv(variable, value)
+            settings = Settings()
+        assert settings.bootstrap.split(",") == [f"{node}:9092" for node in NODES], name
+        assert settings.replication_factor == 3, name
+    section = README.split("## Running as containers", 1)[1].split("\n## ", 1)[0]
+    assert "docker compose -f docker-compose.yml -f docker-compose.cluster.yml up -d --build" in section

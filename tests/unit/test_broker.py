@@ -64,3 +64,32 @@ def test_the_storage_tool_takes_an_id_starting_with_a_dash(tmp_path: Path) -> No
     local.format_storage(config, encoded(DASH))
     meta = (tmp_path / "data" / "meta.properties").read_text()
     assert f"cluster.id={encoded(DASH)}" in meta.splitlines()
+
+
+def test_a_local_cluster_runs_a_dynamic_quorum_of_every_node_on_loopback(tmp_path: Path) -> None:
+    """Each node broker and controller; the quorum found through every controller (KIP-853: no
+    static voter list, so a node that lost its disk can take its voter's place again)."""
+    local = LocalKafka(Settings().kafka_cache_dir, state=tmp_path, brokers=3)
+    local._configure()
+    configs = [dict(line.split("=", 1) for line in n.config.read_text().splitlines() if line) for n in local.nodes]
+    controllers = {c["controller.quorum.bootstrap.servers"] for c in configs}
+    assert len(controllers) == 1
+    assert sorted(controllers.pop().split(",")) == sorted(f"127.0.0.1:{n.listening()[1]}" for n in local.nodes)
+    for node, config in zip(local.nodes, configs, strict=True):
+        assert config["node.id"] == str(node.node_id) and config["process.roles"] == "broker,controller"
+        assert "controller.quorum.voters" not in config
+        assert all(url.split("//")[1].startswith("127.0.0.1:") for url in config["listeners"].split(","))
+        assert config["offsets.topic.replication.factor"] == config["default.replication.factor"] == "3"
+        assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == "2"
+        assert config["log.dirs"] == str(node.data)
+    before = [n.listening() for n in local.nodes]
+    local._configure()  # configured again (a restart): the same ports, which clients and the quorum know
+    assert [n.listening() for n in local.nodes] == before
+
+
+def test_a_single_broker_keeps_its_static_quorum_of_one(tmp_path: Path) -> None:
+    local = LocalKafka(Settings().kafka_cache_dir, state=tmp_path)
+    config = dict(line.split("=", 1) for line in local._properties(9092, 9093).splitlines() if line)
+    assert config["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert config["offsets.topic.replication.factor"] == "1" and "default.replication.factor" not in config
+    assert local.nodes[0].folder == tmp_path  # the layout single-broker state folders always had
