@@ -113,6 +113,7 @@ def whole_cluster_restart(local: LocalKafka, bootstrap: str) -> FollowUp:
 
 
 @pytest.mark.slow
+@pytest.mark.no_database  # the brokers are what is lost: run once, in the SQLite pass
 def test_losing_brokers_then_the_whole_cluster_loses_nothing_and_duplicates_nothing(
     local_cluster: LocalKafka, tmp_path: Path
 ) -> None:
