@@ -15,7 +15,11 @@ its recorded history. The row is written where the loss is seen, so no way of st
   in the transaction that creates its tables; the first process to start expands it into one
   row per participant of the service and rewinds their consumer groups to the earliest records;
 - ``pokesaga replay`` (after a restore from a backup, or a loss) writes the rows of what it
-  replays before it moves the offsets.
+  replays, with where each group re-reads from (``start``), before it moves the offsets: a replay
+  interrupted in between is finished by the service, which moves its group there itself. It never
+  re-reads from after the first record the database had not applied (``restore_start``);
+- a database replaced under a running service (its tables gone, a SQLite file restored in place)
+  makes the participant leave its group and start again, as if restarted (engine.run).
 
 Each row holds **targets**: the end of every input partition when the rebuild began. Every
 record before them that has a recorded decision is re-applied; a record without one — one that
@@ -26,8 +30,10 @@ undoes would find nothing to undo); the step waits for its compensator in turn. 
 participant of the service has replayed, the rows are deleted in one transaction and the
 participants apply the parked records, in arrival order, on the rebuilt state: the state before
 the loss plus the queued sagas' effects, whatever the partition interleaving, and every saga keeps
-exactly one outcome. Instances share the rows, so a second instance, a restart or a crash in the
-middle of a rebuild carries it on from where it is.
+exactly one outcome. What it publishes again for a recorded decision is not re-sent (it is on the
+topics already); a recorded decision that cannot be applied again is a dead letter
+(``rebuild_conflict``), never a second outcome. Instances share the rows, so a second
+instance, a restart or a crash in the middle of a rebuild carries it on from where it is.
 
 Any client can write anything to the topics: a record that is not an envelope the services
 take (any bytes, JSON nested thousands of levels deep, a record the client cannot read as
