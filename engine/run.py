@@ -121,8 +121,9 @@ async def begin_replay(
                 )
             starts: dict[str, rebuild.Start | None] = {}
             for name in dict.fromkeys(m.group for m in moves if saga.participants[m.group].service == service):
-                after = await asyncio.to_thread(_applied_up_to, engine, saga.participants[name])
-                mine = [_no_later(m, after) for m in moves if m.group == name]
+                mine = await _no_later_than_missed(
+                    engine, saga.participants[name], [m for m in moves if m.group == name]
+                )
                 starts[name] = rebuild.encode({m.partition: m.target for m in mine})
                 made += mine
             await asyncio.to_thread(state.begin, starts)
@@ -136,10 +137,18 @@ async def begin_restore(saga: Saga, service: str, engine: Engine, settings: Sett
     re-reading each partition after the last record the restored database had applied."""
     starts: dict[str, rebuild.Start | None] = {}
     for participant in saga.service_of(service):
-        after = await asyncio.to_thread(_applied_up_to, engine, participant)
-        moves = await offsets.plan(settings.bootstrap, [participant], earliest=True)
-        starts[participant.name] = rebuild.encode({m.partition: _no_later(m, after).target for m in moves})
+        earliest = await offsets.plan(settings.bootstrap, [participant], earliest=True)
+        mine = await _no_later_than_missed(engine, participant, earliest)
+        starts[participant.name] = rebuild.encode({m.partition: m.target for m in mine})
     await asyncio.to_thread(rebuild_state(saga, service, engine).begin, starts)
+
+
+async def _no_later_than_missed(
+    engine: Engine, participant: Participant, moves: list[offsets.Move]
+) -> list[offsets.Move]:
+    """``participant``'s ``moves``, none re-reading from after the first record its database missed."""
+    after = await asyncio.to_thread(_applied_up_to, engine, participant)
+    return [_no_later(m, after) for m in moves]
 
 
 def _applied_up_to(engine: Engine, participant: Participant) -> rebuild.Start:
