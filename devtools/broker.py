@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import random
 import re
 import shutil
 import signal
@@ -47,8 +48,31 @@ class BrokerError(Exception):
     """The broker could not be provisioned; the message says why and what to do."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port no server holds, for a server started later.
+
+    Chosen below the kernel's ephemeral range: a port the kernel handed out itself (``bind(0)``)
+    can be taken as the local end of any outgoing connection before the server binds it, and
+    the server then fails to start. Never the same port twice in one process."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(10000, max(low, 20000))
+        if port not in _HANDED_OUT and bindable(port):
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as sock:  # a crowded machine: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

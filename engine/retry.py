@@ -31,6 +31,16 @@ class RetryPolicy(BaseModel):
             delay *= self.backoff_coefficient
             attempt += 1
 
+    def delay_after(self, attempts: int) -> float | None:
+        """The wait after ``attempts`` failed tries before the next; None when they are used up."""
+        if self.maximum_attempts and attempts >= self.maximum_attempts:
+            return None
+        try:
+            delay = self.initial_interval * self.backoff_coefficient ** max(attempts - 1, 0)
+        except OverflowError:  # a long outage, a steep coefficient
+            return self.maximum_interval
+        return min(delay, self.maximum_interval)
+
     def retryable(self, error: BaseException) -> bool:
         names = {cls.__name__ for cls in type(error).__mro__} | {f"{type(error).__module__}.{type(error).__name__}"}
         return not names & set(self.non_retryable_error_types)

@@ -40,6 +40,7 @@ class Cluster:
         self.env = env
         self.processes: dict[str, ServiceProcess] = {}
         self.exits: list[tuple[str, int | None]] = []
+        self.died: list[str] = []  # found dead when asked to stop
 
     def start(self, name: str, **env: str) -> ServiceProcess:
         target = name.split("#")[0]
@@ -50,7 +51,10 @@ class Cluster:
         return process
 
     def stop(self, name: str) -> int | None:
-        code = self.processes[name].stop()
+        process = self.processes[name]
+        if process.proc is not None and not process.alive:  # it left before it was asked to
+            self.died.append(name)
+        code = process.stop()
         self.exits.append((name, code))
         return code
 
@@ -83,7 +87,7 @@ def cluster(
         running.wait_joined()
         yield running
     finally:
-        died = [n for n, p in running.processes.items() if not p.alive and not p.terminated]
+        died = running.died + [n for n, p in running.processes.items() if not p.alive and not p.terminated]
         stop_all(list(running.processes.values()))
     codes = {n: p.proc.returncode if p.proc else None for n, p in running.processes.items()}
     assert not died, f"service processes died during the tests: {died} (logs in {data / 'logs'})"

@@ -74,6 +74,9 @@ async def rolling_restart(running: Cluster, rng: random.Random, stop: asyncio.Ev
     for name in INSTANCES:
         code = await asyncio.to_thread(running.stop, name)
         figures["clean stops"] += code == 0
+        if code != 0:
+            log = running.processes[name].log_path.read_text(errors="replace").splitlines()
+            print(f"\n{name} exited {code} on SIGTERM; its log ends:\n" + "\n".join(log[-40:]))
         running.start(name)
         figures["restarts"] += 1
         await running.joined()
