@@ -45,6 +45,9 @@ class Envelope(BaseModel):
     sagaid: Id = Field(description="The saga id; also the record key.")
     causationid: Id | None = Field(default=None, description="Id of the event that caused this one.")
     dataversion: int = Field(default=DATA_VERSION, ge=1, le=1000)
+    sagadeadline: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
+        default=None, description="When the saga must be over (RFC 3339); passed on by every step."
+    )
     data: dict[str, Any]
 
     def to_json(self) -> bytes:
@@ -69,8 +72,10 @@ def wrap(
     causation_id: str | None,
     event_id: str | None = None,
     time: datetime | None = None,
+    deadline: datetime | None = None,
 ) -> Envelope:
-    """Put ``event`` in an envelope. Without ``event_id``, the id derives from the cause."""
+    """Put ``event`` in an envelope. Without ``event_id``, the id derives from the cause.
+    ``deadline``: the saga's (``sagadeadline``), passed on from the cause."""
     type_ = type(event).__name__
     if event_id is None:
         event_id = derive_id(causation_id, type_) if causation_id else start_event_id(saga_id, type_)
@@ -84,5 +89,6 @@ def wrap(
         sagaid=saga_id,
         causationid=causation_id,
         dataversion=DATA_VERSION,
+        sagadeadline=deadline,
         data=event.model_dump(mode="json"),
     )

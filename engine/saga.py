@@ -83,6 +83,7 @@ class Saga:
     compensations: tuple[Compensation, ...]
     outcomes: tuple[type[Event], ...]
     data_version: int = 1
+    retries: str = ""  # the retry notices' topic; default: "<first topic's prefix>.retries"
 
     def __post_init__(self) -> None:
         known = set(self.types)
@@ -131,9 +132,17 @@ class Saga:
     def consumed(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t for p in self.participants.values() for t in p.topics))
 
+    @property
+    def retries_topic(self) -> str:
+        """Where participants say they parked a record to retry it (engine.retrynotice)."""
+        if self.retries:
+            return self.retries
+        first = self.steps[0].consumes if self.steps else self.name
+        return f"{first.split('.')[0] if '.' in first else self.name}.retries"
+
     def all_topics(self) -> list[str]:
-        """Every topic to create: the saga's, and the dead-letter topic of each one consumed."""
-        return [*self.topics, *(dead_letters(t) for t in self.consumed)]
+        """Every topic to create: the saga's, the dead-letter topic of each one consumed, the retry notices'."""
+        return [*self.topics, *(dead_letters(t) for t in self.consumed), self.retries_topic]
 
     @cached_property
     def groups(self) -> dict[str, list[str]]:
