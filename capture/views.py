@@ -2,6 +2,9 @@
 
 Each service answers from its own database only; a service whose database does not
 exist yet answers ``null``. Output is deterministic (sorted), so two views can be diffed.
+
+A saga's view also lists the records of the saga each service holds parked (``parked``, see
+engine.retrying): a step being retried, attempt n of m, and the records queued behind it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from engine.db import make_engine
+from engine.retrying import attempts_text, parked_records
+from engine.text import printable
 from services.combat.tables import CombatRecords
 from services.delivery.tables import DeliveryRecords
 from services.pokeball.tables import PokeballRecords
@@ -65,14 +71,38 @@ def trainer(settings: Settings, name: str, services: tuple[str, ...] = SERVICES)
 
 
 def saga(settings: Settings, saga_id: str, services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
-    """What each service recorded for saga ``saga_id`` (null where its step never ran)."""
+    """What each service recorded for saga ``saga_id`` (null where its step never ran), and the
+    saga's records each holds parked, in arrival order per service (``parked``: a list, each with
+    its ``service``; the maximum attempts are those of ``settings``' retry policies)."""
     queries: dict[str, Callable[[Connection], Any]] = {
         "status": lambda conn: StatusRecords(conn).get(saga_id),
         "combat": lambda conn: CombatRecords(conn).get(saga_id),
         "pokeball": lambda conn: PokeballRecords(conn).get_throw(saga_id),
         "delivery": lambda conn: DeliveryRecords(conn).get(saga_id),
     }
-    return {"saga": saga_id, **{s: _read(settings, s, queries[s]) for s in services}}
+
+    def maximum_attempts(consumer: str) -> int | None:
+        participant = CAPTURE.participants.get(consumer)
+        if participant is None:
+            return None
+        return settings.retry_policy(consumer, participant.compensator).maximum_attempts
+
+    def read(service: str) -> tuple[Any, list[dict[str, Any]]]:
+        def both(conn: Connection) -> tuple[Any, list[dict[str, Any]]]:
+            return queries[service](conn), _parked(conn, saga_id, maximum_attempts)
+
+        return _read(settings, service, both) or (None, [])
+
+    found = {s: read(s) for s in services}
+    parked = [{"service": s, **p} for s in services for p in found[s][1]]
+    return {"saga": saga_id, **{s: found[s][0] for s in services}, "parked": parked}
+
+
+def _parked(conn: Connection, saga_id: str, maximum_attempts: Callable[[str], int | None]) -> list[dict[str, Any]]:
+    try:
+        return parked_records(conn, saga_id, maximum_attempts)
+    except DBAPIError:  # a database from before the parked table: nothing parked
+        return []
 
 
 def render_trainer(view: dict[str, Any]) -> str:
@@ -100,4 +130,24 @@ def render_saga(view: dict[str, Any]) -> str:
             continue
         shown = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("saga_id", "trainer"))
         lines.append(f"  {service:<9} {shown}")
+    parked = view.get("parked") or []
+    if parked:
+        lines.append("  parked:")
+    for record in parked:
+        lines.append(f"    {printable(_parked_line(record))}")
     return "\n".join(lines)
+
+
+def _parked_line(record: dict[str, Any]) -> str:
+    """``combat  PokemonParalyzed  retrying: attempt 3 of 5, next attempt at …, last error: …``."""
+    head = f"{record['participant']}  {record['event_type'] or '?'}  {record['reason']}"
+    if record["reason"] == "retrying":
+        said = attempts_text(
+            record["attempts"], record["maximum_attempts"], record["next_attempt_at"], record["last_error"]
+        )
+        return f"{head}: {said}"
+    if record["reason"] == "waiting":
+        return f"{head}: behind the record being retried"
+    if record["reason"] == "rebuilding":
+        return f"{head}: held until {record['participant']} has rebuilt its state"
+    return head
