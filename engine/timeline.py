@@ -5,11 +5,19 @@ binds it to a saga's declaration (its event types, outcomes, compensating events
 what) and to the fields a saga shows from its start event (``summary``). A timeline is a plain
 JSON document, so a table stores it as it is:
 
-    {"saga_id", <summary fields>, "started_at", "ended_at", "outcome", "events": [...]}
+    {"saga_id", <summary fields>, "started_at", "ended_at", "outcome", "events": [...],
+     "retries": {participant: notice}}
 
 each event ``{"id", "type", "service", "topic", "time", "causation", "seen_at", ...details}``.
 Events are kept once per id (a re-published event is the same event) and in causal order:
 each after the event that caused it, whatever order the topics delivered them in.
+
+A retry notice (engine.retrynotice, on the saga's retries topic) is no event of the saga: it
+says a participant failed to apply a record (its ``causation``) ``attempt`` times and tries
+again at ``next_attempt_at``. A timeline keeps the latest notice of each participant, ``{"id",
+"causation", "participant", "event_type", "attempt", "maximum_attempts", "next_attempt_at",
+"error", "time", "seen_at"}``; a saga with no outcome whose latest notice is about the event it
+waits on (no later event has come from that participant) is ``retrying``.
 
 Any client can write anything to a saga topic, so both ends are total. ``parse`` places a
 record only if the services would take it (the same envelope and event rules, the event's own
@@ -28,6 +36,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from engine.codec import BadRecord, decode_envelope, decode_event
+from engine.envelope import Envelope
+from engine.retrying import notice_data
+from engine.retrynotice import TYPE as NOTICE
 from engine.saga import Saga
 from engine.unreadable import unreadable_reason
 
@@ -55,6 +66,7 @@ MAX_REASON = 64
 MAX_STEP = 20
 MAX_DETAIL = 2000
 MAX_UNDONE = 8
+MAX_ERROR = 500  # a retry notice's error
 
 _DETAILS = {"reason": MAX_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
 _TIME = re.compile(
@@ -134,8 +146,10 @@ class Timelines:
         self.types = saga.types
         self.outcomes = dict(outcome_states)  # outcome event → the state it ends in
         self.compensating = saga.compensating_types
-        self.states = ("running", "compensating", "stuck", *self.outcomes.values())
+        self.states = ("running", "retrying", "compensating", "stuck", *self.outcomes.values())
         self.next = saga.handled_by  # who acts next after each event: what a saga stopped there waits on
+        self.participants = tuple(saga.participants)  # a timeline keeps a notice of each, at most
+        self.retries_topic = saga.retries_topic
         self.source_prefix = f"{saga.name}/"
         self.start = saga.start.__name__
         self.summary = summary
@@ -150,6 +164,8 @@ class Timelines:
             raise NotAnEvent("empty", "the record has no value")
         try:
             envelope = decode_envelope(value)
+            if envelope.type == NOTICE:
+                return self._notice(envelope, topic)
             known = self.types.get(envelope.type)
             if known is None:
                 raise NotAnEvent("unknown_type", f"{envelope.type[:MAX_TYPE]!r} is no event of the saga")
@@ -174,6 +190,38 @@ class Timelines:
             entry.update({field: _text(shown.get(field), MAX_NAME) for field in self.summary_fields})
         return entry
 
+    def _notice(self, envelope: Envelope, topic: str) -> dict[str, Any]:
+        """The entry of a retry notice: only one a participant of the saga could have written,
+        about an event it handles, on the saga's retries topic."""
+        if topic != self.retries_topic:
+            raise NotAnEvent("wrong_topic", f"{NOTICE} belongs on {self.retries_topic}")
+        data = notice_data(envelope)
+        if self.next.get(data.event_type) != data.participant:
+            raise NotAnEvent(
+                "invalid_data", f"{NOTICE}: {data.participant[:MAX_NAME]!r} handles no {data.event_type[:MAX_NAME]!r}"
+            )
+        if envelope.causationid is None:
+            raise NotAnEvent("invalid_data", f"{NOTICE}: no causationid (the record being retried)")
+        if data.maximum_attempts and data.attempt > data.maximum_attempts:
+            raise NotAnEvent("invalid_data", f"{NOTICE}: attempt {data.attempt} of {data.maximum_attempts}")
+        next_attempt_at = rfc3339(data.next_attempt_at)
+        if next_attempt_at is None:
+            raise NotAnEvent("invalid_data", f"{NOTICE}: next_attempt_at is not an RFC 3339 date-time")
+        return {
+            "id": _text(envelope.id, MAX_ID),
+            "type": NOTICE,
+            "saga_id": _text(envelope.sagaid, MAX_ID),
+            "topic": _text(topic, MAX_TOPIC) or "",
+            "time": rfc3339(envelope.time),
+            "causation": _text(envelope.causationid, MAX_ID),
+            "participant": data.participant,
+            "event_type": data.event_type,
+            "attempt": data.attempt,
+            "maximum_attempts": data.maximum_attempts,
+            "next_attempt_at": next_attempt_at,
+            "error": _text(data.error, MAX_ERROR) or "",
+        }
+
     def new(self, saga_id: str) -> dict[str, Any]:
         return {
             "saga_id": saga_id,
@@ -182,6 +230,7 @@ class Timelines:
             "ended_at": None,
             "outcome": None,
             "events": [],
+            "retries": {},
         }
 
     def restore(self, stored: Any, key: Any = None) -> dict[str, Any]:
@@ -204,19 +253,30 @@ class Timelines:
                 ids.add(event["id"])
                 events.append(event)
         outcome = fields.get("outcome")
+        notices = fields.get("retries")  # absent from a timeline stored before notices were kept
+        notices = notices if isinstance(notices, dict) else {}
+        retries = {}
+        for participant in self.participants:  # one notice each at most, whatever is stored
+            notice = _restored_notice(notices.get(participant), participant)
+            if notice is not None:
+                retries[participant] = notice
         restored.update(
             **{field: _text(fields.get(field), MAX_NAME) for field in self.summary_fields},
             started_at=rfc3339(fields.get("started_at")),
             ended_at=rfc3339(fields.get("ended_at")),
             outcome=outcome if isinstance(outcome, str) and outcome in self.outcomes else None,
             events=causal_order(events),
+            retries=retries,
         )
         return restored
 
     def add(self, timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool:
         """Add ``entry`` (from ``parse``) to ``timeline`` (from ``new`` or ``restore``) in causal order.
 
-        False when that event was there already; NotAnEvent when the timeline is full."""
+        False when that event was there already; NotAnEvent when the timeline is full. A retry
+        notice is kept if it is its participant's latest (see ``_latest``); False if not."""
+        if entry["type"] == NOTICE:
+            return self._add_notice(timeline, entry, seen_at)
         events: list[dict[str, Any]] = timeline["events"]
         if any(e["id"] == entry["id"] for e in events):
             return False
@@ -234,9 +294,34 @@ class Timelines:
             timeline["ended_at"] = entry.get("time")
         return True
 
+    def _add_notice(self, timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool:
+        notice = {field: entry[field] for field in _NOTICE_FIELDS} | {"seen_at": _seconds(seen_at)}
+        retries: dict[str, dict[str, Any]] = timeline["retries"]
+        held = retries.get(notice["participant"])
+        if held is not None and (held["id"] == notice["id"] or _latest(held) >= _latest(notice)):
+            return False
+        retries[notice["participant"]] = notice
+        return True
+
+    def retrying(self, timeline: dict[str, Any]) -> dict[str, Any] | None:
+        """The latest retry notice about the event the saga waits on, if there is one: the
+        participant that should act next says it failed and will try again; None once it has
+        published its next event (or when the saga has an outcome)."""
+        if timeline["outcome"] or not timeline["events"]:
+            return None
+        last = timeline["events"][-1]
+        participant = self.next.get(last["type"])
+        notice = timeline["retries"].get(participant) if participant else None
+        return notice if notice is not None and notice["causation"] == last["id"] else None
+
     def state(self, timeline: dict[str, Any], now: float, stuck_after: float) -> str:
+        """``retrying`` while the participant a saga waits on says it will try again, until
+        ``stuck_after`` past the attempt it announced (a participant that never came back is stuck)."""
         if timeline["outcome"]:
             return self.outcomes[timeline["outcome"]]
+        notice = self.retrying(timeline)
+        if notice is not None and now - instant(notice["next_attempt_at"]) <= stuck_after:
+            return "retrying"
         if timeline["events"] and now - last_progress(timeline) > stuck_after:
             return "stuck"
         if any(e["type"] in self.compensating for e in timeline["events"]):
@@ -249,11 +334,15 @@ class Timelines:
         A finished saga settles at its outcome: the outcome's time, or when the tracker last saw
         an event of it if that is earlier (a time written in the future does not keep it longer).
         A fragment, events with no start event (what a re-publication of a forgotten saga's events
-        leaves), settles at its newest event's time. Any other saga is still running: kept."""
+        leaves), settles at its newest event's time; retry notices with no event at all (a saga
+        whose events the topics no longer hold, or a notice a client made up) when the newest was
+        seen. Any other saga is still running: kept."""
         seen = last_progress(timeline)
         if timeline["outcome"]:
             ended = instant(timeline.get("ended_at"))
             return seen if math.isinf(ended) else min(ended, seen)
+        if not timeline["events"] and timeline["retries"]:
+            return max(float(n["seen_at"]) for n in timeline["retries"].values())
         if timeline["events"] and all(e["type"] != self.start for e in timeline["events"]):
             return max(instant(e.get("time")) for e in timeline["events"])
         return None
@@ -279,9 +368,11 @@ class Timelines:
         if not restored:
             timeline = self.restore(timeline, key)
         current = self.state(timeline, now, stuck_after)
+        waiting = ("running", "retrying", "compensating", "stuck")
         return timeline | {
             "state": current,
-            "waiting_on": self.waiting_on(timeline) if current in ("running", "compensating", "stuck") else None,
+            "waiting_on": self.waiting_on(timeline) if current in waiting else None,
+            "retrying": self.retrying(timeline) if current == "retrying" else None,
             "duration_ms": duration_ms(timeline),
             "last_progress": last_progress(timeline),
         }
@@ -386,6 +477,45 @@ def _restored_event(stored: Any) -> dict[str, Any] | None:
     event.update(_details(stored))
     event["seen_at"] = _seconds(stored.get("seen_at"))
     return event
+
+
+_NOTICE_FIELDS = (
+    "id", "causation", "participant", "event_type", "attempt", "maximum_attempts", "next_attempt_at", "error", "time",
+)  # fmt: skip
+
+
+def _latest(notice: dict[str, Any]) -> tuple[float, int, str]:
+    """Which of a participant's notices is the latest, whatever order they are read in: the one
+    announcing the later attempt (a later record's retries come after an earlier one's)."""
+    return (instant(notice["next_attempt_at"]), notice["attempt"], notice["id"])
+
+
+def _count(value: Any, least: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10**9:
+        return None
+    return value
+
+
+def _restored_notice(stored: Any, participant: str) -> dict[str, Any] | None:
+    """A stored notice, every field checked, or None when it is not one."""
+    if not isinstance(stored, dict):
+        return None
+    notice: dict[str, Any] = {
+        "id": _text(stored.get("id"), MAX_ID),
+        "causation": _text(stored.get("causation"), MAX_ID),
+        "participant": participant,
+        "event_type": _text(stored.get("event_type"), MAX_TYPE),
+        "attempt": _count(stored.get("attempt"), 1),
+        "maximum_attempts": _count(stored.get("maximum_attempts"), 0),
+        "next_attempt_at": rfc3339(stored.get("next_attempt_at")),
+        "error": _text(stored.get("error"), MAX_ERROR) or "",
+        "time": rfc3339(stored.get("time")),
+        "seen_at": _seconds(stored.get("seen_at")),
+    }
+    required = ("id", "causation", "event_type", "attempt", "next_attempt_at")
+    if not all(notice[field] for field in required) or notice["maximum_attempts"] is None:
+        return None
+    return notice
 
 
 def _pairs(headers: Any) -> Any:

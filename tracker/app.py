@@ -1,5 +1,7 @@
 """The tracker: a faust-streaming app that reads every capture topic and keeps, per saga, its
 timeline, its state and its end-to-end latency. It observes only: it never publishes a command.
+It also reads the participants' retry notices (``capture.retries``): a saga whose next
+participant says it failed and will try again is ``retrying``, attempt n of m.
 
 Its table lives in memory and in its changelog topic (``pokesaga-tracker-sagas-changelog``):
 a restarted tracker recovers the table from the changelog, then goes on from its committed
@@ -9,8 +11,8 @@ offsets, and serves the same timelines. It serves, on ``tracker_port``:
 - ``GET /sagas?state=STATE&limit=N``: recent sagas, newest first (400 on a bad query);
 - ``GET /sagas/{id}``: one saga's timeline (404 when the tracker never saw it, 400 for an id
   no saga can have);
-- ``GET /metrics``: sagas started, completed by outcome, in flight, stuck, end-to-end latency,
-  records skipped by reason.
+- ``GET /metrics``: sagas started, completed by outcome, in flight, retrying, stuck, end-to-end
+  latency, records skipped by reason.
 
 A record it cannot place in a timeline (see ``timeline.parse``) is skipped and counted; a
 timeline its table holds is restored (``timeline.restore``) before it is used, so nothing on
@@ -44,7 +46,12 @@ log = logging.getLogger(__name__)
 
 started = Counter("pokesaga_tracker_sagas_started_total", "Sagas whose start event the tracker saw")
 completed = Counter("pokesaga_tracker_sagas_completed_total", "Sagas that reached an outcome", ["outcome"])
-in_flight = Gauge("pokesaga_tracker_sagas_in_flight", "Sagas seen with no outcome yet (running, compensating, stuck)")
+in_flight = Gauge(
+    "pokesaga_tracker_sagas_in_flight", "Sagas seen with no outcome yet (running, retrying, compensating, stuck)"
+)
+retrying = Gauge(
+    "pokesaga_tracker_sagas_retrying", "Sagas whose next participant is retrying its step (attempt n of m), no outcome"
+)
 stuck = Gauge("pokesaga_tracker_sagas_stuck", "Sagas with no progress for longer than stuck_after, and no outcome")
 latency = Histogram(
     "pokesaga_tracker_saga_latency_seconds",
@@ -137,7 +144,14 @@ def create_app(settings: Settings) -> faust.App:
     sagas = app.Table(
         "sagas", default=None, partitions=settings.partitions, extra_topic_configs=kafka.topic_configs(replication)
     )
-    source = app.topic(*CAPTURE.topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        *CAPTURE.topics,
+        CAPTURE.retries_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
     # Each stored timeline restored once: by key, with the stored value it was restored from
     # (the memory store hands back the same object until the key is written again).
@@ -195,8 +209,9 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=2.0)
     async def count() -> None:
         now = time.time()
-        states = [timeline.state(t, now, settings.stuck_after) for t in timelines()]
-        in_flight.set(sum(s in ("running", "compensating", "stuck") for s in states))
+        states = [timeline.state(t, now, settings.stuck_after) for t in timelines() if t["events"]]
+        in_flight.set(sum(s in ("running", "retrying", "compensating", "stuck") for s in states))
+        retrying.set(states.count("retrying"))
         stuck.set(states.count("stuck"))
 
     retention = settings.tracker_retention_hours * 3600

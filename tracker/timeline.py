@@ -2,7 +2,7 @@
 saga's declaration, showing the trainer and the wild Pokémon of each saga.
 
 The tracker and ``pokesaga trace`` use the functions below; what they return is the tracker's
-JSON: ``{"saga_id", "trainer", "pokemon", "started_at", "ended_at", "outcome", "events"}``.
+JSON: ``{"saga_id", "trainer", "pokemon", "started_at", "ended_at", "outcome", "events", "retries"}``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any
 from capture.saga import CAPTURE
 from engine.timeline import (  # noqa: F401  (re-exported: one import for the tracker and trace)
     MAX_DETAIL,
+    MAX_ERROR,
     MAX_EVENTS,
     MAX_ID,
     MAX_NAME,
     MAX_TYPE,
+    NOTICE,
     REASONS,
     NotAnEvent,
     Timelines,
@@ -46,6 +48,7 @@ restore = TIMELINES.restore
 add = TIMELINES.add
 state = TIMELINES.state
 waiting_on = TIMELINES.waiting_on
+retrying = TIMELINES.retrying
 settled_at = TIMELINES.settled_at
 expired = TIMELINES.expired
 view = TIMELINES.view

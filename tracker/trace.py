@@ -1,8 +1,10 @@
 """``pokesaga trace SAGA_ID``: one saga's timeline in the terminal, read from the topics.
 
 The same timeline the tracker serves, built by the same code, but straight from the
-topics: it needs no tracker running. A record keyed with the saga's id that is no pokesaga
-event (see ``timeline.parse``) is skipped, and the count of them said in one line on stderr.
+topics: it needs no tracker running (the participants' retry notices included, so a saga
+retrying at a participant reads ``retrying``, attempt n of m). A record keyed with the saga's id
+that is no pokesaga event (see ``timeline.parse``) is skipped, and the count of them said in one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from capture.saga import CAPTURE
 from engine import kafka
+from engine.retrying import attempts_text
 from engine.text import printable
 from tracker import timeline
 from tracker.timeline import NotAnEvent
@@ -28,7 +31,10 @@ async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, An
     found = timeline.new(saga_id)
     key = saga_id.encode("utf-8", "surrogateescape")  # the id as typed, whatever the terminal's bytes
     skipped: Counter[str] = Counter()
-    async for record in kafka.scan_to_end(bootstrap, CAPTURE.topics):
+    topics = list(CAPTURE.topics)
+    if await kafka.topic_exists(bootstrap, CAPTURE.retries_topic):  # created by a newer service
+        topics.append(CAPTURE.retries_topic)
+    async for record in kafka.scan_to_end(bootstrap, topics):
         if record.key != key:
             continue
         try:
@@ -73,4 +79,8 @@ def render(view: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines[:2] = [printable(line) for line in lines[:2]]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
+    notice = view.get("retrying")
+    if notice:
+        said = attempts_text(notice["attempt"], notice["maximum_attempts"], notice["next_attempt_at"], notice["error"])
+        lines += ["", printable(f"{notice['participant']} is retrying {notice['event_type']}: {said}")]
     return "\n".join(line.rstrip() for line in lines)

@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 
+from capture.saga import CAPTURE
 from contracts import topics
 from contracts.events import EVENT_TYPES
+from engine import retrynotice
+from engine.envelope import Envelope
 from engine.unreadable import UNREADABLE_HEADER
 from tests.hostile import encode, envelope, nested
 from tracker import timeline
-from tracker.timeline import MAX_EVENTS, REASONS, NotAnEvent
+from tracker.timeline import MAX_EVENTS, NOTICE, REASONS, NotAnEvent
 
 pytestmark = pytest.mark.no_database
 
@@ -275,3 +278,215 @@ def test_events_of_a_forgotten_saga_published_again_settle_at_their_own_time() -
     fragment = build(event("s", "healed", "PokemonHealed", time="2026-11-23T10:00:00Z"))  # no start event
     assert timeline.settled_at(fragment) == timeline.instant("2026-11-23T10:00:00Z")
     assert timeline.expired(fragment, NOW, 3600)
+
+
+# -- retry notices ---------------------------------------------------------------------------
+
+RETRIES = CAPTURE.retries_topic
+NEXT_AT = "2027-01-15T08:00:00.25Z"  # NOW + 0.25 s
+
+
+def notice(saga: str, notice_id: str, cause: str, **data: Any) -> dict[str, Any]:
+    """A retry notice as a participant writes it (``data`` overrides fields of its data)."""
+    doc = envelope(saga, notice_id, NOTICE, source="capture/combat", causationid=cause)
+    doc["data"] = {
+        "participant": "combat", "event_type": "PokemonParalyzed", "attempt": 1, "maximum_attempts": 5,
+        "next_attempt_at": NEXT_AT, "error": "TransientFault: injected transient fault",
+    } | data  # fmt: skip
+    return doc
+
+
+def read(found: dict[str, Any], *docs: dict[str, Any], seen: float = NOW) -> list[bool]:
+    """Each doc added to ``found`` from the topic it belongs on: whether it changed the timeline."""
+    return [
+        timeline.add(
+            found, timeline.parse(encode(d), RETRIES if d["type"] == NOTICE else EVENT_TYPES[d["type"]].topic), seen
+        )
+        for d in docs
+    ]
+
+
+PAR, WEAK = {"previous_status": "HEALTHY"}, {"hp_before": 20, "damage": 10}
+
+
+def paralyzed(saga: str = "s") -> dict[str, Any]:
+    start = event(saga, "start", "PokemonEncountered", time="2026-11-23T10:00:00Z")
+    return build(start, event(saga, "par", "PokemonParalyzed", cause="start", time="2026-11-23T10:00:01Z", data=PAR))
+
+
+def test_the_notice_written_by_the_engine_is_read_as_the_participant_wrote_it() -> None:
+    cause = Envelope(specversion="1.0", id="par", source="capture/status", type="PokemonParalyzed", sagaid="s", data={})
+    written = retrynotice.notice(
+        cause, participant="combat", source="capture/combat", attempt=2, maximum_attempts=0,
+        next_attempt_at=NOW + 0.25, error="TransientFault: injected transient fault",
+    )  # fmt: skip
+    entry = timeline.parse(written.to_json(), RETRIES)
+    assert {k: entry[k] for k in ("type", "saga_id", "causation", "participant", "event_type")} == {
+        "type": NOTICE, "saga_id": "s", "causation": "par", "participant": "combat", "event_type": "PokemonParalyzed",
+    }  # fmt: skip
+    assert (entry["attempt"], entry["maximum_attempts"], entry["next_attempt_at"]) == (
+        2,
+        0,
+        NEXT_AT.replace(".25", ".250000"),
+    )
+
+
+def test_a_saga_whose_next_participant_says_it_will_try_again_is_retrying_until_its_next_event() -> None:
+    found = paralyzed()
+    assert timeline.view(found, NOW, 60)["state"] == "running"
+    assert read(found, notice("s", "n1", "par"), notice("s", "n2", "par", attempt=2)) == [True, True]
+    view = timeline.view(found, NOW, 60)
+    assert (view["state"], view["waiting_on"]) == ("retrying", "combat")
+    assert view["retrying"] == found["retries"]["combat"]
+    assert {k: view["retrying"][k] for k in ("participant", "attempt", "maximum_attempts", "causation")} == {
+        "participant": "combat", "attempt": 2, "maximum_attempts": 5, "causation": "par",
+    }  # fmt: skip
+    assert [e["type"] for e in view["events"]] == ["PokemonEncountered", "PokemonParalyzed"]  # no event of the saga
+
+    read(found, event("s", "weak", "PokemonWeakened", cause="par", time="2026-11-23T10:00:02Z", data=WEAK))
+    view = timeline.view(found, NOW, 60)
+    assert (view["state"], view["retrying"], view["waiting_on"]) == ("running", None, "pokeball")
+    assert found["retries"]["combat"]["attempt"] == 2  # kept, superseded
+
+
+def test_the_latest_notice_of_a_participant_is_kept_whatever_order_they_are_read_in() -> None:
+    later = notice("s", "n3", "par", attempt=3, next_attempt_at="2027-01-15T08:00:05Z")
+    earlier = notice("s", "n2", "par", attempt=2, next_attempt_at="2027-01-15T08:00:01Z")
+    found = paralyzed()
+    assert read(found, later, earlier, later) == [True, False, False]  # an older one, then a copy
+    assert found["retries"]["combat"]["id"] == "n3"
+    other = paralyzed()
+    assert read(other, earlier, later) == [True, True]
+    assert other["retries"] == found["retries"]
+
+
+def test_a_retrying_saga_whose_participant_never_tries_again_becomes_stuck() -> None:
+    found = paralyzed()
+    read(found, notice("s", "n1", "par", next_attempt_at="2027-01-15T08:00:00Z"))
+    due = timeline.instant("2027-01-15T08:00:00Z")
+    assert timeline.view(found, due + 60, 60)["state"] == "retrying"
+    assert timeline.view(found, due + 62, 60)["state"] == "stuck"
+
+
+def test_a_compensator_retrying_an_undo_makes_the_unwinding_saga_retrying() -> None:
+    found = build(
+        event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+        event("s", "par", "PokemonParalyzed", cause="start", time="2026-11-23T10:00:01Z", data=PAR),
+        event("s", "weak", "PokemonWeakened", cause="par", time="2026-11-23T10:00:02Z", data=WEAK),
+        event("s", "free", "PokemonBrokeFree", cause="weak", time="2026-11-23T10:00:03Z"),
+    )
+    assert timeline.view(found, NOW, 60)["state"] == "compensating"
+    undo = {"participant": "combat.compensations", "event_type": "PokemonBrokeFree", "maximum_attempts": 0}
+    read(found, notice("s", "n1", "free", attempt=40, **undo))
+    view = timeline.view(found, NOW, 60)
+    assert (view["state"], view["waiting_on"], view["retrying"]["attempt"]) == ("retrying", "combat.compensations", 40)
+
+
+def test_a_notice_about_another_event_than_the_one_the_saga_waits_on_does_not_make_it_retrying() -> None:
+    found = paralyzed()
+    read(found, notice("s", "n1", "elsewhere"))  # its cause is no event the saga waits on
+    assert timeline.view(found, NOW, 60)["state"] == "running"
+    early = build(event("t", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"))
+    read(early, notice("t", "n1", "par"))  # read before the event it is about
+    assert timeline.view(early, NOW, 60)["state"] == "running"
+
+
+def test_notices_of_a_saga_with_no_event_settle_when_seen_and_are_forgotten() -> None:
+    found = timeline.new("ghost")
+    read(found, notice("ghost", "n1", "par"), seen=NOW)
+    assert timeline.settled_at(found) == NOW and timeline.expired(found, NOW + 3601, 3600)
+
+
+@pytest.mark.parametrize(
+    ("doc", "topic", "reason"),
+    [
+        (notice("s", "n", "par"), topics.COMBAT, "wrong_topic"),  # a notice on a saga topic
+        (event("s", "e", "PokemonEncountered"), RETRIES, "wrong_topic"),  # an event on the notices' topic
+        (event("s", "e", "pokesaga.StepExploding"), RETRIES, "unknown_type"),
+        (notice("s", "n", "par") | {"data": []}, RETRIES, "not_cloudevent"),
+        (notice("s", "n", "par") | {"causationid": None}, RETRIES, "invalid_data"),
+        (notice("s", "n", "par", participant="pokeball"), RETRIES, "invalid_data"),  # it handles no PokemonParalyzed
+        (notice("s", "n", "par", participant="team-rocket"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", event_type="PokemonCaptured"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", event_type="x" * 10_000), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt="2"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt=True), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt=0), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt=2.5), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt=10**400), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt=10**12, maximum_attempts=0), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", attempt=6, maximum_attempts=5), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", maximum_attempts=-1), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", maximum_attempts=None), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", next_attempt_at="soon"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", next_attempt_at=1_800_000_000), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", next_attempt_at="1800000000"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", next_attempt_at="2026-02-30T10:00:00Z"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", error="x" * 501), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", error="\x00"), RETRIES, "invalid_data"),
+        (notice("s", "n", "par", error=["a list"]), RETRIES, "invalid_data"),
+        (notice("s", "n", "par") | {"data": {"participant": json.loads(nested(10))}}, RETRIES, "invalid_data"),
+    ],
+)
+def test_a_notice_no_participant_would_write_is_refused(doc: dict[str, Any], topic: str, reason: str) -> None:
+    assert refused(encode(doc), topic) == reason
+
+
+def test_a_notice_is_shown_bounded_and_what_it_says_is_kept_as_text() -> None:
+    hostile = "\x1b[2J\u202e<script>alert(1)</script>"
+    entry = timeline.parse(encode(notice("s", "n", "par", error=hostile, surplus="x" * 10_000)), RETRIES)
+    assert entry["error"] == hostile and "surplus" not in entry  # shown as text by the page and trace
+
+
+def test_a_timeline_stored_before_notices_were_kept_is_restored_with_none() -> None:
+    stored = older()
+    assert "retries" not in stored
+    restored = timeline.restore(stored, "old")
+    assert restored["retries"] == {} and timeline.view(stored, NOW, 60)["state"] in ("running", "stuck")
+
+
+def test_a_timeline_with_notices_comes_back_from_the_table_equal() -> None:
+    found = paralyzed()
+    read(found, notice("s", "n1", "par", attempt=2, maximum_attempts=0))
+    stored = json.loads(json.dumps(found))
+    assert timeline.restore(stored, "s") == found
+    assert timeline.view(stored, NOW, 60)["state"] == "retrying"
+
+
+GOOD_NOTICE = {
+    "id": "n", "causation": "e2", "participant": "combat", "event_type": "PokemonParalyzed", "attempt": 2,
+    "maximum_attempts": 5, "next_attempt_at": NEXT_AT, "error": "TransientFault", "time": None, "seen_at": NOW,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "retries",
+    [
+        None,
+        "combat",
+        [GOOD_NOTICE],
+        {"combat": None},
+        {"combat": GOOD_NOTICE | {"attempt": "2"}},
+        {"combat": GOOD_NOTICE | {"attempt": True}},
+        {"combat": GOOD_NOTICE | {"maximum_attempts": -1}},
+        {"combat": GOOD_NOTICE | {"next_attempt_at": 12345}},
+        {"combat": GOOD_NOTICE | {"id": ""}},
+        {"combat": GOOD_NOTICE | {"causation": None}},
+        {"combat": GOOD_NOTICE | {"error": HUGE, "id": HUGE, "event_type": HUGE, "seen_at": math.nan, "time": HUGE}},
+        {"combat": GOOD_NOTICE | {"participant": "pokeball"}, "pokeball": GOOD_NOTICE},
+        {f"p{i}": GOOD_NOTICE for i in range(10_000)} | {"combat": GOOD_NOTICE},
+    ],
+)
+def test_whatever_a_table_holds_as_notices_is_restored_bounded(retries: Any) -> None:
+    view = timeline.view(older(retries=retries), NOW, 60, key=b"key")
+    assert view["state"] in timeline.STATES
+    assert set(view["retries"]) <= set(CAPTURE.participants)
+    for participant, kept in view["retries"].items():
+        assert kept["participant"] == participant
+        assert isinstance(kept["attempt"], int) and not isinstance(kept["attempt"], bool) and kept["attempt"] >= 1
+        assert isinstance(kept["maximum_attempts"], int) and kept["maximum_attempts"] >= 0
+        assert timeline.rfc3339(kept["next_attempt_at"]) == kept["next_attempt_at"]
+        assert len(kept["id"]) <= timeline.MAX_ID and len(kept["error"]) <= timeline.MAX_ERROR
+        assert len(kept["event_type"]) <= timeline.MAX_TYPE and math.isfinite(kept["seen_at"])
+    json.dumps(view, allow_nan=False)
+    assert timeline.restore(view, b"key") == timeline.restore(older(retries=retries), b"key")
