@@ -131,30 +131,38 @@ class ParticipantLoop:
                     metrics.rebuilding.labels(self.name).set(0)
                     log.info("%s: rebuilt; now applying what was parked, then deciding anew", self.name)
                     self._next_unpark = 0.0
-            elif time.monotonic() >= self._next_unpark and not await self._unpark():
-                self._next_unpark = time.monotonic() + UNPARK_EVERY_SECONDS
+            elif time.monotonic() >= self._next_unpark:
+                self._next_unpark = await self._unpark()
         except DBAPIError as exc:  # unavailable, or its tables gone: the next batch checks which
             self.processor.suspect = True
             log.warning("%s: database error between batches, trying again: %s", self.name, printable(str(exc), 300))
             self._next_unpark = time.monotonic() + UNPARK_EVERY_SECONDS
 
-    async def _unpark(self) -> bool:
-        """Apply the oldest parked records, in order; False when there were none."""
-        records = await asyncio.to_thread(self.processor.parked_records, self.settings.batch_size)
-        if not records:
-            metrics.parked.labels(self.name).set(0)
+    async def _unpark(self) -> float:
+        """Apply the parked records that are due, each saga's in order; when to look again (monotonic)."""
+        records, next_due = await asyncio.to_thread(self.processor.parked_records, self.settings.batch_size)
+        if records:
+            result = await self._apply_with_db_retry(records)
+            self._account(result)
+            await self.publish(result.outbox)
+        count = 0  # none due and none to retry later: none parked
+        if records or next_due is not None:
+            count = await asyncio.to_thread(self.processor.parked.count, self.processor.engine)
+        metrics.parked.labels(self.name).set(count)
+        if not count:
             self.processor.drained()
-            return False
-        result = await self._apply_with_db_retry(records)
-        self._account(result)
-        await self.publish(result.outbox)
-        metrics.parked.labels(self.name).set(
-            await asyncio.to_thread(self.processor.parked.count, self.processor.engine)
-        )
-        return True
+        if records:
+            return 0.0  # what queued behind them follows at once
+        return self._monotonic(next_due)
+
+    def _monotonic(self, due_at: float | None) -> float:
+        """When to look at the parked records again for one due at ``due_at`` (epoch seconds):
+        then, or within a second (another instance may have parked some)."""
+        wait = UNPARK_EVERY_SECONDS if due_at is None else max(0.0, due_at - time.time())
+        return time.monotonic() + min(wait, UNPARK_EVERY_SECONDS)
 
     async def _propagate_stop(self, stop: asyncio.Event) -> None:
-        """Wake a worker thread waiting to retry, so a stop is not held up by backoff."""
+        """Tell a worker thread waiting for the database that a stop was asked for."""
         await stop.wait()
         self.processor.stopping.set()
 
@@ -167,6 +175,8 @@ class ParticipantLoop:
         result = await self._apply_with_db_retry(records)
         metrics.batch_latency.labels(self.name).observe(time.perf_counter() - started)
         self._account(result)
+        if result.next_due is not None:  # a record was parked to be retried
+            self._next_unpark = min(self._next_unpark, self._monotonic(result.next_due))
         crash.check(self.settings.crash_at, crash.AFTER_LOCAL_COMMIT)
         await self.publish(result.outbox)
         offsets = {tp: records_[-1].offset + 1 for tp, records_ in batch.items()}

@@ -17,12 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, select, text
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, or_, select, text, update
 
 from engine.envelope import Envelope
 from engine.kafka import Record
 
 REBUILDING = "rebuilding"  # the reason a record is parked while its participant rebuilds
+RETRYING = "retrying"  # its handler failed; tried again when due
+WAITING = "waiting"  # behind its saga's parked record
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ParkedRecord:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]]
+    attempts: int = 0  # failed tries so far
 
 
 class Parked:
@@ -45,10 +48,26 @@ class Parked:
     def __init__(self, table: Table, consumer: str) -> None:
         self.table = table
         self.consumer = consumer
-        mine = table.c.consumer == bindparam("consumer")
-        self._oldest = select(table).where(mine).order_by(table.c.id).limit(bindparam("limit"))
+        t, mine = table, table.c.consumer == bindparam("consumer")
+        heads = select(func.min(t.c.id)).where(mine).group_by(t.c.saga_id).scalar_subquery()
+        head = t.alias("head")
+        due_heads = select(head.c.saga_id).where(
+            head.c.id.in_(heads), or_(head.c.due_at.is_(None), head.c.due_at <= bindparam("now"))
+        )
+        # The due heads and the records queued behind them, oldest first.
+        due = t.c.saga_id.in_(due_heads.scalar_subquery())
+        self._due = select(t).where(mine, due).order_by(t.c.id).limit(bindparam("limit"))
+        self._next_due = select(func.min(t.c.due_at)).where(mine, t.c.due_at.is_not(None))
 
-    def row(self, record: Record, envelope: Envelope, reason: str) -> dict[str, Any]:
+    def row(
+        self,
+        record: Record,
+        envelope: Envelope,
+        reason: str,
+        attempts: int = 0,
+        due_at: float | None = None,
+        last_error: str | None = None,
+    ) -> dict[str, Any]:
         return {
             "consumer": self.consumer,
             "event_id": envelope.id,
@@ -62,20 +81,41 @@ class Parked:
             "headers": [[k, _encode(v)] for k, v in record.headers],
             "reason": reason,
             "parked_at": time.time(),
-            "attempts": 0,
-            "due_at": None,
-            "last_error": None,
+            "attempts": attempts,
+            "due_at": due_at,
+            "last_error": None if last_error is None else last_error[:500],
         }
 
     def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
             conn.execute(self.table.insert(), rows)
 
-    def oldest(self, conn: Connection, limit: int) -> list[ParkedRecord]:
-        """The ``limit`` oldest parked records, in arrival order. On PostgreSQL the caller holds the
-        consumer's lock (``lock``): one instance applies a consumer's parked records at a time."""
-        rows = conn.execute(self._oldest, {"consumer": self.consumer, "limit": limit})
+    def due(self, conn: Connection, now: float, limit: int) -> list[ParkedRecord]:
+        """Up to ``limit`` records to apply now: each saga's head that is due, and the records
+        queued behind it, in arrival order."""
+        rows = conn.execute(self._due, {"consumer": self.consumer, "now": now, "limit": limit})
         return [_record(row._asdict()) for row in rows]
+
+    def next_due(self, conn: Connection) -> float | None:
+        """When the next record waiting to be retried is due; None when none is."""
+        found = conn.execute(self._next_due, {"consumer": self.consumer}).scalar()
+        return None if found is None else float(found)
+
+    def still_due(self, conn: Connection, ids: Iterable[int], now: float) -> set[int]:
+        """Of ``ids``, the rows still parked and due: under the lock (``lock``), what another
+        instance applied or put off meanwhile is left out."""
+        t = self.table
+        query = select(t.c.id).where(t.c.id.in_(list(ids)), or_(t.c.due_at.is_(None), t.c.due_at <= now))
+        return {row_id for (row_id,) in conn.execute(query)}
+
+    def retry_later(self, conn: Connection, row_id: int, attempts: int, due_at: float, error: str) -> None:
+        """A parked record failed again: its attempts, when it is next due, the error."""
+        t = self.table
+        conn.execute(
+            update(t)
+            .where(t.c.id == row_id)
+            .values(reason=RETRYING, attempts=attempts, due_at=due_at, last_error=error[:500])
+        )
 
     def lock(self, conn: Connection) -> None:
         """Take this consumer's parked records for the transaction (PostgreSQL: an advisory lock;
@@ -99,5 +139,6 @@ def _encode(value: bytes | None) -> str | None:
 def _record(row: dict[str, Any]) -> ParkedRecord:
     headers = [(str(k), None if v is None else base64.b64decode(v)) for k, v in row["headers"]]
     return ParkedRecord(
-        row["id"], row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"], row["value"], headers
-    )
+        row["id"], row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"], row["value"], headers,
+        row["attempts"] or 0,
+    )  # fmt: skip

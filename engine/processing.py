@@ -9,16 +9,22 @@ Each record of a batch meets one of these fates, in this order:
 - its event id was applied for another saga, or its saga already had an event of this type
   under another id: a **dead letter** (one saga's ids never silence or replay another's);
 - its participant is rebuilding and has no recorded decision for it, or its saga has a record
-  parked: **parked**, to be applied after the rebuild, in arrival order (engine.parked);
-- otherwise it is **applied**: inbox row + the handler's state change + outbox rows.
+  parked: **parked**, to be applied later, in arrival order (engine.parked);
+- otherwise it is **applied**: inbox row + the handler's state change + outbox rows. A forward
+  step that receives a saga past its deadline (``sagadeadline``) does not run its handler: the
+  step fails with reason ``deadline_exceeded``. A compensation is never cut short.
 
 Who is at fault decides what an error does. The database or broker being unavailable
 (``OperationalError``, ``InterfaceError``) rolls back the whole batch, which the loop retries:
 nothing is acknowledged. Any other error is the record's: the batch is applied again record
-by record (``apply_carefully``), each record in a savepoint under the retry policy, and a record
-whose attempts run out takes its failure path (a forward step publishes its failure event; a
-compensator dead-letters it). If the failure path itself fails, the record is dead-lettered.
-The rest of the batch goes on. Nothing a record carries can make the batch retry forever.
+by record (``apply_carefully``), each record in a savepoint. A record that failed with a
+retryable error is **parked to be retried** (engine.parked: attempts, next attempt at, last
+error; a retry notice for observers, engine.retrynotice), and later records of its saga wait
+behind it; its offset is committed with the batch, and the partition goes on. The loop tries it
+again when it is due. When its attempts run out, or its saga's deadline passes, it takes its
+failure path (a forward step publishes its failure event; a compensator dead-letters it). If
+the failure path itself fails, the record is dead-lettered. Nothing a record carries can make a
+batch retry forever, nor hold anyone else's records back.
 """
 
 from __future__ import annotations
@@ -26,15 +32,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
-from engine import inbox, tracing
+from engine import inbox, retrynotice, tracing
 from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import messaging_tables, rebuild_tables
 from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
@@ -42,7 +50,7 @@ from engine.envelope import Envelope, wrap
 from engine.events import Event, FailureEvent
 from engine.kafka import Record
 from engine.outbox import Outbox, OutboxRow, event_row
-from engine.parked import REBUILDING, Parked, ParkedRecord
+from engine.parked import REBUILDING, RETRYING, WAITING, Parked, ParkedRecord
 from engine.participant import Participant, Rejected, UnitOfWork
 from engine.rebuild import CREATED, History, RebuildRequired
 from engine.retry import FaultInjector
@@ -53,7 +61,7 @@ from engine.unreadable import unreadable_reason
 log = logging.getLogger(__name__)
 
 # The reasons of a step that could not be done at all; a rebuild gives up again with them.
-GAVE_UP = ("retries_exhausted", "non_retryable_error", "event_too_large")
+GAVE_UP = ("retries_exhausted", "non_retryable_error", "event_too_large", "deadline_exceeded")
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -75,7 +83,8 @@ class BatchResult:
     retries: list[str] = field(default_factory=list)  # error type of each retry
     failures: list[str] = field(default_factory=list)  # reason of each step failure published
     compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
-    parked: int = 0
+    parked: int = 0  # records newly parked (a parked record put off again is not counted twice)
+    next_due: float | None = None  # when the earliest record parked to be retried by this batch is due
 
     def merge(self, other: BatchResult) -> None:
         """Add what ``other`` did (a later part of the same batch) to this result."""
@@ -89,6 +98,8 @@ class BatchResult:
         self.failures += other.failures
         self.compensations += other.compensations
         self.parked += other.parked
+        if other.next_due is not None:
+            self.next_due = min(self.next_due or other.next_due, other.next_due)
 
 
 class Careful(Exception):
@@ -101,7 +112,7 @@ class Careful(Exception):
 
 
 class Interrupted(Exception):
-    """A stop was requested while a record waited to be retried: the batch is abandoned, uncommitted."""
+    """A stop was requested while the batch waited for its database: it is abandoned, uncommitted."""
 
 
 class TooLarge(Exception):
@@ -142,6 +153,8 @@ class _Pass:
     inbox: list[dict[str, Any]] = field(default_factory=list)  # optimistic: written at the end
     rows: list[dict[str, Any]] = field(default_factory=list)
     parked: list[dict[str, Any]] = field(default_factory=list)
+    blocked: set[str] = field(default_factory=set)  # sagas whose record this pass parked to retry
+    kept: set[int] = field(default_factory=set)  # parked rows (ids) that stay parked
 
 
 class BatchProcessor:
@@ -210,12 +223,12 @@ class BatchProcessor:
     def _connected(self, *_: object) -> None:
         self.suspect = True
 
-    def parked_records(self, limit: int) -> list[ParkedRecord]:
-        """The oldest parked records, to apply (``apply_optimistically``/``apply_carefully``) once
-        the rebuild is over; they leave the parked table in the transaction that applies them."""
+    def parked_records(self, limit: int) -> tuple[list[ParkedRecord], float | None]:
+        """The parked records to apply now (``apply_optimistically``/``apply_carefully``), and when
+        the next one put off is due. They leave the parked table in the transaction that applies them."""
         with self.engine.connect() as conn:
             self._check_database(conn)  # and, once a second or so, that the database is still ours
-            return self.parked.oldest(conn, limit)
+            return self.parked.due(conn, time.time(), limit), self.parked.next_due(conn)
 
     def forget_parked(self, row_id: int) -> None:
         """A parked record that was dead-lettered straight to the broker (the loop's last resort)."""
@@ -223,7 +236,6 @@ class BatchProcessor:
             self.parked.delete(conn, [row_id])
 
     def _pass(self, records: Sequence[Record], careful: bool, failed: dict[str, Exception]) -> BatchResult:
-        decoded = [self._decode(record) for record in records]
         unparked = [record.id for record in records if isinstance(record, ParkedRecord)]
         self._check_file()
         with self.engine.begin() as conn:
@@ -231,13 +243,17 @@ class BatchProcessor:
                 self._check_database(conn)
             if unparked:
                 self.parked.lock(conn)  # one instance at a time applies the parked records
+                due = self.parked.still_due(conn, unparked, time.time())
+                records = [r for r in records if not isinstance(r, ParkedRecord) or r.id in due]
+                unparked = [i for i in unparked if i in due]
+            decoded = [self._decode(record) for record in records]
             p = _Pass(conn, self.participant.repository(conn), careful, failed)
             for item in self._plan(conn, decoded):
                 self._do(p, item)
             if not careful:
                 self._flush(p)
             if unparked:
-                self.parked.delete(conn, unparked)
+                self.parked.delete(conn, [i for i in unparked if i not in p.kept])
         self.suspect = False
         return p.result
 
@@ -322,7 +338,8 @@ class BatchProcessor:
                 elif not isinstance(item.record, ParkedRecord) and (
                     envelope.sagaid in parked_sagas or (self.rebuilding and not self._recorded(envelope))
                 ):
-                    item = _Item(item.record, "park", envelope, item.event)
+                    reason = WAITING if envelope.sagaid in parked_sagas else REBUILDING
+                    item = _Item(item.record, "park", envelope, item.event, reason=reason)
                     parked_ids[envelope.id] = envelope.sagaid
                     parked_sagas.add(envelope.sagaid)
                 else:
@@ -342,6 +359,12 @@ class BatchProcessor:
     # -- doing it -----------------------------------------------------------------------
 
     def _do(self, p: _Pass, item: _Item) -> None:
+        if item.action == "apply" and item.envelope is not None and item.envelope.sagaid in p.blocked:
+            # An earlier record of its saga was just parked to be retried: this one waits behind it.
+            if isinstance(item.record, ParkedRecord):
+                p.kept.add(item.record.id)
+                return
+            item = _Item(item.record, "park", item.envelope, item.event, reason=WAITING)
         if item.action == "skip":
             p.result.skipped += 1
         elif item.action == "duplicate":
@@ -376,19 +399,70 @@ class BatchProcessor:
         with self._span(item) as context:
             try:
                 with p.conn.begin_nested():
-                    produced = self._decide(p, item, self._retrying)
+                    produced = self._decide(p, item, self._attempt)
                     self._write(p, item, envelope, self._rows(envelope, produced, context()))
-            except Interrupted:
-                raise
             except Rejected as rejected:
                 self._dead_letter(p, item, rejected.reason)
                 return
             except Exception as exc:
                 if is_unavailable(exc):
                     raise
-                self._fail(p, item, exc if isinstance(exc, _GaveUp) else _gave_up(exc, attempts=None), context())
+                gave_up = exc if isinstance(exc, _GaveUp) else self._retry_later(p, item, exc, context())
+                if gave_up is not None:
+                    self._fail(p, item, gave_up, context())
                 return
         self._applied(p.result, envelope, event, produced)
+
+    def _retry_later(self, p: _Pass, item: _Item, error: Exception, context: list[list[str]]) -> _GaveUp | None:
+        """Park ``item`` (or put its parked row off) to be tried again when the policy says, and
+        say so on the retry notices' topic; None. A ``_GaveUp`` when it is not to be tried again."""
+        envelope = item.envelope
+        assert envelope is not None
+        attempts = (item.record.attempts if isinstance(item.record, ParkedRecord) else 0) + 1
+        if isinstance(error, TooLarge):
+            return _gave_up(error, attempts)
+        retryable = self.policy.retryable(error)
+        delay = self.policy.delay_after(attempts) if retryable else None
+        if delay is None:
+            return _gave_up(error, attempts, retryable)
+        now = time.time()
+        due_at = now + delay
+        deadline = self._deadline(envelope)
+        if deadline is not None:
+            if deadline <= now:
+                return _GaveUp("deadline_exceeded", f"{_describe(error)}; the saga's deadline passed")
+            due_at = min(due_at, deadline)  # tried once more at the deadline, which then fails it
+        described = _describe(error)
+        name = self.participant.name
+        log.info("%s: %s on %s (saga %s), attempt %d; next at +%.2fs", name, described, envelope.id,
+                 envelope.sagaid, attempts, due_at - now)  # fmt: skip
+        with p.conn.begin_nested():
+            if isinstance(item.record, ParkedRecord):
+                self.parked.retry_later(p.conn, item.record.id, attempts, due_at, described)
+                p.kept.add(item.record.id)
+            else:
+                row = self.parked.row(item.record, envelope, RETRYING, attempts, due_at, described)
+                self.parked.insert(p.conn, [row])
+                p.result.parked += 1
+            if self.participant.retries_topic:
+                notice = retrynotice.notice(
+                    envelope, participant=name, source=self.participant.source, attempt=attempts,
+                    maximum_attempts=self.policy.maximum_attempts, next_attempt_at=due_at, error=described,
+                )  # fmt: skip
+                self._insert_outbox(p, [event_row(name, notice, self.participant.retries_topic, context)])
+        p.blocked.add(envelope.sagaid)
+        p.result.retries.append(type(error).__name__)
+        p.result.next_due = min(p.result.next_due or due_at, due_at)
+        return None
+
+    def _deadline(self, envelope: Envelope) -> float | None:
+        """The saga's deadline (epoch seconds) for a forward step; None for a compensation, or none set."""
+        if self.participant.compensator or envelope.sagadeadline is None:
+            return None
+        deadline = envelope.sagadeadline
+        if deadline.tzinfo is None:  # a client's time without an offset: UTC, as CloudEvents' time
+            deadline = deadline.replace(tzinfo=UTC)
+        return deadline.timestamp()
 
     def _fail(self, p: _Pass, item: _Item, gave_up: _GaveUp, context: list[list[str]]) -> None:
         """The record's failure path: a step's failure event, else (or if that fails) a dead letter."""
@@ -441,41 +515,24 @@ class BatchProcessor:
         if gave_up is not None and self.participant.on_exhausted is not None:
             # The first time round this step gave up: give up again, with the same words.
             return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
+        deadline = self._deadline(envelope)
+        if deadline is not None and self.participant.on_exhausted is not None and time.time() >= deadline:
+            detail = f"the saga's deadline {_rfc3339(deadline)} had passed"
+            return [self.participant.on_exhausted(event, uow, "deadline_exceeded", detail)]
         return attempt(p, envelope, event, uow)
 
     def _once(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
         self.faults.maybe_fail()
         return self.participant.handlers[envelope.type](event, uow)
 
-    def _retrying(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
-        """The handler under the retry policy, each attempt in a savepoint; ``_GaveUp`` when done trying."""
-        delays = self.policy.delays()
-        prior = p.failed.pop(envelope.id, None)  # the optimistic pass's attempt
-        attempts = 0
-        while True:
-            attempts += 1
-            if prior is not None:
-                error, prior = prior, None
-            else:
-                try:
-                    with p.conn.begin_nested():
-                        return self._once(p, envelope, event, uow)
-                except Rejected:
-                    raise
-                except Exception as exc:
-                    if is_unavailable(exc):
-                        raise
-                    error = exc
-            if isinstance(error, Rejected | TooLarge):
-                raise error
-            retryable = self.policy.retryable(error)
-            delay = next(delays, None) if retryable else None
-            if delay is None:
-                raise _gave_up(error, attempts, retryable)
-            p.result.retries.append(type(error).__name__)
-            log.info("%s: %s on %s, retry in %.2fs", self.participant.name, _describe(error), envelope.id, delay)
-            if self.stopping.wait(delay):
-                raise Interrupted
+    def _attempt(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        """One try of the handler, in a savepoint; the optimistic pass's try stands for it if it
+        failed there (it is not run twice for one attempt)."""
+        prior = p.failed.pop(envelope.id, None)
+        if prior is not None:
+            raise prior
+        with p.conn.begin_nested():
+            return self._once(p, envelope, event, uow)
 
     def _unit_of_work(self, p: _Pass, envelope: Envelope) -> UnitOfWork[Any]:
         recorded = tuple(decode_event(e, self.types) for e in self._recorded(envelope))
@@ -490,7 +547,10 @@ class BatchProcessor:
         rows = []
         on_the_topics = {e.id for e in self._recorded(cause)}  # a recorded decision is published already
         for event in produced:
-            envelope = wrap(event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id)
+            envelope = wrap(
+                event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id,
+                deadline=cause.sagadeadline,
+            )  # fmt: skip
             if envelope.id in on_the_topics:
                 continue
             row = event_row(self.participant.name, envelope, type(event).topic, context)
@@ -521,7 +581,7 @@ class BatchProcessor:
 
     def _park(self, p: _Pass, item: _Item) -> None:
         assert item.envelope is not None
-        row = self.parked.row(item.record, item.envelope, REBUILDING)
+        row = self.parked.row(item.record, item.envelope, item.reason or REBUILDING)
         if p.careful:
             with p.conn.begin_nested():
                 self.parked.insert(p.conn, [row])
@@ -601,6 +661,10 @@ def _gave_up(error: Exception, attempts: int | None, retryable: bool = False) ->
         return _GaveUp("event_too_large", str(error))
     tried = f" after {attempts} attempt{'s' * (attempts > 1)}" if attempts else ""
     return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}")
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _key_of(record: Record) -> str:

@@ -111,6 +111,7 @@ class Saga:
             step.name: Participant(
                 step.name, step.service.name, (step.consumes,), step.handlers, step.service.metadata,
                 step.service.repository, step.give_up, source=f"{self.name}/{step.name}",
+                retries_topic=self.retries_topic,
             )
             for step in self.steps
         }  # fmt: skip
@@ -118,7 +119,7 @@ class Saga:
             (topic,) = {self.types[t].topic for t in comp.handlers}
             found[comp.name] = Participant(
                 comp.name, comp.service.name, (topic,), comp.handlers, comp.service.metadata,
-                comp.service.repository, source=f"{self.name}/{comp.name}",
+                comp.service.repository, source=f"{self.name}/{comp.name}", retries_topic=self.retries_topic,
             )  # fmt: skip
         return found
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,11 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from compensations.pokeball import undo_throw
 from contracts import topics
-from contracts.events import DeliveryFailed, Event, PokemonWeakened
+from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonEncountered, PokemonWeakened
 from engine.deadletters import REASON_HEADER
 from engine.envelope import Envelope, wrap
 from engine.participant import Handler, UnitOfWork
-from engine.processing import BatchProcessor, Interrupted
+from engine.processing import BatchProcessor, BatchResult
 from engine.retry import RetryPolicy
 from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
@@ -128,20 +129,46 @@ def processor_for(name: str, settings: Settings, **handlers: Handler) -> BatchPr
 FAST = RetryPolicy(initial_interval=0.001, maximum_interval=0.002, maximum_attempts=3)
 
 
+def retried(processor: BatchProcessor, first: BatchResult, timeout: float = 30) -> BatchResult:
+    """What the loop does after ``first``: apply the parked records as they fall due, until none is
+    left; everything merged into ``first``."""
+    deadline = time.monotonic() + timeout
+    while processor.parked.count(processor.engine):
+        assert time.monotonic() < deadline, "records still parked"
+        records, _ = processor.parked_records(100)
+        if records:
+            first.merge(processor.process(records))
+    return first
+
+
+def outcomes(result: BatchResult) -> list[str]:
+    """What a batch published, without the retry notices."""
+    return [row.type for row in result.outbox if row.topic != CAPTURE.retries_topic]
+
+
 def test_a_transient_error_is_retried_and_the_step_then_succeeds(local_settings: Settings) -> None:
     settings = local_settings.model_copy(update={"retry": FAST})
     processor = processor_for("pokeball", settings, PokemonWeakened=flaky(2, then=throw_pokeball))
-    result = processor.process([Rec(weakened("flaky-1", trainer="Flo").to_json())])
+    first = processor.process([Rec(weakened("flaky-1", trainer="Flo").to_json())])
+    # Parked, not waited for: the batch is done, the record in the retry store, a notice said so.
+    assert first.parked == 1 and first.retries == ["RuntimeError"] and outcomes(first) == []
+    (notice,) = first.outbox
+    doc = json.loads(notice.value)
+    assert (notice.topic, doc["type"], doc["sagaid"]) == ("capture.retries", "pokesaga.StepRetrying", "flaky-1")
+    assert {k: doc["data"][k] for k in ("participant", "attempt", "maximum_attempts", "error")} == {
+        "participant": "pokeball", "attempt": 1, "maximum_attempts": 3, "error": "RuntimeError: boom 1",
+    }  # fmt: skip
+    result = retried(processor, first)
     assert result.retries == ["RuntimeError", "RuntimeError"]
-    assert [row.type for row in result.outbox] in (["PokemonCaught"], ["PokemonBrokeFree"])
+    assert outcomes(result) in (["PokemonCaught"], ["PokemonBrokeFree"])
     assert balls(processor, "Flo") == 4  # one throw, whatever the failed attempts did
 
 
 def test_a_step_whose_retries_run_out_publishes_its_failure_event(local_settings: Settings) -> None:
     settings = local_settings.model_copy(update={"retry": FAST})
     processor = processor_for("pokeball", settings, PokemonWeakened=flaky(99))
-    result = processor.process([Rec(weakened("exhaust-1", trainer="Bea").to_json())])
-    (row,) = result.outbox
+    result = retried(processor, processor.process([Rec(weakened("exhaust-1", trainer="Bea").to_json())]))
+    (row,) = [row for row in result.outbox if row.topic != CAPTURE.retries_topic]
     doc = json.loads(row.value)
     assert (row.topic, doc["type"]) == (topics.FAILURES, "PokemonBrokeFree")
     assert doc["data"]["reason"] == "retries_exhausted" and doc["data"]["failed_step"] == "pokeball"
@@ -184,8 +211,9 @@ def test_a_compensation_retries_a_transient_error_for_as_long_as_it_takes(local_
     step.process([Rec(weakened("comp-1", trainer="Cid").to_json())])  # a throw, for the compensation to find
     processor = processor_for("pokeball.compensations", settings, DeliveryFailed=flaky(12, then=undo_throw))
     result = processor.process([Rec(delivery_failed("comp-1", "Cid").to_json(), topic=topics.FAILURES)])
+    result = retried(processor, result)
     assert len(result.retries) == 12  # more than any step's default limit
-    assert [row.type for row in result.outbox] == ["PokemonReleased"]
+    assert outcomes(result) == ["PokemonReleased"]
 
 
 def test_a_compensation_for_a_saga_its_service_never_saw_is_a_dead_letter(local_settings: Settings) -> None:
@@ -219,17 +247,168 @@ def test_a_compensation_the_database_refuses_is_parked_as_a_dead_letter(local_se
         assert conn.execute(query).scalar() == 0
 
 
-def test_a_stop_request_interrupts_a_retrying_batch_and_commits_nothing(local_settings: Settings) -> None:
+def test_a_record_that_keeps_failing_never_holds_its_batch(local_settings: Settings) -> None:
+    """A compensation that fails for ever: the batch returns at once (its offsets can be committed),
+    the record is parked with its attempt, its next attempt and its error; nothing is in the inbox."""
     processor = processor_for("pokeball.compensations", local_settings, DeliveryFailed=flaky(10**9))
-    timer = threading.Timer(0.3, processor.stopping.set)
-    timer.start()
-    with pytest.raises(Interrupted):
-        processor.process([Rec(delivery_failed("stop-1", "Sid").to_json(), topic=topics.FAILURES)])
+    result = processor.process([Rec(delivery_failed("stop-1", "Sid").to_json(), topic=topics.FAILURES)])
+    assert result.parked == 1 and result.next_due is not None
     with processor.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(processor.inbox.table)).scalar() == 0
+        (row,) = conn.execute(select(processor.parked.table)).mappings()
+    assert (row["reason"], row["attempts"], row["last_error"]) == ("retrying", 1, "RuntimeError: boom 1")
+    assert row["due_at"] == pytest.approx(result.next_due)
 
 
 def test_inbox_rows_are_pruned_only_after_the_retention(pokeball: BatchProcessor) -> None:
     pokeball.process([Rec(weakened("prune-1", trainer="Pru").to_json())])
     assert pokeball.prune_inbox(older_than_hours=1) == 0  # applied just now: remembered
     assert pokeball.prune_inbox(older_than_hours=0) == 1  # past the retention: forgotten
+
+
+def ordered(log: list[str], fails_for: set[str] = frozenset()) -> Handler:  # type: ignore[assignment]
+    """A handler that fails while its saga is in ``fails_for``, and logs what it applied; a
+    throw for PokemonWeakened, nothing for any other event."""
+
+    def handler(event: Any, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        if uow.saga_id in fails_for:
+            raise RuntimeError(f"{uow.saga_id} is not ready")
+        log.append(f"{uow.saga_id}:{type(event).__name__}")
+        return throw_pokeball(event, uow) if isinstance(event, PokemonWeakened) else []
+
+    return handler
+
+
+UNLIMITED = RetryPolicy(initial_interval=0.001, maximum_interval=0.002, maximum_attempts=0)
+
+
+def test_later_records_of_a_parked_saga_wait_behind_it_in_order_and_other_sagas_pass(
+    local_settings: Settings,
+) -> None:
+    """The head fails: the saga's later records (same batch and later batches) are parked behind it,
+    other sagas are applied at once; when the head succeeds, the saga's records follow in order."""
+    settings = local_settings.model_copy(update={"retry": UNLIMITED})
+    log: list[str] = []
+    failing = {"ord-s"}
+    handle = ordered(log, failing)
+    # This participant takes three event types of a saga, so three records of one saga can queue.
+    processor = processor_for(
+        "pokeball", settings, PokemonWeakened=handle, PokemonEncountered=handle, PokemonCaught=handle
+    )
+    head = weakened("ord-s", trainer="Ola")
+    trainer, pokemon = {"name": "Ola"}, {"name": "Caterpie"}
+    encountered = wrap(PokemonEncountered.model_validate({"trainer": trainer, "pokemon": pokemon}),
+                       saga_id="ord-s", source="test", causation_id="e")  # fmt: skip
+    caught = wrap(PokemonCaught.model_validate({"trainer": trainer, "pokemon": pokemon, "ball": "Poke", "shakes": 3}),
+                  saga_id="ord-s", source="test", causation_id="c")  # fmt: skip
+    batch = [Rec(head.to_json(), offset=0), Rec(weakened("ord-a", trainer="Abe").to_json(), offset=1),
+             Rec(encountered.to_json(), offset=2)]  # fmt: skip
+    first = processor.process(batch)
+    second = processor.process([Rec(caught.to_json(), offset=3), Rec(weakened("ord-b", trainer="Bob").to_json())])
+    assert log == ["ord-a:PokemonWeakened", "ord-b:PokemonWeakened"]  # they passed it
+    assert (first.parked, second.parked) == (2, 1)
+    with processor.engine.connect() as conn:
+        table = processor.parked.table
+        parked = conn.execute(select(table.c.event_id, table.c.reason).order_by(table.c.id)).all()
+    assert parked == [(head.id, "retrying"), (encountered.id, "waiting"), (caught.id, "waiting")]
+    # While it fails, nothing of its saga moves, however often it is tried.
+    tries = 0
+    deadline = time.monotonic() + 10
+    while tries < 3:
+        assert time.monotonic() < deadline
+        records, _ = processor.parked_records(100)
+        if records:
+            assert records[0].id == min(r.id for r in records)
+            processor.process(records)
+            tries += 1
+    assert processor.parked.count(processor.engine) == 3 and len(log) == 2
+    failing.clear()
+    result = retried(processor, BatchResult())
+    assert log[2:] == ["ord-s:PokemonWeakened", "ord-s:PokemonEncountered", "ord-s:PokemonCaught"]
+    assert not [row for row in result.outbox if row.topic.endswith(".dlq")]
+    assert balls(processor, "Ola") == 4
+
+
+def test_two_instances_that_took_the_same_parked_record_apply_it_once(local_settings: Settings) -> None:
+    """Both instances read the parked record as due; the one that comes second finds it gone (or
+    put off), under the lock, and does nothing with it."""
+    settings = local_settings.model_copy(update={"retry": UNLIMITED})
+    calls: list[str] = []
+
+    def counted(event: Any, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        calls.append(uow.saga_id)
+        if len(calls) == 1:
+            raise RuntimeError("first try fails")
+        return throw_pokeball(event, uow)
+
+    one = processor_for("pokeball", settings, PokemonWeakened=counted)
+    two = BatchProcessor(one.participant, CAPTURE.types, engine_for("pokeball", settings), settings)
+    assert one.process([Rec(weakened("twice-1", trainer="Tia").to_json())]).parked == 1
+    deadline = time.monotonic() + 10
+    while not (due := one.parked_records(10)[0]):
+        assert time.monotonic() < deadline
+    seen_by_two, _ = two.parked_records(10)
+    assert [r.id for r in due] == [r.id for r in seen_by_two]
+    applied = one.process(due)
+    again = two.process(seen_by_two)
+    assert calls == ["twice-1", "twice-1"]  # one failed try, one that succeeded: never a third
+    assert len(outcomes(applied)) == 1 and again.outbox == [] and again.applied == {}
+    assert one.parked.count(one.engine) == 0 and balls(one, "Tia") == 4
+
+
+def with_deadline(envelope: Envelope, seconds_from_now: float) -> Envelope:
+    deadline = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return envelope.model_copy(update={"sagadeadline": deadline})
+
+
+def test_a_step_past_its_sagas_deadline_fails_with_deadline_exceeded_and_passes_the_deadline_on(
+    local_settings: Settings,
+) -> None:
+    calls: list[str] = []
+
+    def never(event: Any, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        calls.append(uow.saga_id)
+        return throw_pokeball(event, uow)
+
+    processor = processor_for("pokeball", local_settings, PokemonWeakened=never)
+    late = with_deadline(weakened("late-1", trainer="Lee"), -1)
+    (row,) = processor.process([Rec(late.to_json())]).outbox
+    doc = json.loads(row.value)
+    assert (doc["type"], doc["data"]["reason"]) == ("PokemonBrokeFree", "deadline_exceeded")
+    assert calls == [] and balls(processor, "Lee") is None  # the handler never ran
+    assert doc["sagadeadline"] == late.model_dump(mode="json")["sagadeadline"]  # passed on
+    in_time = with_deadline(weakened("early-1", trainer="Eva"), 60)
+    (row,) = processor.process([Rec(in_time.to_json())]).outbox
+    doc = json.loads(row.value)
+    assert doc["type"] in ("PokemonCaught", "PokemonBrokeFree") and "reason" not in doc["data"]
+    assert doc["sagadeadline"] == in_time.model_dump(mode="json")["sagadeadline"]
+    (row,) = processor.process([Rec(weakened("none-1", trainer="Nat").to_json())]).outbox
+    assert "sagadeadline" not in json.loads(row.value)  # no deadline, no change
+
+
+def test_a_parked_record_that_reaches_its_sagas_deadline_fails_the_step(local_settings: Settings) -> None:
+    settings = local_settings.model_copy(
+        update={"retry": RetryPolicy(initial_interval=30, maximum_interval=30, maximum_attempts=0)}
+    )
+    processor = processor_for("pokeball", settings, PokemonWeakened=flaky(10**9))
+    soon = with_deadline(weakened("due-1", trainer="Dov"), 1.5)
+    first = processor.process([Rec(soon.to_json())])
+    assert first.parked == 1 and first.next_due is not None
+    assert first.next_due <= soon.sagadeadline.timestamp() + 0.001  # type: ignore[union-attr]
+    result = retried(processor, first)
+    (row,) = outcomes_rows(result)
+    doc = json.loads(row.value)
+    assert (doc["type"], doc["data"]["reason"]) == ("PokemonBrokeFree", "deadline_exceeded")
+
+
+def test_a_compensation_is_never_cut_short_by_a_deadline(local_settings: Settings) -> None:
+    step = processor_for("pokeball", local_settings)
+    step.process([Rec(weakened("comp-late", trainer="Kip").to_json())])
+    compensator = processor_for("pokeball.compensations", local_settings)
+    failed = with_deadline(delivery_failed("comp-late", "Kip"), -60)
+    result = compensator.process([Rec(failed.to_json(), topic=topics.FAILURES)])
+    assert outcomes(result) == ["PokemonReleased"] and balls(step, "Kip") == 5  # the ball given back
+
+
+def outcomes_rows(result: BatchResult) -> list[Any]:
+    return [row for row in result.outbox if row.topic != CAPTURE.retries_topic]
