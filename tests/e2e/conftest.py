@@ -107,11 +107,11 @@ def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield settings
 
 
-def pokesaga(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI, as a user runs it, against these services' broker and databases."""
+def pokesaga(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a user runs it, against these services' broker and databases (and ``env``)."""
     return subprocess.run(
         [sys.executable, "-m", "capture.cli", *args],
-        env=settings_env(settings),
+        env=settings_env(settings) | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,

@@ -15,6 +15,7 @@ import json
 import random
 import shutil
 import socket
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from contracts.events import CaptureFailed, ParalysisFailed, PokemonEncountered,
 from devtools.broker import free_port
 from devtools.processes import ServiceProcess
 from engine import rebuild as history
+from engine import retrynotice
 from engine.envelope import Envelope, wrap
 from tests import hostile
 from tests.conftest import new_broker
@@ -134,10 +136,29 @@ def written(tracker: Tracker) -> Written:
         forged = json.loads(event.to_json()) | {"id": f"unreadable-{topic}", "source": MARK, "causationid": "x"}
         hostile.produce_unreadable(bootstrap, topic, saga, json.dumps(forged))
     asyncio.run(hostile.produce(bootstrap, topics.STATUS, [(key, None)]))  # a record with no value
+    asyncio.run(hostile.produce(bootstrap, CAPTURE.retries_topic, [(key, value) for value in hostile_notices(start)]))
     for event in events:  # the saga, after every hostile record on its partitions
         asyncio.run(hostile.produce(bootstrap, event_topic(event), [(key, event.to_json())]))
-    skipped = {"not_cloudevent": 2, "not_json": 6, "unreadable": 2, "empty": 1}
+    skipped = {"not_cloudevent": 2, "not_json": 7, "unreadable": 2, "empty": 1, "invalid_data": 3, "wrong_topic": 1}
     return Written(saga, events, skipped, keyed=sum(skipped.values()))
+
+
+def hostile_notices(start: Envelope) -> list[bytes | None]:
+    """Retry notices of the saga any client can write on the retries topic, and one a participant
+    could have written (the last, about the start event: kept, but the saga's outcome stands)."""
+    real = retrynotice.notice(
+        start, participant="status", source="capture/status", attempt=1, maximum_attempts=5,
+        next_attempt_at=time.time() + 3600, error="TransientFault: \x1b[2J injected",
+    )  # fmt: skip
+    document = json.loads(real.to_json())
+    return [
+        hostile.encode(document | {"id": "n1", "data": document["data"] | {"participant": "team-rocket"}}),
+        hostile.encode(document | {"id": "n2", "data": document["data"] | {"attempt": "1"}}),
+        hostile.encode(document | {"id": "n3", "data": document["data"] | {"next_attempt_at": 1e12}}),
+        start.to_json(),  # a saga event on the notices' topic
+        random.Random("notices").randbytes(300),
+        real.to_json(),
+    ]
 
 
 def event_topic(event: Envelope) -> str:
@@ -160,6 +181,7 @@ async def test_the_tracker_skips_and_counts_what_it_cannot_place_and_shows_the_s
     assert found["trainer"] == "Zed" and found["pokemon"] == "Pikachu" and found["outcome"] == "CaptureFailed"
     assert found["duration_ms"] is not None and found["duration_ms"] >= 0 and found["waiting_on"] is None
     assert found["events"][-1]["undone"] == ["status"] and found["events"][1]["reason"] == "electric_type"
+    assert list(found["retries"]) == ["status"] and found["retrying"] is None  # a notice does not undo an outcome
 
     async def counted() -> bool:
         samples = tracker.metrics()

@@ -6,8 +6,10 @@ module started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from devtools.processes import ServiceProcess
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
 from tests.support import Samples, eventually, http_get, metric_samples
+from tracker.timeline import instant
 
 pytestmark = pytest.mark.no_database  # the tracker reads topics only: once, on the SQLite pass
 
@@ -178,16 +181,33 @@ def test_an_unknown_saga_is_a_404_and_a_malformed_query_a_400(tracked: Tracked) 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
+@contextlib.contextmanager
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """Debian's headless chromium, driven by selenium."""
+    from selenium import webdriver
+
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver_path):
+        pytest.fail("chromium and chromedriver not found: `make browser` installs Debian's chromium, chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
 async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_ones_timeline(
     tracked: Tracked, tmp_path: Path
 ) -> None:
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.fail("chromium and chromedriver not found: `make browser` installs Debian's chromium, chromium-driver")
     run = uuid.uuid4().hex[:6]
     saga, caught = breaking_free(f"page-{run}", HARD), f"caught-{run}"
     await publish(
@@ -200,14 +220,7 @@ async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_one
     await tracked.saga(saga, state="failed", timeout=90)
     await tracked.saga(caught, state="delivered", timeout=90)
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
-    try:
+    with chromium(tmp_path) as browser:
         browser.get(f"http://127.0.0.1:{tracked.port}/")
         listed = f'tr.saga[data-saga="{saga}"]'
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, listed))
@@ -226,8 +239,6 @@ async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_one
         assert browser.find_element(By.ID, "timeline-title").text == f"{saga}: failed"
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "tracker-failed-saga.png"))
-    finally:
-        browser.quit()
     assert shown == [
         ("step", "PokemonEncountered"),
         ("step", "PokemonParalyzed"),
@@ -237,3 +248,91 @@ async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_one
         ("outcome", "CaptureFailed"),
     ]
     print(f"\nscreenshot: {ARTIFACTS / 'tracker-failed-saga.png'}")
+
+
+# Combat fails every attempt and retries without limit, a fraction of a second apart.
+UNLIMITED = {"combat": {"maximum_attempts": 0, "initial_interval": 0.2, "maximum_interval": 0.5}}
+RETRYING_ENV = {"POKESAGA_STEP_RETRY": json.dumps(UNLIMITED)}
+
+
+async def test_a_saga_retrying_at_a_step_is_shown_retrying_attempt_n_of_m_until_the_fault_is_gone(
+    tracked: Tracked, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    run = uuid.uuid4().hex[:6]
+    saga = start_event(f"retry-{run}", {"name": f"Fay-{run}"}, {"name": "Caterpie", **CERTAIN})
+    settings = tracked.running.settings
+    tracked.running.stop("combat")
+    tracked.running.start("combat", POKESAGA_FAULTS="combat=1.0", **RETRYING_ENV)
+    try:
+        await publish(settings.bootstrap, [saga])
+        view = await tracked.saga(saga.sagaid, state="retrying", timeout=90)
+
+        async def tried_again() -> bool:  # the notices of later attempts replace the first
+            view.update(await tracked.saga(saga.sagaid))
+            return view["state"] == "retrying" and view["retrying"]["attempt"] >= 2
+
+        await eventually(tried_again, timeout=30, what="a second attempt to be shown")
+        notice = view["retrying"]
+        assert view["waiting_on"] == "combat" and notice["participant"] == "combat"
+        assert (notice["event_type"], notice["maximum_attempts"]) == ("PokemonParalyzed", 0)
+        assert notice["error"].startswith("TransientFault: ") and notice["causation"] == view["events"][-1]["id"]
+        assert abs(instant(notice["next_attempt_at"]) - time.time()) < 30
+        assert [e["type"] for e in view["events"]] == ["PokemonEncountered", "PokemonParalyzed"]
+        status, listing = tracked.get("/sagas?state=retrying")
+        assert status == 200 and saga.sagaid in {s["saga_id"] for s in listing["sagas"]}
+
+        async def gauge() -> bool:
+            return tracked.metrics().get(("pokesaga_tracker_sagas_retrying", ()), 0) >= 1
+
+        await eventually(gauge, timeout=30, what="the retrying gauge")
+
+        # From the service's own database: the parked record, attempt n of m (the policy's m).
+        shown = pokesaga(settings, "inspect", "saga", saga.sagaid, "--json", env=RETRYING_ENV)
+        assert shown.returncode == 0, shown.stderr
+        inspected = json.loads(shown.stdout)
+        assert inspected["combat"] is None and inspected["status"] is not None  # combat has not attacked
+        (parked,) = inspected["parked"]
+        assert {k: parked[k] for k in ("service", "participant", "event_type", "reason", "maximum_attempts")} == {
+            "service": "combat", "participant": "combat", "event_type": "PokemonParalyzed", "reason": "retrying",
+            "maximum_attempts": 0,
+        }  # fmt: skip
+        assert parked["attempts"] >= 1 and parked["last_error"].startswith("TransientFault: ")
+        assert instant(parked["next_attempt_at"]) > 0
+        text = pokesaga(settings, "inspect", "saga", saga.sagaid, env=RETRYING_ENV).stdout.splitlines()
+        assert text[-2] == "  parked:" and text[-1].startswith("    combat  PokemonParalyzed  retrying: attempt ")
+        assert " of unlimited, next attempt at " in text[-1] and ", last error: TransientFault: " in text[-1]
+
+        traced = pokesaga(settings, "trace", saga.sagaid)
+        assert traced.returncode == 0 and traced.stdout.splitlines()[0].startswith(f"saga {saga.sagaid}: retrying")
+        assert traced.stdout.splitlines()[-1].startswith("combat is retrying PokemonParalyzed: attempt ")
+
+        with chromium(tmp_path) as browser:
+            browser.get(f"http://127.0.0.1:{tracked.port}/?state=retrying")
+            listed = f'tr.saga[data-saga="{saga.sagaid}"]'
+            WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, listed))
+            states = {
+                r.find_elements(By.TAG_NAME, "td")[3].text for r in browser.find_elements(By.CSS_SELECTOR, "tr.saga")
+            }
+            browser.find_element(By.CSS_SELECTOR, listed).click()
+            WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "retrying"))
+            title = browser.find_element(By.ID, "timeline-title").text
+            said = browser.find_element(By.ID, "retrying").text
+            ARTIFACTS.mkdir(exist_ok=True)
+            browser.save_screenshot(str(ARTIFACTS / "tracker-retrying-saga.png"))
+        assert states == {"retrying"} and title == f"{saga.sagaid}: retrying (waiting on combat)"
+        assert (
+            said.startswith("combat is retrying PokemonParalyzed: attempt ")
+            and " of unlimited, next attempt at " in said
+        )
+    finally:
+        tracked.running.stop("combat")
+        tracked.running.start("combat", POKESAGA_FAULTS="")  # the fault gone
+
+    done = await tracked.saga(saga.sagaid, state="delivered", timeout=90)
+    assert done["retrying"] is None and done["retries"]["combat"]["attempt"] >= 2  # kept, superseded
+    assert [e["type"] for e in done["events"]][1:3] == ["PokemonParalyzed", "PokemonWeakened"]
+    shown = pokesaga(settings, "inspect", "saga", saga.sagaid, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["parked"] == []
