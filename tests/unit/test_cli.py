@@ -54,6 +54,8 @@ def test_a_wrong_argument_gets_a_one_line_error(
         ("POKESAGA_STATUS_DB_URL", "postgres:/nohost", "POKESAGA_STATUS_DB_URL: could not parse 'postgres:/nohost'"),
         ("POKESAGA_COMPENSATION_RETRY", '{"maximum_attempts": }', "POKESAGA_COMPENSATION_RETRY: not valid JSON"),
         ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092,", "KAFKA_BOOTSTRAP_SERVERS: expected host:port"),
+        ("POKESAGA_STALL", "combat=stall-", "POKESAGA_STALL: expected PARTICIPANT=SAGA_ID_PREFIX:SECONDS"),
+        ("POKESAGA_STALL", "combt=stall-:10", "POKESAGA_STALL: unknown participant 'combt' (did you mean 'combat'?)"),
     ],
 )
 def test_a_bad_setting_in_the_environment_gets_a_one_line_error(
