@@ -30,6 +30,8 @@ from engine.health import PortUnavailable
         (["start", "--deadline", "0s"], "expected a duration above 0"),
         (["start", "--deadline", "2020-01-01T00:00:00Z"], "'2020-01-01T00:00:00Z' is already past"),
         (["start", "--deadline", f"{10**30}d"], "too long a duration"),
+        (["bench", "--stall-one", "--null-relay"], "--stall-one runs the services"),
+        (["bench", "--stall-one", "--stall-seconds", "0"], "--stall-seconds must be above 0"),
         (["run", "pikachu"], "unknown service"),
         (["inspect", "gym", "x"], "invalid choice"),
         (["kafka", "restart"], "invalid choice"),
