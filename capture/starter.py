@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -18,12 +19,17 @@ from engine.envelope import Envelope, wrap
 
 
 def start_event(
-    saga_id: str | None, trainer: dict[str, Any], pokemon: dict[str, Any], source: str = "pokesaga/cli"
+    saga_id: str | None,
+    trainer: dict[str, Any],
+    pokemon: dict[str, Any],
+    source: str = "pokesaga/cli",
+    deadline: datetime | None = None,
 ) -> Envelope:
-    """The PokemonEncountered envelope of a new saga (validated; fills from the Pokédex)."""
+    """The PokemonEncountered envelope of a new saga (validated; fills from the Pokédex).
+    ``deadline``: when the saga must be over (``sagadeadline``); every step passes it on."""
     saga_id = saga_id or str(uuid.uuid4())
     event = PokemonEncountered.model_validate({"trainer": trainer, "pokemon": pokemon})
-    return wrap(event, saga_id=saga_id, source=source, causation_id=None)
+    return wrap(event, saga_id=saga_id, source=source, causation_id=None, deadline=deadline)
 
 
 @dataclass(frozen=True)

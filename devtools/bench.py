@@ -3,11 +3,13 @@
 Services run as separate processes (``--instances`` each); a driver publishes start events
 at a target concurrency or rate and times each saga from publish to outcome. Per-step
 figures come from each process's ``/metrics``; CPU and memory from ``/proc``. One JSON line.
+``--stall-one`` (one saga's step stalls: do the others wait?) is in ``devtools/stall.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -15,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from capture.bootstrap import GROUP_TOPICS
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
-from capture.starter import TopicWatcher, start_event
+from capture.starter import Outcome, TopicWatcher, start_event
 from contracts import topics
 from devtools.broker import free_port, provisioned
 from devtools.processes import ServiceProcess, stop_all
@@ -45,6 +48,9 @@ class Options:
     db: str = "sqlite"
     failure_mix: float = 0.0
     warmup: int = 100
+    stall_one: bool = False  # devtools.stall: one saga's step stalls, do the others wait?
+    stall_step: str = "combat"
+    stall_seconds: float = 10.0
 
 
 @dataclass
@@ -52,11 +58,18 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
+    latency_of: dict[str, float] = field(default_factory=dict)  # saga id → seconds, publish to outcome
+    partition_of: dict[str, int] = field(default_factory=dict)  # saga id → its start event's partition
+    lead: Outcome | None = None  # the outcome of ``drive``'s ``lead`` saga, if it came
+    lead_latency: float | None = None
 
 
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+EASY: dict[str, Any] = {"name": "Pidgey", "catch_rate": 255, "level": 20, "hp": 10}  # always caught
 
 
 def workload(count: int, failure_mix: float, run: str) -> list[Envelope]:
@@ -68,14 +81,19 @@ def workload(count: int, failure_mix: float, run: str) -> list[Envelope]:
         if failing_every and i % failing_every == 0:
             pokemon: dict[str, Any] = {"name": "Rattata", "hp": 1} if i % 2 else {"name": "Voltorb"}
         else:
-            pokemon = {"name": "Pidgey", "catch_rate": 255, "level": 20, "hp": 10}
+            pokemon = EASY
         sagas.append(start_event(f"bench-{run}-{i}", trainer, pokemon, source="pokesaga/bench"))
     return sagas
 
 
-async def drive(bootstrap: str, sagas: list[Envelope], options: Options) -> Run:
-    """Publish at the target concurrency (or rate); time every saga from publish to outcome."""
+async def drive(
+    bootstrap: str, sagas: list[Envelope], options: Options, lead: Envelope | None = None, lead_timeout: float = 0
+) -> Run:
+    """Publish at the target concurrency (or rate); time every saga from publish to outcome.
+    ``lead``: one more saga, published before the others and timed apart from them; once the
+    others are done, its outcome is awaited ``lead_timeout`` seconds more at most."""
     result, sent = Run(), {}
+    acks: dict[str, asyncio.Future[Any]] = {}
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
@@ -84,12 +102,24 @@ async def drive(bootstrap: str, sagas: list[Envelope], options: Options) -> Run:
             started = time.perf_counter()
             done = 0
 
+            async def publish(envelope: Envelope) -> None:
+                sent[envelope.sagaid] = time.perf_counter()
+                acks[envelope.sagaid] = await producer.send(
+                    topics.STATUS, envelope.to_json(), key=envelope.sagaid.encode()
+                )
+
             async def send(count: int) -> None:
                 for _ in range(min(count, len(pending))):
-                    envelope = pending.pop()
-                    sent[envelope.sagaid] = time.perf_counter()
-                    await producer.send(topics.STATUS, envelope.to_json(), key=envelope.sagaid.encode())
+                    await publish(pending.pop())
 
+            def lead_done(outcome: Outcome) -> bool:
+                if lead is None or outcome.saga_id != lead.sagaid or result.lead is not None:
+                    return False
+                result.lead, result.lead_latency = outcome, time.perf_counter() - sent[lead.sagaid]
+                return True
+
+            if lead is not None:
+                await publish(lead)
             if options.rate is None:
                 await send(options.concurrency or 200)
             next_tick = time.perf_counter()
@@ -100,8 +130,11 @@ async def drive(bootstrap: str, sagas: list[Envelope], options: Options) -> Run:
                     await send(due)
                     next_tick += 0.005
                 for outcome in await watcher.poll(timeout_ms=5):
+                    if lead_done(outcome):
+                        continue
                     if outcome.saga_id in sent and outcome.saga_id not in result.outcomes:
-                        result.latencies.append(time.perf_counter() - sent[outcome.saga_id])
+                        result.latency_of[outcome.saga_id] = time.perf_counter() - sent[outcome.saga_id]
+                        result.latencies.append(result.latency_of[outcome.saga_id])
                         result.outcomes[outcome.saga_id] = 1
                         done += 1
                         if options.rate is None:
@@ -109,11 +142,24 @@ async def drive(bootstrap: str, sagas: list[Envelope], options: Options) -> Run:
                 if time.perf_counter() - started > 600:
                     raise TimeoutError(f"only {done} of {len(sagas)} sagas reached an outcome in 600s")
             result.elapsed = time.perf_counter() - started
-            types: Counter[str] = Counter(o[0].type for s, o in watcher.outcomes.items() if s in sent)
+            waiting_until = time.perf_counter() + lead_timeout
+            while lead is not None and result.lead is None and time.perf_counter() < waiting_until:
+                for outcome in await watcher.poll(timeout_ms=50):
+                    lead_done(outcome)
+            others = {s.sagaid for s in sagas}
+            types: Counter[str] = Counter(o[0].type for s, o in watcher.outcomes.items() if s in others)
             result.outcomes = types
+        result.partition_of = {saga: (await ack).partition for saga, ack in acks.items()}
     finally:
         await producer.stop()
     return result
+
+
+def e2e_figures(latencies: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of publish-to-outcome latencies, in milliseconds."""
+    return {q: round(1000 * quantile(latencies, v), 1) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))} | {
+        "max": round(1000 * max(latencies, default=0.0), 1)
+    }
 
 
 def scrape(port: int) -> dict[str, dict[str, Any]]:
@@ -182,8 +228,12 @@ async def _wait_stable(bootstrap: str, groups: dict[str, list[str]], timeout: fl
         await asyncio.sleep(0.2)
 
 
-async def measure(settings: Settings, options: Options, null_relay: bool, data: Path) -> dict[str, Any]:
-    """One topology (the services, or the null relay) under the load of ``options``."""
+@contextlib.asynccontextmanager
+async def topology(
+    settings: Settings, options: Options, null_relay: bool, data: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[list[tuple[ServiceProcess, int]]]:
+    """The services (or the null relay) running, ``options.instances`` processes each, in their
+    consumer groups; yields each process with its metrics port, and stops them all after."""
     bootstrap = settings.bootstrap
     replication = settings.replication_factor
     await kafka.ensure_topics(bootstrap, CAPTURE.all_topics(), options.partitions, replication=replication)
@@ -196,26 +246,32 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
                 # New databases on a broker that may hold earlier traffic: measured as a fresh
                 # deployment, not as a rebuild of what was there.
                 env = {"POKESAGA_METRICS_PORT": str(port), "POKESAGA_REBUILD_NEW_DATABASES": "false"}
-                process = ServiceProcess(target, settings, data / "logs", extra_env=env)
+                process = ServiceProcess(target, settings, data / "logs", extra_env=env | (extra_env or {}))
                 process.log_path = data / "logs" / f"{target}-{n}.log"
                 processes.append((process, port))
                 process.start()
         await _wait_stable(bootstrap, RELAY_GROUPS if null_relay else GROUP_TOPICS)
+        yield processes
+    finally:
+        stop_all([p for p, _ in processes])
+
+
+async def measure(settings: Settings, options: Options, null_relay: bool, data: Path) -> dict[str, Any]:
+    """One topology (the services, or the null relay) under the load of ``options``."""
+    bootstrap = settings.bootstrap
+    async with topology(settings, options, null_relay, data) as processes:
         run_id = str(int(time.time() * 1000))
         if options.warmup:
             await drive(bootstrap, workload(options.warmup, options.failure_mix, f"w{run_id}"), options)
         result = await drive(bootstrap, workload(options.sagas, options.failure_mix, run_id), options)
         per_process = {f"{p.target}#{i}": proc_figures(p) for i, (p, _) in enumerate(processes)}
         steps = {} if null_relay else step_figures([port for _, port in processes])
-    finally:
-        stop_all([p for p, _ in processes])
     lat = result.latencies
     return {
         "topology": "null-relay" if null_relay else "services",
         "sagas": options.sagas,
         "sagas_per_s": round(len(lat) / result.elapsed, 1),
-        "e2e_ms": {q: round(1000 * quantile(lat, v), 1) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
-        | {"max": round(1000 * max(lat), 1)},
+        "e2e_ms": e2e_figures(lat),
         "steps": steps,
         "processes": per_process,
         "outcomes": dict(result.outcomes),
@@ -237,6 +293,10 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
         "failure_mix": options.failure_mix,
     }
     try:
+        if options.stall_one:
+            from devtools.stall import stall_one
+
+            return header | await stall_one(settings, options, data)
         if null_relay:
             return header | await measure(settings, options, True, data)
         figures = header | await measure(settings, options, False, data)

@@ -182,7 +182,7 @@ class BatchProcessor:
         self.outbox = Outbox(outbox_table, participant.name)
         self.parked = Parked(parked_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
-        self.faults = FaultInjector(settings.faults, participant.name)
+        self.faults = FaultInjector(settings.faults, participant.name, stall=settings.stall)
         self.stopping = threading.Event()
         # Set after an error that may mean the database was lost (unavailable, or the optimistic
         # pass failing, a new connection): the next transaction first checks it is still this
@@ -522,7 +522,7 @@ class BatchProcessor:
         return attempt(p, envelope, event, uow)
 
     def _once(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:
-        self.faults.maybe_fail()
+        self.faults.maybe_fail(envelope.sagaid)
         return self.participant.handlers[envelope.type](event, uow)
 
     def _attempt(self, p: _Pass, envelope: Envelope, event: Event, uow: UnitOfWork[Any]) -> Sequence[Event]:

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine import crash
-from engine.retry import CompensationRetryPolicy, RetryPolicy, parse_faults
+from engine.retry import CompensationRetryPolicy, RetryPolicy, parse_faults, parse_stall
 
 
 class Settings(BaseSettings):
@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".pokesaga"), description="Where the SQLite files live.")
     faults: str | None = Field(
         default=None, description='Transient-error injection: "0.3", or "status=0.3,combat.compensations=0.1".'
+    )
+    stall: str | None = Field(
+        default=None,
+        description='One saga stuck on a transient error: "combat=stall-:10" makes combat fail every saga whose id '
+        "starts with stall- for 10 s after its first attempt at it, then succeed. Off by default.",
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Every step's retry policy.")
     step_retry: dict[str, RetryPolicy] = Field(
@@ -134,6 +139,20 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"POKESAGA_FAULTS: {exc}") from None
         return value
+
+    @field_validator("stall")
+    @classmethod
+    def _valid_stall(cls, value: str | None) -> str | None:
+        for participant in parse_stall(value):
+            service = participant.removesuffix(".compensations")
+            if cls.SERVICES and service not in cls.SERVICES:
+                names = [*cls.SERVICES, *(f"{s}.compensations" for s in cls.SERVICES)]
+                close = _did_you_mean(participant, names)
+                raise ValueError(
+                    f"unknown participant {participant!r}{close}; expected one of {', '.join(cls.SERVICES)}"
+                    " (or SERVICE.compensations)"
+                )
+        return value or None
 
     @staticmethod
     def valid_database_url(value: str | None) -> str | None:

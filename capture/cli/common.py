@@ -12,7 +12,7 @@ import re
 import signal
 import socket
 from collections.abc import Coroutine, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -60,6 +60,45 @@ def iso_datetime(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO date-time like 2026-11-23T10:00:00Z, got {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d)")
+DEADLINE_FORMS = "a duration such as 500ms, 30s, 2m, 1h or 1m30s, or an RFC 3339 time such as 2026-11-23T10:00:00Z"
+
+
+def duration(text: str) -> timedelta:
+    """``500ms``, ``30s``, ``2m``, ``1h``, ``1d``, or several of them (``1m30s``), as a timedelta."""
+    compact = text.strip()
+    if not compact or DURATION.sub("", compact):
+        raise ValueError(f"expected {DEADLINE_FORMS}; got {text!r}")
+    seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in DURATION.findall(compact))
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
+
+
+def deadline(text: str) -> datetime:
+    """When a saga must be over: a duration from now, or an RFC 3339 time (UTC if it names no offset)."""
+    now = datetime.now(UTC)
+    try:
+        until = datetime.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            span = duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not span:
+            raise argparse.ArgumentTypeError(f"expected a duration above 0; got {text!r}") from None
+        try:
+            return now + span
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} is too long a duration") from None
+    until = until if until.tzinfo else until.replace(tzinfo=UTC)
+    if until <= now:
+        raise argparse.ArgumentTypeError(f"{text!r} is already past (it is now {now:%Y-%m-%dT%H:%M:%SZ})")
+    return until
 
 
 # The settings a global flag can give, and the flag: an error then names the flag.

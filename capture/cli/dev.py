@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from capture.cli.common import Usage, positive, stop_on_sigterm
-from capture.settings import Settings
+from capture.settings import SERVICES, Settings
 from devtools.broker import LocalKafka, provisioned
 
 
@@ -27,7 +27,7 @@ def add(commands: Any) -> None:
     demo.add_argument("--keep", action="store_true", help="keep the services and the tracker running until Ctrl-C")
 
     bench = commands.add_parser("bench", help="the services under load (and the null-relay ceiling); one JSON line")
-    bench.add_argument("--sagas", type=positive, default=2000, help="sagas to time (default 2000)")
+    bench.add_argument("--sagas", type=positive, help="sagas to time (default 2000; --stall-one: 1000 per run)")
     load = bench.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=positive, default=200, help="sagas in flight (default 200)")
     load.add_argument("--rate", type=float, help="sagas started per second, instead of a concurrency")
@@ -40,6 +40,17 @@ def add(commands: Any) -> None:
     bench.add_argument("--warmup", type=positive, default=100, help="sagas run first and not timed")
     bench.add_argument("--null-relay", action="store_true", help="only the passthrough chain: the ceiling")
     bench.add_argument("--compare-null", action="store_true", help="also the null relay, and the ratio")
+    bench.add_argument(
+        "--stall-one",
+        action="store_true",
+        help="an undisturbed run, then one where one saga's step fails transiently for a while: the others' p99s",
+    )
+    bench.add_argument(
+        "--stall-step", choices=SERVICES, default="combat", help="--stall-one: the step that stalls (combat)"
+    )
+    bench.add_argument(
+        "--stall-seconds", type=float, default=10.0, help="--stall-one: how long it fails, in seconds (10)"
+    )
     bench.add_argument(
         "--failover", action="store_true", help="instead: seconds a stopped instance's partitions stay unowned"
     )
@@ -80,14 +91,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from devtools.bench import Options, run
 
-    stop_on_sigterm()
-
     if args.failover:
         from devtools import failover
 
+        stop_on_sigterm()
         return failover.run(settings, max(1, args.rounds), args.static_membership)
     if not 0 <= args.failure_mix <= 1:
         raise Usage("pokesaga bench: --failure-mix must be within 0..1")
+    if args.stall_one and (args.null_relay or args.compare_null):
+        raise Usage("pokesaga bench: --stall-one runs the services: not with --null-relay or --compare-null")
+    if not 0 < args.stall_seconds < 86400:
+        raise Usage("pokesaga bench: --stall-seconds must be above 0 (and under a day)")
     if args.rate is not None and args.rate <= 0:
         raise Usage("pokesaga bench: --rate must be above 0")
     if args.db == "postgres" and not all(
@@ -95,7 +109,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     ):
         raise Usage("pokesaga bench: --db postgres needs POKESAGA_<SERVICE>_DB_URL set for each of the four services")
     options = Options(
-        sagas=args.sagas,
+        sagas=args.sagas if args.sagas is not None else 1000 if args.stall_one else 2000,
         concurrency=None if args.rate else args.concurrency,
         rate=args.rate,
         partitions=args.bench_partitions or args.partitions or settings.partitions,
@@ -103,7 +117,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         db=args.db,
         failure_mix=args.failure_mix,
         warmup=args.warmup,
+        stall_one=args.stall_one,
+        stall_step=args.stall_step,
+        stall_seconds=args.stall_seconds,
     )
+    stop_on_sigterm()  # once the arguments are known to be good
     return run(settings, options, args.null_relay, args.compare_null)
 
 

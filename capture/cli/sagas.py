@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from capture.cli.common import Parser, Usage, check_databases, positive, with_broker
+from capture.cli.common import Parser, Usage, check_databases, deadline, positive, with_broker
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from contracts import pokedex
@@ -29,6 +29,13 @@ def add(commands: Any) -> None:
     start.add_argument("--lead", default="Pikachu", help="the trainer's lead Pokémon (default Pikachu)")
     start.add_argument("--lead-level", type=positive, default=60)
     start.add_argument("--saga-id", help="default: a new UUID")
+    start.add_argument(
+        "--deadline",
+        type=deadline,
+        metavar="WHEN",
+        help="when the saga must be over: 500ms, 30s, 2m, 1h from now, or an RFC 3339 time; "
+        "a step reached later fails with deadline_exceeded and the saga unwinds",
+    )
     start.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to --wait (default 60)")
 
@@ -53,7 +60,9 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     pokemon = {"name": args.pokemon, "level": args.level, "hp": args.hp, "max_hp": args.max_hp, "status": args.status}
     trainer = {"name": args.trainer, "lead": {"name": args.lead, "level": args.lead_level}}
     try:
-        envelope = start_event(args.saga_id, trainer, {k: v for k, v in pokemon.items() if v is not None})
+        envelope = start_event(
+            args.saga_id, trainer, {k: v for k, v in pokemon.items() if v is not None}, deadline=args.deadline
+        )
     except ValidationError as exc:
         raise Usage(f"pokesaga start: {exc.errors()[0]['msg']}") from None
     settings = with_broker(settings, "start")

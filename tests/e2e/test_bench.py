@@ -30,3 +30,30 @@ def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str, 
     assert set(figures["steps"]) >= {"status", "combat", "pokeball", "delivery"}
     assert {"schedule_to_start_mean_ms", "execution_mean_ms"} <= set(figures["steps"]["pokeball"])
     assert len(figures["processes"]) == 4 and all(p["rss_mb"] > 0 for p in figures["processes"].values())
+
+
+def test_the_stall_one_scenario_prints_both_runs_the_ratio_and_the_stalled_saga(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = databases.with_databases(Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path), "stall")
+    args = ["bench", "--stall-one", "--sagas", "30", "--concurrency", "10", "--warmup", "0", "--stall-seconds", "2"]
+    args += ["--db", "postgres" if databases.BACKEND == "postgresql" else "sqlite"]
+    done = subprocess.run(
+        [sys.executable, "-m", "capture.cli", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.strip().splitlines()
+    figures = json.loads(line)
+    assert figures["scenario"] == "stall-one" and figures["step"] == "combat" and figures["stall_s"] == 2
+    for run in (figures["undisturbed"], figures["stalled"]):
+        assert run["sagas"] == 30 and run["outcomes"] == {"PokemonDelivered": 30}
+        assert set(run["e2e_ms"]) == {"p50", "p95", "p99", "max"}
+    assert 0 <= figures["stalled"]["same_partition"]["sagas"] <= 30
+    assert figures["p99_ratio"] > 0
+    stalled = figures["stalled_saga"]
+    assert stalled["saga_id"].startswith("stall-") and stalled["outcome"] == "PokemonDelivered"
+    assert stalled["finished_after_s"] > 0 and stalled["partition"] in range(3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from capture.settings import Settings
@@ -120,3 +121,25 @@ def test_a_saga_can_be_started_and_awaited_from_the_cli(running: Settings) -> No
     assert outcome == "CaptureFailed: electric_type_immune at status; undone: nothing"
     shown = json.loads(pokesaga(running, "inspect", "saga", saga_id, "--json").stdout)
     assert shown["status"]["outcome"] == "failed:electric_type_immune" and shown["combat"] is None
+
+
+async def test_a_deadline_given_to_the_cli_is_on_the_start_event(running: Settings) -> None:
+    saga = f"deadline-{uuid.uuid4()}"
+    async with TopicWatcher(running.bootstrap, topics.STATUS) as started:
+        before = datetime.now(UTC)
+        done = pokesaga(running, "start", "--saga-id", saga, "--deadline", "2m", "--pokemon", "Caterpie", "--hp", "5")
+        after = datetime.now(UTC)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == saga
+        await started.wait_for([saga], timeout=30)
+    (record,) = [r for r in started.records if r.key == saga.encode()]
+    document = json.loads(record.value or b"")
+    deadline = datetime.fromisoformat(document["sagadeadline"])
+    assert before + timedelta(minutes=2) <= deadline <= after + timedelta(minutes=2)
+    assert document["type"] == "PokemonEncountered" and document["sagaid"] == saga
+
+
+def test_a_saga_started_with_a_deadline_far_off_runs_as_any_other(running: Settings) -> None:
+    done = pokesaga(running, "start", "--pokemon", "Pikachu", "--deadline", "1h", "--wait", "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[1] == "CaptureFailed: electric_type_immune at status; undone: nothing"

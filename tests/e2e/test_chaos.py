@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
@@ -52,6 +53,7 @@ def sagas(run: str, rng: random.Random, count: int = SAGAS) -> list[Envelope]:
     return mixed
 
 
+Figures = Counter[str]
 Disruptor = Callable[[Cluster, random.Random, asyncio.Event, Counter[str]], Awaitable[None]]
 FollowUp = Callable[[Cluster, Counter[str]], Awaitable[None]]  # run while the services still run
 
@@ -112,9 +114,10 @@ def check_invariants(settings: Settings, outcomes: dict[str, dict[str, str]], wa
     broken["status not restored exactly"] = len(
         rows(settings, "status", "select 1 from statuses where outcome = 'restored' and status != previous_status")
     )
-    # Nothing stuck in an outbox.
+    # Nothing stuck in an outbox, nothing left parked.
     for service in ("status", "combat", "pokeball", "delivery"):
         broken["records stuck in an outbox"] += rows(settings, service, "select count(*) from outbox")[0][0]
+        broken["records left parked"] += rows(settings, service, "select count(*) from parked")[0][0]
     return dict(broken)
 
 
@@ -170,6 +173,7 @@ def run_under(
     count: int = SAGAS,
     pace: float = 0.5,
     then: FollowUp | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Counter[str]:
     """Run ``count`` sagas of the mix, a wave of 25 every ``pace`` seconds, while ``disrupt``
     runs; then ``then``, before the services stop; check the invariants; return the figures."""
@@ -180,6 +184,7 @@ def run_under(
         "POKESAGA_STARTER_BALLS": str(STARTER_BALLS),
         "POKESAGA_PARTY_SIZE": str(PARTY),
         "POKESAGA_PC_CAPACITY": str(PC),
+        **(extra_env or {}),
     }
     figures: Counter[str] = Counter()
     started = time.monotonic()
@@ -218,6 +223,26 @@ def test_sigkill_anywhere_loses_nothing_and_duplicates_nothing(
 ) -> None:
     figures = run_under(monkey, f"chaos round {round_}", tmp_path, kafka_bootstrap, seed=round_)
     assert figures["kills"] > 0
+
+
+@pytest.mark.slow
+def test_sigkill_while_records_wait_to_be_retried_loses_nothing_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Every participant fails a third of its tries (transient, injected), so records are parked to
+    be retried all the time, by two instances of pokeball and of delivery sharing them, while
+    processes are SIGKILLed and restarted: every saga ends once, no effect is applied twice."""
+
+    async def retried_and_chaos(running: Cluster, rng: random.Random, stop: asyncio.Event, figures: Figures) -> None:
+        async with TopicWatcher(running.settings.bootstrap, CAPTURE.retries_topic) as notices:
+            await monkey(running, rng, stop, figures)
+            await stop.wait()
+            mine = [r for r in await notices.drain() if json.loads(r.value)["sagaid"].startswith("chaos-")]
+            figures["retry notices"] = len(mine)
+
+    faults = {"POKESAGA_FAULTS": "0.3", "POKESAGA_RETRY": json.dumps({"maximum_attempts": 8, "maximum_interval": 0.5})}
+    figures = run_under(retried_and_chaos, "chaos with retries", tmp_path, kafka_bootstrap, seed=7, extra_env=faults)
+    assert figures["kills"] > 0 and figures["retry notices"] > 0
 
 
 def test_a_rolling_restart_of_every_service_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from capture.cli import main
+from capture.cli.common import deadline, duration
 from capture.settings import Settings
+from capture.starter import start_event
 from engine import crash, health
 from engine.health import PortUnavailable
 
@@ -21,6 +25,13 @@ from engine.health import PortUnavailable
         (["start", "--pokemon", "Mew", "--trainer", "Sacha", "--level", "abc"], "whole number"),
         (["start", "--pokemon", "Mew", "--trainer", "Sacha", "--level", "101"], "less than or equal to 100"),
         (["start", "--pokemon", "Mew", "--trainer", ""], "at least 1 character"),
+        (["start", "--deadline", "30x"], "argument --deadline: expected a duration such as 500ms, 30s"),
+        (["start", "--deadline", "30"], "or an RFC 3339 time"),
+        (["start", "--deadline", "0s"], "expected a duration above 0"),
+        (["start", "--deadline", "2020-01-01T00:00:00Z"], "'2020-01-01T00:00:00Z' is already past"),
+        (["start", "--deadline", f"{10**30}d"], "too long a duration"),
+        (["bench", "--stall-one", "--null-relay"], "--stall-one runs the services"),
+        (["bench", "--stall-one", "--stall-seconds", "0"], "--stall-seconds must be above 0"),
         (["run", "pikachu"], "unknown service"),
         (["inspect", "gym", "x"], "invalid choice"),
         (["kafka", "restart"], "invalid choice"),
@@ -45,6 +56,8 @@ def test_a_wrong_argument_gets_a_one_line_error(
         ("POKESAGA_STATUS_DB_URL", "postgres:/nohost", "POKESAGA_STATUS_DB_URL: could not parse 'postgres:/nohost'"),
         ("POKESAGA_COMPENSATION_RETRY", '{"maximum_attempts": }', "POKESAGA_COMPENSATION_RETRY: not valid JSON"),
         ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092,", "KAFKA_BOOTSTRAP_SERVERS: expected host:port"),
+        ("POKESAGA_STALL", "combat=stall-", "POKESAGA_STALL: expected PARTICIPANT=SAGA_ID_PREFIX:SECONDS"),
+        ("POKESAGA_STALL", "combt=stall-:10", "POKESAGA_STALL: unknown participant 'combt' (did you mean 'combat'?)"),
     ],
 )
 def test_a_bad_setting_in_the_environment_gets_a_one_line_error(
@@ -92,3 +105,30 @@ def test_the_metrics_server_names_its_setting_when_the_port_is_taken() -> None:
 def test_inspecting_an_unknown_trainer_shows_empty_state(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data-dir", str(tmp_path), "inspect", "trainer", "Nobody", "--json"]) == 0
     assert '"trainer": "Nobody"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("2m", 120), ("1h", 3600), ("1d", 86400), ("1m30s", 90), ("1.5s", 1.5)],
+)
+def test_a_duration_takes_a_unit_and_may_chain_them(text: str, seconds: float) -> None:
+    assert duration(text) == timedelta(seconds=seconds)
+
+
+def test_a_deadline_is_a_duration_from_now() -> None:
+    before = datetime.now(UTC)
+    until = deadline("30s")
+    assert before + timedelta(seconds=30) <= until <= datetime.now(UTC) + timedelta(seconds=30)
+    assert until.tzinfo is not None
+
+
+def test_a_deadline_may_be_an_rfc3339_time_and_without_an_offset_is_utc() -> None:
+    assert deadline("2099-01-01T10:00:00+02:00") == datetime(2099, 1, 1, 8, tzinfo=UTC)
+    assert deadline("2099-01-01T10:00:00") == datetime(2099, 1, 1, 10, tzinfo=UTC)
+
+
+def test_the_start_event_carries_its_deadline_as_an_rfc3339_extension() -> None:
+    until = datetime(2099, 1, 1, 10, 0, 30, 500000, tzinfo=UTC)
+    document = json.loads(start_event("s-1", {"name": "Sacha"}, {"name": "Pidgey"}, deadline=until).to_json())
+    assert document["sagadeadline"] == "2099-01-01T10:00:30.500000Z"
+    assert "sagadeadline" not in json.loads(start_event("s-2", {"name": "Sacha"}, {"name": "Pidgey"}).to_json())

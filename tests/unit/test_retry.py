@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from capture.settings import Settings
-from engine.retry import FaultInjector, RetryPolicy, TransientFault, parse_faults
+from engine.retry import FaultInjector, RetryPolicy, Stall, TransientFault, parse_faults, parse_stall
 
 
 def test_backoff_grows_by_the_coefficient_up_to_the_maximum_interval() -> None:
@@ -66,3 +66,100 @@ def test_an_injected_fault_fires_at_its_probability() -> None:
         except TransientFault:
             fired += 1
     assert 2700 < fired < 3300
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def attempt(injector: FaultInjector, saga_id: str | None) -> bool:
+    """True when the attempt went through, False when it raised the injected fault."""
+    try:
+        injector.maybe_fail(saga_id)
+    except TransientFault:
+        return False
+    return True
+
+
+def test_a_stalled_saga_fails_for_its_seconds_after_the_first_attempt_then_succeeds() -> None:
+    clock = Clock()
+    injector = FaultInjector(None, "combat", stall="combat=stall-:10", clock=clock)
+    clock.now += 100  # the injector was built long before: the clock starts at the first attempt
+    assert not attempt(injector, "stall-1")
+    clock.now += 9.9
+    assert not attempt(injector, "stall-1")
+    clock.now += 0.1
+    assert attempt(injector, "stall-1")
+    assert attempt(injector, "stall-1")  # and from then on
+
+
+def test_each_stalled_saga_counts_from_its_own_first_attempt() -> None:
+    clock = Clock()
+    injector = FaultInjector(None, "combat", stall="combat=stall-:10", clock=clock)
+    assert not attempt(injector, "stall-a")
+    clock.now += 6
+    assert not attempt(injector, "stall-b")
+    clock.now += 5
+    assert attempt(injector, "stall-a") and not attempt(injector, "stall-b")
+    clock.now += 5
+    assert attempt(injector, "stall-b")
+
+
+def test_a_stall_spares_other_sagas_other_participants_and_an_attempt_without_a_saga_id() -> None:
+    clock = Clock()
+    combat = FaultInjector(None, "combat", stall="combat=stall-:10", clock=clock)
+    assert attempt(combat, "other-stall-1")  # a prefix, not a substring
+    assert attempt(combat, None)
+    assert attempt(combat, "ok-1")
+    assert attempt(combat, "ok-1")
+    assert attempt(FaultInjector(None, "combat.compensations", stall="combat=stall-:10", clock=clock), "stall-1")
+    assert attempt(FaultInjector(None, "status", stall="combat=stall-:10", clock=clock), "stall-1")
+    assert attempt(FaultInjector(None, "combat", clock=clock), "stall-1")
+
+
+def test_a_stall_and_random_faults_combine() -> None:
+    injector = FaultInjector("combat=1", "combat", stall="combat=stall-:10")
+    assert not attempt(injector, "ok-1")  # the random fault, probability 1
+    assert FaultInjector("0", "combat", stall="combat=stall-:10").probability == 0
+
+
+def test_the_stall_setting_names_participants_prefixes_and_seconds() -> None:
+    assert parse_stall("combat=stall-:10") == {"combat": Stall("stall-", 10.0)}
+    assert parse_stall(" combat=a:b:2.5 , delivery.compensations=slow-:0.5") == {
+        "combat": Stall("a:b", 2.5),  # the seconds follow the last colon
+        "delivery.compensations": Stall("slow-", 0.5),
+    }
+    assert parse_stall(None) == parse_stall("") == {}
+    assert Settings(stall="pokeball.compensations=x-:1").stall == "pokeball.compensations=x-:1"
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("combat", "PARTICIPANT=SAGA_ID_PREFIX:SECONDS"),
+        ("combat=stall-", "PARTICIPANT=SAGA_ID_PREFIX:SECONDS"),
+        ("=stall-:10", "PARTICIPANT=SAGA_ID_PREFIX:SECONDS"),
+        ("combat=stall-:ten", "seconds must be a number, got 'ten'"),
+        ("combat=stall-:0", "seconds must be above 0"),
+        ("combat=stall-:nan", "seconds must be above 0"),
+        ("combat=a-:1,combat=b-:2", "named twice"),
+    ],
+)
+def test_a_malformed_stall_is_refused_with_the_expected_form(spec: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        parse_stall(spec)
+    with pytest.raises(ValueError, match=needle):
+        Settings(stall=spec)
+
+
+def test_a_stall_naming_an_unknown_participant_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown participant 'comabt' \(did you mean 'combat'\?\)"):
+        Settings(stall="comabt=stall-:10")
+    with pytest.raises(ValueError, match="unknown participant 'combat.compensation'"):
+        Settings(stall="combat.compensation=stall-:10")
