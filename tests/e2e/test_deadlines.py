@@ -82,4 +82,5 @@ async def test_a_deadline_reached_while_the_step_is_retrying_unwinds_the_saga(la
     unwound(late, outcome, saga)
     assert time.monotonic() - started < 60  # the deadline, not the end of the stall, ended it
     late.stop("combat")
-    late.start("combat")  # as it was, for the next test
+    late.start("combat")  # as it was
+    await late.joined()
