@@ -143,3 +143,14 @@ def test_a_saga_started_with_a_deadline_far_off_runs_as_any_other(running: Setti
     done = pokesaga(running, "start", "--pokemon", "Pikachu", "--deadline", "1h", "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[1] == "CaptureFailed: electric_type_immune at status; undone: nothing"
+
+
+def test_a_saga_started_past_its_deadline_fails_at_the_first_step_with_deadline_exceeded(running: Settings) -> None:
+    done = pokesaga(
+        running, "start", "--pokemon", "Caterpie", "--hp", "5", "--deadline", "1ms", "--wait", "--timeout", "60"
+    )
+    assert done.returncode == 0, done.stderr
+    saga_id, outcome = done.stdout.strip().splitlines()
+    assert outcome == "CaptureFailed: deadline_exceeded at status; undone: nothing"
+    shown = json.loads(pokesaga(running, "inspect", "saga", saga_id, "--json").stdout)
+    assert shown["status"]["outcome"] == "failed:deadline_exceeded" and shown["combat"] is None

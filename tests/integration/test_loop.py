@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from engine import crash, kafka, rebuild, run
 from engine.deadletters import REASON_HEADER
 from engine.participant import Participant
 from engine.rebuild import Rebuild, RebuildState
+from engine.retry import RetryPolicy
 from services.status.tables import statuses
 from tests import databases
 from tests.support import caught_up, eventually
@@ -291,3 +293,61 @@ async def test_a_record_without_a_recorded_decision_waits_for_the_end_of_the_reb
     assert loop.processor.history == {} and not loop.processor.rebuilding
     assert databases.rows(settings, "status", parked, s=saga) == [(0,)]
     assert databases.rows(settings, "status", "select count(*) from rebuild") == [(0,)]
+
+
+async def test_a_failing_record_is_parked_its_offset_committed_and_the_sagas_behind_it_pass(
+    participant: Participant, topic: str, settings: Settings
+) -> None:
+    """One saga's record keeps failing (transient): its offset is committed with its batch, the
+    other sagas on its partition go through, a retry notice says so; released, it is applied once."""
+    nonce = uuid.uuid4().hex[:8]
+    stalled, others = f"stalled-{nonce}", [f"other-{nonce}-{i}" for i in range(10)]
+    release = threading.Event()
+    real = participant.handlers["PokemonEncountered"]
+
+    def handler(event: Any, uow: Any) -> Any:
+        if uow.saga_id == stalled and not release.is_set():
+            raise RuntimeError("not yet")
+        return real(event, uow)
+
+    flaky = dataclasses.replace(participant, handlers={"PokemonEncountered": handler})
+    policy = RetryPolicy(initial_interval=0.05, maximum_interval=0.2, maximum_attempts=0)
+    settings = settings.model_copy(update={"retry": policy})
+    values = [start_event(s, {"name": "Pat"}, {"name": "Eevee"}).to_json() for s in [stalled, *others]]
+    parked = "select count(*) from parked where saga_id = :s"
+    async with (
+        TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream,
+        TopicWatcher(settings.bootstrap, CAPTURE.retries_topic) as notices,
+    ):
+        await produce(settings.bootstrap, topic, *values)  # one key: one partition, the stalled saga first
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.build_loop(CAPTURE, flaky, settings, engine_for("status", settings)).run(stop))
+        await eventually(lambda: caught_up(settings.bootstrap, {flaky.name: [topic]}), what="every offset committed")
+
+        async def the_others_through() -> bool:
+            await downstream.poll()
+            return all(downstream.outcomes.get(o) for o in others)
+
+        await eventually(the_others_through, what="the other sagas past the stalled one")
+        assert stalled not in downstream.outcomes
+        assert databases.rows(settings, "status", parked, s=stalled) == [(1,)]
+
+        async def said() -> bool:
+            await notices.poll()
+            return bool(notices.outcomes.get(stalled))
+
+        await eventually(said, what="a retry notice")
+        release.set()
+
+        async def applied() -> bool:
+            await downstream.poll()
+            return bool(downstream.outcomes.get(stalled))
+
+        await eventually(applied, what="the stalled saga applied once released")
+        stop.set()
+        await task
+        await downstream.drain()
+    assert [o.type for o in downstream.outcomes[stalled]] == ["PokemonParalyzed"]
+    assert databases.rows(settings, "status", parked, s=stalled) == [(0,)]
+    (notice, *_) = notices.outcomes[stalled]
+    assert notice.type == "pokesaga.StepRetrying" and notice.data["participant"] == flaky.name
