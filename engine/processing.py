@@ -329,6 +329,12 @@ class BatchProcessor:
                         f"event id {envelope.id!r} was applied for saga {before[0]!r} ({before[1]}); "
                         f"this record is for saga {envelope.sagaid!r}",
                     )  # fmt: skip
+                elif parked_ids.get(envelope.id, envelope.sagaid) != envelope.sagaid:
+                    item = _reject(
+                        item, "event_id_reused",
+                        f"event id {envelope.id!r} is held for saga {parked_ids[envelope.id]!r}; "
+                        f"this record is for saga {envelope.sagaid!r}",
+                    )  # fmt: skip
                 elif started.get(this, envelope.id) != envelope.id:
                     item = _reject(
                         item, "conflicting_copy",

@@ -412,3 +412,15 @@ def test_a_compensation_is_never_cut_short_by_a_deadline(local_settings: Setting
 
 def outcomes_rows(result: BatchResult) -> list[Any]:
     return [row for row in result.outbox if row.topic != CAPTURE.retries_topic]
+
+
+def test_a_record_reusing_the_id_of_another_sagas_parked_record_is_a_dead_letter(local_settings: Settings) -> None:
+    settings = local_settings.model_copy(update={"retry": UNLIMITED})
+    processor = processor_for("pokeball", settings, PokemonWeakened=ordered([], {"held-1"}))
+    held = weakened("held-1", trainer="Hal")
+    assert processor.process([Rec(held.to_json())]).parked == 1
+    forged = weakened("other-1", trainer="Ozzy").model_copy(update={"id": held.id})
+    result = processor.process([Rec(forged.to_json(), offset=1)])
+    (row,) = outcomes_rows(result)
+    assert dict(row.headers)[REASON_HEADER].startswith("event_id_reused: event id")
+    assert processor.parked.count(processor.engine) == 1 and balls(processor, "Ozzy") is None
