@@ -192,6 +192,8 @@ class ParticipantLoop:
             # A rebalance took the partitions: their new owner gets these records again,
             # and the inbox absorbs them.
             log.warning("%s: offset commit refused (%s); records will be redelivered", self.name, exc)
+        except KafkaError as exc:  # any other refusal: the same, an offset not committed is always safe
+            log.warning("%s: offset commit failed (%r); records will be redelivered", self.name, exc)
 
     def _account(self, result: BatchResult) -> None:
         if result.parked:
