@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select
@@ -462,8 +462,9 @@ class BatchProcessor:
         return None
 
     def _deadline(self, envelope: Envelope) -> float | None:
-        """The saga's deadline (epoch seconds) for a forward step; None for a compensation, or none set."""
-        if self.participant.compensator or envelope.sagadeadline is None:
+        """The saga's deadline (epoch seconds) for a forward step; None for a compensation, for a
+        record with a recorded decision (a rebuild re-applies what was decided in time), or none set."""
+        if self.participant.compensator or envelope.sagadeadline is None or self._recorded(envelope):
             return None
         deadline = envelope.sagadeadline
         if deadline.tzinfo is None:  # a client's time without an offset: UTC, as CloudEvents' time
@@ -523,7 +524,7 @@ class BatchProcessor:
             return [self.participant.on_exhausted(event, uow, gave_up.reason, gave_up.detail)]
         deadline = self._deadline(envelope)
         if deadline is not None and self.participant.on_exhausted is not None and time.time() >= deadline:
-            detail = f"the saga's deadline {_rfc3339(deadline)} had passed"
+            detail = f"the saga's deadline {envelope.sagadeadline.isoformat()} had passed"  # type: ignore[union-attr]
             return [self.participant.on_exhausted(event, uow, "deadline_exceeded", detail)]
         return attempt(p, envelope, event, uow)
 
@@ -667,10 +668,6 @@ def _gave_up(error: Exception, attempts: int | None, retryable: bool = False) ->
         return _GaveUp("event_too_large", str(error))
     tried = f" after {attempts} attempt{'s' * (attempts > 1)}" if attempts else ""
     return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}")
-
-
-def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _key_of(record: Record) -> str:

@@ -19,6 +19,7 @@ from capture.settings import Settings
 from compensations.pokeball import undo_throw
 from contracts import topics
 from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonEncountered, PokemonWeakened
+from engine.codec import decode_envelope
 from engine.deadletters import REASON_HEADER
 from engine.envelope import Envelope, wrap
 from engine.participant import Handler, UnitOfWork
@@ -424,3 +425,25 @@ def test_a_record_reusing_the_id_of_another_sagas_parked_record_is_a_dead_letter
     (row,) = outcomes_rows(result)
     assert dict(row.headers)[REASON_HEADER].startswith("event_id_reused: event id")
     assert processor.parked.count(processor.engine) == 1 and balls(processor, "Ozzy") is None
+
+
+def test_a_rebuild_after_the_deadline_re_applies_the_decision_taken_in_time(
+    local_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rebuilding comes late by nature: a recorded decision wins over the deadline, or the saga
+    would get a second outcome."""
+    first = processor_for("pokeball", local_settings)
+    env = with_deadline(weakened("rb-late-1", trainer="Rue"), 60)
+    (row,) = first.process([Rec(env.to_json())]).outbox
+    recorded = decode_envelope(row.value)
+    assert recorded.type in ("PokemonCaught", "PokemonBrokeFree")
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)  # the rebuild, an hour after the deadline
+    fresh = databases.with_databases(Settings(data_dir=tmp_path / "rebuilt"), f"{tmp_path.name}r")
+    (tmp_path / "rebuilt").mkdir()
+    rebuilt = BatchProcessor(
+        first.participant, CAPTURE.types, engine_for("pokeball", fresh), fresh, history={env.id: [recorded]}
+    )
+    result = rebuilt.process([Rec(env.to_json())])
+    assert result.outbox == [] and result.applied == {"PokemonWeakened": 1}  # re-applied, not re-published
+    assert balls(rebuilt, "Rue") == balls(first, "Rue")
