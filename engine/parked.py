@@ -45,15 +45,17 @@ class ParkedRecord:
 class Parked:
     """One consumer's rows in its service's ``parked`` table."""
 
-    def __init__(self, table: Table, consumer: str) -> None:
+    def __init__(self, table: Table, consumer: str, horizon: float = 86_400) -> None:
         self.table = table
         self.consumer = consumer
+        # No record is put off further than this (the retry policy's longest wait): one due later
+        # than now + horizon was parked before the wall clock stepped back, and is due now.
+        self.horizon = horizon + 1
         t, mine = table, table.c.consumer == bindparam("consumer")
         heads = select(func.min(t.c.id)).where(mine).group_by(t.c.saga_id).scalar_subquery()
         head = t.alias("head")
-        due_heads = select(head.c.saga_id).where(
-            head.c.id.in_(heads), or_(head.c.due_at.is_(None), head.c.due_at <= bindparam("now"))
-        )
+        due_now = _due(head, bindparam("now"), bindparam("horizon"))
+        due_heads = select(head.c.saga_id).where(head.c.id.in_(heads), due_now)
         # The due heads and the records queued behind them, oldest first.
         due = t.c.saga_id.in_(due_heads.scalar_subquery())
         self._due = select(t).where(mine, due).order_by(t.c.id).limit(bindparam("limit"))
@@ -93,8 +95,8 @@ class Parked:
     def due(self, conn: Connection, now: float, limit: int) -> list[ParkedRecord]:
         """Up to ``limit`` records to apply now: each saga's head that is due, and the records
         queued behind it, in arrival order."""
-        rows = conn.execute(self._due, {"consumer": self.consumer, "now": now, "limit": limit})
-        return [_record(row._asdict()) for row in rows]
+        params = {"consumer": self.consumer, "now": now, "horizon": now + self.horizon, "limit": limit}
+        return [_record(row._asdict()) for row in conn.execute(self._due, params)]
 
     def next_due(self, conn: Connection) -> float | None:
         """When the next record waiting to be retried is due; None when none is."""
@@ -102,11 +104,28 @@ class Parked:
         return None if found is None else float(found)
 
     def still_due(self, conn: Connection, ids: Iterable[int], now: float) -> set[int]:
-        """Of ``ids``, the rows still parked and due: under the lock (``lock``), what another
-        instance applied or put off meanwhile is left out."""
-        t = self.table
-        query = select(t.c.id).where(t.c.id.in_(list(ids)), or_(t.c.due_at.is_(None), t.c.due_at <= now))
-        return {row_id for (row_id,) in conn.execute(query)}
+        """Of ``ids`` (read as due, before the lock), those that may be applied now, under the lock
+        (``lock``): rows still parked, of a saga whose head is due, with every row of the saga
+        before them among ``ids`` too. What another instance applied, or put off, meanwhile is
+        left out, and so is every record of its saga behind a head put off: none overtakes it."""
+        t, ids = self.table, set(ids)
+        sagas = select(t.c.saga_id).where(t.c.id.in_(ids)).scalar_subquery()
+        query = (
+            select(t.c.id, t.c.saga_id, _due(t, now, now + self.horizon).label("due"))
+            .where(t.c.consumer == self.consumer, t.c.saga_id.in_(sagas))
+            .order_by(t.c.id)
+        )
+        allowed: set[int] = set()
+        blocked: set[str] = set()
+        seen: set[str] = set()
+        for row_id, saga_id, due in conn.execute(query):
+            first = saga_id not in seen
+            seen.add(saga_id)
+            if saga_id in blocked or row_id not in ids or (first and not due):
+                blocked.add(saga_id)  # its head is not due, or a record before this one is not ours
+                continue
+            allowed.add(row_id)
+        return allowed
 
     def retry_later(self, conn: Connection, row_id: int, attempts: int, due_at: float, error: str) -> None:
         """A parked record failed again: its attempts, when it is next due, the error."""
@@ -130,6 +149,12 @@ class Parked:
         with engine.connect() as conn:
             query = select(func.count()).select_from(self.table).where(self.table.c.consumer == self.consumer)
             return int(conn.execute(query).scalar_one())
+
+
+def _due(t: Any, now: Any, horizon: Any) -> Any:
+    """A row is due: a record waiting behind no retry, one whose next attempt has come, or one
+    put off further than any retry waits (the clock stepped back)."""
+    return or_(t.c.due_at.is_(None), t.c.due_at <= now, t.c.due_at > horizon)
 
 
 def _encode(value: bytes | None) -> str | None:

@@ -180,8 +180,8 @@ class BatchProcessor:
         self.rebuild_table, parked_table = rebuild_tables(participant.metadata)
         self.inbox = inbox.Inbox(inbox_table, participant.name, parked_table)
         self.outbox = Outbox(outbox_table, participant.name)
-        self.parked = Parked(parked_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
+        self.parked = Parked(parked_table, participant.name, self.policy.maximum_interval)
         self.faults = FaultInjector(settings.faults, participant.name, stall=settings.stall)
         self.stopping = threading.Event()
         # Set after an error that may mean the database was lost (unavailable, or the optimistic

@@ -447,3 +447,50 @@ def test_a_rebuild_after_the_deadline_re_applies_the_decision_taken_in_time(
     result = rebuilt.process([Rec(env.to_json())])
     assert result.outbox == [] and result.applied == {"PokemonWeakened": 1}  # re-applied, not re-published
     assert balls(rebuilt, "Rue") == balls(first, "Rue")
+
+
+def test_a_record_waiting_behind_a_head_put_off_by_another_instance_stays_behind_it(
+    local_settings: Settings,
+) -> None:
+    """Two instances read [head, waiting] as due; the first tries the head, which fails again and is
+    put off; the second, with its stale list, must apply neither."""
+    policy = RetryPolicy(initial_interval=0.001, backoff_coefficient=1000, maximum_interval=60, maximum_attempts=0)
+    settings = local_settings.model_copy(update={"retry": policy})
+    log: list[str] = []
+    failing = {"race-s"}
+    handle = ordered(log, failing)
+    one = processor_for("pokeball", settings, PokemonWeakened=handle, PokemonEncountered=handle)
+    two = BatchProcessor(one.participant, CAPTURE.types, engine_for("pokeball", settings), settings)
+    head = weakened("race-s", trainer="Ola")
+    encountered = wrap(PokemonEncountered.model_validate({"trainer": {"name": "Ola"}, "pokemon": {"name": "Caterpie"}}),
+                       saga_id="race-s", source="test", causation_id="e")  # fmt: skip
+    assert one.process([Rec(head.to_json(), offset=0), Rec(encountered.to_json(), offset=1)]).parked == 2
+    deadline = time.monotonic() + 10
+    while not (due := one.parked_records(10)[0]):
+        assert time.monotonic() < deadline
+    stale, _ = two.parked_records(10)
+    assert [r.id for r in due] == [r.id for r in stale] and len(due) == 2
+    one.process(due)  # the head fails again: put off a second; the waiting record kept behind it
+    two.process(stale)
+    assert log == [] and one.parked.count(one.engine) == 2
+    # And alone, as the loop's last resort applies records: the waiting record does not move either.
+    two.process(stale[1:])
+    assert log == []
+    failing.clear()
+    retried(one, BatchResult(), timeout=90)
+    assert log == ["race-s:PokemonWeakened", "race-s:PokemonEncountered"]
+
+
+def test_a_retry_put_off_before_the_clock_stepped_back_is_not_held_up_by_the_step(
+    local_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = local_settings.model_copy(
+        update={"retry": RetryPolicy(initial_interval=0.01, maximum_interval=0.01, maximum_attempts=0)}
+    )
+    processor = processor_for("pokeball", settings, PokemonWeakened=flaky(1, then=throw_pokeball))
+    assert processor.process([Rec(weakened("clk-1", trainer="Cal").to_json())]).parked == 1
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # the wall clock steps back an hour
+    records, _ = processor.parked_records(10)
+    assert len(records) == 1  # due now, not in an hour
+    assert outcomes(processor.process(records)) in (["PokemonCaught"], ["PokemonBrokeFree"])
