@@ -94,7 +94,7 @@ class ParticipantLoop:
                         await self.handle(batch)
                     await self._between_batches()
             except Interrupted:
-                log.info("%s: stopped while retrying; the batch will be redelivered", self.name)
+                log.info("%s: stopped while waiting for its database; the batch will be redelivered", self.name)
             finally:
                 for task in (watcher, pruner, flusher):
                     task.cancel()
