@@ -16,14 +16,17 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DAY = 86_400.0  # the longest wait a policy may ask for
+MAX_ATTEMPTS = 10**9  # beyond any policy (0 is unlimited)
+
 
 class RetryPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
-    initial_interval: float = Field(default=0.05, gt=0, description="Seconds before the first retry.")
-    backoff_coefficient: float = Field(default=2.0, ge=1)
-    maximum_interval: float = Field(default=2.0, gt=0)
-    maximum_attempts: int = Field(default=5, ge=0, description="0: unlimited.")
+    initial_interval: float = Field(default=0.05, gt=0, le=DAY, description="Seconds before the first retry.")
+    backoff_coefficient: float = Field(default=2.0, ge=1, le=1000)
+    maximum_interval: float = Field(default=2.0, gt=0, le=DAY, description="The longest wait: at most a day.")
+    maximum_attempts: int = Field(default=5, ge=0, le=MAX_ATTEMPTS, description="0: unlimited.")
     non_retryable_error_types: tuple[str, ...] = ()
 
     def delays(self) -> Iterator[float]:
@@ -52,7 +55,7 @@ class RetryPolicy(BaseModel):
 class CompensationRetryPolicy(RetryPolicy):
     """A compensation never gives up on a transient error; the database refusing the change is final."""
 
-    maximum_attempts: int = Field(default=0, ge=0, description="0: unlimited.")
+    maximum_attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS, description="0: unlimited.")
     non_retryable_error_types: tuple[str, ...] = ("IntegrityError", "DataError", "ProgrammingError")
 
 

@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from capture.settings import Settings
@@ -163,3 +164,26 @@ def test_a_stall_naming_an_unknown_participant_is_refused() -> None:
         Settings(stall="comabt=stall-:10")
     with pytest.raises(ValueError, match="unknown participant 'combat.compensation'"):
         Settings(stall="combat.compensation=stall-:10")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"initial_interval": float("inf")},
+        {"maximum_interval": float("nan")},
+        {"maximum_interval": 1e12},  # a retry in 30,000 years
+        {"initial_interval": 86_401},
+        {"backoff_coefficient": 1e10},
+        {"maximum_attempts": 10**30},
+    ],
+)
+def test_a_policy_beyond_any_sane_bound_is_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(ValidationError):
+        RetryPolicy(**fields)
+
+
+def test_the_waits_grow_to_the_maximum_and_end_with_the_attempts() -> None:
+    policy = RetryPolicy(initial_interval=0.05, backoff_coefficient=2, maximum_interval=0.3, maximum_attempts=6)
+    assert [policy.delay_after(n) for n in range(1, 7)] == [0.05, 0.1, 0.2, 0.3, 0.3, None]
+    unlimited = RetryPolicy(maximum_attempts=0, backoff_coefficient=1000, maximum_interval=86_400)
+    assert unlimited.delay_after(10**9) == 86_400  # no overflow, however long it has failed
