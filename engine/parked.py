@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, or_, select, text, update
 
+from engine.codec import BadRecord, decode_envelope
 from engine.envelope import Envelope
 from engine.kafka import Record
 
@@ -97,6 +98,18 @@ class Parked:
         queued behind it, in arrival order."""
         params = {"consumer": self.consumer, "now": now, "horizon": now + self.horizon, "limit": limit}
         return [_record(row._asdict()) for row in conn.execute(self._due, params)]
+
+    def types(self, conn: Connection, event_ids: Iterable[str]) -> dict[str, str]:
+        """The event type of each of these parked records (read from the record kept)."""
+        t = self.table
+        query = select(t.c.event_id, t.c.value).where(t.c.consumer == self.consumer, t.c.event_id.in_(list(event_ids)))
+        found = {}
+        for event_id, value in conn.execute(query):
+            try:
+                found[event_id] = decode_envelope(value).type
+            except BadRecord:  # parked as it was read, so readable; if not, it matches no type
+                found[event_id] = "?"
+        return found
 
     def next_due(self, conn: Connection) -> float | None:
         """When the next record waiting to be retried is due; None when none is."""

@@ -298,20 +298,20 @@ class BatchProcessor:
     def _plan(self, conn: Connection, items: list[_Item]) -> list[_Item]:
         """Turn ``apply`` into ``duplicate`` or ``reject`` where the inbox says so, in batch order."""
         envelopes = [item.envelope for item in items if item.envelope is not None]
-        seen: dict[str, tuple[str, str]] = {}  # event id -> (saga id, type)
+        seen: dict[str, tuple[str, str]] = {}  # event id -> (saga id, type), applied or parked
         started: dict[tuple[str, str], str] = {}  # (saga id, type) -> event id
-        parked_ids: dict[str, str] = {}  # event id -> saga id, of the records parked
         parked_sagas: set[str] = set()  # sagas with a record parked: later ones wait behind it
         unparking = {item.envelope.id for item in items if item.envelope and isinstance(item.record, ParkedRecord)}
         if envelopes:
-            for event_id, saga_id, type_ in self.inbox.applied(
-                conn, (e.id for e in envelopes), (e.sagaid for e in envelopes)
-            ):
+            found = self.inbox.applied(conn, (e.id for e in envelopes), (e.sagaid for e in envelopes))
+            held = [event_id for event_id, _, type_ in found if type_ == inbox.PARKED and event_id not in unparking]
+            held_types = self.parked.types(conn, held) if held else {}
+            for event_id, saga_id, type_ in found:
                 if type_ == inbox.PARKED:
-                    if event_id not in unparking:  # a record parked is at the head of its saga's queue
-                        parked_ids[event_id] = saga_id
-                        parked_sagas.add(saga_id)
-                    continue
+                    if event_id in unparking:
+                        continue
+                    parked_sagas.add(saga_id)  # a record parked is at the head of its saga's queue
+                    type_ = held_types.get(event_id, type_)  # as good as applied: a copy is refused
                 seen[event_id] = (saga_id, type_)
                 if type_ != inbox.DEAD_LETTER:
                     started[(saga_id, type_)] = event_id
@@ -321,19 +321,13 @@ class BatchProcessor:
             if item.action == "apply" and envelope is not None:
                 this = (envelope.sagaid, envelope.type)
                 before = seen.get(envelope.id)
-                if before == this or parked_ids.get(envelope.id) == envelope.sagaid:
+                if before == this:
                     item = _Item(item.record, "duplicate")
                 elif before is not None:
                     item = _reject(
                         item, "event_id_reused",
-                        f"event id {envelope.id!r} was applied for saga {before[0]!r} ({before[1]}); "
-                        f"this record is for saga {envelope.sagaid!r}",
-                    )  # fmt: skip
-                elif parked_ids.get(envelope.id, envelope.sagaid) != envelope.sagaid:
-                    item = _reject(
-                        item, "event_id_reused",
-                        f"event id {envelope.id!r} is held for saga {parked_ids[envelope.id]!r}; "
-                        f"this record is for saga {envelope.sagaid!r}",
+                        f"event id {envelope.id!r} was taken for saga {before[0]!r} ({before[1]}); "
+                        f"this record is for saga {envelope.sagaid!r} ({envelope.type})",
                     )  # fmt: skip
                 elif started.get(this, envelope.id) != envelope.id:
                     item = _reject(
@@ -346,8 +340,9 @@ class BatchProcessor:
                 ):
                     reason = WAITING if envelope.sagaid in parked_sagas else REBUILDING
                     item = _Item(item.record, "park", envelope, item.event, reason=reason)
-                    parked_ids[envelope.id] = envelope.sagaid
                     parked_sagas.add(envelope.sagaid)
+                    seen[envelope.id] = this
+                    started[this] = envelope.id
                 else:
                     seen[envelope.id] = this
                     started[this] = envelope.id

@@ -494,3 +494,22 @@ def test_a_retry_put_off_before_the_clock_stepped_back_is_not_held_up_by_the_ste
     records, _ = processor.parked_records(10)
     assert len(records) == 1  # due now, not in an hour
     assert outcomes(processor.process(records)) in (["PokemonCaught"], ["PokemonBrokeFree"])
+
+
+def test_copies_of_a_parked_record_are_refused_as_if_it_were_applied(local_settings: Settings) -> None:
+    """While a saga's record is parked, a client's copies of it under new ids, or another event
+    reusing its id, are dead letters: the parked table cannot be flooded, nothing is dropped."""
+    settings = local_settings.model_copy(update={"retry": UNLIMITED})
+    handle = ordered([], {"flood-1"})
+    processor = processor_for("pokeball", settings, PokemonWeakened=handle, PokemonEncountered=handle)
+    held = weakened("flood-1", trainer="Flo")
+    assert processor.process([Rec(held.to_json())]).parked == 1
+    copies = [held.model_copy(update={"id": f"copy-{n}"}) for n in range(50)]
+    reused = wrap(PokemonEncountered.model_validate({"trainer": {"name": "Flo"}, "pokemon": {"name": "Caterpie"}}),
+                  saga_id="flood-1", source="test", causation_id="x", event_id=held.id)  # fmt: skip
+    result = processor.process([Rec(c.to_json(), offset=n + 1) for n, c in enumerate(copies)] + [Rec(reused.to_json())])
+    reasons = [dict(row.headers)[REASON_HEADER].split(":")[0] for row in outcomes_rows(result)]
+    assert reasons == ["conflicting_copy"] * 50 + ["event_id_reused"]
+    assert processor.parked.count(processor.engine) == 1 and result.duplicates == 0
+    again = processor.process([Rec(held.to_json(), offset=99)])
+    assert again.duplicates == 1 and again.outbox == []  # the same record again: a duplicate
