@@ -326,8 +326,8 @@ class BatchProcessor:
                 elif before is not None:
                     item = _reject(
                         item, "event_id_reused",
-                        f"event id {envelope.id!r} was taken for saga {before[0]!r} ({before[1]}); "
-                        f"this record is for saga {envelope.sagaid!r} ({envelope.type})",
+                        f"event id {envelope.id!r} was applied for saga {before[0]!r} ({before[1]}); "
+                        f"this record is for saga {envelope.sagaid!r}",
                     )  # fmt: skip
                 elif started.get(this, envelope.id) != envelope.id:
                     item = _reject(
