@@ -6,6 +6,7 @@ the id of everything that follows, so reprocessing the same input yields the sam
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ NAMESPACE = uuid.UUID("5a6a0b55-2f0e-4c39-9a0e-7d3b6b1e0c61")
 
 
 Id = Annotated[str, bounded(200, min_length=1)]
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
 def _rfc3339(value: Any) -> Any:
@@ -28,6 +30,13 @@ def _rfc3339(value: Any) -> Any:
     if value is None or isinstance(value, str | datetime):
         return value
     raise ValueError("time must be an RFC 3339 date-time string")
+
+
+def _deadline(value: Any) -> Any:
+    # A deadline is an RFC 3339 date-time, nothing pydantic would also take (a number, a date alone).
+    if value is None or isinstance(value, datetime) or (isinstance(value, str) and _DATE_TIME.fullmatch(value)):
+        return value
+    raise ValueError("sagadeadline must be an RFC 3339 date-time, e.g. 2026-11-23T10:00:30Z")
 
 
 class Envelope(BaseModel):
@@ -45,7 +54,7 @@ class Envelope(BaseModel):
     sagaid: Id = Field(description="The saga id; also the record key.")
     causationid: Id | None = Field(default=None, description="Id of the event that caused this one.")
     dataversion: int = Field(default=DATA_VERSION, ge=1, le=1000)
-    sagadeadline: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
+    sagadeadline: Annotated[datetime | None, BeforeValidator(_deadline)] = Field(
         default=None, description="When the saga must be over (RFC 3339); passed on by every step."
     )
     data: dict[str, Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -513,3 +514,23 @@ def test_copies_of_a_parked_record_are_refused_as_if_it_were_applied(local_setti
     assert processor.parked.count(processor.engine) == 1 and result.duplicates == 0
     again = processor.process([Rec(held.to_json(), offset=99)])
     assert again.duplicates == 1 and again.outbox == []  # the same record again: a duplicate
+
+
+@pytest.mark.parametrize("value", ["1700000000", "2020-01-01", "0", "x" * 10_000, 12, True, [], {"at": 1}])
+def test_a_deadline_that_is_no_rfc_3339_date_time_is_a_dead_letter(pokeball: BatchProcessor, value: Any) -> None:
+    doc = json.loads(weakened(f"bad-deadline-{uuid.uuid4().hex[:6]}").to_json())
+    doc["sagadeadline"] = value
+    (row,) = pokeball.process([Rec(json.dumps(doc).encode())]).outbox
+    assert row.topic == topics.dead_letters(topics.POKEBALL)
+    assert "sagadeadline" in dict(row.headers)[REASON_HEADER]
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2020-01-01T00:00:00"])
+def test_a_deadline_at_the_ends_of_time_is_taken_as_written(pokeball: BatchProcessor, value: str) -> None:
+    doc = json.loads(weakened(f"edge-deadline-{uuid.uuid4().hex[:6]}").to_json())
+    doc["sagadeadline"] = value
+    (row,) = pokeball.process([Rec(json.dumps(doc).encode())]).outbox
+    published = json.loads(row.value)
+    assert row.topic != topics.dead_letters(topics.POKEBALL)
+    passed = value.startswith("9999")
+    assert (published["data"].get("reason") != "deadline_exceeded") is passed
