@@ -28,11 +28,14 @@ from engine.codec import BadRecord, decode_envelope
 from engine.db import rebuild_tables
 from engine.envelope import Envelope
 from engine.events import bounded
+from engine.retry import DAY, MAX_ATTEMPTS
 from engine.text import printable
 
 MAX_ERROR = 500  # what a participant keeps of an error (the parked table's column, a notice's field)
 MAX_TYPE = 100  # an envelope's type
-MAX_ATTEMPTS = 10**9  # beyond any policy: a number bigger than this is someone writing nonsense
+# A notice claims no more than a retry policy allows (engine.retry.MAX_ATTEMPTS and DAY): the
+# reader refuses more attempts, and believes a next attempt no later than MAX_WAIT after it read it.
+MAX_WAIT = DAY
 
 
 class NoticeData(BaseModel):

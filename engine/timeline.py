@@ -17,7 +17,12 @@ says a participant failed to apply a record (its ``causation``) ``attempt`` time
 again at ``next_attempt_at``. A timeline keeps the latest notice of each participant, ``{"id",
 "causation", "participant", "event_type", "attempt", "maximum_attempts", "next_attempt_at",
 "error", "time", "seen_at"}``; a saga with no outcome whose latest notice is about the event it
-waits on (no later event has come from that participant) is ``retrying``.
+waits on (no later event has come from that participant) is ``retrying``, until ``stuck_after``
+past the next attempt the notice announces. Any client can write a notice, so what it claims is
+bounded by what a participant could say: the latest notice is the one announcing the later
+attempt at a record (then the one read later), never the one claiming the later time, and a next
+attempt is believed no later than a retry policy's longest wait (``MAX_WAIT``) after the tracker
+read it.
 
 Any client can write anything to a saga topic, so both ends are total. ``parse`` places a
 record only if the services would take it (the same envelope and event rules, the event's own
@@ -37,7 +42,7 @@ from typing import Any
 
 from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.envelope import Envelope
-from engine.retrying import notice_data
+from engine.retrying import MAX_ATTEMPTS, MAX_WAIT, notice_data
 from engine.retrynotice import TYPE as NOTICE
 from engine.saga import Saga
 from engine.unreadable import unreadable_reason
@@ -274,7 +279,7 @@ class Timelines:
         """Add ``entry`` (from ``parse``) to ``timeline`` (from ``new`` or ``restore``) in causal order.
 
         False when that event was there already; NotAnEvent when the timeline is full. A retry
-        notice is kept if it is its participant's latest (see ``_latest``); False if not."""
+        notice is kept if it is its participant's latest (see ``_supersedes``); False if not."""
         if entry["type"] == NOTICE:
             return self._add_notice(timeline, entry, seen_at)
         events: list[dict[str, Any]] = timeline["events"]
@@ -298,7 +303,7 @@ class Timelines:
         notice = {field: entry[field] for field in _NOTICE_FIELDS} | {"seen_at": _seconds(seen_at)}
         retries: dict[str, dict[str, Any]] = timeline["retries"]
         held = retries.get(notice["participant"])
-        if held is not None and (held["id"] == notice["id"] or _latest(held) >= _latest(notice)):
+        if held is not None and (held["id"] == notice["id"] or not _supersedes(notice, held, timeline["events"])):
             return False
         retries[notice["participant"]] = notice
         return True
@@ -316,11 +321,13 @@ class Timelines:
 
     def state(self, timeline: dict[str, Any], now: float, stuck_after: float) -> str:
         """``retrying`` while the participant a saga waits on says it will try again, until
-        ``stuck_after`` past the attempt it announced (a participant that never came back is stuck)."""
+        ``stuck_after`` past the attempt it announced (a participant that never came back is stuck),
+        or past ``MAX_WAIT`` after the notice was read if it announced a later one (no policy waits
+        longer: a notice saying so was made up)."""
         if timeline["outcome"]:
             return self.outcomes[timeline["outcome"]]
         notice = self.retrying(timeline)
-        if notice is not None and now - instant(notice["next_attempt_at"]) <= stuck_after:
+        if notice is not None and now - next_attempt(notice) <= stuck_after:
             return "retrying"
         if timeline["events"] and now - last_progress(timeline) > stuck_after:
             return "stuck"
@@ -484,14 +491,32 @@ _NOTICE_FIELDS = (
 )  # fmt: skip
 
 
-def _latest(notice: dict[str, Any]) -> tuple[float, int, str]:
-    """Which of a participant's notices is the latest, whatever order they are read in: the one
-    announcing the later attempt (a later record's retries come after an earlier one's)."""
-    return (instant(notice["next_attempt_at"]), notice["attempt"], notice["id"])
+def _supersedes(notice: dict[str, Any], held: dict[str, Any], events: list[dict[str, Any]]) -> bool:
+    """Whether ``notice`` is later than ``held``, its participant's latest so far, by what the
+    tracker saw rather than by the times a notice claims (any client can claim any time).
+
+    About the same record: the one announcing the later attempt (each retry counts one more),
+    then the one read later, then the greater id: whatever order they are read in, the same one
+    is kept, and a re-published copy of an earlier attempt changes nothing. About another record
+    (a participant acting again in the saga): the one read later, as its participant published
+    them, unless the participant has answered that record already (an event caused by it is on
+    the timeline): a copy of a notice about it, re-published late, is not the latest."""
+    if notice["causation"] == held["causation"]:
+        return (notice["attempt"], notice["seen_at"], notice["id"]) > (held["attempt"], held["seen_at"], held["id"])
+    if any(e.get("causation") == notice["causation"] for e in events):
+        return False
+    return (notice["seen_at"], notice["id"]) > (held["seen_at"], held["id"])
+
+
+def next_attempt(notice: dict[str, Any]) -> float:
+    """When a notice's next attempt is due, as far as it can be believed: the time it announces,
+    but no later than ``MAX_WAIT`` after the tracker read it. From the notice's own fields only,
+    so a timeline restored from the table is in the same state."""
+    return min(instant(notice["next_attempt_at"]), float(notice["seen_at"]) + MAX_WAIT)
 
 
 def _count(value: Any, least: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10**9:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_ATTEMPTS:
         return None
     return value
 

@@ -39,18 +39,27 @@ class Misconfigured(Exception):
         self.code = code
 
 
+ECHOED = 60  # what an error shows of a value the user gave: enough to recognise it, on one line
+MAX_LINE = 400  # an error that echoes what we do not word (argparse's invalid choice, a setting's check)
+
+
+def cut(text: str, limit: int = ECHOED) -> str:
+    """A value the user gave, as an error echoes it: its first ``limit`` characters, then …"""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise Usage(f"{self.prog}: {message}")
+        raise Usage(cut(f"{self.prog}: {message}", MAX_LINE))
 
 
 def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {cut(text)!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {cut(str(value))}")
     return value
 
 
@@ -58,7 +67,9 @@ def iso_datetime(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO date-time like 2026-11-23T10:00:00Z, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date-time like 2026-11-23T10:00:00Z, got {cut(text)!r}"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -71,12 +82,12 @@ def duration(text: str) -> timedelta:
     """``500ms``, ``30s``, ``2m``, ``1h``, ``1d``, or several of them (``1m30s``), as a timedelta."""
     compact = text.strip()
     if not compact or DURATION.sub("", compact):
-        raise ValueError(f"expected {DEADLINE_FORMS}; got {text!r}")
+        raise ValueError(f"expected {DEADLINE_FORMS}; got {cut(text)!r}")
     seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in DURATION.findall(compact))
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"{text!r} is too long a duration") from None
+        raise ValueError(f"{cut(text)!r} is too long a duration") from None
 
 
 def deadline(text: str) -> datetime:
@@ -90,14 +101,14 @@ def deadline(text: str) -> datetime:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         if not span:
-            raise argparse.ArgumentTypeError(f"expected a duration above 0; got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a duration above 0; got {cut(text)!r}") from None
         try:
             return now + span
         except OverflowError:
-            raise argparse.ArgumentTypeError(f"{text!r} is too long a duration") from None
+            raise argparse.ArgumentTypeError(f"{cut(text)!r} is too long a duration") from None
     until = until if until.tzinfo else until.replace(tzinfo=UTC)
     if until <= now:
-        raise argparse.ArgumentTypeError(f"{text!r} is already past (it is now {now:%Y-%m-%dT%H:%M:%SZ})")
+        raise argparse.ArgumentTypeError(f"{cut(text)!r} is already past (it is now {now:%Y-%m-%dT%H:%M:%SZ})")
     return until
 
 
@@ -128,9 +139,10 @@ def describe_invalid(exc: ValidationError, args: argparse.Namespace | None = Non
     name = setting_name(str(field), args)
     message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
     if error["type"] != "value_error" and isinstance(error.get("input"), str | int | float):
-        message += f" (got {error['input']!r})"
+        given = error["input"]
+        message += f" (got {cut(given) if isinstance(given, str) else given!r})"
     where = ".".join(map(str, inner))
-    return f"pokesaga: {name}: {where + ': ' if where else ''}{message}"
+    return cut(f"pokesaga: {name}: {where + ': ' if where else ''}{message}", MAX_LINE)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

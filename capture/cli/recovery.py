@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from capture.cli.common import Parser, Usage, iso_datetime, positive, with_broker
+from capture.cli.common import Parser, Usage, cut, iso_datetime, positive, with_broker
 from capture.saga import CAPTURE
 from capture.settings import Settings
 
@@ -85,7 +85,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         from engine import kafka
 
         if dlq not in CAPTURE.all_topics() and not await kafka.topic_exists(settings.bootstrap, dlq):
-            raise Usage(f"pokesaga dlq: no topic {dlq!r}")
+            raise Usage(f"pokesaga dlq: no topic {cut(dlq)!r}")
         if args.action == "list":
             letters = await deadletters.list_dead_letters(settings.bootstrap, dlq)
             for letter in letters:

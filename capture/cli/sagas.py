@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from capture.cli.common import Parser, Usage, check_databases, deadline, positive, with_broker
+from capture.cli.common import Parser, Usage, check_databases, cut, deadline, positive, with_broker
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from contracts import pokedex
@@ -56,7 +56,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from engine import kafka
 
     if pokedex.lookup(args.pokemon) is None:
-        raise Usage(f"pokesaga start: unknown Pokémon {args.pokemon!r} (not among the 151 of the Pokédex)")
+        raise Usage(f"pokesaga start: unknown Pokémon {cut(args.pokemon)!r} (not among the 151 of the Pokédex)")
     pokemon = {"name": args.pokemon, "level": args.level, "hp": args.hp, "max_hp": args.max_hp, "status": args.status}
     trainer = {"name": args.trainer, "lead": {"name": args.lead, "level": args.lead_level}}
     try:
@@ -98,7 +98,7 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
     settings = with_broker(settings, "trace")
     view = asyncio.run(find(settings.bootstrap, args.saga_id, settings.stuck_after))
     if view is None:
-        print(f"pokesaga trace: no event of saga {args.saga_id!r} on the capture topics", file=sys.stderr)
+        print(f"pokesaga trace: no event of saga {cut(args.saga_id)!r} on the capture topics", file=sys.stderr)
         return 1
     print(json.dumps(view, indent=2) if args.json else render(view))
     return 0

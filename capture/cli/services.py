@@ -12,6 +12,7 @@ from capture.cli.common import (
     check_databases,
     check_port,
     check_replication,
+    cut,
     exit_cleanly,
     run_loop,
     with_broker,
@@ -60,8 +61,9 @@ def run_relay(target: str, settings: Settings) -> int:
     from engine import health
 
     hop = target.removeprefix("null-relay.")
-    if not hop.isdigit() or int(hop) >= len(CHAIN) - 1:
-        raise Usage(f"pokesaga run: unknown relay {target!r}; expected null-relay.0 .. null-relay.{len(CHAIN) - 2}")
+    if not (hop.isdigit() and hop.isascii()) or len(hop) > 6 or int(hop) >= len(CHAIN) - 1:
+        last = len(CHAIN) - 2
+        raise Usage(f"pokesaga run: unknown relay {cut(target)!r}; expected null-relay.0 .. null-relay.{last}")
 
     async def go() -> None:
         health.serve(settings.metrics_port, settings.metrics_host)

@@ -48,6 +48,52 @@ def test_a_wrong_argument_gets_a_one_line_error(
     assert "Traceback" not in err
 
 
+MEW = ["start", "--pokemon", "Mew", "--trainer", "Sacha"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([*MEW, "--deadline", "9" * 400 + "s"], "too long a duration"),
+        ([*MEW, "--deadline", "x" * 10_000], "expected a duration such as 500ms"),
+        ([*MEW, "--deadline", "1" * 400 + "x"], "expected a duration such as 500ms"),
+        ([*MEW, "--level", "9" * 5000], "expected a whole number"),
+        ([*MEW, "--level", "-" + "9" * 4000], "expected a number >= 0"),
+        (["start", "--pokemon", "x" * 10_000, "--trainer", "Sacha"], "unknown Pokémon"),
+        (["replay", "status", "--to-datetime", "x" * 10_000], "expected an ISO date-time"),
+        (["x" * 10_000], "invalid choice"),
+        (["--partitions", "7" * 10_000, "start"], "expected a whole number"),
+    ],
+)
+def test_a_wrong_argument_is_echoed_cut_to_a_short_line(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "…" in err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 500, err
+
+
+@pytest.mark.parametrize(
+    "variable", ["POKESAGA_PARTITIONS", "POKESAGA_CRASH_AT", "POKESAGA_STATUS_DB_URL", "POKESAGA_STALL"]
+)
+def test_a_long_bad_setting_is_echoed_cut_to_a_short_line(
+    variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(variable, "m" * 10_000)
+    assert main(["inspect", "trainer", "Nobody"]) == 2
+    err = capsys.readouterr().err
+    assert variable in err and "…" in err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 500, err
+
+
+def test_an_echoed_value_is_shown_whole_up_to_60_characters() -> None:
+    with pytest.raises(ValueError, match=r"got 'x{60}'$"):
+        duration("x" * 60)
+    with pytest.raises(ValueError, match=r"got 'x{60}…'$"):
+        duration("x" * 61)
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "needle"),
     [

@@ -13,6 +13,7 @@ from contracts import topics
 from contracts.events import EVENT_TYPES
 from engine import retrynotice
 from engine.envelope import Envelope
+from engine.retry import MAX_ATTEMPTS, RetryPolicy
 from engine.unreadable import UNREADABLE_HEADER
 from tests.hostile import encode, envelope, nested
 from tracker import timeline
@@ -368,6 +369,72 @@ def test_a_retrying_saga_whose_participant_never_tries_again_becomes_stuck() -> 
     assert timeline.view(found, due + 62, 60)["state"] == "stuck"
 
 
+FAR = "9999-12-31T23:59:59Z"
+
+
+def test_a_notice_claiming_a_far_future_attempt_hides_no_later_attempt_and_stuck_no_longer_than_a_day() -> None:
+    forged = notice("s", "evil", "par", attempt=1, next_attempt_at=FAR, error="all fine")
+    real = notice("s", "n2", "par", attempt=2, next_attempt_at="2027-01-15T08:00:01Z", error="TransientFault: real")
+    found = paralyzed()
+    assert read(found, forged, real) == [True, True]  # the later attempt, whatever time the other claims
+    assert found["retries"]["combat"]["id"] == "n2"
+    assert timeline.view(found, NOW, 60)["state"] == "retrying"
+    years_later = NOW + 10 * 365 * 86400
+    stored = json.loads(json.dumps(found))
+    for kept in (found, timeline.restore(stored, "s")):
+        assert timeline.view(kept, years_later, 60, restored=True)["state"] == "stuck"
+    assert timeline.view(stored, years_later, 60)["state"] == "stuck"
+
+    other = paralyzed()
+    assert read(other, real, forged) == [True, False]  # an earlier attempt, read later
+    assert other["retries"] == found["retries"]
+
+
+def test_a_next_attempt_later_than_any_policy_waits_is_believed_a_day_after_the_notice_was_read() -> None:
+    day = 86_400
+    found = paralyzed()
+    read(found, notice("s", "evil", "par", next_attempt_at=FAR), seen=NOW)
+    stored = json.loads(json.dumps(found))
+    for kept in (found, timeline.restore(stored, "s"), timeline.restore(timeline.restore(stored, "s"), "s")):
+        assert timeline.view(kept, NOW + day + 60, 60, restored=True)["state"] == "retrying"
+        assert timeline.view(kept, NOW + day + 61, 60, restored=True)["state"] == "stuck"
+        assert kept["retries"]["combat"]["next_attempt_at"] == FAR  # shown as it was said
+    within = paralyzed()
+    read(within, notice("s", "n1", "par", next_attempt_at="2027-01-16T07:59:00Z"), seen=NOW)  # NOW + 1 day - 60 s
+    assert timeline.view(within, NOW + day, 60)["state"] == "retrying"
+    assert timeline.view(within, NOW + day + 1, 60)["state"] == "stuck"
+    assert timeline.instant("2027-01-16T07:59:00Z") == NOW + day - 60
+
+
+def test_of_two_notices_of_the_same_attempt_the_one_read_later_is_kept_and_a_copy_changes_nothing() -> None:
+    real = notice("s", "n2", "par", attempt=2, next_attempt_at="2027-01-15T08:00:01Z")
+    forged = notice("s", "evil", "par", attempt=2, next_attempt_at=FAR)
+    found = paralyzed()
+    assert read(found, real) == [True]
+    assert read(found, real, seen=NOW + 1) == [False]  # a re-published copy: the same id
+    assert read(found, forged, seen=NOW + 2) == [True]  # believed for a day at most (above)
+    assert read(found, notice("s", "n3", "par", attempt=3), seen=NOW + 3) == [True]
+    assert timeline.view(found, NOW + 3, 60)["retrying"]["id"] == "n3"
+
+
+def test_a_notice_about_a_later_record_of_the_participant_supersedes_more_attempts_at_an_earlier_one() -> None:
+    """A participant acting twice in a saga (here combat's compensator, asked to undo twice)."""
+    undo = {"participant": "combat.compensations", "maximum_attempts": 0}
+    found = build(
+        event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+        event("s", "free", "PokemonBrokeFree", cause="start", time="2026-11-23T10:00:01Z"),
+    )
+    earlier = [notice("s", f"f{n}", "free", attempt=n, event_type="PokemonBrokeFree", **undo) for n in (1, 2, 3)]
+    assert read(found, *earlier) == [True, True, True]
+    read(found, event("s", "rel", "PokemonReleased", cause="free", time="2026-11-23T10:00:02Z"), seen=NOW + 1)
+    later = notice("s", "r1", "rel", attempt=1, event_type="PokemonReleased", **undo)
+    assert read(found, later, seen=NOW + 2) == [True]
+    view = timeline.view(found, NOW + 2, 60)
+    assert (view["state"], view["retrying"]["id"]) == ("retrying", "r1")
+    assert read(found, earlier[2], seen=NOW + 3) == [False]  # a late copy about the record answered already
+    assert found["retries"]["combat.compensations"]["id"] == "r1"
+
+
 def test_a_compensator_retrying_an_undo_makes_the_unwinding_saga_retrying() -> None:
     found = build(
         event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
@@ -430,6 +497,21 @@ def test_notices_of_a_saga_with_no_event_settle_when_seen_and_are_forgotten() ->
 )
 def test_a_notice_no_participant_would_write_is_refused(doc: dict[str, Any], topic: str, reason: str) -> None:
     assert refused(encode(doc), topic) == reason
+
+
+def test_a_notice_counts_as_many_attempts_as_a_policy_allows_and_no_more() -> None:
+    assert RetryPolicy(maximum_attempts=MAX_ATTEMPTS).maximum_attempts == MAX_ATTEMPTS == 10**9
+    with pytest.raises(ValueError):
+        RetryPolicy(maximum_attempts=MAX_ATTEMPTS + 1)
+    most = notice("s", "n", "par", attempt=MAX_ATTEMPTS, maximum_attempts=MAX_ATTEMPTS)
+    found = paralyzed()
+    assert read(found, most) == [True]
+    assert timeline.restore(json.loads(json.dumps(found)), "s") == found
+    for field in ("attempt", "maximum_attempts"):
+        assert refused(encode(notice("s", "n", "par", **{field: MAX_ATTEMPTS + 1})), RETRIES) == "invalid_data"
+        stored = json.loads(json.dumps(found))
+        stored["retries"]["combat"][field] = MAX_ATTEMPTS + 1
+        assert timeline.restore(stored, "s")["retries"] == {}
 
 
 def test_a_notice_is_shown_bounded_and_what_it_says_is_kept_as_text() -> None:
