@@ -241,7 +241,9 @@ def test_sigkill_while_records_wait_to_be_retried_loses_nothing_and_duplicates_n
             figures["retry notices"] = len(mine)
 
     faults = {"POKESAGA_FAULTS": "0.3", "POKESAGA_RETRY": json.dumps({"maximum_attempts": 8, "maximum_interval": 0.5})}
-    figures = run_under(retried_and_chaos, "chaos with retries", tmp_path, kafka_bootstrap, seed=7, extra_env=faults)
+    figures = run_under(
+        retried_and_chaos, "chaos with retries", tmp_path, kafka_bootstrap, seed=7, count=SAGAS // 2, extra_env=faults
+    )
     assert figures["kills"] > 0 and figures["retry notices"] > 0
 
 
