@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, or_, 
 from engine.codec import BadRecord, decode_envelope
 from engine.envelope import Envelope
 from engine.kafka import Record
+from engine.retrynotice import MAX_ERROR
 
 REBUILDING = "rebuilding"  # the reason a record is parked while its participant rebuilds
 RETRYING = "retrying"  # its handler failed; tried again when due
@@ -86,7 +87,7 @@ class Parked:
             "parked_at": time.time(),
             "attempts": attempts,
             "due_at": due_at,
-            "last_error": None if last_error is None else last_error[:500],
+            "last_error": None if last_error is None else last_error[:MAX_ERROR],
         }
 
     def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -146,7 +147,7 @@ class Parked:
         conn.execute(
             update(t)
             .where(t.c.id == row_id)
-            .values(reason=RETRYING, attempts=attempts, due_at=due_at, last_error=error[:500])
+            .values(reason=RETRYING, attempts=attempts, due_at=due_at, last_error=error[:MAX_ERROR])
         )
 
     def lock(self, conn: Connection) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
@@ -29,9 +28,9 @@ from engine.db import rebuild_tables
 from engine.envelope import Envelope
 from engine.events import bounded
 from engine.retry import DAY, MAX_ATTEMPTS
+from engine.retrynotice import MAX_ERROR, rfc3339
 from engine.text import printable
 
-MAX_ERROR = 500  # what a participant keeps of an error (the parked table's column, a notice's field)
 MAX_TYPE = 100  # an envelope's type
 # A notice claims no more than a retry policy allows (engine.retry.MAX_ATTEMPTS and DAY): the
 # reader refuses more attempts, and believes a next attempt no later than MAX_WAIT after it read it.
@@ -116,7 +115,7 @@ def _time(epoch: Any) -> str | None:
         seconds = float(epoch)
         if not math.isfinite(seconds):
             return None
-        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+        return rfc3339(seconds)
     except (OverflowError, ValueError, OSError, TypeError):
         return None
 

@@ -16,6 +16,7 @@ from typing import Any
 from engine.envelope import DATA_VERSION, Envelope, derive_id
 
 TYPE = "pokesaga.StepRetrying"
+MAX_ERROR = 500  # what a participant keeps of an error: the parked table's column, a notice's field
 
 
 def notice(
@@ -34,8 +35,8 @@ def notice(
         "event_type": cause.type,
         "attempt": attempt,
         "maximum_attempts": maximum_attempts,
-        "next_attempt_at": _rfc3339(next_attempt_at),
-        "error": error[:500],
+        "next_attempt_at": rfc3339(next_attempt_at),
+        "error": error[:MAX_ERROR],
     }
     return Envelope(
         specversion="1.0",
@@ -51,5 +52,6 @@ def notice(
     )
 
 
-def _rfc3339(epoch: float) -> str:
+def rfc3339(epoch: float) -> str:
+    """``epoch`` (seconds) as a notice writes a time: ``2026-11-23T20:40:01.250000Z``."""
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")

@@ -43,6 +43,7 @@ from typing import Any
 from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.envelope import Envelope
 from engine.retrying import MAX_ATTEMPTS, MAX_WAIT, notice_data
+from engine.retrynotice import MAX_ERROR
 from engine.retrynotice import TYPE as NOTICE
 from engine.saga import Saga
 from engine.unreadable import unreadable_reason
@@ -71,7 +72,6 @@ MAX_REASON = 64
 MAX_STEP = 20
 MAX_DETAIL = 2000
 MAX_UNDONE = 8
-MAX_ERROR = 500  # a retry notice's error
 
 _DETAILS = {"reason": MAX_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
 _TIME = re.compile(
