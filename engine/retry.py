@@ -30,12 +30,11 @@ class RetryPolicy(BaseModel):
     non_retryable_error_types: tuple[str, ...] = ()
 
     def delays(self) -> Iterator[float]:
-        """The wait before each retry; ends when the attempts are used up."""
-        delay, attempt = self.initial_interval, 1
-        while self.maximum_attempts == 0 or attempt < self.maximum_attempts:
-            yield min(delay, self.maximum_interval)
-            delay *= self.backoff_coefficient
-            attempt += 1
+        """The wait before each retry (``delay_after`` each failed try); ends when the attempts are used up."""
+        attempts = 1
+        while (delay := self.delay_after(attempts)) is not None:
+            yield delay
+            attempts += 1
 
     def delay_after(self, attempts: int) -> float | None:
         """The wait after ``attempts`` failed tries before the next; None when they are used up."""
