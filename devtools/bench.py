@@ -29,6 +29,7 @@ from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from capture.starter import Outcome, TopicWatcher, start_event
 from contracts import topics
+from devtools import storage
 from devtools.broker import free_port, provisioned
 from devtools.processes import ServiceProcess, stop_all
 from devtools.relay import CHAIN
@@ -261,12 +262,14 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
     bootstrap = settings.bootstrap
     async with topology(settings, options, null_relay, data) as processes:
         run_id = str(int(time.time() * 1000))
+        total = options.sagas + options.warmup  # what the databases hold at the end
         if options.warmup:
             await drive(bootstrap, workload(options.warmup, options.failure_mix, f"w{run_id}"), options)
         result = await drive(bootstrap, workload(options.sagas, options.failure_mix, run_id), options)
         per_process = {f"{p.target}#{i}": proc_figures(p) for i, (p, _) in enumerate(processes)}
         steps = {} if null_relay else step_figures([port for _, port in processes])
     lat = result.latencies
+    stored = {} if null_relay or options.db != "sqlite" else {"storage": storage.measure(data, SERVICES, total)}
     return {
         "topology": "null-relay" if null_relay else "services",
         "sagas": options.sagas,
@@ -275,7 +278,7 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
         "steps": steps,
         "processes": per_process,
         "outcomes": dict(result.outcomes),
-    }
+    } | stored
 
 
 async def bench(settings: Settings, options: Options, null_relay: bool, compare_null: bool) -> dict[str, Any]:

@@ -46,13 +46,12 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         metadata,
         Column("consumer", String(100), primary_key=True),
         Column("event_id", String(200), primary_key=True),
-        Column("saga_id", String(200), nullable=False, index=True),
+        Column("saga_id", String(200), nullable=False),
         Column("type", String(100), nullable=False),
-        Column("topic", String(250), nullable=False),
-        Column("partition", Integer, nullable=False),
-        Column("offset", BigInteger, nullable=False),
         # When it was applied (epoch seconds): rows older than the inbox retention are pruned.
         Column("received_at", Float, nullable=False, index=True),
+        Index("ix_inbox_consumer_saga", "consumer", "saga_id"),
+        sqlite_with_rowid=False,  # the primary key is the table: the ids are stored once
     )
     outbox = Table(
         "outbox",
@@ -66,6 +65,24 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("headers", JSON, nullable=False),
     )
     return inbox, outbox
+
+
+def positions_table(metadata: MetaData) -> Table:
+    """Add (or get) the positions table of a service's metadata (revision messaging v3): per
+    consumer and input partition, the offset after the last record whose fate was committed, and
+    the latest record timestamp among those (engine.inbox)."""
+    if "positions" in metadata.tables:
+        return metadata.tables["positions"]
+    return Table(
+        "positions",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("topic", String(250), primary_key=True),
+        Column("partition", Integer, primary_key=True),
+        Column("offset", BigInteger, nullable=False),
+        Column("timestamp", BigInteger, nullable=False),
+        sqlite_with_rowid=False,
+    )
 
 
 def rebuild_tables(metadata: MetaData) -> tuple[Table, Table]:

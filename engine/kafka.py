@@ -29,6 +29,7 @@ class Record(Protocol):
     topic: str
     partition: int
     offset: int
+    timestamp: int  # milliseconds
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]]

@@ -44,7 +44,7 @@ from engine.text import printable
 log = logging.getLogger(__name__)
 
 DB_RETRY_MAX_SECONDS = 5.0
-PRUNE_EVERY_SECONDS = 3600
+PRUNE_EVERY_SECONDS = 300  # a short window's worth of rows is pruned a little at a time
 UNPARK_EVERY_SECONDS = 1.0  # how often a participant with nothing parked looks again
 PRUNE_RETRY_SECONDS = 60  # after a failed prune
 T = TypeVar("T")
@@ -105,7 +105,7 @@ class ParticipantLoop:
             log.info("%s: stopped", self.name)
 
     async def _prune_inbox(self, stop: asyncio.Event) -> None:
-        """Every hour, forget inbox rows older than the retention: the inbox stays bounded.
+        """Every five minutes, forget inbox rows older than the retention: the inbox stays bounded.
         A prune that fails (the database unavailable) is logged and tried again sooner."""
         while not stop.is_set():
             wait = self.prune_every

@@ -17,13 +17,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, MetaData, inspect, text
 
 from engine import rebuild
+from engine.migrations import messaging_v1
 from engine.saga import Service
 
 HERE = Path(__file__).parent / "migrations"
-LATER_TABLES = ("rebuild", "parked")  # added by revision 0002 (engine.migrations.messaging_v2)
+RUNTIME_TABLES = ("inbox", "outbox", "rebuild", "parked", "positions")  # the engine's, in every service database
 
 
 class SchemaMismatch(Exception):
@@ -63,8 +64,7 @@ def upgrade(engine: Engine, service: Service) -> tuple[str | None, str | None]:
             # Made by create_all before migrations existed: adopted only if its tables are
             # exactly revision 0001's (the models' but for the tables later revisions added).
             created = False
-            context = MigrationContext.configure(conn, opts={"include_object": _in_revision_0001})
-            differences = compare_metadata(context, service.metadata)
+            differences = compare_metadata(MigrationContext.configure(conn), revision_0001(service))
             if differences:
                 raise SchemaMismatch(
                     f"{service.name}: the database {engine.url.render_as_string()} was made by an older pokesaga "
@@ -83,5 +83,11 @@ def upgrade(engine: Engine, service: Service) -> tuple[str | None, str | None]:
     return before, after
 
 
-def _in_revision_0001(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    return not (type_ == "table" and name in LATER_TABLES)
+def revision_0001(service: Service) -> MetaData:
+    """The tables of ``service``'s database at revision 0001: its own, and the runtime's as they were."""
+    metadata = MetaData()
+    for table in service.metadata.sorted_tables:
+        if table.name not in RUNTIME_TABLES:
+            table.to_metadata(metadata)
+    messaging_v1.tables(metadata)
+    return metadata

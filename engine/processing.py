@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from engine import inbox, retrynotice, tracing
 from engine.codec import BadRecord, decode_envelope, decode_event
-from engine.db import messaging_tables, rebuild_tables
+from engine.db import messaging_tables, positions_table, rebuild_tables
 from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.envelope import Envelope, wrap
 from engine.events import Event, FailureEvent
@@ -178,7 +178,8 @@ class BatchProcessor:
         self.settings = settings
         inbox_table, outbox_table = messaging_tables(participant.metadata)
         self.rebuild_table, parked_table = rebuild_tables(participant.metadata)
-        self.inbox = inbox.Inbox(inbox_table, participant.name, parked_table)
+        self.inbox = inbox.Inbox(inbox_table, participant.name, parked_table, positions_table(participant.metadata))
+        self._started_over: set[tuple[str, int]] = set()  # partitions whose offsets were seen to start over
         self.outbox = Outbox(outbox_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.parked = Parked(parked_table, participant.name, self.policy.maximum_interval)
@@ -246,12 +247,15 @@ class BatchProcessor:
                 due = self.parked.still_due(conn, unparked, time.time())
                 records = [r for r in records if not isinstance(r, ParkedRecord) or r.id in due]
                 unparked = [i for i in unparked if i in due]
-            decoded = [self._decode(record) for record in records]
+            fresh = [r for r in records if not isinstance(r, ParkedRecord)]  # read from the broker
+            known = self.inbox.positions(conn) if fresh else {}
+            decoded = [self._decode(r) if not self._behind(r, known) else _Item(r, "duplicate") for r in records]
             p = _Pass(conn, self.participant.repository(conn), careful, failed)
             for item in self._plan(conn, decoded):
                 self._do(p, item)
             if not careful:
                 self._flush(p)
+            self.inbox.advance(conn, known, fresh)
             if unparked:
                 self.parked.delete(conn, [i for i in unparked if i not in p.kept])
         self.suspect = False
@@ -277,6 +281,23 @@ class BatchProcessor:
             raise RebuildRequired(f"{me}: its database was replaced by an empty or restored one")
 
     # -- deciding each record's fate --------------------------------------------------
+
+    def _behind(self, record: Record, known: dict[tuple[str, int], inbox.Position]) -> bool:
+        """Read from the broker before (engine.inbox): a duplicate, whatever it holds."""
+        if isinstance(record, ParkedRecord):
+            return False
+        position = known.get((record.topic, record.partition))
+        if inbox.behind(record, position):
+            return True
+        at = (record.topic, record.partition)
+        if position is not None and record.offset < position[0] and at not in self._started_over:
+            self._started_over.add(at)
+            log.warning(
+                "%s: %s[%d]@%d is below the offset already passed (%d) but later than any record passed: the "
+                "partition's offsets started over (the topic made again?); its records are taken as new, by event id",
+                self.participant.name, record.topic, record.partition, record.offset, position[0],
+            )  # fmt: skip
+        return False
 
     def _decode(self, record: Record) -> _Item:
         unreadable = unreadable_reason(record.headers)
@@ -625,7 +646,7 @@ class BatchProcessor:
 
     def _inbox_row(self, item: _Item, type_: str, saga_id: str) -> dict[str, Any]:
         key = item.marker if type_ == inbox.DEAD_LETTER else item.envelope.id  # type: ignore[union-attr]
-        return self.inbox.row(key, saga_id, type_, item.record)
+        return self.inbox.row(key, saga_id, type_)
 
     # -- housekeeping ---------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from sqlalchemy import Connection, Engine, MetaData, Table, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, MetaData, Table, delete, insert, select, text, update
 
 from engine import kafka, offsets
 from engine.codec import BadRecord, decode_envelope, decode_event
@@ -227,15 +227,11 @@ async def _warn_if_truncated(bootstrap: str, participant: Participant, moves: li
         )  # fmt: skip
 
 
-def restore_start(conn: Connection, inbox: Table, consumer: str) -> Start:
+def restore_start(conn: Connection, positions: Table, consumer: str) -> Start:
     """Where a database restored from a backup must re-read from: after the last record it had
-    applied, partition by partition (records before that it applied, skipped or refused)."""
-    query = (
-        select(inbox.c.topic, inbox.c.partition, func.max(inbox.c.offset))
-        .where(inbox.c.consumer == consumer)
-        .group_by(inbox.c.topic, inbox.c.partition)
-    )
-    return {f"{topic}:{partition}": int(last) + 1 for topic, partition, last in conn.execute(query)}
+    passed, partition by partition (applied, skipped or refused: its positions, engine.inbox)."""
+    query = select(positions.c.topic, positions.c.partition, positions.c.offset).where(positions.c.consumer == consumer)
+    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in conn.execute(query)}
 
 
 async def caught_up(consumer: AIOKafkaConsumer, targets: Targets) -> bool:

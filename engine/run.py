@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from engine import health, kafka, migrate, offsets, rebuild, replication, tracing
-from engine.db import make_engine, messaging_tables
+from engine.db import make_engine, positions_table
 from engine.health import Health
 from engine.loop import ParticipantLoop
 from engine.participant import Participant
@@ -152,9 +152,8 @@ async def _no_later_than_missed(
 
 
 def _applied_up_to(engine: Engine, participant: Participant) -> rebuild.Start:
-    inbox_table, _ = messaging_tables(participant.metadata)
     with engine.connect() as conn:
-        return rebuild.restore_start(conn, inbox_table, participant.name)
+        return rebuild.restore_start(conn, positions_table(participant.metadata), participant.name)
 
 
 def _no_later(move: offsets.Move, after: rebuild.Start) -> offsets.Move:

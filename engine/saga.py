@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData
 
-from engine.db import messaging_tables, rebuild_tables
+from engine.db import messaging_tables, positions_table, rebuild_tables
 from engine.deadletters import dead_letters
 from engine.events import Event, FailureEvent
 from engine.participant import GiveUp, Handler, Participant
@@ -40,7 +40,8 @@ class Service:
 
     def __post_init__(self) -> None:
         messaging_tables(self.metadata)  # every service database holds the inbox and the outbox,
-        rebuild_tables(self.metadata)  # and the rebuild state and the parked records
+        rebuild_tables(self.metadata)  # and the rebuild state and the parked records,
+        positions_table(self.metadata)  # and where each consumer is on each partition
 
 
 @dataclass(frozen=True)

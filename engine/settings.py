@@ -100,10 +100,11 @@ class Settings(BaseSettings):
     linger_ms: int = Field(default=0, ge=0, description="Producer linger; 0 measured fastest here.")
     uvloop: bool = Field(default=False, description="Run the event loop on uvloop (pip install 'pokesaga[fast]').")
     inbox_retention_hours: float = Field(
-        default=360,
+        default=24,
         gt=0,
-        description="How long an applied event id is remembered. Must exceed how long the broker may keep a record "
-        "(retention.ms + segment.ms: 7 + 7 days by default), so a replay never re-applies a forgotten event.",
+        description="How long an applied event id is remembered, for copies that come under new offsets (an outbox "
+        "row published again, a client sending twice). Records read again from the broker, at any age, are known by "
+        "the consumer's position instead. Must exceed how long a service may stay down with unsent outbox rows.",
     )
     rebuild_new_databases: bool = Field(
         default=True,

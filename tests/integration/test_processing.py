@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 import uuid
@@ -30,6 +31,8 @@ from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
 from tests import databases
 
+_OFFSETS = itertools.count(1_000_000)  # records as a partition hands them over: each further on
+
 
 @dataclasses.dataclass
 class Rec:
@@ -38,9 +41,10 @@ class Rec:
     value: bytes | None
     topic: str = topics.POKEBALL
     partition: int = 0
-    offset: int = 0
+    offset: int = dataclasses.field(default_factory=lambda: next(_OFFSETS))
     key: bytes | None = b"saga"
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
 
 
 def weakened(saga_id: str, trainer: str = "Sacha") -> Envelope:
@@ -266,6 +270,49 @@ def test_inbox_rows_are_pruned_only_after_the_retention(pokeball: BatchProcessor
     pokeball.process([Rec(weakened("prune-1", trainer="Pru").to_json())])
     assert pokeball.prune_inbox(older_than_hours=1) == 0  # applied just now: remembered
     assert pokeball.prune_inbox(older_than_hours=0) == 1  # past the retention: forgotten
+
+
+def test_a_record_read_again_from_the_broker_is_a_duplicate_at_any_age(pokeball: BatchProcessor) -> None:
+    """Its partition's position knows it: no event id needed, so the ids can be forgotten early."""
+    first = Rec(weakened("again-1", trainer="Aga").to_json(), offset=40)
+    refused = Rec(b"\x00not json", offset=41)
+    misplaced = json.loads(weakened("again-2").to_json()) | {"type": "PokemonCaught"}  # it belongs on delivery's
+    elsewhere = Rec(json.dumps(misplaced).encode(), offset=42)
+    applied = pokeball.process([first, refused, elsewhere])
+    assert applied.applied == {"PokemonWeakened": 1} and len(applied.dead_letters) == 2
+    assert pokeball.prune_inbox(older_than_hours=0) == 3  # the event id and the refused records' markers
+    again = pokeball.process([first, refused, elsewhere])  # a replay of the partition, after the window
+    assert (again.duplicates, again.outbox, again.dead_letters, again.applied) == (3, [], [], {})
+    assert balls(pokeball, "Aga") == pokeball.settings.starter_balls - 1  # one throw
+    latest = max(first.timestamp, refused.timestamp, elsewhere.timestamp)
+    with pokeball.engine.connect() as conn:
+        assert pokeball.inbox.positions(conn) == {(topics.POKEBALL, 0): (43, latest)}
+
+
+def test_a_partition_whose_offsets_started_over_is_read_as_new(
+    pokeball: BatchProcessor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The topic made again: offsets below the position, but later than anything passed."""
+    old = Rec(weakened("over-1", trainer="Ova").to_json(), offset=500, timestamp=1_000)
+    assert pokeball.process([old]).applied == {"PokemonWeakened": 1}
+    new = Rec(weakened("over-2", trainer="Ovb").to_json(), offset=0, timestamp=2_000)
+    assert pokeball.process([new]).applied == {"PokemonWeakened": 1}
+    assert "offsets started over" in caplog.text
+    assert pokeball.process([new]).duplicates == 1  # redelivered: the position's timestamp moved on
+    assert pokeball.process([old]).duplicates == 1
+    copy = Rec(weakened("over-2", trainer="Ovb").to_json(), offset=1, timestamp=3_000)  # the same event re-sent
+    assert pokeball.process([copy]).duplicates == 1  # known by its id
+    assert balls(pokeball, "Ova") == balls(pokeball, "Ovb") == pokeball.settings.starter_balls - 1
+
+
+def test_positions_move_forward_only_and_each_partition_has_its_own(pokeball: BatchProcessor) -> None:
+    a = Rec(weakened("pos-1", trainer="Poa").to_json(), partition=1, offset=10, timestamp=5)
+    b = Rec(weakened("pos-2", trainer="Pob").to_json(), partition=2, offset=3, timestamp=7)
+    pokeball.process([a, b])
+    late = Rec(weakened("pos-3", trainer="Poc").to_json(), partition=1, offset=4, timestamp=9)  # as a zombie might
+    pokeball.process([late])
+    with pokeball.engine.connect() as conn:
+        assert pokeball.inbox.positions(conn) == {(topics.POKEBALL, 1): (11, 9), (topics.POKEBALL, 2): (4, 7)}
 
 
 def ordered(log: list[str], fails_for: set[str] = frozenset()) -> Handler:  # type: ignore[assignment]
