@@ -51,7 +51,6 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         # When it was applied (epoch seconds): rows older than the inbox retention are pruned.
         Column("received_at", Float, nullable=False, index=True),
         Index("ix_inbox_consumer_saga", "consumer", "saga_id"),
-        sqlite_with_rowid=False,  # the primary key is the table: the ids are stored once
     )
     outbox = Table(
         "outbox",

@@ -3,9 +3,9 @@
 Frozen, like a migration (see messaging_v1). Records re-read from the broker (a redelivery, a
 replay) are recognised by their consumer's position on their partition, so the inbox keeps event
 ids only for copies re-sent under new offsets, for a short window (engine.inbox): it loses its
-record coordinates, its saga index gains the consumer (the saga lookup no longer scans every
-row of a consumer), and on SQLite its primary key is the table (WITHOUT ROWID). The positions
-are filled from the inbox's coordinates before they go, so a database in use loses none.
+record coordinates, and its saga index gains the consumer (the saga lookup no longer scans every
+row of a consumer on SQLite). The positions are filled from the inbox's coordinates before they
+go, so a database in use loses none.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=100), nullable=False),
         sa.Column("received_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("consumer", "event_id"),
-        sqlite_with_rowid=False,
     )
     op.execute(
         "INSERT INTO inbox_v3 (consumer, event_id, saga_id, type, received_at) "
