@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy import event as sa_event
@@ -46,6 +46,7 @@ from engine import inbox, retrynotice, tracing
 from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import messaging_tables, positions_table, rebuild_tables
 from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
+from engine.deferred import DeferredFailed, DeferredInserts
 from engine.envelope import Envelope, wrap
 from engine.events import Event, FailureEvent
 from engine.kafka import Record
@@ -149,6 +150,7 @@ class _Pass:
     repo: Any
     careful: bool
     failed: dict[str, Exception]
+    held: DeferredInserts | None = None
     result: BatchResult = field(default_factory=BatchResult)
     inbox: list[dict[str, Any]] = field(default_factory=list)  # optimistic: written at the end
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -250,7 +252,8 @@ class BatchProcessor:
             fresh = [r for r in records if not isinstance(r, ParkedRecord)]  # read from the broker
             known = self.inbox.positions(conn) if fresh else {}
             decoded = [self._decode(r) if not self._behind(r, known) else _Item(r, "duplicate") for r in records]
-            p = _Pass(conn, self.participant.repository(conn), careful, failed)
+            held = None if careful else DeferredInserts(conn)  # optimistic: the handlers' inserts, per table
+            p = _Pass(conn, self.participant.repository(cast(Connection, held) or conn), careful, failed, held)
             for item in self._plan(conn, decoded):
                 self._do(p, item)
             if not careful:
@@ -407,6 +410,10 @@ class BatchProcessor:
             try:
                 produced = self._decide(p, item, self._once)
                 rows = self._rows(envelope, produced, context())
+            except DeferredFailed as held:  # an earlier record's insert, sent now: whose is not known
+                if is_unavailable(held.error):
+                    raise held.error from None
+                raise Careful(None, held.error) from None
             except Exception as exc:  # Rejected too: what the handler wrote must roll back with it
                 if is_unavailable(exc):
                     raise
@@ -592,15 +599,19 @@ class BatchProcessor:
         p.result.outbox.extend(self.outbox.insert(p.conn, rows))
 
     def _flush(self, p: _Pass) -> None:
-        """Optimistic pass: every inbox and outbox row of the batch, in two statements."""
+        """Optimistic pass: the handlers' held inserts, then every inbox and outbox row of the batch,
+        one statement per table."""
         try:
+            if p.held is not None:
+                p.held.flush()
             self.inbox.insert(p.conn, p.inbox)
             self.parked.insert(p.conn, p.parked)
             self._insert_outbox(p, p.rows)
         except Exception as exc:
-            if is_unavailable(exc):
-                raise
-            raise Careful(None, exc) from None
+            error = exc.error if isinstance(exc, DeferredFailed) else exc
+            if is_unavailable(error):
+                raise error from None
+            raise Careful(None, error) from None
 
     def _park(self, p: _Pass, item: _Item) -> None:
         assert item.envelope is not None
