@@ -5,7 +5,8 @@ An INSERT of one row is held; the rows held for a table are sent together, as on
 (SQLAlchemy makes it a multi-row INSERT), before the first statement that reads or writes that
 table, and at the end of the pass. A handler therefore reads what the batch's earlier records
 wrote, as it would without this. What cannot be told apart (text, anything but a Core
-statement) sends everything held first, and so does any other use of the connection.
+statement) sends everything held first, and so does any other use of the connection. Rows held
+for other tables stay held, unless a foreign key links their table to the one used.
 
 An error from held rows names no record: it raises ``DeferredFailed``, and the batch is applied
 again record by record, each in a savepoint and without holding anything, which finds the
@@ -14,6 +15,7 @@ record at fault.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Connection, Delete, Insert, Select, Table, Update
@@ -47,7 +49,7 @@ class DeferredInserts:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._held: list[tuple[Insert, dict[str, Any]]] = []
-        self._tables: set[str] = set()
+        self._tables: set[Table] = set()
 
     def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         if (
@@ -60,15 +62,24 @@ class DeferredInserts:
             and not statement._values
         ):
             self._held.append((statement, parameters))
-            self._tables.add(statement.table.name)
+            self._tables.add(statement.table)
             return HELD
-        if self._held and (not isinstance(statement, KNOWN) or _tables(statement) & self._tables):
-            self.flush()
+        if self._held:
+            if not isinstance(statement, KNOWN):
+                self.flush()
+            elif touched := _tables(statement) & self._tables:
+                self.flush(_linked(touched, self._tables))
         return self._conn.execute(statement, parameters, **kwargs)
 
-    def flush(self) -> None:
-        """Send what is held, in order: one executemany per run of rows for the same table and columns."""
-        held, self._held, self._tables = self._held, [], set()
+    def flush(self, tables: AbstractSet[Table] | None = None) -> None:
+        """Send what is held for ``tables`` (all: None), in order: one executemany per run of rows for
+        the same table and columns. Rows of other tables stay held."""
+        if tables is None:
+            held, self._held, self._tables = self._held, [], set()
+        else:
+            held = [h for h in self._held if h[0].table in tables]
+            self._held = [h for h in self._held if h[0].table not in tables]
+            self._tables -= tables
         start = 0
         try:
             while start < len(held):
@@ -87,18 +98,28 @@ class DeferredInserts:
         return getattr(self._conn, name)
 
 
-_known: dict[int, tuple[ClauseElement, frozenset[str]]] = {}
+_known: dict[int, tuple[ClauseElement, frozenset[Table]]] = {}
 
 
-def _tables(statement: ClauseElement) -> frozenset[str]:
-    """The names of the tables ``statement`` reads or writes (remembered per statement object)."""
+def _linked(touched: AbstractSet[Table], held: AbstractSet[Table]) -> set[Table]:
+    """``touched``, and the held tables a foreign key links to one of them (either way): what must
+    be sent before a statement on ``touched`` runs."""
+    linked = set(touched)
+    for table in held - touched:
+        if any(fk.column.table in touched for fk in table.foreign_keys) or any(
+            fk.column.table is table for t in touched for fk in t.foreign_keys
+        ):
+            linked.add(table)
+    return linked
+
+
+def _tables(statement: ClauseElement) -> frozenset[Table]:
+    """The tables ``statement`` reads or writes (remembered per statement object)."""
     found = _known.get(id(statement))
     if found is not None and found[0] is statement:
         return found[1]
-    names = frozenset(
-        t.name for t in find_tables(statement, include_crud=True, include_joins=True) if isinstance(t, Table)
-    )
+    tables = frozenset(t for t in find_tables(statement, include_crud=True, include_joins=True) if isinstance(t, Table))
     if len(_known) >= CACHE_LIMIT:
         _known.clear()
-    _known[id(statement)] = (statement, names)
-    return names
+    _known[id(statement)] = (statement, tables)
+    return tables

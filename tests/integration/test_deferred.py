@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, select, text
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, create_engine, func, select, text
 
 from capture.bootstrap import PARTICIPANTS, engine_for
 from capture.saga import CAPTURE
@@ -19,6 +19,9 @@ from tests.integration.test_processing import Rec, balls, weakened
 metadata = MetaData()
 things = Table("things", metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
 others = Table("others", metadata, Column("id", Integer, primary_key=True))
+children = Table(
+    "children", metadata, Column("id", Integer, primary_key=True), Column("thing", ForeignKey("things.id"))
+)
 
 
 @pytest.fixture
@@ -47,6 +50,20 @@ def test_inserts_are_held_until_their_table_is_read_and_sent_in_order(conn) -> N
     held.execute(others.insert(), {"id": 1})
     held.flush()
     assert (count(conn, things), count(conn, others)) == (4, 1)
+
+
+def test_only_the_tables_a_statement_uses_are_sent_and_those_a_foreign_key_links_to_them(conn) -> None:  # type: ignore[no-untyped-def]
+    held = DeferredInserts(conn)
+    held.execute(things.insert(), {"id": 1, "name": "a"})
+    held.execute(others.insert(), {"id": 1})
+    held.execute(children.insert(), {"id": 1, "thing": 1})
+    held.execute(children.update().where(children.c.id == 1).values(thing=1))  # children, and things it refers to
+    assert (count(conn, things), count(conn, children), count(conn, others)) == (1, 1, 0)
+    held.execute(children.insert(), {"id": 2, "thing": 1})
+    held.execute(select(things.c.id))  # nothing of things is held: children's row waits
+    assert (count(conn, children), count(conn, others)) == (1, 0)
+    held.flush()
+    assert (count(conn, children), count(conn, others)) == (2, 1)
 
 
 def test_a_held_insert_that_fails_names_no_record(conn) -> None:  # type: ignore[no-untyped-def]
