@@ -22,6 +22,7 @@ def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> 
         else:
             bag.take_one()
     except model.OutOfBalls:
+        uow.records.save_bag(trainer, bag)  # as found: a new trainer's empty bag is kept
         uow.records.add_throw(
             saga_id=uow.saga_id,
             trainer=trainer,

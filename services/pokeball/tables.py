@@ -41,17 +41,24 @@ RELEASE = update(throws).where(throws.c.saga_id == bindparam("p_id")).values(out
 class PokeballRecords:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._unsaved: set[str] = set()  # trainers whose bag was handed out new, not yet in the table
 
     def bag(self, trainer: str, starter_balls: int) -> Bag:
-        """The trainer's bag, locked for this transaction; a new trainer gets the starter balls."""
+        """The trainer's bag, locked for this transaction; a new trainer gets the starter balls
+        (its row is written by ``save_bag``: one statement, not an insert and an update)."""
         row = self.conn.execute(LOCK_BAG, {"trainer": trainer}).first()
         if row is None:
-            self.conn.execute(bags.insert(), {"trainer": trainer, "balls": starter_balls})
+            self._unsaved.add(trainer)
             return Bag(starter_balls)
+        self._unsaved.discard(trainer)
         return Bag(row.balls)
 
     def save_bag(self, trainer: str, bag: Bag) -> None:
-        self.conn.execute(SAVE_BAG, {"p_trainer": trainer, "p_balls": bag.balls})
+        if trainer in self._unsaved:
+            self._unsaved.discard(trainer)
+            self.conn.execute(bags.insert(), {"trainer": trainer, "balls": bag.balls})
+        else:
+            self.conn.execute(SAVE_BAG, {"p_trainer": trainer, "p_balls": bag.balls})
 
     def add_throw(self, **row: Any) -> None:
         self.conn.execute(throws.insert(), {"refunded": False, **row})

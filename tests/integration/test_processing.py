@@ -119,7 +119,8 @@ def flaky(failures: int, then: Handler | None = None, error: type[Exception] = R
 
     def handler(event: Any, uow: UnitOfWork[Any]) -> Sequence[Event]:
         calls["n"] += 1
-        uow.records.bag(event.trainer.name, 5)  # a write that must be rolled back with the attempt
+        name = event.trainer.name
+        uow.records.save_bag(name, uow.records.bag(name, 5))  # a write that must be rolled back with the attempt
         if calls["n"] <= failures or then is None:
             raise error(f"boom {calls['n']}")
         return then(event, uow)

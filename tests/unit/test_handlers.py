@@ -201,7 +201,7 @@ def _broke_free(env: HandlerEnvironment) -> None:
 
 def _out_of_balls(env: HandlerEnvironment) -> None:
     with env.records() as records:
-        records.bag(SACHA.name, 0)
+        records.save_bag(SACHA.name, records.bag(SACHA.name, 0))  # an empty bag
     (event,) = env.run(pokeball.throw_pokeball, weakened(), saga_id="s1")
     assert isinstance(event, OutOfPokeballs)
 
