@@ -79,6 +79,9 @@ class Inbox:
         self.consumer = consumer
         self.positions_table = positions
         self._upserts: dict[str, Any] = {}
+        if positions is not None:  # built once, with a bind parameter: compiled once
+            located = (positions.c.topic, positions.c.partition, positions.c.offset, positions.c.timestamp)
+            self._positions = select(*located).where(positions.c.consumer == bindparam("consumer"))
         keys: BindParameter[Any] = bindparam("keys", expanding=True)
         sagas: BindParameter[Any] = bindparam("sagas", expanding=True)
         queries: list[Select[Any]] = []
@@ -102,11 +105,9 @@ class Inbox:
 
     def positions(self, conn: Connection) -> dict[tuple[str, int], Position]:
         """This consumer's position on each partition it has read."""
-        table = self.positions_table
-        if table is None:
+        if self.positions_table is None:
             return {}
-        query = select(table.c.topic, table.c.partition, table.c.offset, table.c.timestamp)
-        rows = conn.execute(query.where(table.c.consumer == self.consumer))
+        rows = conn.execute(self._positions, {"consumer": self.consumer})
         return {(topic, partition): (offset, stamp) for topic, partition, offset, stamp in rows}
 
     def advance(self, conn: Connection, known: dict[tuple[str, int], Position], records: Iterable[Record]) -> None:

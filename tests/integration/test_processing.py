@@ -273,6 +273,22 @@ def test_inbox_rows_are_pruned_only_after_the_retention(pokeball: BatchProcessor
     assert pokeball.prune_inbox(older_than_hours=0) == 1  # past the retention: forgotten
 
 
+def test_a_large_prune_goes_a_chunk_at_a_time_and_leaves_other_consumers_and_newer_rows(
+    pokeball: BatchProcessor,
+) -> None:
+    pokeball.process([Rec(weakened(f"chunk-{n}", trainer=f"Chu{n}").to_json()) for n in range(25)])
+    table = pokeball.inbox.table
+    with pokeball.engine.begin() as conn:
+        conn.execute(table.update().values(received_at=0.0))  # applied long ago
+        other = {"consumer": "someone.else", "saga_id": "x", "type": "PokemonWeakened", "received_at": 0.0}
+        conn.execute(table.insert(), [other | {"event_id": "e1"}, other | {"event_id": "e2"}])
+    pokeball.process([Rec(weakened("chunk-new", trainer="Chunew").to_json())])
+    assert pokeball.inbox.prune(pokeball.engine, older_than_hours=1, chunk=10) == 25
+    with pokeball.engine.connect() as conn:
+        left = conn.execute(select(table.c.consumer, func.count()).group_by(table.c.consumer).order_by(table.c.consumer))
+        assert left.all() == [("pokeball", 1), ("someone.else", 2)]
+
+
 def test_a_record_read_again_from_the_broker_is_a_duplicate_at_any_age(pokeball: BatchProcessor) -> None:
     """Its partition's position knows it: no event id needed, so the ids can be forgotten early."""
     first = Rec(weakened("again-1", trainer="Aga").to_json(), offset=40)
