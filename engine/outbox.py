@@ -7,7 +7,7 @@ by event id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +49,17 @@ class Outbox:
         """Write ``rows``; what must now be published, in insert order."""
         if not rows:
             return []
-        query = self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True)
-        ids = conn.execute(query, rows).scalars()
+        ids: Iterable[int]
+        if conn.dialect.name == "sqlite":
+            # RETURNING in parameter order makes SQLAlchemy send one INSERT per row on SQLite. The
+            # transaction holds the write lock (BEGIN IMMEDIATE), so the rows get consecutive
+            # rowids, each one more than the largest before it: the last one tells them all.
+            conn.execute(self.table.insert(), rows)
+            last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+            ids = range(last - len(rows) + 1, last + 1)
+        else:
+            query = self.table.insert().returning(self.table.c.id, sort_by_parameter_order=True)
+            ids = conn.execute(query, rows).scalars()
         return [_to_outbox_row(i, r) for i, r in zip(ids, rows, strict=True)]
 
     def pending(self, engine: Engine) -> list[OutboxRow]:
