@@ -285,7 +285,8 @@ def test_a_large_prune_goes_a_chunk_at_a_time_and_leaves_other_consumers_and_new
     pokeball.process([Rec(weakened("chunk-new", trainer="Chunew").to_json())])
     assert pokeball.inbox.prune(pokeball.engine, older_than_hours=1, chunk=10) == 25
     with pokeball.engine.connect() as conn:
-        left = conn.execute(select(table.c.consumer, func.count()).group_by(table.c.consumer).order_by(table.c.consumer))
+        per_consumer = select(table.c.consumer, func.count()).group_by(table.c.consumer)
+        left = conn.execute(per_consumer.order_by(table.c.consumer))
         assert left.all() == [("pokeball", 1), ("someone.else", 2)]
 
 
