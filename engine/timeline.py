@@ -41,7 +41,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from engine.codec import BadRecord, decode_envelope, decode_event
+from engine.deadletters import DLQ_HEADER_PREFIX, DLQ_SUFFIX
 from engine.envelope import Envelope
+from engine.events import FailureEvent
 from engine.retrying import MAX_ATTEMPTS, MAX_WAIT, notice_data
 from engine.retrynotice import MAX_ERROR
 from engine.retrynotice import TYPE as NOTICE
@@ -72,6 +74,12 @@ MAX_REASON = 64
 MAX_STEP = 20
 MAX_DETAIL = 2000
 MAX_UNDONE = 8
+MAX_DEAD_LETTERS = 20  # a saga's own records refused at most once per participant; more is a flood
+MAX_DEAD_REASON = 1000  # the dead-letter header's own bound
+MAX_OFFSET = 2**63 - 1
+_TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}", re.ASCII)
+_TRACEPARENT = re.compile(rb"[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _DETAILS = {"reason": MAX_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
 _TIME = re.compile(
@@ -154,14 +162,20 @@ class Timelines:
         self.states = ("running", "retrying", "compensating", "stuck", *self.outcomes.values())
         self.next = saga.handled_by  # who acts next after each event: what a saga stopped there waits on
         self.participants = tuple(saga.participants)  # a timeline keeps a notice of each, at most
+        self.compensators = frozenset(c.name for c in saga.compensations)
+        self.failed_outcomes = frozenset(n for n in saga.outcome_types if issubclass(saga.types[n], FailureEvent))
+        self.consumed = frozenset(saga.consumed)  # whose dead-letter topics hold the saga's dead letters
         self.retries_topic = saga.retries_topic
         self.source_prefix = f"{saga.name}/"
         self.start = saga.start.__name__
         self.summary = summary
         self.summary_fields = summary_fields
 
-    def parse(self, value: bytes | None, topic: str, headers: Any = None) -> dict[str, Any]:
-        """The timeline entry of one record, or NotAnEvent; ``headers`` as the Kafka client gives them."""
+    def parse(
+        self, value: bytes | None, topic: str, headers: Any = None, partition: Any = None, offset: Any = None
+    ) -> dict[str, Any]:
+        """The timeline entry of one record, or NotAnEvent; ``headers`` as the Kafka client gives them,
+        ``partition`` and ``offset`` where the record is (kept, to read it again from the broker)."""
         unreadable = unreadable_reason(_pairs(headers))
         if unreadable is not None:
             raise NotAnEvent("unreadable", unreadable)
@@ -189,6 +203,10 @@ class Timelines:
             "time": rfc3339(envelope.time),
             "causation": _text(envelope.causationid, MAX_ID),
         }
+        entry.update(_coordinates(partition, offset))
+        trace = trace_id(headers)
+        if trace is not None:
+            entry["trace_id"] = trace
         entry.update(_details(data))
         if envelope.type == self.start:
             shown = self.summary(data)
@@ -227,6 +245,91 @@ class Timelines:
             "error": _text(data.error, MAX_ERROR) or "",
         }
 
+    def parse_dead_letter(
+        self, key: bytes | None, topic: str, headers: Any, partition: Any, offset: Any, timestamp_ms: Any
+    ) -> dict[str, Any]:
+        """The entry of a record on a dead-letter topic of the saga: where it is, why it is there,
+        and the saga it is about (its key); NotAnEvent when its key is no saga id."""
+        source = topic.removesuffix(DLQ_SUFFIX)
+        if not topic.endswith(DLQ_SUFFIX) or source not in self.consumed:
+            raise NotAnEvent("wrong_topic", f"{topic[:MAX_TOPIC]!r} is no dead-letter topic of the saga")
+        pairs = _pairs(headers)
+        if unreadable_reason(pairs) is not None or key is None:
+            raise NotAnEvent("unreadable", "a dead letter with no key, or headers that are not UTF-8")
+        try:
+            saga_id = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise NotAnEvent("unreadable", "a dead letter whose key is not UTF-8") from None
+        if not 1 <= len(saga_id) <= MAX_ID or _CONTROL.search(saga_id):
+            raise NotAnEvent("invalid_data", "a dead letter whose key is no saga id")
+        ours = {k: v for k, v in pairs if isinstance(k, str) and k.startswith(DLQ_HEADER_PREFIX)}
+
+        def header(name: str, limit: int) -> str:
+            value = ours.get(DLQ_HEADER_PREFIX + name)
+            return _CONTROL.sub(" ", value.decode("utf-8", "replace"))[:limit] if isinstance(value, bytes) else ""
+
+        seconds = _seconds(timestamp_ms) / 1000
+        return {
+            "saga_id": saga_id,
+            "topic": topic,
+            "source": source,
+            **_coordinates(partition, offset),
+            "reason": header("reason", MAX_DEAD_REASON) or "(no reason recorded)",
+            "consumer": header("consumer", MAX_SERVICE),
+            "time": rfc3339(datetime.fromtimestamp(seconds, UTC)) if seconds else None,
+        }
+
+    def add_dead_letter(self, timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool:
+        """Add a dead letter (from ``parse_dead_letter``) to its saga's timeline: False when it is
+        there already; kept up to ``MAX_DEAD_LETTERS`` (the first ones: what went wrong first)."""
+        letters: list[dict[str, Any]] = timeline["dead_letters"]
+        if any(_letter_key(d) == _letter_key(entry) for d in letters):
+            return False
+        if len(letters) >= MAX_DEAD_LETTERS:
+            raise NotAnEvent("too_many_events", f"saga {timeline['saga_id']!r} has {MAX_DEAD_LETTERS} dead letters")
+        letters.append({k: v for k, v in entry.items() if k != "saga_id"} | {"seen_at": _seconds(seen_at)})
+        return True
+
+    def bars(self, timeline: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
+        """What each participant did, as bars: one per event a participant published in answer to
+        another, from the time of the event that reached it to the time of the one it published,
+        in causal order (so compensations come after the failure, in the order they unwound).
+        With ``now``, the participant a saga still waits on has an open bar (``end`` None) up to now."""
+        events = timeline["events"]
+        if not events:
+            return []
+        by_id = {e["id"]: e for e in events}
+        origin = instant(events[0].get("time"))
+
+        def bar(cause: dict[str, Any], answer: dict[str, Any] | None, end: float) -> dict[str, Any]:
+            participant = self.next.get(cause["type"]) or (answer or {}).get("service") or ""
+            start = instant(cause.get("time"))
+            known = not (math.isinf(start) or math.isinf(end) or math.isinf(origin))
+            return {
+                "participant": participant,
+                "kind": "compensation" if participant in self.compensators else "step",
+                "consumed": cause["type"],
+                "published": answer["type"] if answer else None,
+                "from_event": cause["id"],
+                "to_event": answer["id"] if answer else None,
+                "start": cause.get("time"),
+                "end": answer.get("time") if answer else None,
+                "start_ms": round((start - origin) * 1000, 1) if known else None,
+                "duration_ms": round(max(0.0, end - start) * 1000, 1) if known else None,
+                "failed": answer is not None and answer["type"] in self.compensating
+                and participant not in self.compensators,
+            }  # fmt: skip
+
+        found = [
+            bar(by_id[e["causation"]], e, instant(e.get("time")))
+            for e in events
+            if e.get("causation") in by_id and e["causation"] != e["id"]
+        ]
+        waiting = self.waiting_on(timeline)
+        if now is not None and waiting is not None:
+            found.append(bar(events[-1], None, now) | {"participant": waiting})
+        return found
+
     def new(self, saga_id: str) -> dict[str, Any]:
         return {
             "saga_id": saga_id,
@@ -236,6 +339,8 @@ class Timelines:
             "outcome": None,
             "events": [],
             "retries": {},
+            "dead_letters": [],
+            "trace_id": None,
         }
 
     def restore(self, stored: Any, key: Any = None) -> dict[str, Any]:
@@ -265,6 +370,9 @@ class Timelines:
             notice = _restored_notice(notices.get(participant), participant)
             if notice is not None:
                 retries[participant] = notice
+        letters = fields.get("dead_letters")  # absent from a timeline stored before they were kept
+        kept = [d for d in map(_restored_dead_letter, letters if isinstance(letters, list) else ()) if d is not None]
+        trace = fields.get("trace_id")
         restored.update(
             **{field: _text(fields.get(field), MAX_NAME) for field in self.summary_fields},
             started_at=rfc3339(fields.get("started_at")),
@@ -272,6 +380,8 @@ class Timelines:
             outcome=outcome if isinstance(outcome, str) and outcome in self.outcomes else None,
             events=causal_order(events),
             retries=retries,
+            dead_letters=_unique_letters(kept)[:MAX_DEAD_LETTERS],
+            trace_id=trace if isinstance(trace, str) and _TRACE_ID.fullmatch(trace) else None,
         )
         return restored
 
@@ -289,7 +399,9 @@ class Timelines:
             raise NotAnEvent("too_many_events", f"saga {timeline['saga_id']!r} has {MAX_EVENTS} events already")
         if entry["type"] == self.start:
             timeline.update({field: entry.get(field) for field in self.summary_fields})
-        event = {k: v for k, v in entry.items() if k not in ("saga_id", *self.summary_fields)}
+        if timeline.get("trace_id") is None and entry.get("trace_id"):
+            timeline["trace_id"] = entry["trace_id"]  # one saga, one trace: the first event's
+        event = {k: v for k, v in entry.items() if k not in ("saga_id", "trace_id", *self.summary_fields)}
         events.append(event | {"seen_at": _seconds(seen_at)})
         timeline["events"] = causal_order(events)
         first = timeline["events"][0]
@@ -343,13 +455,15 @@ class Timelines:
         A fragment, events with no start event (what a re-publication of a forgotten saga's events
         leaves), settles at its newest event's time; retry notices with no event at all (a saga
         whose events the topics no longer hold, or a notice a client made up) when the newest was
+        seen; dead letters with no event (a start event the services refused) when the newest was
         seen. Any other saga is still running: kept."""
         seen = last_progress(timeline)
         if timeline["outcome"]:
             ended = instant(timeline.get("ended_at"))
             return seen if math.isinf(ended) else min(ended, seen)
-        if not timeline["events"] and timeline["retries"]:
-            return max(float(n["seen_at"]) for n in timeline["retries"].values())
+        if not timeline["events"] and (timeline["retries"] or timeline["dead_letters"]):
+            notices = [float(n["seen_at"]) for n in timeline["retries"].values()]
+            return max(notices + [float(d["seen_at"]) for d in timeline["dead_letters"]])
         if timeline["events"] and all(e["type"] != self.start for e in timeline["events"]):
             return max(instant(e.get("time")) for e in timeline["events"])
         return None
@@ -377,6 +491,7 @@ class Timelines:
         current = self.state(timeline, now, stuck_after)
         waiting = ("running", "retrying", "compensating", "stuck")
         return timeline | {
+            "bars": self.bars(timeline, now if current in waiting else None),
             "state": current,
             "waiting_on": self.waiting_on(timeline) if current in waiting else None,
             "retrying": self.retrying(timeline) if current == "retrying" else None,
@@ -481,9 +596,55 @@ def _restored_event(stored: Any) -> dict[str, Any] | None:
         "time": rfc3339(stored.get("time")),
         "causation": _text(stored.get("causation"), MAX_ID),
     }
+    event.update(_coordinates(stored.get("partition"), stored.get("offset")))
     event.update(_details(stored))
     event["seen_at"] = _seconds(stored.get("seen_at"))
     return event
+
+
+def _coordinates(partition: Any, offset: Any) -> dict[str, int]:
+    """``partition`` and ``offset``, where both are whole numbers a broker can give; else nothing."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (partition, offset)):
+        return {}
+    if not (0 <= partition < 2**31 and 0 <= offset <= MAX_OFFSET):
+        return {}
+    return {"partition": partition, "offset": offset}
+
+
+def trace_id(headers: Any) -> str | None:
+    """The W3C trace id in a record's ``traceparent`` header, or None (absent, or not one)."""
+    for key, value in _pairs(headers):
+        if key == "traceparent" and isinstance(value, bytes):
+            match = _TRACEPARENT.fullmatch(value.strip())
+            return match.group(1).decode() if match else None
+    return None
+
+
+def _letter_key(letter: dict[str, Any]) -> tuple[Any, ...]:
+    return (letter.get("topic"), letter.get("partition"), letter.get("offset"))
+
+
+def _unique_letters(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[tuple[Any, ...]] = set()
+    return [d for d in letters if not (_letter_key(d) in seen or seen.add(_letter_key(d)))]  # type: ignore[func-returns-value]
+
+
+def _restored_dead_letter(stored: Any) -> dict[str, Any] | None:
+    if not isinstance(stored, dict):
+        return None
+    where = _coordinates(stored.get("partition"), stored.get("offset"))
+    topic = _text(stored.get("topic"), MAX_TOPIC)
+    if not where or not topic:
+        return None
+    return {
+        "topic": topic,
+        "source": _text(stored.get("source"), MAX_TOPIC) or topic.removesuffix(DLQ_SUFFIX),
+        **where,
+        "reason": _text(stored.get("reason"), MAX_DEAD_REASON) or "(no reason recorded)",
+        "consumer": _text(stored.get("consumer"), MAX_SERVICE) or "",
+        "time": rfc3339(stored.get("time")),
+        "seen_at": _seconds(stored.get("seen_at")),
+    }
 
 
 _NOTICE_FIELDS = (

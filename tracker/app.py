@@ -25,11 +25,12 @@ Kafka compacts away) and from every index it holds in memory. Sagas with no outc
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-import re
 import time
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -38,9 +39,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine import kafka, unreadable
-from tracker import timeline
-from tracker.timeline import MAX_ID, REASONS, STATES, NotAnEvent
+from engine import flow, kafka, unreadable
+from engine.deadletters import dead_letters
+from tracker import api, timeline
+from tracker.broker import Broker, shown
+from tracker.index import WAITING, Index
+from tracker.timeline import REASONS, STATES, NotAnEvent
 
 log = logging.getLogger(__name__)
 
@@ -70,42 +74,11 @@ skipped = Counter(
 for _reason in REASONS:
     skipped.labels(_reason)  # every reason served from the start, at 0
 
-MAX_LIMIT = 1000
 APP_ID = "pokesaga-tracker"
 INTERNAL_TOPICS = (f"{APP_ID}-sagas-changelog",)  # the table's changelog (faust names it so)
-PARAMETERS = ("state", "limit")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _shown(text: str) -> str:
-    """A value from a request, quoted and cut short, for an error message."""
-    return repr(text[:60]) + ("…" if len(text) > 60 else "")
-
-
-def bad_query(query: Any, allowed: tuple[str, ...]) -> str | None:
-    """Why the query string of a request is refused, or None: unknown or repeated parameters."""
-    for name in query:
-        if name not in allowed:
-            expected = ", ".join(allowed) if allowed else "none"
-            return f"unknown query parameter {_shown(name)}; expected {expected}"
-        if len(query.getall(name)) > 1:
-            return f"query parameter {name!r} given more than once"
-    return None
-
-
-def bad_saga_id(saga_id: str) -> str | None:
-    """Why no saga can have this id, or None."""
-    if not 1 <= len(saga_id) <= MAX_ID:
-        return f"a saga id has 1 to {MAX_ID} characters, got {len(saga_id)}"
-    if _CONTROL.search(saga_id):
-        return f"a saga id has no control characters, got {_shown(saga_id)}"
-    return None
-
-
-def bad_limit(text: str) -> str | None:
-    if not (re.fullmatch(r"[0-9]{1,4}", text, re.ASCII) and 1 <= int(text) <= MAX_LIMIT):
-        return f"limit must be a whole number from 1 to {MAX_LIMIT}, got {_shown(text)}"
-    return None
+GRAPH = flow.graph(CAPTURE)
+DEAD_LETTER_TOPICS = tuple(dead_letters(t) for t in CAPTURE.consumed)
+RECONCILE_EVERY = 30.0  # seconds between full comparisons of the index with the table
 
 
 @functools.cache
@@ -147,11 +120,14 @@ def create_app(settings: Settings) -> faust.App:
     source = app.topic(
         *CAPTURE.topics,
         CAPTURE.retries_topic,
+        *DEAD_LETTER_TOPICS,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
     )
+    index = Index(timeline.TIMELINES, settings.stuck_after)
+    broker = Broker(settings.bootstrap, CAPTURE.groups)
 
     # Each stored timeline restored once: by key, with the stored value it was restored from
     # (the memory store hands back the same object until the key is written again).
@@ -168,17 +144,30 @@ def create_app(settings: Settings) -> faust.App:
 
     # The changelog partition each saga's timeline was last written to (its record's partition).
     partition_of: dict[Any, int] = {}
+    indexed: set[Any] = set()  # every key of the table the index holds (a row, or none: no event yet)
 
-    def place(value: bytes | None, topic: str, headers: Any, partition: int) -> None:
+    def place(message: Any, value: bytes | None) -> None:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
-        entry = timeline.parse(value, topic, headers)
+        topic, partition, now = message.topic, message.partition, time.time()
+        if topic in DEAD_LETTER_TOPICS:
+            entry = timeline.parse_dead_letter(
+                message.key, topic, message.headers, partition, message.offset, message.timestamp
+            )
+        else:
+            entry = timeline.parse(value, topic, message.headers, partition, message.offset)
         saga_id = entry["saga_id"]
         current = restore(saga_id, sagas.get(saga_id))
-        if not timeline.add(current, entry, time.time()):
+        if topic in DEAD_LETTER_TOPICS:
+            if not timeline.add_dead_letter(current, entry, now):
+                return
+        elif not timeline.add(current, entry, now):
             return  # the same event again (a re-publication): nothing new
         sagas[saga_id] = current
         restored[saga_id] = (current, current)
         partition_of[saga_id] = partition
+        fresh = [] if entry["type"] == timeline.NOTICE else [e for e in current["events"] if e["id"] == entry["id"]]
+        index.put(current, fresh)
+        indexed.add(saga_id)
         if entry["type"] == timeline.TIMELINES.start:
             started.inc()
         elif entry["type"] in timeline.OUTCOMES:
@@ -192,27 +181,51 @@ def create_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             message = event.message
             try:
-                place(event.value, message.topic, message.headers, message.partition)
+                place(message, event.value)
             except NotAnEvent as refused:
                 skipped.labels(refused.reason).inc()
             except Exception:  # a bug of ours must not stop the tracker observing every other saga
                 log.exception("tracker: could not place %s[%s]@%s", message.topic, message.partition, message.offset)
                 skipped.labels("error").inc()
 
-    def timelines() -> list[dict[str, Any]]:
-        found = [restore(key, stored) for key, stored in sagas.items()]
-        if len(restored) > len(found):  # keys gone from the table (never, unless the changelog says so)
-            for key in restored.keys() - set(sagas.keys()):
-                del restored[key]
-        return found
+    last_full = 0.0
+
+    async def reconcile() -> None:
+        """The index made to hold what the table holds: timelines a restarted tracker recovered from
+        its changelog, or a rebalance brought or took away. In chunks: the loop keeps serving."""
+        nonlocal last_full
+        now = time.monotonic()
+        if len(sagas) == len(indexed) and now - last_full < RECONCILE_EVERY:
+            return
+        last_full = now
+        keys = set(sagas.keys())
+        for i, key in enumerate(keys - indexed):
+            stored = sagas.get(key)
+            if stored is not None:
+                index.restored(restore(key, stored))
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)
+        for key in indexed - keys:
+            index.forget(key)
+            restored.pop(key, None)
+        indexed.clear()
+        indexed.update(keys)
 
     @app.timer(interval=2.0)
     async def count() -> None:
-        now = time.time()
-        states = [timeline.state(t, now, settings.stuck_after) for t in timelines() if t["events"]]
-        in_flight.set(sum(s in ("running", "retrying", "compensating", "stuck") for s in states))
-        retrying.set(states.count("retrying"))
-        stuck.set(states.count("stuck"))
+        await reconcile()
+        states = index.overview(time.time())["states"]
+        in_flight.set(sum(states[s] for s in WAITING))
+        retrying.set(states["retrying"])
+        stuck.set(states["stuck"])
+
+    @app.timer(interval=2.0)
+    async def read_lag() -> None:
+        await broker.read_lag()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_broker(_app: Any, *_args: Any, signal: Any = None, **_kwargs: Any) -> None:
+        await broker.close()
 
     retention = settings.tracker_retention_hours * 3600
 
@@ -228,6 +241,8 @@ def create_app(settings: Settings) -> faust.App:
         sagas.data.pop(key, None)
         recovered.pop(key, None)
         restored.pop(key, None)
+        index.forget(key)
+        indexed.discard(key)
 
     @app.timer(interval=min(60.0, max(0.5, retention / 10)))
     async def forget_settled() -> None:
@@ -241,11 +256,6 @@ def create_app(settings: Settings) -> faust.App:
             del partition_of[key]
         retained.set(len(sagas))
 
-    def views(state: str | None = None) -> list[dict[str, Any]]:
-        now = time.time()
-        found = [timeline.view(t, now, settings.stuck_after, restored=True) for t in timelines()]
-        return timeline.newest_first(v for v in found if v["events"] and (state is None or v["state"] == state))
-
     # The page first: faust adds its own index at "/" when the server starts, after these; a
     # route added first is the one served (and aiohttp refuses a second "/" right after a first).
     @app.page("/")
@@ -255,38 +265,83 @@ def create_app(settings: Settings) -> faust.App:
     def refused(web: faust.web.View, why: str, status: int = 400) -> faust.web.Response:
         return web.json({"error": why}, status=status)
 
+    @app.page("/overview")
+    async def overview(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        why = api.bad_query(request.query, ())
+        if why is not None:
+            return refused(web, why)
+        return web.json(overview_of(index, broker, time.time()))
+
     @app.page("/sagas")
     async def list_sagas(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        query = request.query
-        why = bad_query(query, PARAMETERS)
+        try:
+            query = api.search(request.query, STATES, timeline.FIELDS)
+        except api.Refused as why:
+            return refused(web, str(why))
+        return web.json(index.search(query, time.time()))
+
+    def one(saga_id: str, request: faust.web.Request) -> dict[str, Any] | str:
+        """The saga's view, or why it is refused (a 404's text starts with "no saga")."""
+        why = api.bad_saga_id(saga_id) or api.bad_query(request.query, ())
         if why is not None:
-            return refused(web, why)
-        state = query.get("state") or None
-        if state is not None and state not in STATES:
-            return refused(web, f"unknown state {_shown(state)}; expected one of {', '.join(STATES)}")
-        text = query.get("limit", "50")
-        why = bad_limit(text)
-        if why is not None:
-            return refused(web, why)
-        found = views(state)
-        listed = [{k: v for k, v in saga.items() if k != "events"} for saga in found[: int(text)]]
-        return web.json({"sagas": listed, "count": len(found)})
+            return why
+        found = timeline.view(restore(saga_id, sagas.get(saga_id)), time.time(), settings.stuck_after, restored=True)
+        if not found["events"] and not found["dead_letters"]:
+            return f"no saga {saga_id!r}: the tracker has seen no event of it"
+        return found
 
     @app.page("/sagas/{saga_id}")
     async def one_saga(web: faust.web.View, request: faust.web.Request, saga_id: str) -> faust.web.Response:
-        why = bad_saga_id(saga_id) or bad_query(request.query, ())
-        if why is not None:
-            return refused(web, why)
-        found = timeline.view(restore(saga_id, sagas.get(saga_id)), time.time(), settings.stuck_after, restored=True)
-        if not found["events"]:
-            return refused(web, f"no saga {saga_id!r}: the tracker has seen no event of it", status=404)
-        return web.json(found)
+        found = one(saga_id, request)
+        if isinstance(found, str):
+            return refused(web, found, status=404 if found.startswith("no saga") else 400)
+        down = {g for g, figures in broker.lag.items() if figures["members"] == 0}
+        return web.json(found | {"commands": api.commands(found, down)})
+
+    @app.page("/sagas/{saga_id}/records")
+    async def records(web: faust.web.View, request: faust.web.Request, saga_id: str) -> faust.web.Response:
+        found = one(saga_id, request)
+        if isinstance(found, str):
+            return refused(web, found, status=404 if found.startswith("no saga") else 400)
+        events = [e for e in found["events"] if "offset" in e]
+        letters = found["dead_letters"]
+        wanted = [(e["topic"], e["partition"], e["offset"]) for e in events + letters]
+        values = await broker.records(wanted)
+
+        def record(item: dict[str, Any], check_id: bool) -> dict[str, Any]:
+            value = shown(values.get((item["topic"], item["partition"], item["offset"])))
+            if check_id and not (isinstance(value, dict) and value.get("id") == item["id"]):
+                value = None  # another record there now (the topic made again): not this event's
+            where = {k: item[k] for k in ("topic", "partition", "offset")}
+            return ({"id": item["id"]} if check_id else {}) | where | {"found": value is not None, "value": value}
+
+        return web.json(
+            {"records": [record(e, True) for e in events], "dead_letters": [record(d, False) for d in letters]}
+        )
 
     @app.page("/metrics")
     async def metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     return app
+
+
+def overview_of(index: Index, broker: Broker, now: float) -> dict[str, Any]:
+    """``GET /overview``: the choreography from the declaration, with the live figures on it."""
+    figures = index.overview(now)
+    per_minute = figures.pop("per_minute")
+    participants = {
+        name: counts | broker.lag.get(name, {}) | {"down": broker.lag.get(name, {}).get("members") == 0}
+        for name, counts in figures.pop("participants").items()
+    }
+    return {
+        "at": timeline.rfc3339(datetime.fromtimestamp(now, UTC)),
+        "nodes": GRAPH["nodes"],
+        "edges": [edge | {"per_minute": per_minute.get(edge["event"], 0)} for edge in GRAPH["edges"]],
+        "participants": participants,
+        "lag": {"read_at": broker.read_at, "error": broker.error},
+        **figures,
+    }
 
 
 def run(settings: Settings) -> int:

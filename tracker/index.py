@@ -1,0 +1,318 @@
+"""The tracker's index of the sagas it holds: what the list and the overview read, answered
+without walking every timeline.
+
+Each timeline the tracker holds has one ``Row``: the fields a list shows and searches, its place
+in start-time order, and, for a saga with no outcome, what its state depends on (so a state that
+moves with the clock, stuck or retrying, costs a few comparisons). Counters follow the rows as
+they change: sagas per outcome, failed sagas per reason, and, over a sliding window, events per
+type, starts, outcomes and end-to-end latencies. Pure: no I/O, the caller gives the times.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.timeline import Timelines, duration_ms, instant, last_progress, next_attempt
+from tracker.figures import Latencies, Recent
+
+WAITING = ("running", "retrying", "compensating", "stuck")
+NO_START = -math.inf
+
+
+@dataclass(slots=True)
+class Row:
+    saga_id: str
+    shown: tuple[str | None, ...]  # the summary fields (trainer, Pokémon), as the timeline has them
+    searched: tuple[str, ...]  # saga id, summary fields, reason: lower-cased, for search
+    started: float  # the start event's time (epoch seconds), NO_START when there is none
+    started_at: str | None
+    ended_at: str | None
+    outcome: str | None
+    final: str | None  # the state an outcome ends in; None while the saga runs
+    reason: str | None
+    failed_step: str | None
+    duration_ms: float | None
+    progress: float  # when the tracker last saw an event of it
+    retry_due: float | None  # the next attempt the participant it waits on announced
+    compensating: bool
+    waiting_on: str | None
+    retrying: dict[str, Any] | None
+
+    @property
+    def key(self) -> tuple[float, str]:
+        return (self.started, self.saga_id)
+
+    def state(self, now: float, stuck_after: float) -> str:
+        """``Timelines.state``, from what the row keeps."""
+        if self.final is not None:
+            return self.final
+        if self.retry_due is not None and now - self.retry_due <= stuck_after:
+            return "retrying"
+        if now - self.progress > stuck_after:
+            return "stuck"
+        return "compensating" if self.compensating else "running"
+
+
+class Index:
+    """Rows by saga id and in start-time order, with the counters the overview reads."""
+
+    def __init__(self, timelines: Timelines, stuck_after: float) -> None:
+        self.timelines = timelines
+        self.stuck_after = stuck_after
+        self.rows: dict[str, Row] = {}
+        self.order: list[tuple[float, str]] = []  # (started, saga id), oldest first
+        self.open: dict[str, Row] = {}  # the rows with no outcome
+        self.finished: Counter[str] = Counter()  # held sagas per final state
+        self.failures: Counter[tuple[str, str]] = Counter()  # held failed sagas per (reason, step)
+        self.events = Recent(60, 1)  # events seen per type, last minute
+        self.starts = Recent(60, 1)  # start events and outcomes seen, last minute
+        self.outcomes = Recent(3600, 60)  # outcomes per final state, last hour
+        self.latencies = Latencies(60)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- keeping the rows ------------------------------------------------------------
+
+    def put(self, timeline: dict[str, Any], new: Iterable[dict[str, Any]] = ()) -> None:
+        """The row of ``timeline`` made anew; ``new``: its events just seen (counted in the window)."""
+        old = self.rows.pop(timeline["saga_id"], None)
+        if old is not None:
+            self._drop(old)
+        if not timeline["events"]:  # retry notices or dead letters alone: served, not listed
+            return
+        row = self._row(timeline)
+        self.rows[row.saga_id] = row
+        bisect.insort(self.order, row.key)
+        if row.final is None:
+            self.open[row.saga_id] = row
+        else:
+            self.finished[row.final] += 1
+            if row.outcome in self.timelines.failed_outcomes:
+                self.failures[(row.reason or "", row.failed_step or "")] += 1
+        for event in new:
+            self._count(event, row)
+
+    def restored(self, timeline: dict[str, Any]) -> None:
+        """A timeline the tracker recovered (its changelog): its row, and its recent events counted."""
+        self.put(timeline, timeline["events"])
+
+    def forget(self, saga_id: str) -> None:
+        row = self.rows.pop(saga_id, None)
+        if row is not None:
+            self._drop(row)
+
+    def _drop(self, row: Row) -> None:
+        at = bisect.bisect_left(self.order, row.key)
+        if at < len(self.order) and self.order[at] == row.key:
+            del self.order[at]
+        if row.final is None:
+            self.open.pop(row.saga_id, None)
+        else:
+            self.finished[row.final] -= 1
+            if row.outcome in self.timelines.failed_outcomes:
+                key = (row.reason or "", row.failed_step or "")
+                self.failures[key] -= 1
+                if self.failures[key] <= 0:
+                    del self.failures[key]
+
+    def _count(self, event: dict[str, Any], row: Row) -> None:
+        seen = float(event.get("seen_at") or 0.0)
+        self.events.add(event["type"], seen)
+        if event["type"] == self.timelines.start:
+            self.starts.add("started", seen)
+        elif event["type"] in self.timelines.outcomes:
+            self.starts.add("finished", seen)
+            self.outcomes.add(self.timelines.outcomes[event["type"]], seen)
+            if row.duration_ms is not None:
+                self.latencies.add(row.duration_ms, seen)
+
+    def _row(self, timeline: dict[str, Any]) -> Row:
+        t = self.timelines
+        events = timeline["events"]
+        outcome = timeline["outcome"]
+        failure = next((e for e in reversed(events) if e.get("reason")), None)
+        reason = failure.get("reason") if failure else None
+        waiting_on = t.waiting_on(timeline)
+        notice = t.retrying(timeline)
+        shown = tuple(timeline.get(f) for f in t.summary_fields)
+        started = instant(timeline.get("started_at")) if any(e["type"] == t.start for e in events) else NO_START
+        return Row(
+            saga_id=timeline["saga_id"],
+            shown=shown,
+            searched=tuple((s or "").lower() for s in (timeline["saga_id"], *shown, reason)),
+            started=started,
+            started_at=timeline.get("started_at"),
+            ended_at=timeline.get("ended_at"),
+            outcome=outcome,
+            final=t.outcomes[outcome] if outcome else None,
+            reason=reason,
+            failed_step=failure.get("failed_step") if failure else None,
+            duration_ms=duration_ms(timeline),
+            progress=last_progress(timeline),
+            retry_due=next_attempt(notice) if notice else None,
+            compensating=any(e["type"] in t.compensating for e in events),
+            waiting_on=waiting_on,
+            retrying=notice,
+        )
+
+    # -- reading ----------------------------------------------------------------------
+
+    def listed(self, row: Row, state: str) -> dict[str, Any]:
+        return {
+            "saga_id": row.saga_id,
+            **dict(zip(self.timelines.summary_fields, row.shown, strict=True)),
+            "state": state,
+            "waiting_on": row.waiting_on if state in WAITING else None,
+            "retrying": row.retrying if state == "retrying" else None,
+            "started_at": row.started_at,
+            "ended_at": row.ended_at,
+            "outcome": row.outcome,
+            "duration_ms": row.duration_ms,
+            "reason": row.reason,
+            "failed_step": row.failed_step,
+            "last_progress": row.progress,
+        }
+
+    def search(self, query: Search, now: float) -> dict[str, Any]:
+        """A page of the sagas that match ``query``, newest first, with the counts per state."""
+        lo = bisect.bisect_left(self.order, (query.since, "")) if query.since is not None else 0
+        hi = bisect.bisect_left(self.order, (query.until, "")) if query.until is not None else len(self.order)
+        if query.after is not None:
+            hi = min(hi, bisect.bisect_left(self.order, query.after))
+        counts = Counter[str]()
+        page: list[dict[str, Any]] = []
+        last: tuple[float, str] | None = None
+        more = False
+        rows, stuck_after = self.rows, self.stuck_after
+        match = query.matcher()
+        ranged = query.since is not None or query.until is not None
+        if query.after is None and not ranged and match is None:  # every saga: the counters say
+            counts.update(self.finished)
+            counts.update(row.state(now, stuck_after) for row in self.open.values())
+        for i in range(hi - 1, lo - 1, -1):
+            row = rows[self.order[i][1]]
+            if match is not None and not match(row):
+                continue
+            final = row.final
+            state = final if final is not None else row.state(now, stuck_after)
+            if query.state is not None and state != query.state:
+                continue
+            if len(page) < query.limit:
+                page.append(self.listed(row, state))
+                last = row.key
+            else:
+                more = True
+                break
+        if query.after is not None or ranged or match is not None:
+            counts = self._counts(lo, len(self.order) if query.until is None else hi, match, now)
+        count = counts[query.state] if query.state is not None else sum(counts.values())
+        return {
+            "sagas": page,
+            "count": count,
+            "counts": {s: counts.get(s, 0) for s in self.timelines.states},
+            "next": encode_cursor(last) if more and last is not None else None,
+        }
+
+    def _counts(self, lo: int, hi: int, match: Callable[[Row], bool] | None, now: float) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        rows, stuck_after = self.rows, self.stuck_after
+        for _, saga_id in self.order[lo:hi]:
+            row = rows[saga_id]
+            if match is None or match(row):
+                counts[row.final if row.final is not None else row.state(now, stuck_after)] += 1
+        return counts
+
+    def overview(self, now: float) -> dict[str, Any]:
+        """The sagas per state and per participant they wait on, failures by reason, the window's figures."""
+        states: Counter[str] = Counter(self.finished)
+        waiting: dict[str, Counter[str]] = {}
+        for row in self.open.values():
+            state = row.state(now, self.stuck_after)
+            states[state] += 1
+            if row.waiting_on is not None:
+                waiting.setdefault(row.waiting_on, Counter())[state] += 1
+        participants = {
+            name: {
+                "waiting": sum(waiting.get(name, {}).values()),
+                "retrying": waiting.get(name, Counter())["retrying"],
+                "stuck": waiting.get(name, Counter())["stuck"],
+            }
+            for name in self.timelines.participants
+        }
+        window = self.starts.counts(now)
+        mix = self.outcomes.counts(now)
+        return {
+            "retained": len(self.rows),
+            "states": {s: states.get(s, 0) for s in self.timelines.states},
+            "participants": participants,
+            "per_minute": dict(self.events.counts(now)),
+            "failures": [
+                {"reason": reason or None, "step": step or None, "sagas": n}
+                for (reason, step), n in sorted(self.failures.items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
+            "tiles": {
+                "started_per_minute": window["started"],
+                "finished_per_minute": window["finished"],
+                "outcomes": {state: mix.get(state, 0) for state in self.timelines.outcomes.values()},
+                "latency_ms": {"5m": self.latencies.summary(now, 5), "60m": self.latencies.summary(now, 60)},
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a list asks for: every field optional (``prefixes``: lower-cased, by searched field)."""
+
+    state: str | None = None
+    anywhere: str | None = None  # a prefix of any searched field, lower-cased
+    prefixes: tuple[tuple[int, str], ...] = ()  # (field index in Row.searched, lower-cased prefix)
+    saga: str | None = None  # a saga id prefix, as typed
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+    after: tuple[float, str] | None = None
+
+    def matcher(self) -> Callable[[Row], bool] | None:
+        """Whether a row matches, or None when the query searches nothing."""
+        anywhere, prefixes, saga = self.anywhere, self.prefixes, self.saga
+        if anywhere is None and not prefixes and saga is None:
+            return None
+
+        def match(row: Row) -> bool:
+            searched = row.searched
+            if saga is not None and not row.saga_id.startswith(saga):
+                return False
+            if anywhere is not None and not any(field.startswith(anywhere) for field in searched):
+                return False
+            return all(searched[i].startswith(p) for i, p in prefixes)
+
+        return match
+
+
+def encode_cursor(key: tuple[float, str]) -> str:
+    started = None if math.isinf(key[0]) else key[0]
+    return base64.urlsafe_b64encode(json.dumps([started, key[1]]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[float, str] | None:
+    """The key a cursor names, or None when it is no cursor ``encode_cursor`` made."""
+    if len(text) > 1000:
+        return None
+    try:
+        started, saga_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, TypeError, binascii.Error):
+        return None
+    if not isinstance(saga_id, str) or not (started is None or type(started) in (int, float)):
+        return None
+    if started is not None and not math.isfinite(started):
+        return None
+    return (NO_START if started is None else float(started), saga_id)
