@@ -16,7 +16,7 @@ import bisect
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from engine.timeline import Timelines, duration_ms, instant, last_progress, next
 from tracker.figures import Latencies, Recent
 
 WAITING = ("running", "retrying", "compensating", "stuck")
+SEPARATOR = "\x00"  # in no searched field (a timeline's strings have no NUL) and in no search
 NO_START = -math.inf
 
 
@@ -32,6 +33,7 @@ class Row:
     saga_id: str
     shown: tuple[str | None, ...]  # the summary fields (trainer, Pokémon), as the timeline has them
     searched: tuple[str, ...]  # saga id, summary fields, reason: lower-cased, for search
+    haystack: str  # the same, each after a SEPARATOR: a prefix of any is one substring test
     started: float  # the start event's time (epoch seconds), NO_START when there is none
     started_at: str | None
     ended_at: str | None
@@ -68,7 +70,7 @@ class Index:
         self.timelines = timelines
         self.stuck_after = stuck_after
         self.rows: dict[str, Row] = {}
-        self.order: list[tuple[float, str]] = []  # (started, saga id), oldest first
+        self.order: list[Row] = []  # by (started, saga id): oldest first
         self.open: dict[str, Row] = {}  # the rows with no outcome
         self.finished: Counter[str] = Counter()  # held sagas per final state
         self.failures: Counter[tuple[str, str]] = Counter()  # held failed sagas per (reason, step)
@@ -85,13 +87,16 @@ class Index:
     def put(self, timeline: dict[str, Any], new: Iterable[dict[str, Any]] = ()) -> None:
         """The row of ``timeline`` made anew; ``new``: its events just seen (counted in the window)."""
         old = self.rows.pop(timeline["saga_id"], None)
+        row = self._row(timeline) if timeline["events"] else None  # notices or dead letters alone: not listed
         if old is not None:
-            self._drop(old)
-        if not timeline["events"]:  # retry notices or dead letters alone: served, not listed
+            self._drop(old, keep_place=row is not None and row.key == old.key)
+        if row is None:
             return
-        row = self._row(timeline)
         self.rows[row.saga_id] = row
-        bisect.insort(self.order, row.key)
+        if old is None or row.key != old.key:
+            bisect.insort(self.order, row, key=_key)
+        else:
+            self.order[self._place(old)] = row
         if row.final is None:
             self.open[row.saga_id] = row
         else:
@@ -110,10 +115,12 @@ class Index:
         if row is not None:
             self._drop(row)
 
-    def _drop(self, row: Row) -> None:
-        at = bisect.bisect_left(self.order, row.key)
-        if at < len(self.order) and self.order[at] == row.key:
-            del self.order[at]
+    def _place(self, row: Row) -> int:
+        return bisect.bisect_left(self.order, row.key, key=_key)
+
+    def _drop(self, row: Row, keep_place: bool = False) -> None:
+        if not keep_place:
+            del self.order[self._place(row)]
         if row.final is None:
             self.open.pop(row.saga_id, None)
         else:
@@ -145,10 +152,12 @@ class Index:
         notice = t.retrying(timeline)
         shown = tuple(timeline.get(f) for f in t.summary_fields)
         started = instant(timeline.get("started_at")) if any(e["type"] == t.start for e in events) else NO_START
+        searched = tuple(_searchable(s) for s in (timeline["saga_id"], *shown, reason))
         return Row(
             saga_id=timeline["saga_id"],
             shown=shown,
-            searched=tuple((s or "").lower() for s in (timeline["saga_id"], *shown, reason)),
+            searched=searched,
+            haystack="".join(SEPARATOR + field for field in searched),
             started=started,
             started_at=timeline.get("started_at"),
             ended_at=timeline.get("ended_at"),
@@ -183,53 +192,41 @@ class Index:
         }
 
     def search(self, query: Search, now: float) -> dict[str, Any]:
-        """A page of the sagas that match ``query``, newest first, with the counts per state."""
-        lo = bisect.bisect_left(self.order, (query.since, "")) if query.since is not None else 0
-        hi = bisect.bisect_left(self.order, (query.until, "")) if query.until is not None else len(self.order)
-        if query.after is not None:
-            hi = min(hi, bisect.bisect_left(self.order, query.after))
-        counts = Counter[str]()
-        page: list[dict[str, Any]] = []
-        last: tuple[float, str] | None = None
-        more = False
-        rows, stuck_after = self.rows, self.stuck_after
-        match = query.matcher()
-        ranged = query.since is not None or query.until is not None
-        if query.after is None and not ranged and match is None:  # every saga: the counters say
+        """A page of the sagas that match ``query``, newest first, with the counts per state.
+
+        The time range is cut from the ordered rows by bisection; each search term narrows what
+        is left in one pass (a list comprehension each: ~50 ns a row); the page is read from the
+        newest end, from the cursor on."""
+        order, stuck_after = self.order, self.stuck_after
+        lo = bisect.bisect_left(order, (query.since, ""), key=_key) if query.since is not None else 0
+        hi = bisect.bisect_left(order, (query.until, ""), key=_key) if query.until is not None else len(order)
+        counts: Counter[str] = Counter()
+        if query.since is None and query.until is None and not query.searches:
+            found = order  # every saga: the counters say how many of each
             counts.update(self.finished)
             counts.update(row.state(now, stuck_after) for row in self.open.values())
-        for i in range(hi - 1, lo - 1, -1):
-            row = rows[self.order[i][1]]
-            if match is not None and not match(row):
-                continue
-            final = row.final
-            state = final if final is not None else row.state(now, stuck_after)
+        else:
+            found = query.narrow(order[lo:hi])
+            counts.update(row.final or row.state(now, stuck_after) for row in found)
+        end = len(found) if query.after is None else bisect.bisect_left(found, query.after, key=_key)
+        page: list[dict[str, Any]] = []
+        more = False
+        for i in range(end - 1, -1, -1):
+            row = found[i]
+            state = row.final or row.state(now, stuck_after)
             if query.state is not None and state != query.state:
                 continue
-            if len(page) < query.limit:
-                page.append(self.listed(row, state))
-                last = row.key
-            else:
+            if len(page) == query.limit:
                 more = True
                 break
-        if query.after is not None or ranged or match is not None:
-            counts = self._counts(lo, len(self.order) if query.until is None else hi, match, now)
+            page.append(self.listed(row, state))
         count = counts[query.state] if query.state is not None else sum(counts.values())
         return {
             "sagas": page,
             "count": count,
             "counts": {s: counts.get(s, 0) for s in self.timelines.states},
-            "next": encode_cursor(last) if more and last is not None else None,
+            "next": encode_cursor(self.rows[page[-1]["saga_id"]].key) if more else None,
         }
-
-    def _counts(self, lo: int, hi: int, match: Callable[[Row], bool] | None, now: float) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        rows, stuck_after = self.rows, self.stuck_after
-        for _, saga_id in self.order[lo:hi]:
-            row = rows[saga_id]
-            if match is None or match(row):
-                counts[row.final if row.final is not None else row.state(now, stuck_after)] += 1
-        return counts
 
     def overview(self, now: float) -> dict[str, Any]:
         """The sagas per state and per participant they wait on, failures by reason, the window's figures."""
@@ -281,21 +278,29 @@ class Search:
     limit: int = 50
     after: tuple[float, str] | None = None
 
-    def matcher(self) -> Callable[[Row], bool] | None:
-        """Whether a row matches, or None when the query searches nothing."""
-        anywhere, prefixes, saga = self.anywhere, self.prefixes, self.saga
-        if anywhere is None and not prefixes and saga is None:
-            return None
+    @property
+    def searches(self) -> bool:
+        return self.anywhere is not None or bool(self.prefixes) or self.saga is not None
 
-        def match(row: Row) -> bool:
-            searched = row.searched
-            if saga is not None and not row.saga_id.startswith(saga):
-                return False
-            if anywhere is not None and not any(field.startswith(anywhere) for field in searched):
-                return False
-            return all(searched[i].startswith(p) for i, p in prefixes)
+    def narrow(self, rows: list[Row]) -> list[Row]:
+        """The rows that match every search term, in the order given."""
+        if self.saga is not None:
+            saga = self.saga
+            rows = [r for r in rows if r.saga_id.startswith(saga)]
+        if self.anywhere is not None:
+            needle = SEPARATOR + self.anywhere  # a prefix of any field: after a separator
+            rows = [r for r in rows if needle in r.haystack]
+        for i, prefix in self.prefixes:
+            rows = [r for r in rows if r.searched[i].startswith(prefix)]
+        return rows
 
-        return match
+
+def _key(row: Row) -> tuple[float, str]:
+    return (row.started, row.saga_id)
+
+
+def _searchable(text: str | None) -> str:
+    return (text or "").replace(SEPARATOR, "").lower()
 
 
 def encode_cursor(key: tuple[float, str]) -> str:

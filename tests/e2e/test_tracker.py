@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
 from devtools.broker import free_port
 from devtools.processes import ServiceProcess
 from tests.conftest import new_broker
-from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, pokesaga
+from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, hand_written, pokesaga, produce_raw
 from tests.support import Samples, eventually, http_get, metric_samples
 from tracker.timeline import instant
 
@@ -336,3 +337,67 @@ async def test_a_saga_retrying_at_a_step_is_shown_retrying_attempt_n_of_m_until_
     assert [e["type"] for e in done["events"]][1:3] == ["PokemonParalyzed", "PokemonWeakened"]
     shown = pokesaga(settings, "inspect", "saga", saga.sagaid, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["parked"] == []
+
+
+async def test_a_saga_the_services_refused_has_a_page_with_its_dead_letters_and_the_commands_to_replay_them(
+    tracked: Tracked,
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    refused, traced = f"refused-{run}", f"traced-{run}"
+    bootstrap = tracked.running.settings.bootstrap
+    await produce_raw(
+        bootstrap, topics.STATUS, hand_written(refused, f"Gil-{run}", {"name": "Agumon"}), refused.encode()
+    )
+    trace = uuid.uuid4().hex
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        start = start_event(traced, {"name": f"Hal-{run}"}, {"name": "Caterpie", **CERTAIN})
+        parent = f"00-{trace}-{uuid.uuid4().hex[:16]}-01".encode()
+        await producer.send_and_wait(
+            topics.STATUS, start.to_json(), key=traced.encode(), headers=[("traceparent", parent)]
+        )
+    finally:
+        await producer.stop()
+
+    async def dead_lettered() -> bool:
+        status, body = tracked.get(f"/sagas/{refused}")
+        return status == 200 and bool(body["dead_letters"])
+
+    await eventually(dead_lettered, timeout=60, what="the refused saga's dead letter on its page")
+    status, page = tracked.get(f"/sagas/{refused}")
+    (letter,) = page["dead_letters"]
+    assert page["events"] == [] and (letter["topic"], letter["source"]) == ("capture.status.dlq", "capture.status")
+    assert "Agumon" in letter["reason"] and letter["consumer"] == "status"
+    commands = [c["command"] for c in page["commands"]]
+    assert f"pokesaga dlq replay capture.status --saga {refused} --dry-run" in commands
+    status, records = tracked.get(f"/sagas/{refused}/records")
+    assert status == 200 and records["records"] == []
+    (value,) = records["dead_letters"]
+    assert value["found"] and value["value"]["sagaid"] == refused  # the record as the client wrote it
+    listed = tracked.get(f"/sagas?saga={refused}")[1]
+    assert listed["count"] == 0  # no event of it: on no list, but on its page
+
+    view = await tracked.saga(traced, state="delivered", timeout=90)
+    assert view["trace_id"] == trace  # the services passed the client's trace context on
+    status, records = tracked.get(f"/sagas/{traced}/records")
+    assert status == 200 and [r["id"] for r in records["records"]] == [e["id"] for e in view["events"]]
+    assert all(
+        r["found"] and r["value"]["id"] == r["id"] and r["value"]["sagaid"] == traced for r in records["records"]
+    )
+    assert [(b["participant"], b["kind"], b["failed"]) for b in view["bars"]] == [
+        ("status", "step", False), ("combat", "step", False), ("pokeball", "step", False), ("delivery", "step", False),
+    ]  # fmt: skip
+    found = tracked.get(f"/sagas?trainer=hal-{run}")[1]
+    assert [s["saga_id"] for s in found["sagas"]] == [traced] and found["counts"]["delivered"] == 1
+
+
+def test_the_consoles_endpoints_refuse_a_bad_query_with_a_400_and_an_unknown_saga_with_a_404(tracked: Tracked) -> None:
+    for path in ("/overview?x=1", "/sagas?since=yesterday", "/sagas?after=zz", "/sagas?q=" + "a" * 201,
+                 "/sagas?until=2026-01-01T00:00:00Z&since=2026-02-01T00:00:00Z", "/sagas/x/records?y=1"):  # fmt: skip
+        status, body = tracked.get(path)
+        assert status == 400 and body["error"] and "\n" not in body["error"], path
+    status, body = tracked.get("/sagas/no-such-saga/records")
+    assert status == 404 and "no saga 'no-such-saga'" in body["error"]
+    status, overview = tracked.get("/overview")
+    assert status == 200 and [n["id"] for n in overview["nodes"]][:2] == ["client", "status"]
