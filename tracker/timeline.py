@@ -11,6 +11,7 @@ from typing import Any
 
 from capture.saga import CAPTURE
 from engine.timeline import (  # noqa: F401  (re-exported: one import for the tracker and trace)
+    MAX_DEAD_LETTERS,
     MAX_DETAIL,
     MAX_ERROR,
     MAX_EVENTS,
