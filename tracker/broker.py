@@ -76,9 +76,8 @@ class Broker:
     async def _read_lag(self) -> None:
         admin, reader = await self._clients()
         topics = sorted({t for ts in self.groups.values() for t in ts})
-        if any(reader.partitions_for_topic(t) is None for t in topics):
-            await reader.topics()  # metadata of every topic: a reader made before they existed knows none
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
+        described = await admin.describe_topics(topics)  # a group-less reader keeps no metadata of its own
+        tps = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
         ends = await reader.end_offsets(tps)
         members: dict[str, tuple[str, int]] = {}
         for group in self.groups:  # one a request: aiokafka 0.14 misreads an answer about several

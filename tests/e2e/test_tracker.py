@@ -222,7 +222,7 @@ async def test_the_page_in_a_real_browser_lists_the_sagas_and_opens_a_failed_one
     await tracked.saga(caught, state="delivered", timeout=90)
 
     with chromium(tmp_path) as browser:
-        browser.get(f"http://127.0.0.1:{tracked.port}/")
+        browser.get(f"http://127.0.0.1:{tracked.port}/#/sagas")  # the list (the overview is at /)
         listed = f'tr.saga[data-saga="{saga}"]'
         WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, listed))
         assert browser.find_elements(By.CSS_SELECTOR, f'tr.saga[data-saga="{caught}"]')  # every state listed
