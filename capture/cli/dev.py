@@ -27,7 +27,9 @@ def add(commands: Any) -> None:
     demo.add_argument("--keep", action="store_true", help="keep the services and the tracker running until Ctrl-C")
 
     bench = commands.add_parser("bench", help="the services under load (and the null-relay ceiling); one JSON line")
-    bench.add_argument("--sagas", type=positive, help="sagas to time (default 2000; --stall-one: 1000 per run)")
+    bench.add_argument(
+        "--sagas", type=positive, help="sagas to time (default 2000; --stall-one: 1000 per run; --console: 100000)"
+    )
     load = bench.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=positive, default=200, help="sagas in flight (default 200)")
     load.add_argument("--rate", type=float, help="sagas started per second, instead of a concurrency")
@@ -56,6 +58,9 @@ def add(commands: Any) -> None:
     )
     bench.add_argument("--rounds", type=positive, default=3, help="--failover: rounds of each way to stop (3)")
     bench.add_argument("--static-membership", action="store_true", help="--failover: name the instances")
+    bench.add_argument(
+        "--console", action="store_true", help="instead: the tracker's console API timed with --sagas held (100000)"
+    )
 
 
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,6 +96,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from devtools.bench import Options, run
 
+    if args.console:
+        from devtools import consolebench
+
+        if args.null_relay or args.compare_null or args.stall_one or args.failover or args.rate is not None:
+            raise Usage(
+                "pokesaga bench: --console times the tracker alone: not with --null-relay, --compare-null, "
+                "--stall-one, --failover or --rate"
+            )
+        stop_on_sigterm()
+        partitions = args.bench_partitions or args.partitions or settings.partitions
+        return consolebench.run(settings.model_copy(update={"partitions": partitions}), args.sagas or 100_000)
     if args.failover:
         from devtools import failover
 

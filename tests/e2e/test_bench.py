@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from capture.settings import Settings
 from devtools.processes import settings_env
 from tests import databases
+from tests.conftest import new_broker
 
 
 def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -57,3 +60,32 @@ def test_the_stall_one_scenario_prints_both_runs_the_ratio_and_the_stalled_saga(
     stalled = figures["stalled_saga"]
     assert stalled["saga_id"].startswith("stall-") and stalled["outcome"] == "PokemonDelivered"
     assert stalled["finished_after_s"] > 0 and stalled["partition"] in range(3)
+
+
+@pytest.mark.no_database  # the tracker reads topics only
+def test_the_console_bench_times_every_request_with_the_sagas_held(tmp_path: Path) -> None:
+    with new_broker(tmp_path / "broker") as bootstrap:  # a broker of its own: the tracker counts only these
+        env = settings_env(Settings(kafka_bootstrap_servers=bootstrap, data_dir=tmp_path))
+        args = ["bench", "--console", "--sagas", "300"]
+        done = subprocess.run(
+            [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.strip().splitlines()
+    figures = json.loads(line)
+    assert figures["scenario"] == "console" and figures["sagas"] == 300
+    assert sum(figures["mix"].values()) == 300 and set(figures["mix"]) == {"delivered", "failed", "running"}
+    tracker = figures["tracker"]
+    assert tracker["retained"] == 300 and sum(tracker["states"].values()) == 300
+    assert tracker["states"]["delivered"] == figures["mix"]["delivered"]
+    assert tracker["states"]["failed"] == figures["mix"]["failed"]
+    assert tracker["rss_mb"] > 0 and figures["ingest_s"] > 0 and figures["records"] > 300
+    assert figures["rss_mb_by_sagas"][-1][0] == 300
+    requests = figures["requests"]
+    assert set(requests) == {
+        "overview", "list", "failed", "search", "reason", "range_10m", "deep_page", "one_saga"
+    }  # fmt: skip
+    assert all({"p50", "p95", "max"} <= set(r) for r in requests.values())
+    assert requests["list"]["matched"] == 300 and requests["failed"]["matched"] == figures["mix"]["failed"]
+    assert 0 < requests["reason"]["matched"] < figures["mix"]["failed"]
+    assert figures["slowest"]["request"] in requests

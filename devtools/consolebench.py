@@ -1,0 +1,340 @@
+"""``pokesaga bench --console``: the tracker's console API with 100,000 sagas held.
+
+N synthetic sagas, real envelopes of real events along the paths the services take, are
+published straight to the topics (no services run); the real tracker reads them in its own
+process; then each request the console makes is timed over HTTP (p50, p95, max), and the
+overview is polled for a minute as the page does (its worst wait, the tracker's timers
+included). Also how long the tracker took to read them all, and its resident memory as it
+filled. One JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from capture.starter import start_event
+from contracts import events, pokedex
+from devtools.bench import proc_figures, quantile
+from devtools.broker import BrokerError, free_port, provisioned
+from devtools.demo import TRAINERS
+from devtools.processes import ServiceProcess, stop_all
+from engine import kafka
+from engine.envelope import wrap
+from engine.events import Event
+from engine.timeline import rfc3339
+from tracker.app import APP_ID, INTERNAL_TOPICS
+
+SPREAD = 50 * 60.0  # start times over the last 50 minutes
+TRAINER_COUNT = 5000
+WARMUP, TIMED = 5, 40  # requests of each kind not timed, then timed
+POLLED = 65.0  # seconds of /overview every 100 ms (fewer with fewer sagas): the minute timers run within
+SEED = 15
+
+Steps = list[tuple[type[Event], dict[str, Any]]]
+PARALYZED = (events.PokemonParalyzed, {"previous_status": "HEALTHY"})
+WEAKENED = (events.PokemonWeakened, {"hp_before": 40, "damage": 39})
+CAUGHT = (events.PokemonCaught, {"ball": "Poke Ball", "shakes": 3})
+
+
+def failed(
+    forward: Steps, failure: type[Event], reason: str, step: str, unwind: list[tuple[type[Event], str]]
+) -> Steps:
+    """The steps done, the failure, then each compensation (newest step first) adding the step it
+    undid to ``undone``: every step but the one that failed, which did nothing to undo."""
+    why: dict[str, Any] = {"reason": reason, "failed_step": step}
+    path, undone = [*forward, (failure, why)], tuple[str, ...]()
+    for compensation, undoes in unwind:
+        undone = (*undone, undoes) if undoes != step else undone
+        path.append((compensation, why | {"undone": undone}))
+    return path
+
+
+# Each path of the mix: the state it leaves the saga in, its share, the events after the start.
+MIX: tuple[tuple[str, float, Steps], ...] = (
+    ("delivered", 0.55, [PARALYZED, WEAKENED, CAUGHT, (events.PokemonDelivered, {"location": "party", "slot": 1})]),
+    ("failed", 0.16, failed([PARALYZED, WEAKENED], events.PokemonBrokeFree, "broke_free", "pokeball",
+                            [(events.PokemonHealed, "combat"), (events.CaptureFailed, "status")])),
+    ("failed", 0.08, failed([PARALYZED], events.PokemonFainted, "fainted", "combat",
+                            [(events.CaptureFailed, "status")])),
+    ("failed", 0.06, failed([], events.ParalysisFailed, "electric_type_immune", "status",
+                            [(events.CaptureFailed, "status")])),
+    ("failed", 0.04, failed([PARALYZED, WEAKENED], events.OutOfPokeballs, "out_of_pokeballs", "pokeball",
+                            [(events.PokemonHealed, "combat"), (events.CaptureFailed, "status")])),
+    ("failed", 0.06, failed([PARALYZED, WEAKENED, CAUGHT], events.DeliveryFailed, "party_and_pc_full", "delivery",
+                            [(events.PokemonReleased, "pokeball"), (events.PokemonHealed, "combat"),
+                             (events.CaptureFailed, "status")])),
+    ("running", 0.02, []),
+    ("running", 0.02, [PARALYZED]),
+    ("running", 0.01, [PARALYZED, WEAKENED]),
+)  # fmt: skip
+SOURCE = {cls.__name__: f"{CAPTURE.name}/{s.name}" for s in CAPTURE.steps for cls in (*s.succeeds_with, *s.fails_with)}
+SOURCE |= {cls.__name__: f"{CAPTURE.name}/{c.name}" for c in CAPTURE.compensations for cls in c.publishes}
+ELECTRIC = tuple(s.name for s in pokedex.SPECIES.values() if "Electric" in s.types)
+
+
+def say(message: str) -> None:
+    print(f"pokesaga bench: {message}", file=sys.stderr, flush=True)
+
+
+def sagas(count: int, now: float, rng: random.Random) -> Iterator[tuple[str, int, list[tuple[str, bytes]]]]:
+    """Each saga's id, its path in MIX, and its records (topic, value), oldest saga first."""
+    paths = rng.choices(range(len(MIX)), weights=[share for _, share, _ in MIX], k=count)
+    for i, which in enumerate(paths):
+        saga_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        n = rng.randrange(TRAINER_COUNT)
+        trainer = {"name": f"{TRAINERS[n % len(TRAINERS)]}-{n:04d}"}
+        reason = MIX[which][2][-1][1].get("reason") if MIX[which][2] else None
+        species = rng.choice(ELECTRIC if reason == "electric_type_immune" else pokedex.NAMES)
+        at = datetime.fromtimestamp(now - SPREAD + SPREAD * i / count, UTC)
+        start = start_event(saga_id, trainer, {"name": species, "level": rng.randint(5, 70)}, "pokesaga/consolebench")
+        envelope = start.model_copy(update={"time": at})
+        records = [(events.PokemonEncountered.topic, envelope.to_json())]
+        for cls, extra in MIX[which][2]:
+            at += timedelta(seconds=rng.uniform(0.01, 0.3))
+            event = cls.model_validate({"trainer": start.data["trainer"], "pokemon": start.data["pokemon"]} | extra)
+            envelope = wrap(event, saga_id=saga_id, source=SOURCE[cls.__name__], causation_id=envelope.id, time=at)
+            records.append((cls.topic, envelope.to_json()))
+        yield saga_id, which, records
+
+
+async def publish(bootstrap: str, count: int, now: float) -> tuple[dict[str, int], str, int]:
+    """Publish ``count`` sagas; returns the sagas per state, a failed saga with the most events,
+    and how many records were published."""
+    states: Counter[str] = Counter()
+    deepest, longest, records = "", 0, 0
+    producer = kafka.producer(bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        for i, (saga_id, which, produced) in enumerate(sagas(count, now, random.Random(SEED)), 1):
+            states[MIX[which][0]] += 1
+            if MIX[which][0] == "failed" and len(produced) > longest:
+                deepest, longest = saga_id, len(produced)
+            for topic, value in produced:
+                pending.append(await producer.send(topic, value, key=saga_id.encode()))
+            records += len(produced)
+            if i % 10000 == 0 or i == count:
+                await asyncio.gather(*pending)
+                pending.clear()
+                say(f"published {i}/{count} sagas ({records} records)")
+    finally:
+        await producer.stop()
+    return dict(states), deepest, records
+
+
+def get(connection: http.client.HTTPConnection, path: str) -> tuple[float, Any]:
+    """One request on a kept-alive connection: seconds to the whole answer, and its JSON."""
+    started = time.perf_counter()
+    connection.request("GET", path)
+    answer = connection.getresponse()
+    body = answer.read()
+    took = time.perf_counter() - started
+    if answer.status != 200:
+        raise RuntimeError(f"GET {path}: {answer.status} {body[:300]!r}")
+    return took, json.loads(body)
+
+
+def overview(port: int) -> dict[str, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        return dict(get(connection, "/overview")[1])
+    finally:
+        connection.close()
+
+
+def held(port: int) -> int:
+    """The sagas the tracker holds (0 while it does not answer yet)."""
+    try:
+        return int(overview(port)["retained"])
+    except (OSError, http.client.HTTPException):
+        return 0
+
+
+async def caught_up(bootstrap: str, ends: dict[TopicPartition, int]) -> bool:
+    """The tracker has committed every record published: it has read them all."""
+    try:
+        done = await kafka.committed_offsets(bootstrap, APP_ID, ends)
+    except KafkaError:
+        return False
+    return all(done.get(tp, 0) >= end for tp, end in ends.items())
+
+
+async def load(bootstrap: str, tracker: ServiceProcess, port: int, count: int) -> tuple[float, list[list[float]]]:
+    """Wait until the tracker holds ``count`` sagas and has read every record; returns the seconds
+    since it started, and its memory as it filled: [sagas held, RSS in MB] at each quarter."""
+    ends = await kafka.end_offsets(bootstrap, CAPTURE.all_topics())
+    started = time.monotonic()
+    deadline, shown, quarters = started + 120 + count / 200, 0.0, [count * q / 4 for q in range(1, 5)]
+    growth: list[list[float]] = []
+    while True:
+        if not tracker.alive:
+            raise ChildProcessError(f"the tracker exited ({tracker.proc and tracker.proc.returncode})")
+        retained = held(port)
+        if quarters and retained >= quarters[0]:
+            growth.append([retained, proc_figures(tracker)["rss_mb"]])
+            while quarters and retained >= quarters[0]:
+                quarters.pop(0)
+        if retained == count and await caught_up(bootstrap, ends):
+            return time.monotonic() - started, growth
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the tracker held {retained} of {count} sagas after {deadline - started:.0f}s")
+        if time.monotonic() - shown > 5:
+            say(f"the tracker holds {retained}/{count} sagas ({time.monotonic() - started:.0f}s)")
+            shown = time.monotonic()
+        await asyncio.sleep(0.5)
+
+
+def requests(port: int, count: int, now: float, saga_id: str) -> dict[str, str]:
+    """The console's requests, by name: the overview, the list filtered every way, a page halfway
+    down the list (its cursor found by following ``next``), one saga."""
+    since = rfc3339(datetime.fromtimestamp(now - 30 * 60, UTC))
+    until = rfc3339(datetime.fromtimestamp(now - 20 * 60, UTC))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    step, cursor, skipped = min(1000, max(1, count // 20)), None, 0
+    while skipped < count // 2:
+        _, page = get(
+            connection, "/sagas?" + urllib.parse.urlencode({"limit": step} | ({"after": cursor} if cursor else {}))
+        )
+        cursor, skipped = page["next"], skipped + len(page["sagas"])
+        if cursor is None:
+            break
+    connection.close()
+    return {
+        "overview": "/overview",
+        "list": "/sagas",
+        "failed": "/sagas?state=failed",
+        "search": "/sagas?q=misty-01",  # a trainer prefix
+        "reason": "/sagas?reason=broke",
+        "range_10m": "/sagas?" + urllib.parse.urlencode({"since": since, "until": until}),
+        "deep_page": "/sagas?" + urllib.parse.urlencode({"after": cursor} if cursor else {}),
+        "one_saga": f"/sagas/{saga_id}",
+    }
+
+
+def timings(port: int, paths: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each request ``TIMED`` times after ``WARMUP``: p50, p95, max (ms), and what a list counted."""
+    figures = {}
+    for name, path in paths.items():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        took: list[float] = []
+        body: dict[str, Any] = {}
+        for i in range(WARMUP + TIMED):
+            seconds, body = get(connection, path)
+            if i >= WARMUP:
+                took.append(seconds)
+        connection.close()
+        figures[name] = {q: round(1000 * quantile(took, v), 1) for q, v in (("p50", 0.5), ("p95", 0.95))}
+        figures[name]["max"] = round(1000 * max(took), 1)
+        if "count" in body:
+            figures[name]["matched"] = body["count"]
+        say(f"{name}: p50 {figures[name]['p50']} ms, p95 {figures[name]['p95']} ms  ({path[:70]})")
+    return figures
+
+
+def polled(port: int, seconds: float) -> dict[str, float]:
+    """``/overview`` every 100 ms for ``seconds``, as the page refreshes: what a user waits at worst,
+    the tracker's periodic work (its retention sweep runs every minute) included."""
+    connection, took = http.client.HTTPConnection("127.0.0.1", port, timeout=30), []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        took.append(get(connection, "/overview")[0])
+        time.sleep(0.1)
+    connection.close()
+    figures = {q: round(1000 * quantile(took, v), 1) for q, v in (("p50", 0.5), ("p99", 0.99))}
+    slow = sum(t > 0.1 for t in took)
+    say(f"/overview polled {len(took)} times in {seconds:.0f}s: max {1000 * max(took):.0f} ms, {slow} over 100 ms")
+    return {"seconds": round(seconds, 1), "requests": len(took)} | figures | {
+        "max": round(1000 * max(took), 1), "over_100ms": slow
+    }  # fmt: skip
+
+
+async def fresh(bootstrap: str) -> None:
+    """Refuse a broker whose topics hold records already: the tracker would count them too."""
+    ends = await kafka.end_offsets(bootstrap, CAPTURE.all_topics())
+    if any(ends.values()) or any([await kafka.topic_exists(bootstrap, t) for t in INTERNAL_TOPICS]):
+        raise BrokerError(
+            f"{bootstrap} already holds capture records or a tracker's table: the tracker would count them "
+            "too; use a fresh broker (unset KAFKA_BOOTSTRAP_SERVERS: the bench starts a private one)"
+        )
+
+
+async def measure(settings: Settings, count: int, data: Path) -> dict[str, Any]:
+    bootstrap = settings.bootstrap
+    await kafka.ensure_topics(
+        bootstrap, CAPTURE.all_topics(), settings.partitions, replication=settings.replication_factor
+    )
+    await fresh(bootstrap)
+    now = time.time()
+    started = time.monotonic()
+    mix, deepest, records = await publish(bootstrap, count, now)
+    published = time.monotonic() - started
+    port = free_port()
+    tracker = ServiceProcess("tracker", settings, data / "logs", extra_env={"POKESAGA_TRACKER_PORT": str(port)})
+    say(f"published in {published:.1f}s; the tracker reads them (log: {tracker.log_path})")
+    try:
+        tracker.start()
+        ingest_s, growth = await load(bootstrap, tracker, port, count)
+        loaded = proc_figures(tracker)
+        say(f"the tracker read {records} records in {ingest_s:.1f}s; RSS {loaded['rss_mb']} MB; timing requests")
+        requested = timings(port, requests(port, count, now, deepest))
+        polling = polled(port, min(POLLED, count / 1000))
+        last = overview(port)
+        after = proc_figures(tracker)
+    finally:
+        stop_all([tracker])
+    slowest = max(requested, key=lambda name: requested[name]["p95"])
+    return {
+        "scenario": "console",
+        "sagas": count,
+        "records": records,
+        "partitions": settings.partitions,
+        "mix": mix,
+        "publish_s": round(published, 1),
+        "ingest_s": round(ingest_s, 1),
+        "ingest_records_per_s": round(records / ingest_s),
+        "tracker": {"retained": last["retained"], "states": last["states"]} | after,
+        "rss_mb_by_sagas": growth,
+        "requests": requested,
+        "overview_polled": polling,
+        "slowest": {"request": slowest, "p95_ms": requested[slowest]["p95"]},
+        "over_100ms_p95": sorted(name for name, figures in requested.items() if figures["p95"] > 100),
+    }
+
+
+def run(settings: Settings, count: int) -> int:
+    """Provision a private broker unless one is configured, bench the console, print one JSON line."""
+    data, keep = Path(tempfile.mkdtemp(prefix="pokesaga-consolebench-")), False
+    try:
+        with provisioned(settings, state=data / "broker") as address:
+            say(f"{'using' if settings.kafka_bootstrap_servers else 'private broker at'} {address}")
+            live = settings.model_copy(update={"kafka_bootstrap_servers": address, "data_dir": data})
+            figures = asyncio.run(measure(live, count, data))
+    except Exception:
+        keep = (data / "logs").exists()  # the tracker ran: its log says why
+        if keep:
+            say(f"failed: the tracker's log is kept in {data / 'logs'}")
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(data, ignore_errors=True)
+    print(json.dumps(figures))
+    return 0
