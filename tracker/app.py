@@ -30,7 +30,6 @@ import functools
 import json
 import logging
 import time
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -41,6 +40,7 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from engine import flow, kafka, unreadable
 from engine.deadletters import dead_letters
+from engine.retrynotice import rfc3339
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.index import WAITING, Index
@@ -149,7 +149,8 @@ def create_app(settings: Settings) -> faust.App:
     def place(message: Any, value: bytes | None) -> None:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         topic, partition, now = message.topic, message.partition, time.time()
-        if topic in DEAD_LETTER_TOPICS:
+        letter = topic in DEAD_LETTER_TOPICS
+        if letter:
             entry = timeline.parse_dead_letter(
                 message.key, topic, message.headers, partition, message.offset, message.timestamp
             )
@@ -157,21 +158,20 @@ def create_app(settings: Settings) -> faust.App:
             entry = timeline.parse(value, topic, message.headers, partition, message.offset)
         saga_id = entry["saga_id"]
         current = restore(saga_id, sagas.get(saga_id))
-        if topic in DEAD_LETTER_TOPICS:
-            if not timeline.add_dead_letter(current, entry, now):
-                return
-        elif not timeline.add(current, entry, now):
-            return  # the same event again (a re-publication): nothing new
+        added = timeline.add_dead_letter(current, entry, now) if letter else timeline.add(current, entry, now)
+        if not added:
+            return  # the same event or dead letter again (a re-publication): nothing new
         sagas[saga_id] = current
         restored[saga_id] = (current, current)
         partition_of[saga_id] = partition
-        fresh = [] if entry["type"] == timeline.NOTICE else [e for e in current["events"] if e["id"] == entry["id"]]
+        kind = None if letter else entry["type"]  # a dead letter is no event: it has no type
+        fresh = [e for e in current["events"] if e["id"] == entry["id"]] if kind not in (None, timeline.NOTICE) else []
         index.put(current, fresh)
         indexed.add(saga_id)
-        if entry["type"] == timeline.TIMELINES.start:
+        if kind == timeline.TIMELINES.start:
             started.inc()
-        elif entry["type"] in timeline.OUTCOMES:
-            completed.labels(entry["type"]).inc()
+        elif kind in timeline.OUTCOMES:
+            completed.labels(kind).inc()
             took = timeline.duration_ms(current)
             if took is not None and took >= 0:
                 latency.observe(took / 1000)
@@ -338,7 +338,7 @@ def overview_of(index: Index, broker: Broker, now: float) -> dict[str, Any]:
         for name, counts in figures.pop("participants").items()
     }
     return {
-        "at": timeline.rfc3339(datetime.fromtimestamp(now, UTC)),
+        "at": rfc3339(now),
         "nodes": GRAPH["nodes"],
         "edges": [edge | {"per_minute": per_minute.get(edge["event"], 0)} for edge in GRAPH["edges"]],
         "participants": participants,

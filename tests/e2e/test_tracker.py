@@ -384,6 +384,8 @@ async def test_a_saga_the_services_refused_has_a_page_with_its_dead_letters_and_
     assert value["found"] and value["value"]["sagaid"] == refused  # the record as the client wrote it
     listed = tracked.get(f"/sagas?saga={refused}")[1]
     assert listed["count"] == 0  # no event of it: on no list, but on its page
+    errors = tracked.metrics()[("pokesaga_tracker_records_skipped_total", (("reason", "error"),))]
+    assert errors == 0  # a dead letter is placed, not a bug of the tracker's
 
     view = await tracked.saga(traced, state="delivered", timeout=90)
     assert view["trace_id"] == trace  # the services passed the client's trace context on
