@@ -47,6 +47,7 @@ from engine.events import FailureEvent
 from engine.retrying import MAX_ATTEMPTS, MAX_WAIT, notice_data
 from engine.retrynotice import MAX_ERROR
 from engine.retrynotice import TYPE as NOTICE
+from engine.retrynotice import rfc3339 as notice_time
 from engine.saga import Saga
 from engine.unreadable import unreadable_reason
 
@@ -79,7 +80,7 @@ MAX_DEAD_REASON = 1000  # the dead-letter header's own bound
 MAX_OFFSET = 2**63 - 1
 _TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}", re.ASCII)
 _TRACEPARENT = re.compile(rb"[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _DETAILS = {"reason": MAX_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
 _TIME = re.compile(
@@ -260,13 +261,13 @@ class Timelines:
             saga_id = key.decode("utf-8")
         except UnicodeDecodeError:
             raise NotAnEvent("unreadable", "a dead letter whose key is not UTF-8") from None
-        if not 1 <= len(saga_id) <= MAX_ID or _CONTROL.search(saga_id):
+        if bad_saga_id(saga_id) is not None:
             raise NotAnEvent("invalid_data", "a dead letter whose key is no saga id")
         ours = {k: v for k, v in pairs if isinstance(k, str) and k.startswith(DLQ_HEADER_PREFIX)}
 
         def header(name: str, limit: int) -> str:
             value = ours.get(DLQ_HEADER_PREFIX + name)
-            return _CONTROL.sub(" ", value.decode("utf-8", "replace"))[:limit] if isinstance(value, bytes) else ""
+            return CONTROL.sub(" ", value.decode("utf-8", "replace"))[:limit] if isinstance(value, bytes) else ""
 
         seconds = _seconds(timestamp_ms) / 1000
         return {
@@ -276,7 +277,7 @@ class Timelines:
             **_coordinates(partition, offset),
             "reason": header("reason", MAX_DEAD_REASON) or "(no reason recorded)",
             "consumer": header("consumer", MAX_SERVICE),
-            "time": rfc3339(datetime.fromtimestamp(seconds, UTC)) if seconds else None,
+            "time": notice_time(seconds) if seconds else None,
         }
 
     def add_dead_letter(self, timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool:
@@ -503,6 +504,15 @@ class Timelines:
 # -- normalising ------------------------------------------------------------------------
 
 
+def bad_saga_id(saga_id: str) -> str | None:
+    """Why no saga can have this id (a request's, a dead letter's key), or None."""
+    if not 1 <= len(saga_id) <= MAX_ID:
+        return f"a saga id has 1 to {MAX_ID} characters, got {len(saga_id)}"
+    if CONTROL.search(saga_id):
+        return f"a saga id has no control characters, got {saga_id[:60]!r}" + ("…" if len(saga_id) > 60 else "")
+    return None
+
+
 def rfc3339(value: Any) -> str | None:
     """``value`` (a datetime, or a date-time string) as an RFC 3339 string in UTC, else None.
 
@@ -625,8 +635,11 @@ def _letter_key(letter: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _unique_letters(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[tuple[Any, ...]] = set()
-    return [d for d in letters if not (_letter_key(d) in seen or seen.add(_letter_key(d)))]  # type: ignore[func-returns-value]
+    """Each dead letter once (the first copy), in the order given."""
+    unique: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for letter in letters:
+        unique.setdefault(_letter_key(letter), letter)
+    return list(unique.values())
 
 
 def _restored_dead_letter(stored: Any) -> dict[str, Any] | None:

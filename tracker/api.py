@@ -8,12 +8,13 @@ import re
 import shlex
 from typing import Any
 
-from engine.timeline import MAX_ID, instant
+from engine.timeline import CONTROL, bad_saga_id, instant
 from tracker.index import Search, decode_cursor
+
+__all__ = ["Refused", "bad_query", "bad_saga_id", "bad_limit", "search", "commands"]
 
 MAX_LIMIT = 1000
 MAX_SEARCH = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Refused(ValueError):
@@ -33,15 +34,6 @@ def bad_query(query: Any, allowed: tuple[str, ...]) -> str | None:
             return f"unknown query parameter {shown(name)}; expected {expected}"
         if len(query.getall(name)) > 1:
             return f"query parameter {name!r} given more than once"
-    return None
-
-
-def bad_saga_id(saga_id: str) -> str | None:
-    """Why no saga can have this id, or None."""
-    if not 1 <= len(saga_id) <= MAX_ID:
-        return f"a saga id has 1 to {MAX_ID} characters, got {len(saga_id)}"
-    if _CONTROL.search(saga_id):
-        return f"a saga id has no control characters, got {shown(saga_id)}"
     return None
 
 
@@ -73,7 +65,7 @@ def search(query: Any, states: tuple[str, ...], fields: tuple[str, ...]) -> Sear
         text = query.get(name) or None
         if text is None:
             continue
-        if len(text) > MAX_SEARCH or _CONTROL.search(text):
+        if len(text) > MAX_SEARCH or CONTROL.search(text):
             raise Refused(f"{name} is 1 to {MAX_SEARCH} characters with no control character, got {shown(text)}")
         texts[name] = text
     since, until = (_time(query, name) for name in ("since", "until"))

@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,8 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from engine import kafka
+from engine.retrynotice import rfc3339
 from engine.text import printable
-from engine.timeline import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class Broker:
                 for figures in self.lag.values():
                     figures.update(lag=None, members=None, group_state=None)
                 await self.close()
-            self.read_at = rfc3339_now()
+            self.read_at = rfc3339(time.time())
 
     async def _read_lag(self) -> None:
         admin, reader = await self._clients()
@@ -138,7 +137,3 @@ def shown(value: bytes | None) -> Any:
             pass
     text = value[:MAX_VALUE].decode("utf-8", "replace")
     return text + ("…" if len(value) > MAX_VALUE else "")
-
-
-def rfc3339_now() -> str | None:
-    return rfc3339(datetime.fromtimestamp(time.time(), UTC))
