@@ -62,14 +62,15 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("key", LargeBinary, nullable=True),
         Column("value", LargeBinary, nullable=False),
         Column("headers", JSON, nullable=False),
+        sqlite_autoincrement=True,  # an id is never handed out again (revision messaging v4)
     )
     return inbox, outbox
 
 
 def positions_table(metadata: MetaData) -> Table:
-    """Add (or get) the positions table of a service's metadata (revision messaging v3): per
-    consumer and input partition, the offset after the last record whose fate was committed, and
-    the latest record timestamp among those (engine.inbox)."""
+    """Add (or get) the positions table of a service's metadata (revision messaging v3, v4): per
+    consumer and input partition, the offset after the last record whose fate was committed, the
+    latest record timestamp among those, and the id of the topic they were read from (engine.inbox)."""
     if "positions" in metadata.tables:
         return metadata.tables["positions"]
     return Table(
@@ -80,6 +81,8 @@ def positions_table(metadata: MetaData) -> Table:
         Column("partition", Integer, primary_key=True),
         Column("offset", BigInteger, nullable=False),
         Column("timestamp", BigInteger, nullable=False),
+        # Kafka's id of the topic (its incarnation): a position is void on a topic made again.
+        Column("topic_id", String(36), nullable=True),
         sqlite_with_rowid=False,
     )
 
@@ -117,13 +120,15 @@ def rebuild_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("headers", JSON, nullable=False),
         Column("reason", String(100), nullable=False),
         Column("parked_at", Float, nullable=False),
-        # For a record parked to be retried: attempts so far, when the next one is due, the last error.
+        # Attempts so far, when it is next due (set on each saga's head; NULL behind it), the last error.
         Column("attempts", Integer, nullable=False, default=0),
         Column("due_at", Float, nullable=True),
         Column("last_error", String(500), nullable=True),
         UniqueConstraint("consumer", "event_id", name="parked_once"),
         Index("ix_parked_consumer_saga", "consumer", "saga_id"),
         Index("ix_parked_consumer_id", "consumer", "id"),  # the oldest first, without a sort
+        Index("ix_parked_consumer_due", "consumer", "due_at"),  # the heads due now, without a scan
+        sqlite_autoincrement=True,  # an id is never handed out again (revision messaging v4)
     )
     return rebuild, parked
 

@@ -4,10 +4,10 @@ change and the outbox rows, so a record that comes again changes nothing.
 Two records of what was applied, for the two ways a record comes again:
 
 - **Positions** (eventsourcing's tracking record): per input partition, the offset after the
-  last record whose fate was committed, and the latest timestamp among those records. A record
-  read again from the broker (redelivered after a crash or a rebalance, re-read by a replay, at
-  any age) sits below its partition's position with a timestamp no later than its: a duplicate,
-  known without a row of its own. One row per partition, whatever the traffic.
+  last record whose fate was committed, and the id Kafka gave the topic they were read from. A
+  record read again from the broker (redelivered after a crash or a rebalance, re-read by a
+  replay, at any age) sits below its partition's position on the same topic: a duplicate, known
+  without a row of its own. One row per partition, whatever the traffic.
 - **Event ids**, one row per (consumer, event id), for copies that come under *new* offsets: an
   outbox row published again (an instance died between publishing and deleting it; engine.flusher),
   or a client sending an event twice. Those arrive within a short time of the first, so the rows
@@ -17,15 +17,16 @@ Two records of what was applied, for the two ways a record comes again:
   of this type under another id. A record refused at the door is kept by its coordinates
   (``dead:<topic>:<partition>:<offset>``, type ``dead_letter``).
 
-A record below its position whose timestamp is later than the position's cannot have been read
-before (the topic was deleted and made again, and its offsets started over): it is not taken for
-a duplicate, and the identity checks decide.
+An offset is an identity only within one incarnation of its topic: a topic deleted and made
+again starts its offsets over under a new topic id (engine.topicids). A position recorded on
+another incarnation is void: the loop reads the new one from its beginning (engine.loop), and
+its records are decided by their event ids. Nothing here compares clocks.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -34,10 +35,13 @@ from sqlalchemy import (
     Engine,
     Select,
     Table,
+    and_,
     bindparam,
     case,
     delete,
+    func,
     literal,
+    or_,
     select,
     tuple_,
     union_all,
@@ -55,13 +59,15 @@ class Record(Protocol):
     timestamp: int  # milliseconds
 
 
-Position = tuple[int, int]  # (the offset after the last record passed, the latest timestamp among them)
+# (the offset after the last record passed, the latest timestamp among them, the topic's id or
+# None: recorded before topic ids were kept, or on a broker that has none)
+Position = tuple[int, int, str | None]
 
 
-def behind(record: Record, position: Position | None) -> bool:
-    """Was ``record`` passed already (read before, at ``position``)? Below the position, and not
-    later than the latest record passed (a later one means the partition's offsets started over)."""
-    return position is not None and record.offset < position[0] and record.timestamp <= position[1]
+def void(position: Position | None, topic_id: str | None) -> bool:
+    """Was ``position`` recorded on another incarnation of its topic than ``topic_id`` (the topic's
+    id now)? Unknown on either side (no ids kept yet, or a broker without them) is not void."""
+    return position is not None and position[2] is not None and topic_id is not None and position[2] != topic_id
 
 
 def marker(record: Record) -> str:
@@ -80,7 +86,8 @@ class Inbox:
         self.positions_table = positions
         self._upserts: dict[str, Any] = {}
         if positions is not None:  # built once, with a bind parameter: compiled once
-            located = (positions.c.topic, positions.c.partition, positions.c.offset, positions.c.timestamp)
+            located = (positions.c.topic, positions.c.partition, positions.c.offset, positions.c.timestamp,
+                       positions.c.topic_id)  # fmt: skip
             self._positions = select(*located).where(positions.c.consumer == bindparam("consumer"))
         keys: BindParameter[Any] = bindparam("keys", expanding=True)
         sagas: BindParameter[Any] = bindparam("sagas", expanding=True)
@@ -108,28 +115,46 @@ class Inbox:
         if self.positions_table is None:
             return {}
         rows = conn.execute(self._positions, {"consumer": self.consumer})
-        return {(topic, partition): (offset, stamp) for topic, partition, offset, stamp in rows}
+        return {(topic, partition): (offset, stamp, tid) for topic, partition, offset, stamp, tid in rows}
 
-    def advance(self, conn: Connection, known: dict[tuple[str, int], Position], records: Iterable[Record]) -> None:
-        """Move this consumer's positions past ``records`` (never back), in one statement.
-        ``known``: the positions as read in this transaction."""
-        table = self.positions_table
-        if table is None:
-            return
+    def advance(
+        self,
+        conn: Connection,
+        known: dict[tuple[str, int], Position],
+        records: Iterable[Record],
+        topic_ids: Mapping[str, str] = {},  # noqa: B006 (read only)
+    ) -> None:
+        """Move this consumer's positions past ``records`` (never back on one incarnation of a
+        topic), in one statement. ``known``: the positions as read in this transaction;
+        ``topic_ids``: each topic's id now (a position on another id starts again)."""
         passed: dict[tuple[str, int], Position] = {}
         for record in records:
-            key = (record.topic, record.partition)
-            offset, stamp = passed.get(key, known.get(key, (-1, -1)))
-            passed[key] = (max(offset, record.offset + 1), max(stamp, record.timestamp))
+            key, topic_id = (record.topic, record.partition), topic_ids.get(record.topic)
+            position = passed.get(key, known.get(key))
+            if position is None or void(position, topic_id):
+                position = (-1, -1, topic_id)
+            offset, stamp, recorded = position
+            passed[key] = (max(offset, record.offset + 1), max(stamp, record.timestamp), topic_id or recorded)
+        self._write(conn, passed)
+
+    def restart(self, conn: Connection, starts: Mapping[tuple[str, int], tuple[str, int]]) -> None:
+        """A topic made again: its partitions' positions start over at ``starts`` ((topic, partition)
+        → (its new id, the offset its records begin at)), whatever was recorded before."""
+        self._write(conn, {key: (offset, -1, topic_id) for key, (topic_id, offset) in starts.items()})
+
+    def _write(self, conn: Connection, positions: Mapping[tuple[str, int], Position]) -> None:
+        if self.positions_table is None or not positions:
+            return
         rows = [
-            {"consumer": self.consumer, "topic": at[0], "partition": at[1], "offset": offset, "timestamp": stamp}
-            for at, (offset, stamp) in passed.items()
-        ]
-        if rows:
-            conn.execute(self._upsert(conn.dialect.name), rows)
+            {"consumer": self.consumer, "topic": topic, "partition": partition, "offset": offset, "timestamp": stamp,
+             "topic_id": topic_id}
+            for (topic, partition), (offset, stamp, topic_id) in positions.items()
+        ]  # fmt: skip
+        conn.execute(self._upsert(conn.dialect.name), rows)
 
     def _upsert(self, dialect: str) -> Any:
-        """INSERT of a position, or on conflict its row moved forward (never back); built once."""
+        """INSERT of a position, or on conflict its row moved forward (never back on one topic id; a new
+        id replaces it); built once."""
         if dialect not in self._upserts:
             self._upserts[dialect] = self._build_upsert(dialect)
         return self._upserts[dialect]
@@ -139,11 +164,15 @@ class Inbox:
         assert table is not None
         statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
         new = statement.excluded
+        other = and_(new.topic_id.is_not(None), table.c.topic_id.is_not(None), table.c.topic_id != new.topic_id)
         return statement.on_conflict_do_update(
             index_elements=[table.c.consumer, table.c.topic, table.c.partition],
             set_={
-                "offset": case((table.c.offset < new.offset, new.offset), else_=table.c.offset),
-                "timestamp": case((table.c.timestamp < new.timestamp, new.timestamp), else_=table.c.timestamp),
+                "offset": case((or_(other, table.c.offset < new.offset), new.offset), else_=table.c.offset),
+                "timestamp": case(
+                    (or_(other, table.c.timestamp < new.timestamp), new.timestamp), else_=table.c.timestamp
+                ),  # fmt: skip
+                "topic_id": func.coalesce(new.topic_id, table.c.topic_id),
             },
         )
 

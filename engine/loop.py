@@ -34,6 +34,8 @@ from engine.processing import (
     OutboxRow,
     RebuildRequired,
     Record,
+    StartedOver,
+    Unverified,
     dead_letter_row,
     is_unavailable,
 )
@@ -47,6 +49,7 @@ DB_RETRY_MAX_SECONDS = 5.0
 PRUNE_EVERY_SECONDS = 300  # a short window's worth of rows is pruned a little at a time
 UNPARK_EVERY_SECONDS = 1.0  # how often a participant with nothing parked looks again
 PRUNE_RETRY_SECONDS = 60  # after a failed prune
+TOPIC_IDS_EVERY_SECONDS = 2.0  # how often the ids of the topics read are read again
 T = TypeVar("T")
 
 
@@ -70,6 +73,8 @@ class ParticipantLoop:
         self.ready = asyncio.Event()
         self._next_unpark = 0.0
         self.prune_every = PRUNE_EVERY_SECONDS
+        self.topics = processor.topics
+        self.topics.watched = True  # its records' topics are known by their ids from now on
         self.flusher = OutboxFlusher(
             self.name, processor.outbox, processor.engine, self._send_once, settings.outbox_grace_seconds
         )
@@ -79,9 +84,12 @@ class ParticipantLoop:
         try:
             await self.flush_outbox()
             await self.consumer.start()
+            with contextlib.suppress(KafkaError):  # else read when a batch needs them
+                await self.topics.read(self.consumer, self.processor.participant.topics)
             watcher = asyncio.create_task(self._propagate_stop(stop))
             pruner = asyncio.create_task(self._prune_inbox(stop))
             flusher = asyncio.create_task(self.flusher.run(stop))
+            topic_watch = asyncio.create_task(self._watch_topics(stop))
             metrics.rebuilding.labels(self.name).set(int(self.processor.rebuilding))
             try:
                 self.ready.set()
@@ -91,14 +99,15 @@ class ParticipantLoop:
                         timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_size
                     )
                     if batch:
+                        self.topics.fetching()
                         await self.handle(batch)
                     await self._between_batches()
             except Interrupted:
                 log.info("%s: stopped while waiting for its database; the batch will be redelivered", self.name)
             finally:
-                for task in (watcher, pruner, flusher):
+                for task in (watcher, pruner, flusher, topic_watch):
                     task.cancel()
-                await asyncio.gather(watcher, pruner, flusher, return_exceptions=True)
+                await asyncio.gather(watcher, pruner, flusher, topic_watch, return_exceptions=True)
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
@@ -120,6 +129,24 @@ class ParticipantLoop:
                     log.info("%s: pruned %d inbox rows older than %.0fh", self.name, pruned, hours)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
+
+    async def _watch_topics(self, stop: asyncio.Event) -> None:
+        """Every few seconds, read the ids of the topics this participant consumes: a topic deleted
+        and made again is seen by its new id (the next batch of it starts its partitions over)."""
+        said = False
+        while not stop.is_set() and self.topics.supported:
+            try:
+                changed = await self.topics.read(self.consumer, self.processor.participant.topics)
+                for topic, (before, now) in changed.items():
+                    if before is not None:
+                        log.warning("%s: topic %s was made again (id %s, before %s)", self.name, topic, now, before)
+                said = False
+            except KafkaError as exc:
+                if not said:
+                    log.info("%s: reading topic ids failed, trying again: %s", self.name, exc)
+                said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TOPIC_IDS_EVERY_SECONDS)
 
     async def _between_batches(self) -> None:
         """While rebuilding, see whether the rebuild is over; after it, apply what was parked."""
@@ -172,7 +199,18 @@ class ParticipantLoop:
         for record in records:
             metrics.schedule_to_start.labels(self.name).observe(max(0.0, now - record.timestamp / 1000))
         started = time.perf_counter()
-        result = await self._apply_with_db_retry(records)
+        while True:
+            try:
+                result = await self._apply_with_db_retry(records)
+                break
+            except Unverified as unverified:  # below a position: is the topic still the one it was?
+                await self._read_topic_ids(unverified.topics)
+            except StartedOver as over:  # read those partitions again from their beginning
+                await self._start_over(over.partitions)
+                batch = {tp: rs for tp, rs in batch.items() if (tp.topic, tp.partition) not in over.partitions}
+                records = [record for partition in batch.values() for record in partition]
+                if not records:
+                    return
         metrics.batch_latency.labels(self.name).observe(time.perf_counter() - started)
         self._account(result)
         if result.next_due is not None:  # a record was parked to be retried
@@ -194,6 +232,44 @@ class ParticipantLoop:
             log.warning("%s: offset commit refused (%s); records will be redelivered", self.name, exc)
         except KafkaError as exc:  # any other refusal: the same, an offset not committed is always safe
             log.warning("%s: offset commit failed (%r); records will be redelivered", self.name, exc)
+
+    async def _read_topic_ids(self, topics: set[str]) -> None:
+        """Read the ids of ``topics`` now, as long as it takes (the batch waits, unacknowledged)."""
+        delay = 0.1
+        while True:
+            try:
+                await self.topics.read(self.consumer, topics)
+                return
+            except KafkaError as exc:
+                if self.processor.stopping.is_set():
+                    raise Interrupted from None
+                log.warning("%s: reading the ids of %s failed, retrying: %s", self.name, ", ".join(topics), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+
+    async def _start_over(self, partitions: dict[tuple[str, int], str]) -> None:
+        """Partitions of a topic deleted and made again: move the group to their first record (so a
+        crash from now on resumes there), then start their positions over there. Their records in
+        hand are not applied: they come again, with every record before them."""
+        assigned = self.consumer.assignment()
+        tps = [tp for tp in (TopicPartition(t, p) for t, p in partitions) if tp in assigned]
+        if not tps:
+            return  # a rebalance took them: their new owner sees the same
+        await self.consumer.seek_to_beginning(*tps)
+        starts = {tp: await self.consumer.position(tp) for tp in tps}
+        try:
+            await self.consumer.commit(starts)
+        except KafkaError as exc:  # a rebalance took them meanwhile: their new owner starts them over
+            log.warning("%s: could not move the group to the start of %s: %s", self.name, tps, exc)
+            return
+        restarts = {(tp.topic, tp.partition): (partitions[(tp.topic, tp.partition)], at) for tp, at in starts.items()}
+        await asyncio.to_thread(self.processor.restart_positions, restarts)
+        for tp, at in starts.items():
+            log.warning(
+                "%s: %s[%d] belongs to a topic made again (id %s): its records are read again from offset %d, "
+                "each decided by its event id",
+                self.name, tp.topic, tp.partition, partitions[(tp.topic, tp.partition)], at,
+            )  # fmt: skip
 
     def _account(self, result: BatchResult) -> None:
         if result.parked:
@@ -236,7 +312,7 @@ class ParticipantLoop:
         self.processor.suspect = True  # a missing table fails the optimistic pass too
         try:
             return await asyncio.to_thread(self.processor.apply_carefully, records, first)
-        except (Interrupted, Careful, RebuildRequired):
+        except (Interrupted, Careful, RebuildRequired, Unverified, StartedOver):
             raise
         except Exception as exc:
             if is_unavailable(exc):

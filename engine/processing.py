@@ -57,6 +57,7 @@ from engine.rebuild import CREATED, History, RebuildRequired
 from engine.retry import FaultInjector
 from engine.settings import Settings
 from engine.text import printable
+from engine.topicids import Incarnations
 from engine.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,24 @@ class Careful(Exception):
         super().__init__(event_id)
         self.event_id = event_id
         self.error = error
+
+
+class Unverified(Exception):
+    """A record read from the broker sits below its partition's position, and its topic's id was
+    not read since the record was fetched: was the topic made again? Read the ids, then apply."""
+
+    def __init__(self, topics: set[str]) -> None:
+        super().__init__(", ".join(sorted(topics)))
+        self.topics = topics
+
+
+class StartedOver(Exception):
+    """Partitions whose topic was made again since their position was recorded (another topic id):
+    they must be read again from their beginning (nothing of the batch was applied)."""
+
+    def __init__(self, partitions: dict[tuple[str, int], str]) -> None:
+        super().__init__(", ".join(f"{t}[{p}]" for t, p in sorted(partitions)))
+        self.partitions = partitions  # (topic, partition) -> the topic's id now
 
 
 class Interrupted(Exception):
@@ -181,7 +200,7 @@ class BatchProcessor:
         inbox_table, outbox_table = messaging_tables(participant.metadata)
         self.rebuild_table, parked_table = rebuild_tables(participant.metadata)
         self.inbox = inbox.Inbox(inbox_table, participant.name, parked_table, positions_table(participant.metadata))
-        self._started_over: set[tuple[str, int]] = set()  # partitions whose offsets were seen to start over
+        self.topics = Incarnations()  # each topic's id (the loop reads them): positions hold on one incarnation
         self.outbox = Outbox(outbox_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.parked = Parked(parked_table, participant.name, self.policy.maximum_interval)
@@ -251,14 +270,15 @@ class BatchProcessor:
                 unparked = [i for i in unparked if i in due]
             fresh = [r for r in records if not isinstance(r, ParkedRecord)]  # read from the broker
             known = self.inbox.positions(conn) if fresh else {}
-            decoded = [self._decode(r) if not self._behind(r, known) else _Item(r, "duplicate") for r in records]
+            behind = self._behind(fresh, known)
+            decoded = [_Item(r, "duplicate") if id(r) in behind else self._decode(r) for r in records]
             held = None if careful else DeferredInserts(conn)  # optimistic: the handlers' inserts, per table
             p = _Pass(conn, self.participant.repository(cast(Connection, held) or conn), careful, failed, held)
             for item in self._plan(conn, decoded):
                 self._do(p, item)
             if not careful:
                 self._flush(p)
-            self.inbox.advance(conn, known, fresh)
+            self.inbox.advance(conn, known, fresh, self.topics.ids)
             if unparked:
                 self.parked.delete(conn, [i for i in unparked if i not in p.kept])
         self.suspect = False
@@ -285,22 +305,30 @@ class BatchProcessor:
 
     # -- deciding each record's fate --------------------------------------------------
 
-    def _behind(self, record: Record, known: dict[tuple[str, int], inbox.Position]) -> bool:
-        """Read from the broker before (engine.inbox): a duplicate, whatever it holds."""
-        if isinstance(record, ParkedRecord):
-            return False
-        position = known.get((record.topic, record.partition))
-        if inbox.behind(record, position):
-            return True
-        at = (record.topic, record.partition)
-        if position is not None and record.offset < position[0] and at not in self._started_over:
-            self._started_over.add(at)
-            log.warning(
-                "%s: %s[%d]@%d is below the offset already passed (%d) but later than any record passed: the "
-                "partition's offsets started over (the topic made again?); its records are taken as new, by event id",
-                self.participant.name, record.topic, record.partition, record.offset, position[0],
-            )  # fmt: skip
-        return False
+    def _behind(self, fresh: Sequence[Record], known: dict[tuple[str, int], inbox.Position]) -> set[int]:
+        """The records (their ``id()``) read from the broker before: below their partition's position,
+        on the same incarnation of the topic (engine.inbox). ``StartedOver`` when a partition's
+        position was recorded on a topic since made again; ``Unverified`` when a record below its
+        position was fetched after its topic's id was last read (the topic may be new since)."""
+        ids = self.topics.ids
+        started_over = {
+            (r.topic, r.partition): ids[r.topic] for r in fresh if inbox.void(known.get((r.topic, r.partition)),
+                                                                             ids.get(r.topic))
+        }  # fmt: skip
+        if started_over:
+            raise StartedOver(started_over)
+        below = [r for r in fresh if (at := known.get((r.topic, r.partition))) is not None and r.offset < at[0]]
+        unverified = {r.topic for r in below if not self.topics.verified(r.topic)}
+        if unverified:
+            raise Unverified(unverified)
+        return {id(r) for r in below}
+
+    def restart_positions(self, starts: Mapping[tuple[str, int], tuple[str, int]]) -> None:
+        """Partitions of a topic made again: their positions start over at ``starts`` ((topic,
+        partition) → (the topic's new id, the offset its records begin at)); engine.loop has
+        moved the consumer group there first."""
+        with self.engine.begin() as conn:
+            self.inbox.restart(conn, starts)
 
     def _decode(self, record: Record) -> _Item:
         unreadable = unreadable_reason(record.headers)

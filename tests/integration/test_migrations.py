@@ -17,7 +17,7 @@ from tests.e2e.conftest import pokesaga
 def test_db_upgrade_builds_every_table_the_code_uses_and_a_second_run_changes_nothing(settings: Settings) -> None:
     upgraded = pokesaga(settings, "db", "upgrade", "all")
     assert upgraded.returncode == 0, upgraded.stderr
-    first = [f"{s}: upgraded from nothing at revision 0003 (newest: 0003)" for s in SERVICES]
+    first = [f"{s}: upgraded from nothing at revision 0004 (newest: 0004)" for s in SERVICES]
     assert upgraded.stdout.splitlines() == first
     for service in SERVICES:
         engine = databases.engine(settings, service)
@@ -26,9 +26,9 @@ def test_db_upgrade_builds_every_table_the_code_uses_and_a_second_run_changes_no
             assert compare_metadata(MigrationContext.configure(conn), METADATA[service]) == []
         engine.dispose()
     again = pokesaga(settings, "db", "upgrade", "all")
-    assert again.stdout.splitlines() == [f"{s}: already at revision 0003 (newest: 0003)" for s in SERVICES]
+    assert again.stdout.splitlines() == [f"{s}: already at revision 0004 (newest: 0004)" for s in SERVICES]
     current = pokesaga(settings, "db", "current", "pokeball")
-    assert current.stdout.strip() == "pokeball: at revision 0003 (newest: 0003)"
+    assert current.stdout.strip() == "pokeball: at revision 0004 (newest: 0004)"
     # Created empty: marked, in the same transaction, for a rebuild from the topics at start.
     assert databases.rows(settings, "delivery", "select consumer, targets from rebuild") == [("*", None)]
 
@@ -46,7 +46,7 @@ def test_a_database_made_before_migrations_existed_is_adopted(settings: Settings
     engine = databases.engine(settings, "combat")
     migrate.revision_0001(CAPTURE.services["combat"]).create_all(engine)  # how the first pokesaga made its tables
     engine, new = open_database("combat", settings)
-    assert not new and migrate.current(engine) == "0003"
+    assert not new and migrate.current(engine) == "0004"
     assert "alembic_version" in inspect(engine).get_table_names()
     engine.dispose()
     # A database in use: not marked for a rebuild.
@@ -60,7 +60,7 @@ def test_a_database_in_use_upgraded_from_0001_is_not_rebuilt(settings: Settings)
         migrate.command.upgrade(cfg, "0001")
     engine.dispose()
     engine, new = open_database("pokeball", settings)
-    assert not new and migrate.current(engine) == "0003"
+    assert not new and migrate.current(engine) == "0004"
     engine.dispose()
     assert databases.rows(settings, "pokeball", "select count(*) from rebuild") == [(0,)]
 
