@@ -140,6 +140,8 @@ class ParticipantLoop:
                 for topic, (before, now) in changed.items():
                     if before is not None:
                         log.warning("%s: topic %s was made again (id %s, before %s)", self.name, topic, now, before)
+                if changed:  # the consumer's metadata may still say the topic is gone, for minutes: it rejoins now
+                    await self.topics.refresh_metadata(self.consumer)
                 said = False
             except KafkaError as exc:
                 if not said:
@@ -337,7 +339,7 @@ class ParticipantLoop:
                 row = dead_letter_row(self.name, record, reason, self.settings.max_message_bytes)
                 await self._send([OutboxRow(0, row["topic"], row["key"], row["value"], row["headers"], "dead_letter")])
                 if isinstance(record, ParkedRecord):  # dead-lettered: it leaves the parked records
-                    await asyncio.to_thread(self.processor.forget_parked, record.id)
+                    await asyncio.to_thread(self.processor.forget_parked, record)
                 result = BatchResult(dead_letters=[reason])
             total.merge(result)
         return total

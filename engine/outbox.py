@@ -77,13 +77,15 @@ class Outbox:
     def rows(self, engine: Engine, ids: Sequence[int]) -> list[OutboxRow]:
         """The rows among ``ids`` still in the outbox, oldest first."""
         with engine.connect() as conn:
-            query = select(self.table).where(self.table.c.id.in_(list(ids))).order_by(self.table.c.id)
+            t = self.table
+            query = select(t).where(t.c.id.in_(list(ids)), t.c.producer == self.producer).order_by(t.c.id)
             return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query)]
 
     def mark_sent(self, engine: Engine, ids: Sequence[int]) -> None:
         """A published row has no further use: marking it sent deletes it."""
+        t = self.table  # ids are never handed out again (AUTOINCREMENT): an id names this row or none
         with engine.begin() as conn:
-            conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
+            conn.execute(delete(t).where(t.c.id.in_(list(ids)), t.c.producer == self.producer))
 
 
 def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:

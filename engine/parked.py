@@ -7,6 +7,12 @@ that has one parked: they are applied after every recorded record, on the rebuil
 
 A parked record is kept whole (key, value, headers, coordinates), so applying it later is
 applying the record itself: the same fates, the same inbox row, the same identity checks.
+
+Each saga's first parked record (its **head**) carries when it is due (``due_at``); the records
+behind it carry none. Finding what to apply reads the heads due now from an index on (consumer,
+due_at), then their sagas' records: its cost follows what is due, not what is parked. When a head
+leaves, the record behind it becomes the head, due at once (``promote``). Row ids are never handed
+out again (AUTOINCREMENT), so an id read earlier names the same row or none.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class ParkedRecord:
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]]
     attempts: int = 0  # failed tries so far
+    saga_id: str = ""
 
 
 class Parked:
@@ -54,14 +61,19 @@ class Parked:
         # than now + horizon was parked before the wall clock stepped back, and is due now.
         self.horizon = horizon + 1
         t, mine = table, table.c.consumer == bindparam("consumer")
-        heads = select(func.min(t.c.id)).where(mine).group_by(t.c.saga_id).scalar_subquery()
-        head = t.alias("head")
-        due_now = _due(head, bindparam("now"), bindparam("horizon"))
-        due_heads = select(head.c.saga_id).where(head.c.id.in_(heads), due_now)
-        # The due heads and the records queued behind them, oldest first.
-        due = t.c.saga_id.in_(due_heads.scalar_subquery())
-        self._due = select(t).where(mine, due).order_by(t.c.id).limit(bindparam("limit"))
+        order = (t.c.due_at, t.c.id)
+        limit: Any = bindparam("limit")
+        self._heads_due = select(t.c.saga_id).where(mine, t.c.due_at <= bindparam("now")).order_by(*order).limit(limit)
+        # Put off further than any retry waits: parked before the wall clock stepped back, due now.
+        self._heads_skewed = select(t.c.saga_id).where(mine, t.c.due_at > bindparam("horizon")).order_by(*order)
+        self._heads_skewed = self._heads_skewed.limit(limit)
+        sagas: Any = bindparam("sagas", expanding=True)
+        self._of_sagas = select(t).where(mine, t.c.saga_id.in_(sagas)).order_by(t.c.id).limit(limit)
         self._next_due = select(func.min(t.c.due_at)).where(mine, t.c.due_at.is_not(None))
+        promoted: Any = bindparam("promoted", expanding=True)
+        first = select(func.min(t.c.id)).where(t.c.consumer == bindparam("of"), t.c.saga_id.in_(promoted))
+        first = first.group_by(t.c.saga_id)
+        self._promote = update(t).where(t.c.id.in_(first.scalar_subquery()), t.c.due_at.is_(None))
 
     def row(
         self,
@@ -72,6 +84,10 @@ class Parked:
         due_at: float | None = None,
         last_error: str | None = None,
     ) -> dict[str, Any]:
+        """The row of ``record`` parked for ``reason``; a head (not ``WAITING`` behind its saga's
+        parked record) is due at ``due_at``, else now."""
+        if due_at is None and reason != WAITING:
+            due_at = time.time()
         return {
             "consumer": self.consumer,
             "event_id": envelope.id,
@@ -98,7 +114,28 @@ class Parked:
         """Up to ``limit`` records to apply now: each saga's head that is due, and the records
         queued behind it, in arrival order."""
         params = {"consumer": self.consumer, "now": now, "horizon": now + self.horizon, "limit": limit}
-        return [_record(row._asdict()) for row in conn.execute(self._due, params)]
+        sagas = list(dict.fromkeys([*conn.execute(self._heads_due, params).scalars(),
+                                    *conn.execute(self._heads_skewed, params).scalars()]))  # fmt: skip
+        if not sagas:
+            return []
+        rows = [row._asdict() for row in conn.execute(self._of_sagas, params | {"sagas": sagas})]
+        due = {r["saga_id"] for r in rows if r["saga_id"] in self._due_heads(rows, now)}
+        return [_record(r) for r in rows if r["saga_id"] in due]
+
+    def _due_heads(self, rows: list[dict[str, Any]], now: float) -> set[str]:
+        """The sagas among ``rows`` (in id order) whose first row is due."""
+        heads: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            heads.setdefault(row["saga_id"], row)
+        return {saga for saga, head in heads.items() if _is_due(head["due_at"], now, now + self.horizon)}
+
+    def promote(self, conn: Connection, sagas: Iterable[str], now: float) -> None:
+        """Records left behind a head that went: each such saga's first record is its head, due ``now``."""
+        sagas = sorted(set(sagas))
+        if sagas:
+            conn.execute(
+                self._promote.values(due_at=bindparam("now")), {"of": self.consumer, "promoted": sagas, "now": now}
+            )
 
     def types(self, conn: Connection, event_ids: Iterable[str]) -> dict[str, str]:
         """The event type of each of these parked records (read from the record kept)."""
@@ -146,7 +183,7 @@ class Parked:
         t = self.table
         conn.execute(
             update(t)
-            .where(t.c.id == row_id)
+            .where(t.c.id == row_id, t.c.consumer == self.consumer)
             .values(reason=RETRYING, attempts=attempts, due_at=due_at, last_error=error[:MAX_ERROR])
         )
 
@@ -157,12 +194,18 @@ class Parked:
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"parked:{self.consumer}"})
 
     def delete(self, conn: Connection, ids: Iterable[int]) -> None:
-        conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
+        t = self.table
+        conn.execute(delete(t).where(t.c.id.in_(list(ids)), t.c.consumer == self.consumer))
 
     def count(self, engine: Engine) -> int:
         with engine.connect() as conn:
             query = select(func.count()).select_from(self.table).where(self.table.c.consumer == self.consumer)
             return int(conn.execute(query).scalar_one())
+
+
+def _is_due(due_at: float | None, now: float, horizon: float) -> bool:
+    """``_due`` for a row in hand."""
+    return due_at is None or due_at <= now or due_at > horizon
 
 
 def _due(t: Any, now: Any, horizon: Any) -> Any:
@@ -179,5 +222,5 @@ def _record(row: dict[str, Any]) -> ParkedRecord:
     headers = [(str(k), None if v is None else base64.b64decode(v)) for k, v in row["headers"]]
     return ParkedRecord(
         row["id"], row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"], row["value"], headers,
-        row["attempts"] or 0,
+        row["attempts"] or 0, row["saga_id"],
     )  # fmt: skip

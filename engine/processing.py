@@ -252,10 +252,12 @@ class BatchProcessor:
             self._check_database(conn)  # and, once a second or so, that the database is still ours
             return self.parked.due(conn, time.time(), limit), self.parked.next_due(conn)
 
-    def forget_parked(self, row_id: int) -> None:
+    def forget_parked(self, record: ParkedRecord) -> None:
         """A parked record that was dead-lettered straight to the broker (the loop's last resort)."""
         with self.engine.begin() as conn:
-            self.parked.delete(conn, [row_id])
+            self.parked.lock(conn)
+            self.parked.delete(conn, [record.id])
+            self.parked.promote(conn, [record.saga_id], time.time())
 
     def _pass(self, records: Sequence[Record], careful: bool, failed: dict[str, Exception]) -> BatchResult:
         unparked = [record.id for record in records if isinstance(record, ParkedRecord)]
@@ -274,13 +276,21 @@ class BatchProcessor:
             decoded = [_Item(r, "duplicate") if id(r) in behind else self._decode(r) for r in records]
             held = None if careful else DeferredInserts(conn)  # optimistic: the handlers' inserts, per table
             p = _Pass(conn, self.participant.repository(cast(Connection, held) or conn), careful, failed, held)
-            for item in self._plan(conn, decoded):
+            planned = self._plan(conn, decoded)
+            if not unparked and conn.dialect.name == "postgresql" and any(i.reason == WAITING for i in planned):
+                # Parked behind a head another instance may be applying now: decide again under the
+                # parked records' lock, so that instance's promotion of the next head sees this one.
+                self.parked.lock(conn)
+                planned = self._plan(conn, decoded)
+            for item in planned:
                 self._do(p, item)
             if not careful:
                 self._flush(p)
             self.inbox.advance(conn, known, fresh, self.topics.ids)
             if unparked:
-                self.parked.delete(conn, [i for i in unparked if i not in p.kept])
+                gone = [r for r in records if isinstance(r, ParkedRecord) and r.id not in p.kept]
+                self.parked.delete(conn, [r.id for r in gone])
+                self.parked.promote(conn, [r.saga_id for r in gone], time.time())
         self.suspect = False
         return p.result
 

@@ -165,6 +165,12 @@ class Incarnations:
     def verified(self, topic: str) -> bool:
         return not (self.watched and self.supported) or self.read_at.get(topic, -math.inf) >= self.fetched
 
+    @staticmethod
+    async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+        """Have ``consumer`` read the cluster's metadata now (a topic made again is assigned again)."""
+        client: Any = consumer._client
+        await client.force_metadata_update()
+
     async def read(self, consumer: AIOKafkaConsumer, topics: Iterable[str]) -> dict[str, tuple[str | None, str]]:
         """Read the ids of ``topics`` now; the topics whose id changed: topic -> (before, now)."""
         topics = list(topics)
