@@ -27,6 +27,7 @@ from devtools.broker import free_port
 from engine.envelope import Envelope
 from tests.databases import rows
 from tests.e2e.conftest import GROUPS, Cluster, cluster
+from tests.e2e.test_identities import remake_topics
 from tests.support import caught_up, eventually, metric_samples, total
 
 ROUNDS = int(os.environ.get("POKESAGA_CHAOS_ROUNDS", "3"))
@@ -128,12 +129,32 @@ async def drive(
     figures: Counter[str],
     disrupt: Disruptor,
     pace: float = 0.5,
+    halfway: FollowUp | None = None,
 ) -> list[Any]:
-    """Publish in waves while ``disrupt`` runs; every record on capture.outcomes once all are done."""
-    bootstrap, wanted = running.settings.bootstrap, {s.sagaid for s in mixed}
+    """Publish in waves while ``disrupt`` runs; every record on capture.outcomes once all are done.
+    ``halfway``: once the first half has its outcomes, run it, then publish the second half."""
+    bootstrap = running.settings.bootstrap
+    halves = [mixed] if halfway is None else [mixed[: len(mixed) // 2], mixed[len(mixed) // 2 :]]
+    stop = asyncio.Event()
+    chaos = asyncio.create_task(disrupt(running, rng, stop, figures))
+    records: list[Any] = []
+    try:
+        for n, half in enumerate(halves):
+            if n and halfway is not None:
+                await halfway(running, figures)
+            records += await outcomes_of(bootstrap, half, pace)
+    finally:
+        stop.set()
+        await chaos
+    await running.joined()
+    await eventually(lambda: caught_up(bootstrap, GROUPS), timeout=120, what="every group caught up")
+    return records
+
+
+async def outcomes_of(bootstrap: str, mixed: list[Envelope], pace: float) -> list[Any]:
+    """Publish ``mixed`` in waves of 25; every record on capture.outcomes once each has its outcome."""
+    wanted = {s.sagaid for s in mixed}
     async with TopicWatcher(bootstrap, topics.OUTCOMES) as watcher:
-        stop = asyncio.Event()
-        chaos = asyncio.create_task(disrupt(running, rng, stop, figures))
         for wave in range(0, len(mixed), 25):  # about ten seconds of arrivals, overlapping the disruption
             await publish(bootstrap, mixed[wave : wave + 25])
             await asyncio.sleep(pace)
@@ -142,13 +163,7 @@ async def drive(
             await watcher.poll()
             return wanted <= watcher.outcomes.keys()
 
-        try:
-            await eventually(all_outcomes, timeout=300, what="an outcome for every saga")
-        finally:
-            stop.set()
-            await chaos
-        await running.joined()
-        await eventually(lambda: caught_up(bootstrap, GROUPS), timeout=120, what="every group caught up")
+        await eventually(all_outcomes, timeout=300, what="an outcome for every saga")
         return await watcher.drain()
 
 
@@ -174,9 +189,11 @@ def run_under(
     pace: float = 0.5,
     then: FollowUp | None = None,
     extra_env: dict[str, str] | None = None,
+    halfway: FollowUp | None = None,
 ) -> Counter[str]:
     """Run ``count`` sagas of the mix, a wave of 25 every ``pace`` seconds, while ``disrupt``
-    runs; then ``then``, before the services stop; check the invariants; return the figures."""
+    runs (and ``halfway``, between the halves); then ``then``, before the services stop; check
+    the invariants; return the figures."""
     run, rng = uuid.uuid4().hex[:6], random.Random(seed)
     mixed = sagas(run, rng, count)
     wanted = {s.sagaid for s in mixed}
@@ -191,7 +208,7 @@ def run_under(
     ports = {name: {"POKESAGA_METRICS_PORT": str(free_port())} for name in INSTANCES}
     with cluster(bootstrap, data, INSTANCES, per_instance=ports, **env) as running:
         settings = running.settings
-        records = asyncio.run(drive(running, mixed, rng, figures, disrupt, pace))
+        records = asyncio.run(drive(running, mixed, rng, figures, disrupt, pace, halfway))
         if then is not None:
             asyncio.run(then(running, figures))
 
@@ -245,6 +262,22 @@ def test_sigkill_while_records_wait_to_be_retried_loses_nothing_and_duplicates_n
         retried_and_chaos, "chaos with retries", tmp_path, kafka_bootstrap, seed=7, count=SAGAS // 2, extra_env=faults
     )
     assert figures["kills"] > 0 and figures["retry notices"] > 0
+
+
+@pytest.mark.slow
+def test_saga_topics_deleted_and_made_again_halfway_lose_nothing_started_after(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Halfway, every topic of the saga is deleted and made again (a purge, a cluster rebuilt from
+    nothing) while the services keep their databases and processes are SIGKILLed: the offsets start
+    over, the positions the services recorded are void, and every saga reaches exactly one outcome."""
+
+    async def remake(running: Cluster, figures: Figures) -> None:
+        await remake_topics(running.settings.bootstrap, CAPTURE.all_topics())
+        figures["topics made again"] += 1
+
+    figures = run_under(monkey, "topics made again halfway", tmp_path, kafka_bootstrap, seed=11, halfway=remake)
+    assert figures["topics made again"] == 1 and figures["kills"] > 0
 
 
 def test_a_rolling_restart_of_every_service_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
