@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from capture.bootstrap import PARTICIPANTS, engine_for
@@ -33,10 +35,17 @@ WEAKENED = {
 }
 
 
+@dataclass
 class _Record:
-    def __init__(self, offset: int, value: bytes, key: bytes) -> None:
-        self.topic, self.partition, self.offset, self.timestamp = topics.POKEBALL, 0, offset, 0
-        self.key, self.value, self.headers = key, value, ()
+    """A record of the pokeball topic, as the loop would hand it over."""
+
+    offset: int
+    value: bytes | None
+    key: bytes | None
+    topic: str = topics.POKEBALL
+    partition: int = 0
+    timestamp: int = 0
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 def park(processor: BatchProcessor, count: int, chunk: int = 5_000) -> None:
