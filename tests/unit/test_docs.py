@@ -227,3 +227,19 @@ def test_pokesaga_docs_writes_the_documents_and_prints_their_paths(
     assert printed == [str(tmp_path / "out" / name) for name in rendered]
     for name, text in rendered.items():
         assert (tmp_path / "out" / name).read_text(encoding="utf-8") == text
+
+
+def test_every_guarantee_in_the_readme_names_a_test_that_exists() -> None:
+    """README's "Guarantees" table: each promise names the test that tries to falsify it."""
+    text = README.read_text()
+    section = text.split("## Guarantees, and where they live", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| promise")]
+    assert rows, "the Guarantees table is gone"
+    root = README.parent
+    for row in rows:
+        named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row)
+        assert named, f"a promise with no test: {row[:80]}"
+        for path, name in named:
+            source = root / path
+            found = source.exists() and re.search(rf"^(async )?def {name}\(", source.read_text(), re.M)
+            assert found, f"README names {path}::{name}, which does not exist"
