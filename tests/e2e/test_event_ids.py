@@ -106,6 +106,9 @@ async def test_a_start_id_repeated_after_the_id_window_gives_each_saga_one_outco
     await eventually(ended(bootstrap, first.sagaid), timeout=60, what="the first saga's outcome")
     await eventually(lambda: caught_up(bootstrap, GROUPS), timeout=60, what="every group caught up")
     assert remembered(running.settings, start_id) == [(first.sagaid,)]
+    next_id = caused_id(first.sagaid, start_id, "PokemonParalyzed")
+    query = "select saga_id from inbox where consumer = 'combat' and event_id = :id"
+    assert databases.rows(running.settings, "combat", query, id=next_id) == [(first.sagaid,)]  # and keeps it
 
     # Status prunes its inbox as it starts: the start id is long out of its window by then.
     running.stop("status")
