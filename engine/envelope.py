@@ -1,7 +1,7 @@
 """The envelope: structured-mode CloudEvents 1.0 JSON, UTF-8.
 
-Event ids are derived, never random: a saga's start event id and each event's type fix
-the id of everything that follows, so reprocessing the same input yields the same ids.
+Event ids are derived, never random: a saga's id, its start event id and each event's type
+fix the id of everything that follows, so reprocessing the same input yields the same ids.
 
 An event a participant publishes takes its id from its saga, its cause's id and its type
 (``caused_id``): a client may choose a start event id another saga used before (once the inbox
