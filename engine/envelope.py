@@ -1,11 +1,21 @@
 """The envelope: structured-mode CloudEvents 1.0 JSON, UTF-8.
 
-Event ids are derived, never random: a saga's start event id and each event's type fix
-the id of everything that follows, so reprocessing the same input yields the same ids.
+Event ids are derived, never random: a saga's id, its start event id and each event's type
+fix the id of everything that follows, so reprocessing the same input yields the same ids.
+
+An event a participant publishes takes its id from its saga, its cause's id and its type
+(``caused_id``): a client may choose a start event id another saga used before (once the inbox
+has forgotten it, it is applied), and the events that follow still get ids of their own. Before,
+a caused id derived from the cause's id and the type alone (``legacy_caused_id``): the events of
+two sagas started under one id had the same ids, and the second saga's were refused as
+``event_id_reused``. Events published the old way may still be on the topics or in an outbox
+after an upgrade: wherever an id is compared with its derivation (a rebuild's recorded
+decisions, a copy published again), both derivations are taken (``caused_ids``, ``is_caused_id``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -19,6 +29,8 @@ DATA_VERSION = 1  # a saga may declare another (Saga.data_version)
 
 # Namespace of every id pokesaga derives (uuid5).
 NAMESPACE = uuid.UUID("5a6a0b55-2f0e-4c39-9a0e-7d3b6b1e0c61")
+# Namespace of the ids of caused events, apart from every id derived the old way ("/"-joined parts).
+CAUSED = uuid.uuid5(NAMESPACE, "caused")
 
 
 Id = Annotated[str, bounded(200, min_length=1)]
@@ -64,8 +76,32 @@ class Envelope(BaseModel):
 
 
 def derive_id(*parts: str) -> str:
-    """A deterministic event id from its parts (e.g. the cause's id and the event type)."""
+    """A deterministic id from its parts, "/"-joined (a start event's: the saga id and its type)."""
     return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+
+
+def caused_id(saga_id: str, cause_id: str, kind: str, *more: str) -> str:
+    """The id of what ``cause_id`` caused in saga ``saga_id``: the event of type ``kind`` (or a
+    retry notice: ``kind`` and ``more``). The parts are JSON-encoded, so no two lists of parts give
+    one text whatever they hold ("/" included)."""
+    return str(uuid.uuid5(CAUSED, json.dumps([saga_id, cause_id, kind, *more])))
+
+
+def legacy_caused_id(cause_id: str, kind: str) -> str:
+    """A caused event's id as pokesaga derived it before the saga id was part of it."""
+    return derive_id(cause_id, kind)
+
+
+def caused_ids(saga_id: str, cause_id: str, kind: str) -> tuple[str, str]:
+    """The ids the event of type ``kind`` caused by ``cause_id`` may carry: derived now, and the old way."""
+    return caused_id(saga_id, cause_id, kind), legacy_caused_id(cause_id, kind)
+
+
+def is_caused_id(envelope: Envelope) -> bool:
+    """Does ``envelope``'s id derive from its saga, its cause and its type, as a participant
+    derives it (now or before the saga id was part of it)?"""
+    cause = envelope.causationid
+    return cause is not None and envelope.id in caused_ids(envelope.sagaid, cause, envelope.type)
 
 
 def start_event_id(saga_id: str, type_: str) -> str:
@@ -83,11 +119,11 @@ def wrap(
     time: datetime | None = None,
     deadline: datetime | None = None,
 ) -> Envelope:
-    """Put ``event`` in an envelope. Without ``event_id``, the id derives from the cause.
+    """Put ``event`` in an envelope. Without ``event_id``, the id derives from the saga and the cause.
     ``deadline``: the saga's (``sagadeadline``), passed on from the cause."""
     type_ = type(event).__name__
     if event_id is None:
-        event_id = derive_id(causation_id, type_) if causation_id else start_event_id(saga_id, type_)
+        event_id = caused_id(saga_id, causation_id, type_) if causation_id else start_event_id(saga_id, type_)
     return Envelope(
         specversion="1.0",
         id=event_id,

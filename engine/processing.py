@@ -47,7 +47,7 @@ from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import messaging_tables, positions_table, rebuild_tables
 from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.deferred import DeferredFailed, DeferredInserts
-from engine.envelope import Envelope, wrap
+from engine.envelope import Envelope, caused_ids, wrap
 from engine.events import Event, FailureEvent
 from engine.kafka import Record
 from engine.outbox import Outbox, OutboxRow, event_row
@@ -391,6 +391,8 @@ class BatchProcessor:
                         f"event id {envelope.id!r} was applied for saga {before[0]!r} ({before[1]}); "
                         f"this record is for saga {envelope.sagaid!r}",
                     )  # fmt: skip
+                elif started.get(this, envelope.id) != envelope.id and _same_event(envelope, started[this]):
+                    item = _Item(item.record, "duplicate")  # published again across an upgrade of the ids
                 elif started.get(this, envelope.id) != envelope.id:
                     item = _reject(
                         item, "conflicting_copy",
@@ -619,8 +621,8 @@ class BatchProcessor:
                 event, saga_id=cause.sagaid, source=self.participant.source, causation_id=cause.id,
                 deadline=cause.sagadeadline,
             )  # fmt: skip
-            if envelope.id in on_the_topics:
-                continue
+            if on_the_topics.intersection(caused_ids(cause.sagaid, cause.id, envelope.type)):
+                continue  # recorded under this id, or under the one derived before the saga id was in it
             row = event_row(self.participant.name, envelope, type(event).topic, context)
             size = len(row["value"]) + len(row["key"]) + headers_size(row["headers"]) + RECORD_OVERHEAD
             if size > self.settings.max_message_bytes:
@@ -722,6 +724,13 @@ def _database_file(engine: Engine) -> tuple[str, int, int] | None:
     except FileNotFoundError:
         return (path, 0, 0)
     return (path, found.st_dev, found.st_ino)
+
+
+def _same_event(envelope: Envelope, other_id: str) -> bool:
+    """Are ``envelope`` and the event of id ``other_id`` (same saga, same type) one event, its id
+    derived from the same cause once with the saga id and once the way it was before?"""
+    cause = envelope.causationid
+    return cause is not None and {envelope.id, other_id} == set(caused_ids(envelope.sagaid, cause, envelope.type))
 
 
 def _reject(item: _Item, kind: str, detail: str) -> _Item:

@@ -57,7 +57,7 @@ from sqlalchemy import Connection, Engine, MetaData, Table, delete, insert, sele
 from engine import kafka, offsets
 from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import rebuild_tables
-from engine.envelope import Envelope, derive_id
+from engine.envelope import Envelope, is_caused_id
 from engine.events import Event
 from engine.participant import Participant
 from engine.saga import Service
@@ -276,7 +276,7 @@ async def load(
                 continue
             if envelope is None:
                 continue
-            if not envelope.causationid or envelope.id != derive_id(envelope.causationid, envelope.type):
+            if not envelope.causationid or not is_caused_id(envelope):
                 skipped += 1  # not as a participant publishes an event
                 continue
             # A re-publication is the same event: keyed by its id, its first copy is kept.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.envelope import DATA_VERSION, Envelope, derive_id
+from engine.envelope import DATA_VERSION, Envelope, caused_id
 
 TYPE = "pokesaga.StepRetrying"
 MAX_ERROR = 500  # what a participant keeps of an error: the parked table's column, a notice's field
@@ -40,7 +40,7 @@ def notice(
     }
     return Envelope(
         specversion="1.0",
-        id=derive_id(cause.id, participant, "retrying", str(attempt)),
+        id=caused_id(cause.sagaid, cause.id, "retrying", participant, str(attempt)),
         source=source,
         type=TYPE,
         time=datetime.now(UTC),

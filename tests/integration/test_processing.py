@@ -23,7 +23,7 @@ from contracts import topics
 from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonEncountered, PokemonWeakened
 from engine.codec import decode_envelope
 from engine.deadletters import REASON_HEADER
-from engine.envelope import Envelope, wrap
+from engine.envelope import Envelope, caused_id, legacy_caused_id, wrap
 from engine.participant import Handler, UnitOfWork
 from engine.processing import BatchProcessor, BatchResult, StartedOver, Unverified
 from engine.retry import RetryPolicy
@@ -557,6 +557,44 @@ def test_a_rebuild_after_the_deadline_re_applies_the_decision_taken_in_time(
     result = rebuilt.process([Rec(env.to_json())])
     assert result.outbox == [] and result.applied == {"PokemonWeakened": 1}  # re-applied, not re-published
     assert balls(rebuilt, "Rue") == balls(first, "Rue")
+
+
+def test_a_recorded_decision_published_under_an_id_derived_the_old_way_is_re_applied_not_re_published(
+    local_settings: Settings, tmp_path: Path
+) -> None:
+    """A rebuild's history may hold events published before the saga id was part of a caused id."""
+    first = processor_for("pokeball", local_settings)
+    env = weakened("rb-legacy-1", trainer="Lea")
+    (row,) = first.process([Rec(env.to_json())]).outbox
+    published = decode_envelope(row.value)
+    assert published.id == caused_id(env.sagaid, env.id, published.type)
+    recorded = published.model_copy(update={"id": legacy_caused_id(env.id, published.type)})  # as the old code had it
+    fresh = databases.with_databases(Settings(data_dir=tmp_path / "rebuilt"), f"{tmp_path.name}l")
+    (tmp_path / "rebuilt").mkdir()
+    rebuilt = BatchProcessor(
+        first.participant, CAPTURE.types, engine_for("pokeball", fresh), fresh, history={env.id: [recorded]}
+    )
+    result = rebuilt.process([Rec(env.to_json())])
+    assert result.outbox == [] and result.applied == {"PokemonWeakened": 1} and result.parked == 0
+    assert balls(rebuilt, "Lea") == balls(first, "Lea")
+
+
+def test_an_event_copied_under_its_id_derived_the_other_way_is_a_duplicate_not_a_conflicting_copy(
+    pokeball: BatchProcessor,
+) -> None:
+    """An upstream participant that publishes one event again across an upgrade (once as the old
+    code derived its id, once as the new one does): the copy is the same event."""
+    new = weakened("copy-1", trainer="Cal")
+    old = new.model_copy(update={"id": legacy_caused_id(new.causationid or "", new.type)})
+    assert old.id != new.id
+    first = pokeball.process([Rec(old.to_json())])
+    again = pokeball.process([Rec(new.to_json())])
+    assert first.applied == {"PokemonWeakened": 1} and len(first.outbox) == 1
+    assert again.applied == {} and again.duplicates == 1 and again.outbox == []
+    other = new.model_copy(update={"id": str(uuid.uuid4())})  # not derived from the cause: a conflicting copy
+    (dead,) = pokeball.process([Rec(other.to_json())]).outbox
+    assert dict(dead.headers)[REASON_HEADER].startswith("conflicting_copy: ")
+    assert balls(pokeball, "Cal") == 5 - 1
 
 
 def test_a_record_waiting_behind_a_head_put_off_by_another_instance_stays_behind_it(

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from contracts import jsonschema, pokedex
 from contracts.events import EVENT_TYPES, PokemonEncountered, PokemonParalyzed, Status
-from engine.envelope import Envelope, derive_id, wrap
+from engine.envelope import Envelope, caused_id, caused_ids, derive_id, is_caused_id, wrap
 
 DESIGN_EXAMPLE = """
 {"specversion": "1.0", "id": "6f1c0a1e-0000-4000-8000-000000000001", "source": "any-client",
@@ -76,8 +76,35 @@ def test_ids_derive_from_the_cause_so_a_replay_gives_the_same_ids() -> None:
     )
     first = wrap(event, saga_id="s", source="pokesaga/status", causation_id="cause-1")
     again = wrap(event, saga_id="s", source="pokesaga/status", causation_id="cause-1")
-    assert first.id == again.id == derive_id("cause-1", "PokemonParalyzed")
+    assert first.id == again.id == caused_id("s", "cause-1", "PokemonParalyzed")
     assert wrap(event, saga_id="s", source="x", causation_id="cause-2").id != first.id
+
+
+def test_a_caused_id_includes_the_saga_so_two_sagas_started_under_one_id_get_ids_of_their_own() -> None:
+    event = PokemonParalyzed.model_validate(
+        {"trainer": {"name": "A"}, "pokemon": {"name": "Mew"}, "previous_status": "HEALTHY"}
+    )
+    first = wrap(event, saga_id="saga-a", source="pokesaga/status", causation_id="client-start-1")
+    second = wrap(event, saga_id="saga-b", source="pokesaga/status", causation_id="client-start-1")
+    assert first.id != second.id
+    # The parts are JSON-encoded: "/" inside an id cannot make two lists of parts one text.
+    assert caused_id("a/b", "c", "T") != caused_id("a", "b/c", "T")
+    assert caused_id("s", "a/b", "T") != caused_id("s", "a", "b/T")
+    # ... and none is an id derived the old way ("/"-joined).
+    assert caused_id("s", "c", "T") not in {derive_id("s", "c", "T"), derive_id("c", "T")}
+
+
+def test_an_id_derived_before_the_saga_id_was_in_it_is_still_taken_as_derived() -> None:
+    event = PokemonParalyzed.model_validate(
+        {"trainer": {"name": "A"}, "pokemon": {"name": "Mew"}, "previous_status": "HEALTHY"}
+    )
+    now = wrap(event, saga_id="s", source="pokesaga/status", causation_id="cause-1")
+    before = now.model_copy(update={"id": derive_id("cause-1", "PokemonParalyzed")})  # what the old code wrote
+    assert caused_ids("s", "cause-1", "PokemonParalyzed") == (now.id, before.id)
+    assert is_caused_id(now) and is_caused_id(before)
+    assert not is_caused_id(now.model_copy(update={"id": "chosen-by-a-client"}))
+    assert not is_caused_id(now.model_copy(update={"causationid": None}))
+    assert not is_caused_id(now.model_copy(update={"sagaid": "another-saga"}))
 
 
 def test_the_envelope_is_structured_mode_cloudevents_json() -> None:
