@@ -71,6 +71,8 @@ class ParticipantLoop:
         self.settings = settings
         self.rebuild = rebuild  # while its database is being rebuilt (engine.rebuild)
         self.name = processor.participant.name
+        if processor.participant.compensator:  # served at 0 from the start: an alert can watch it grow
+            metrics.sagas_needing_operator.labels(self.name)
         self.ready = asyncio.Event()
         self._next_unpark = 0.0
         self.prune_every = PRUNE_EVERY_SECONDS
