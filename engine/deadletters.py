@@ -25,6 +25,7 @@ REPLAY_GROUP = "pokesaga.dlq-replay"
 DLQ_SUFFIX = ".dlq"
 DLQ_HEADER_PREFIX = "pokesaga.dlq."
 REASON_HEADER = DLQ_HEADER_PREFIX + "reason"
+ATTEMPTS_HEADER = DLQ_HEADER_PREFIX + "attempts"  # how many times the record was tried, when it was
 RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
 MAX_REASON = 1000
 
@@ -137,8 +138,11 @@ async def replay(
     return letters
 
 
-def dead_letter_row(participant: str, record: Record, reason: str, max_bytes: int) -> dict[str, Any]:
-    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why.
+def dead_letter_row(
+    participant: str, record: Record, reason: str, max_bytes: int, attempts: int | None = None
+) -> dict[str, Any]:
+    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why (and,
+    for a record that was tried, ``pokesaga.dlq.attempts``: how many times).
 
     It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
     says so (``pokesaga.dlq.truncated``: the original size)."""
@@ -150,6 +154,8 @@ def dead_letter_row(participant: str, record: Record, reason: str, max_bytes: in
         [DLQ_HEADER_PREFIX + "offset", str(record.offset)],
         [DLQ_HEADER_PREFIX + "consumer", participant],
     ]
+    if attempts is not None:
+        ours.append([ATTEMPTS_HEADER, str(attempts)])
     key = record.key[:1000] if record.key is not None else None
     value = record.value if record.value is not None else b""
     room = max_bytes - RECORD_OVERHEAD - len(key or b"") - headers_size(ours)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -70,6 +71,8 @@ class ParticipantLoop:
         self.settings = settings
         self.rebuild = rebuild  # while its database is being rebuilt (engine.rebuild)
         self.name = processor.participant.name
+        if processor.participant.compensator:  # served at 0 from the start: an alert can watch it grow
+            metrics.sagas_needing_operator.labels(self.name)
         self.ready = asyncio.Event()
         self._next_unpark = 0.0
         self.prune_every = PRUNE_EVERY_SECONDS
@@ -288,6 +291,13 @@ class ParticipantLoop:
             metrics.step_failures.labels(self.name, reason).inc()
         for undone in result.compensations:
             metrics.compensations.labels(self.name, "undone" if undone else "noop").inc()
+        for saga_id, (reason, dlq) in result.operator.items():  # committed: the dead letter is in the outbox
+            metrics.sagas_needing_operator.labels(self.name).inc()
+            saga = printable(saga_id, 200)
+            log.warning(
+                "saga %s NEEDS AN OPERATOR: %s could not compensate (%s); once fixed: pokesaga dlq replay %s --saga %s",
+                saga, self.name, printable(reason, 500), dlq, shlex.quote(saga),
+            )  # fmt: skip
 
     async def _apply_with_db_retry(self, records: Sequence[Record]) -> BatchResult:
         """Apply the batch; while the database is unavailable, try again (nothing was committed)."""

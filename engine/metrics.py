@@ -40,6 +40,11 @@ compensations = Counter(
     "Compensations run: undone (something was undone) or noop (nothing to undo, chain passed on)",
     ["participant", "result"],
 )
+sagas_needing_operator = Counter(
+    "pokesaga_sagas_needing_operator_total",
+    "Sagas whose compensation was dead-lettered (compensation_failed): each waits for a person to fix it and replay",
+    ["participant"],
+)
 consumer_lag = Gauge(
     "pokesaga_consumer_lag", "Records on a partition not yet consumed (high watermark − position)",
     ["participant", "topic", "partition"],

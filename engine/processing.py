@@ -23,7 +23,12 @@ error; a retry notice for observers, engine.retrynotice), and later records of i
 behind it; its offset is committed with the batch, and the partition goes on. The loop tries it
 again when it is due. When its attempts run out, or its saga's deadline passes, it takes its
 failure path (a forward step publishes its failure event; a compensator dead-letters it). If
-the failure path itself fails, the record is dead-lettered. Nothing a record carries can make a
+the failure path itself fails, the record is dead-lettered. A compensation is tried at most
+``compensation_attempts`` times, and only once when what it would publish fails validation (a
+pydantic ``ValidationError`` of one of the saga's events: the same data fails the same way every
+time); then it is dead-lettered (``compensation_failed: …``, with ``pokesaga.dlq.attempts``) and
+its saga is reported as needing an operator (``BatchResult.operator``: a WARNING line and
+``pokesaga_sagas_needing_operator_total`` once the transaction is committed). Nothing a record carries can make a
 batch retry forever, nor hold anyone else's records back.
 """
 
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, cast
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -86,6 +92,8 @@ class BatchResult:
     failures: list[str] = field(default_factory=list)  # reason of each step failure published
     compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
     parked: int = 0  # records newly parked (a parked record put off again is not counted twice)
+    # Sagas whose compensation was dead-lettered: saga id -> (reason, the dead-letter topic)
+    operator: dict[str, tuple[str, str]] = field(default_factory=dict)
     next_due: float | None = None  # when the earliest record parked to be retried by this batch is due
 
     def merge(self, other: BatchResult) -> None:
@@ -100,6 +108,7 @@ class BatchResult:
         self.failures += other.failures
         self.compensations += other.compensations
         self.parked += other.parked
+        self.operator.update(other.operator)
         if other.next_due is not None:
             self.next_due = min(self.next_due or other.next_due, other.next_due)
 
@@ -140,10 +149,11 @@ class TooLarge(Exception):
 
 
 class _GaveUp(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, attempts: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.attempts = attempts
 
 
 @dataclass(frozen=True)
@@ -490,6 +500,8 @@ class BatchProcessor:
         attempts = (item.record.attempts if isinstance(item.record, ParkedRecord) else 0) + 1
         if isinstance(error, TooLarge):
             return _gave_up(error, attempts)
+        if self.participant.compensator and self._invalid_output(error):
+            return _gave_up(error, attempts)  # the same data fails the same way every time
         retryable = self.policy.retryable(error)
         delay = self.policy.delay_after(attempts) if retryable else None
         if delay is None:
@@ -524,6 +536,10 @@ class BatchProcessor:
         p.result.next_due = min(p.result.next_due or due_at, due_at)
         return None
 
+    def _invalid_output(self, error: Exception) -> bool:
+        """``error`` says an event of the saga the handler made is invalid: what it would publish."""
+        return isinstance(error, ValidationError) and error.title in self.types
+
     def _deadline(self, envelope: Envelope) -> float | None:
         """The saga's deadline (epoch seconds) for a forward step; None for a compensation, for a
         record with a recorded decision (a rebuild re-applies what was decided in time), or none set."""
@@ -548,13 +564,10 @@ class BatchProcessor:
                       "failed (%s)", name, envelope.sagaid, published, gave_up.detail)  # fmt: skip
             self._dead_letter(p, item, f"rebuild_conflict: {gave_up.detail}")
             return
-        if on_exhausted is None:
-            log.error(
-                "%s: COMPENSATION CANNOT PROCEED for saga %s (%s): record parked in %s; the saga is stuck "
-                "in compensation until it is replayed",
-                name, envelope.sagaid, gave_up.detail, dead_letters(item.record.topic),
-            )  # fmt: skip
-            self._dead_letter(p, item, f"compensation_failed: {gave_up.detail}")
+        if on_exhausted is None:  # a compensation: nothing to fall back on but a person
+            reason = f"compensation_failed: {gave_up.detail}"
+            self._dead_letter(p, item, reason, gave_up.attempts)
+            p.result.operator[envelope.sagaid] = (reason, dead_letters(item.record.topic))
             return
         log.warning("%s: saga %s step failed (%s): %s", name, envelope.sagaid, gave_up.reason, gave_up.detail)
         try:
@@ -663,7 +676,7 @@ class BatchProcessor:
             p.parked.append(row)
         p.result.parked += 1
 
-    def _dead_letter(self, p: _Pass, item: _Item, reason: str) -> None:
+    def _dead_letter(self, p: _Pass, item: _Item, reason: str, attempts: int | None = None) -> None:
         """``item``'s dead letter, in the outbox. A record refused at the door is also marked in the
         inbox by its coordinates, so a replay of the topic does not dead-letter it twice; a record
         that failed while being applied is not: replaying it (after a fix) applies it."""
@@ -672,7 +685,7 @@ class BatchProcessor:
             "%s: dead letter from %s[%d]@%d: %s",
             self.participant.name, record.topic, record.partition, record.offset, printable(reason, 300),
         )  # fmt: skip
-        row = dead_letter_row(self.participant.name, record, reason, self.settings.max_message_bytes)
+        row = dead_letter_row(self.participant.name, record, reason, self.settings.max_message_bytes, attempts)
         marker = (
             [self._inbox_row(item, "dead_letter", printable(_key_of(record), 200))] if item.action == "reject" else []
         )
@@ -739,9 +752,9 @@ def _reject(item: _Item, kind: str, detail: str) -> _Item:
 
 def _gave_up(error: Exception, attempts: int | None, retryable: bool = False) -> _GaveUp:
     if isinstance(error, TooLarge):
-        return _GaveUp("event_too_large", str(error))
+        return _GaveUp("event_too_large", str(error), attempts)
     tried = f" after {attempts} attempt{'s' * (attempts > 1)}" if attempts else ""
-    return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}")
+    return _GaveUp("retries_exhausted" if retryable else "non_retryable_error", f"{_describe(error)}{tried}", attempts)
 
 
 def _key_of(record: Record) -> str:
@@ -749,5 +762,10 @@ def _key_of(record: Record) -> str:
 
 
 def _describe(error: BaseException) -> str:
+    if isinstance(error, ValidationError) and error.error_count():
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        said = f"{error.title}: {where}: {first['msg']}"
+        return f"ValidationError: {printable(said, 300)}"
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {printable(text[0], 300)}" if text else type(error).__name__

@@ -52,9 +52,11 @@ class RetryPolicy(BaseModel):
 
 
 class CompensationRetryPolicy(RetryPolicy):
-    """A compensation never gives up on a transient error; the database refusing the change is final."""
+    """A compensation's retries: the database refusing the change is final. Its attempts are
+    ``Settings.compensation_attempts`` (``POKESAGA_COMPENSATION_ATTEMPTS``): a compensation still
+    failing then is dead-lettered and its saga shown as needing an operator, never retried for ever."""
 
-    maximum_attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS, description="0: unlimited.")
+    maximum_attempts: int = Field(default=20, ge=1, le=MAX_ATTEMPTS, description="Set by compensation_attempts.")
     non_retryable_error_types: tuple[str, ...] = ("IntegrityError", "DataError", "ProgrammingError")
 
 

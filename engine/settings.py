@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine import crash
-from engine.retry import CompensationRetryPolicy, RetryPolicy, parse_faults, parse_stall
+from engine.retry import MAX_ATTEMPTS, CompensationRetryPolicy, RetryPolicy, parse_faults, parse_stall
 
 
 class Settings(BaseSettings):
@@ -69,7 +69,16 @@ class Settings(BaseSettings):
     )
     compensation_retry: CompensationRetryPolicy = Field(
         default_factory=CompensationRetryPolicy,
-        description="Compensators' policy: unlimited; the database refusing the change is not retried.",
+        description="Compensators' policy (intervals); the database refusing the change is not retried. How many "
+        "attempts: compensation_attempts.",
+    )
+    compensation_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=MAX_ATTEMPTS,
+        description="A compensation still failing after this many attempts is dead-lettered (reason "
+        "compensation_failed) and its saga shown as needing an operator; one whose own output can never be valid "
+        "is dead-lettered at once.",
     )
     crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
     metrics_port: int | None = Field(
@@ -176,9 +185,23 @@ class Settings(BaseSettings):
 
     @field_validator("retry", "compensation_retry", mode="before")
     @classmethod
-    def _known_policy_fields(cls, value: Any) -> Any:
+    def _known_policy_fields(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "compensation_retry" and isinstance(value, dict) and "maximum_attempts" in value:
+            raise ValueError(
+                "maximum_attempts is no longer read here: set POKESAGA_COMPENSATION_ATTEMPTS (a compensation still "
+                "failing after that many attempts is dead-lettered; default 20)"
+            )
         _check_policy_fields(value, "")
         return value
+
+    @field_validator("compensation_attempts", mode="before")
+    @classmethod
+    def _whole_attempts(cls, value: Any) -> Any:
+        text = str(value).strip()
+        if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
+            shown = text if len(text) <= 60 else text[:60] + "…"
+            raise ValueError(f"expected a whole number of attempts, 1 or more; got {shown!r}")
+        return int(text)
 
     @field_validator("step_retry", mode="before")
     @classmethod
@@ -222,7 +245,7 @@ class Settings(BaseSettings):
 
     def retry_policy(self, participant: str, compensator: bool) -> RetryPolicy:
         if compensator:
-            return self.compensation_retry
+            return self.compensation_retry.model_copy(update={"maximum_attempts": self.compensation_attempts})
         return self.step_retry.get(participant, self.retry)
 
     def db_url(self, service: str) -> str:

@@ -22,7 +22,7 @@ from compensations.pokeball import undo_throw
 from contracts import topics
 from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonEncountered, PokemonWeakened
 from engine.codec import decode_envelope
-from engine.deadletters import REASON_HEADER
+from engine.deadletters import ATTEMPTS_HEADER, REASON_HEADER
 from engine.envelope import Envelope, caused_id, legacy_caused_id, wrap
 from engine.participant import Handler, UnitOfWork
 from engine.processing import BatchProcessor, BatchResult, StartedOver, Unverified
@@ -221,6 +221,56 @@ def test_a_compensation_retries_a_transient_error_for_as_long_as_it_takes(local_
     result = retried(processor, result)
     assert len(result.retries) == 12  # more than any step's default limit
     assert outcomes(result) == ["PokemonReleased"]
+
+
+def test_a_compensation_that_keeps_failing_is_a_dead_letter_after_its_attempts_and_its_saga_needs_an_operator(
+    local_settings: Settings,
+) -> None:
+    settings = local_settings.model_copy(
+        update={
+            "compensation_attempts": 4,
+            "compensation_retry": local_settings.compensation_retry.model_copy(
+                update={"initial_interval": 0.001, "maximum_interval": 0.002}
+            ),
+        }
+    )
+    step = processor_for("pokeball", settings)
+    step.process([Rec(weakened("stuck-1", trainer="Stu").to_json())])
+    processor = processor_for("pokeball.compensations", settings, DeliveryFailed=flaky(10**9))
+    result = retried(
+        processor, processor.process([Rec(delivery_failed("stuck-1", "Stu").to_json(), topic=topics.FAILURES)])
+    )
+    assert len(result.retries) == 3  # attempts 1 to 3 put off; the 4th is the last
+    (row,) = [r for r in result.outbox if r.topic != CAPTURE.retries_topic]
+    headers = dict(row.headers)
+    assert row.topic == topics.dead_letters(topics.FAILURES)
+    assert headers[REASON_HEADER] == "compensation_failed: RuntimeError: boom 4 after 4 attempts"
+    assert headers[ATTEMPTS_HEADER] == "4"
+    assert result.operator == {"stuck-1": (headers[REASON_HEADER], topics.dead_letters(topics.FAILURES))}
+    assert processor.parked.count(processor.engine) == 0  # it left the retries: nothing is tried again
+
+
+def test_a_compensation_whose_own_event_is_invalid_is_a_dead_letter_at_once(local_settings: Settings) -> None:
+    step = processor_for("pokeball", local_settings)
+    step.process([Rec(weakened("full-1", trainer="Ful").to_json())])
+    failed = DeliveryFailed.model_validate(
+        {"trainer": {"name": "Ful"}, "pokemon": {"name": "Caterpie"}, "reason": "party_and_pc_full",
+         "failed_step": "delivery", "undone": ["delivery", "status", "combat", "pokeball"]}
+    )  # fmt: skip
+    envelope = wrap(failed, saga_id="full-1", source="test", causation_id="caught-full-1")
+    processor = processor_for("pokeball.compensations", local_settings)
+    result = processor.process([Rec(envelope.to_json(), topic=topics.FAILURES)])
+    assert result.retries == [] and result.parked == 0
+    (row,) = result.outbox
+    headers = dict(row.headers)
+    assert row.topic == topics.dead_letters(topics.FAILURES)
+    assert headers[REASON_HEADER] == (
+        "compensation_failed: ValidationError: PokemonReleased: undone: "
+        "Tuple should have at most 4 items after validation, not 5 after 1 attempt"
+    )
+    assert headers[ATTEMPTS_HEADER] == "1"
+    assert list(result.operator) == ["full-1"]
+    assert balls(step, "Ful") == 4  # the refund rolled back with the attempt
 
 
 def test_a_compensation_for_a_saga_its_service_never_saw_is_a_dead_letter(local_settings: Settings) -> None:

@@ -78,7 +78,7 @@ def test_a_saga_retrying_at_a_step_shows_attempt_n_of_m_and_what_waits_behind_it
         " last error: TransientFault: injected",
         "    combat  PokemonReleased  waiting: behind the record being retried",
     ]
-    # The maximum is the policy's: the default five attempts for a step, unlimited for a compensator.
+    # The maximum is the policy's: the default five attempts for a step (twenty for a compensator).
     assert views.saga(Settings(data_dir=settings.data_dir), "s1")["parked"][0]["maximum_attempts"] == 5
 
 
@@ -93,7 +93,7 @@ def test_the_command_prints_the_parked_records_as_json_and_as_text(
         "pokeball.compensations",
         "rebuilding",
     )
-    assert record["maximum_attempts"] == 0 and record["event_type"] is None  # "{}" is no envelope
+    assert record["maximum_attempts"] == 20 and record["event_type"] is None  # "{}" is no envelope; 20: a compensator's
     assert main(["--data-dir", str(settings.data_dir), "inspect", "saga", "s2"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "    pokeball.compensations  ?  rebuilding: held until pokeball.compensations has rebuilt its state"

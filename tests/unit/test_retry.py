@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from capture.cli import main
 from capture.settings import Settings
 from engine.retry import FaultInjector, RetryPolicy, Stall, TransientFault, parse_faults, parse_stall
 
@@ -44,9 +45,48 @@ def test_the_policy_and_faults_come_from_the_environment(monkeypatch: pytest.Mon
     assert settings.retry_policy("status", compensator=False).non_retryable_error_types == ("ValueError",)
     assert settings.retry_policy("pokeball", compensator=False).maximum_attempts == 2
     compensation = settings.retry_policy("pokeball.compensations", compensator=True)
-    assert (compensation.initial_interval, compensation.maximum_attempts) == (0.5, 0)  # the rest keeps its defaults
+    assert (compensation.initial_interval, compensation.maximum_attempts) == (0.5, 20)  # the rest keeps its defaults
     assert "IntegrityError" in compensation.non_retryable_error_types
     assert parse_faults(settings.faults) == {"*": 0.3}
+
+
+def test_a_compensation_is_tried_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().compensation_attempts == 20
+    assert len(list(Settings().retry_policy("status.compensations", compensator=True).delays())) == 19
+    monkeypatch.setenv("POKESAGA_COMPENSATION_ATTEMPTS", " 3 ")
+    assert Settings().retry_policy("combat.compensations", compensator=True).maximum_attempts == 3
+    assert Settings().retry_policy("combat", compensator=False).maximum_attempts == 5  # steps keep theirs
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "many", "", "²", "1e3"])
+def test_compensation_attempts_must_be_a_whole_number_above_zero(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POKESAGA_COMPENSATION_ATTEMPTS", value)
+    with pytest.raises(ValidationError, match="expected a whole number of attempts, 1 or more"):
+        Settings()
+    assert main(["inspect", "trainer", "Nobody"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pokesaga: POKESAGA_COMPENSATION_ATTEMPTS: expected a whole number of attempts"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POKESAGA_COMPENSATION_RETRY__MAXIMUM_ATTEMPTS", "0"),
+        ("POKESAGA_COMPENSATION_RETRY", '{"maximum_attempts": 50}'),
+    ],
+)
+def test_the_old_compensation_attempts_setting_is_refused_with_the_new_name(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["inspect", "trainer", "Nobody"]) == 2
+    err = capsys.readouterr().err
+    assert "POKESAGA_COMPENSATION_RETRY: maximum_attempts is no longer read here" in err, err
+    assert "set POKESAGA_COMPENSATION_ATTEMPTS" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_faults_name_participants_or_all() -> None:
