@@ -151,8 +151,9 @@ class Index:
         outcome = timeline["outcome"]
         failure = next((e for e in reversed(events) if e.get("reason")), None)
         reason = failure.get("reason") if failure else None
-        waiting_on = t.waiting_on(timeline)
-        notice = t.retrying(timeline)
+        held = NEEDS_OPERATOR if t.needs_operator(timeline) else REFUSED if t.refused(timeline) else None
+        waiting_on = None if held else t.waiting_on(timeline)  # a dead letter decided it: waits on no one
+        notice = None if held else t.retrying(timeline)
         shown = tuple(timeline.get(f) for f in t.summary_fields)
         started = instant(timeline.get("started_at")) if any(e["type"] == t.start for e in events) else NO_START
         searched = tuple(_searchable(s) for s in (timeline["saga_id"], *shown, reason))
@@ -166,7 +167,7 @@ class Index:
             ended_at=timeline.get("ended_at"),
             outcome=outcome,
             final=t.outcomes[outcome] if outcome else None,
-            held=NEEDS_OPERATOR if t.needs_operator(timeline) else REFUSED if t.refused(timeline) else None,
+            held=held,
             reason=reason,
             failed_step=failure.get("failed_step") if failure else None,
             duration_ms=duration_ms(timeline),
