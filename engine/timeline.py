@@ -64,6 +64,11 @@ REASONS = (
     "error",  # a bug of the tracker's own (logged)
 )
 
+# The states a saga with no outcome is in when a dead letter decides it (see ``Timelines.state``).
+REFUSED = "refused"
+NEEDS_OPERATOR = "needs_operator"
+COMPENSATION_FAILED = "compensation_failed"  # how a dead-lettered compensation's reason starts
+
 # Bounds of what a timeline stores (the envelope's own bounds, or more).
 MAX_EVENTS = 100  # a saga has at most 9; more is someone writing to the topics
 MAX_ID = 200
@@ -136,6 +141,15 @@ def last_progress(timeline: dict[str, Any]) -> float:
     return max((float(e["seen_at"]) for e in timeline["events"]), default=0.0)
 
 
+def last_seen(timeline: dict[str, Any]) -> float:
+    """When the tracker last read anything of the saga (an event, a retry notice, a dead letter), on
+    its own clock: what retention counts from, whatever times the records claim."""
+    seen = [float(e["seen_at"]) for e in timeline["events"]]
+    seen += [float(n["seen_at"]) for n in timeline["retries"].values()]
+    seen += [float(d["seen_at"]) for d in timeline["dead_letters"]]
+    return max(seen, default=0.0)
+
+
 def duration_ms(timeline: dict[str, Any]) -> float | None:
     """End to end, from the start event's time to the outcome's."""
     start, end = instant(timeline.get("started_at")), instant(timeline.get("ended_at"))
@@ -160,7 +174,7 @@ class Timelines:
         self.types = saga.types
         self.outcomes = dict(outcome_states)  # outcome event → the state it ends in
         self.compensating = saga.compensating_types
-        self.states = ("running", "retrying", "compensating", "stuck", *self.outcomes.values())
+        self.states = ("running", "retrying", "compensating", "stuck", REFUSED, NEEDS_OPERATOR, *self.outcomes.values())
         self.next = saga.handled_by  # who acts next after each event: what a saga stopped there waits on
         self.participants = tuple(saga.participants)  # a timeline keeps a notice of each, at most
         self.compensators = frozenset(c.name for c in saga.compensations)
@@ -169,6 +183,7 @@ class Timelines:
         self.retries_topic = saga.retries_topic
         self.source_prefix = f"{saga.name}/"
         self.start = saga.start.__name__
+        self.start_topic = saga.start.topic
         self.summary = summary
         self.summary_fields = summary_fields
 
@@ -432,13 +447,36 @@ class Timelines:
         notice = timeline["retries"].get(participant) if participant else None
         return notice if notice is not None and notice["causation"] == last["id"] else None
 
+    def needs_operator(self, timeline: dict[str, Any]) -> bool:
+        """A saga with no outcome whose compensation a participant dead-lettered because it failed
+        on its data (a dead letter whose reason starts ``compensation_failed``): the unwinding
+        stopped there, and only an operator (a fix, then ``pokesaga dlq replay``) moves it on."""
+        return timeline["outcome"] is None and any(
+            d["reason"].startswith(COMPENSATION_FAILED) for d in timeline["dead_letters"]
+        )
+
+    def refused(self, timeline: dict[str, Any]) -> bool:
+        """A saga with no outcome whose start the services refused: a dead letter from the start
+        event's topic, and no event past the start (nothing will come of it)."""
+        return (
+            timeline["outcome"] is None
+            and any(d["source"] == self.start_topic for d in timeline["dead_letters"])
+            and all(e["type"] == self.start for e in timeline["events"])
+        )
+
     def state(self, timeline: dict[str, Any], now: float, stuck_after: float) -> str:
-        """``retrying`` while the participant a saga waits on says it will try again, until
+        """The outcome's state once there is one; else ``needs_operator`` when a compensation was
+        dead-lettered, ``refused`` when the start was (see the methods of those names); else
+        ``retrying`` while the participant a saga waits on says it will try again, until
         ``stuck_after`` past the attempt it announced (a participant that never came back is stuck),
         or past ``MAX_WAIT`` after the notice was read if it announced a later one (no policy waits
         longer: a notice saying so was made up)."""
         if timeline["outcome"]:
             return self.outcomes[timeline["outcome"]]
+        if self.needs_operator(timeline):
+            return NEEDS_OPERATOR
+        if self.refused(timeline):
+            return REFUSED
         notice = self.retrying(timeline)
         if notice is not None and now - next_attempt(notice) <= stuck_after:
             return "retrying"
@@ -449,24 +487,24 @@ class Timelines:
         return "running"
 
     def settled_at(self, timeline: dict[str, Any]) -> float | None:
-        """When a saga's retention starts (epoch seconds), or None while it is to be kept.
+        """When a saga's retention starts (epoch seconds, on the tracker's own clock), or None while
+        it is to be kept.
 
-        A finished saga settles at its outcome: the outcome's time, or when the tracker last saw
-        an event of it if that is earlier (a time written in the future does not keep it longer).
-        A fragment, events with no start event (what a re-publication of a forgotten saga's events
-        leaves), settles at its newest event's time; retry notices with no event at all (a saga
-        whose events the topics no longer hold, or a notice a client made up) when the newest was
-        seen; dead letters with no event (a start event the services refused) when the newest was
-        seen. Any other saga is still running: kept."""
-        seen = last_progress(timeline)
-        if timeline["outcome"]:
-            ended = instant(timeline.get("ended_at"))
-            return seen if math.isinf(ended) else min(ended, seen)
-        if not timeline["events"] and (timeline["retries"] or timeline["dead_letters"]):
-            notices = [float(n["seen_at"]) for n in timeline["retries"].values()]
-            return max(notices + [float(d["seen_at"]) for d in timeline["dead_letters"]])
-        if timeline["events"] and all(e["type"] != self.start for e in timeline["events"]):
-            return max(instant(e.get("time")) for e in timeline["events"])
+        Retention counts from when the tracker last saw anything of the saga (``last_seen``), never
+        from a time a record claims: any client writes any ``time`` (year 9999, or 1970). It starts
+        for a finished saga (an outcome), a refused start, a fragment (events with no start event:
+        what a re-publication of a forgotten saga's events leaves) and retry notices or dead
+        letters with no event at all. A saga still running, or one that needs an operator (a
+        compensation dead-lettered: kept until it has an outcome), is kept."""
+        if timeline["outcome"] or self.refused(timeline):
+            return last_seen(timeline)
+        if self.needs_operator(timeline):
+            return None
+        events = timeline["events"]
+        if not events and (timeline["retries"] or timeline["dead_letters"]):
+            return last_seen(timeline)
+        if events and all(e["type"] != self.start for e in events):
+            return last_seen(timeline)
         return None
 
     def expired(self, timeline: dict[str, Any], now: float, retention_seconds: float) -> bool:

@@ -102,7 +102,7 @@ def commands(view: dict[str, Any], groups_down: set[str]) -> list[dict[str, str]
     """The commands that help with this saga, shell-quoted, ready to copy."""
     saga = shlex.quote(view["saga_id"])
     found = [{"label": "its timeline, read from the topics (no tracker needed)", "command": f"pokesaga trace {saga}"}]
-    if view["state"] in ("failed", "retrying", "stuck", "compensating"):
+    if view["state"] in ("failed", "retrying", "stuck", "compensating", "refused", "needs_operator"):
         found.append({"label": "what each service's database holds of it", "command": f"pokesaga inspect saga {saga}"})
     for source in dict.fromkeys(d["source"] for d in view.get("dead_letters", [])):
         topic = shlex.quote(source)

@@ -12,15 +12,17 @@ offsets, and serves the same timelines. It serves, on ``tracker_port``:
 - ``GET /sagas/{id}``: one saga's timeline (404 when the tracker never saw it, 400 for an id
   no saga can have);
 - ``GET /metrics``: sagas started, completed by outcome, in flight, retrying, stuck, end-to-end
-  latency, records skipped by reason.
+  latency, records skipped by reason, changelog entries skipped on recovery by reason.
 
 A record it cannot place in a timeline (see ``timeline.parse``) is skipped and counted; a
-timeline its table holds is restored (``timeline.restore``) before it is used, so nothing on
-the topics or in the changelog can stop it observing or serving.
+changelog record that makes no table entry (see ``tracker.changelog``) is skipped on recovery and
+counted; a timeline its table holds is restored (``timeline.restore``) before it is used, so
+nothing on the topics or in the changelog can stop it observing or serving.
 
-It keeps a finished saga for ``tracker_retention_hours`` after its outcome (see
-``timeline.settled_at``), then forgets it: from its table (a tombstone in the changelog, which
-Kafka compacts away) and from every index it holds in memory. Sagas with no outcome are kept.
+It keeps a finished saga (or a refused start) for ``tracker_retention_hours`` after it last saw
+anything of it, on its own clock (see ``timeline.settled_at``: never a time a client wrote), then
+forgets it: from its table (a tombstone in the changelog, which Kafka compacts away) and from
+every index it holds in memory. Sagas with no outcome (running, or needing an operator) are kept.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import json
 import logging
 import time
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -43,6 +45,7 @@ from engine.deadletters import dead_letters
 from engine.retrynotice import rfc3339
 from tracker import api, timeline
 from tracker.broker import Broker, shown
+from tracker.changelog import SagaTable
 from tracker.index import WAITING, Index
 from tracker.timeline import REASONS, STATES, NotAnEvent
 
@@ -114,8 +117,18 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=replication,
         topic_disable_leader=True,  # no timer runs on the leader only: no leader topic to replicate
     )
-    sagas = app.Table(
-        "sagas", default=None, partitions=settings.partitions, extra_topic_configs=kafka.topic_configs(replication)
+    sagas = cast(
+        SagaTable,
+        app.tables.add(  # as app.Table does, with a table that reads back its changelog with care
+            SagaTable(
+                app,
+                name="sagas",
+                default=None,
+                beacon=app.tables.beacon,
+                partitions=settings.partitions,
+                extra_topic_configs=kafka.topic_configs(replication),
+            )
+        ),
     )
     source = app.topic(
         *CAPTURE.topics,

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.timeline import Timelines, duration_ms, instant, last_progress, next_attempt
+from engine.timeline import NEEDS_OPERATOR, REFUSED, Timelines, duration_ms, instant, last_progress, next_attempt
 from tracker.figures import Latencies, Recent
 
 WAITING = ("running", "retrying", "compensating", "stuck")
@@ -39,6 +39,7 @@ class Row:
     ended_at: str | None
     outcome: str | None
     final: str | None  # the state an outcome ends in; None while the saga runs
+    held: str | None  # refused or needs_operator: a state a dead letter decided, with no outcome
     reason: str | None
     failed_step: str | None
     duration_ms: float | None
@@ -56,6 +57,8 @@ class Row:
         """``Timelines.state``, from what the row keeps."""
         if self.final is not None:
             return self.final
+        if self.held is not None:
+            return self.held
         if self.retry_due is not None and now - self.retry_due <= stuck_after:
             return "retrying"
         if now - self.progress > stuck_after:
@@ -148,8 +151,9 @@ class Index:
         outcome = timeline["outcome"]
         failure = next((e for e in reversed(events) if e.get("reason")), None)
         reason = failure.get("reason") if failure else None
-        waiting_on = t.waiting_on(timeline)
-        notice = t.retrying(timeline)
+        held = NEEDS_OPERATOR if t.needs_operator(timeline) else REFUSED if t.refused(timeline) else None
+        waiting_on = None if held else t.waiting_on(timeline)  # a dead letter decided it: waits on no one
+        notice = None if held else t.retrying(timeline)
         shown = tuple(timeline.get(f) for f in t.summary_fields)
         started = instant(timeline.get("started_at")) if any(e["type"] == t.start for e in events) else NO_START
         searched = tuple(_searchable(s) for s in (timeline["saga_id"], *shown, reason))
@@ -163,6 +167,7 @@ class Index:
             ended_at=timeline.get("ended_at"),
             outcome=outcome,
             final=t.outcomes[outcome] if outcome else None,
+            held=held,
             reason=reason,
             failed_step=failure.get("failed_step") if failure else None,
             duration_ms=duration_ms(timeline),
@@ -316,8 +321,14 @@ def decode_cursor(text: str) -> tuple[float, str] | None:
         started, saga_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, TypeError, binascii.Error):
         return None
+    except RecursionError:  # a cursor nested deeper than any encode_cursor makes
+        return None
     if not isinstance(saga_id, str) or not (started is None or type(started) in (int, float)):
         return None
-    if started is not None and not math.isfinite(started):
+    try:
+        at = NO_START if started is None else float(started)  # an integer too large for a float: none
+    except OverflowError:
         return None
-    return (NO_START if started is None else float(started), saga_id)
+    if started is not None and not math.isfinite(at):
+        return None
+    return (at, saga_id)

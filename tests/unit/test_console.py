@@ -3,6 +3,7 @@ the overview (checked against the timelines themselves), the window's figures, t
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import random
@@ -141,6 +142,30 @@ def test_a_dead_letter_is_kept_with_its_saga_once_and_a_saga_known_only_by_them_
             timeline.parse_dead_letter(key, topic, DLQ_HEADERS, 0, 1, 0)
     bare = timeline.parse_dead_letter(b"s", "capture.status.dlq", [("pokesaga.dlq.reason", b"\x1b[31mred")], 0, 1, -5)
     assert bare["reason"] == " [31mred" and bare["time"] is None and bare["consumer"] == ""
+
+
+def test_refused_and_needs_operator_sagas_are_listed_so_and_wait_on_no_participant() -> None:
+    refused = saga("refused", ["PokemonEncountered"], T0)
+    letter = timeline.parse_dead_letter(b"refused", "capture.status.dlq", DLQ_HEADERS, 0, 7, T0 * 1000)
+    timeline.add_dead_letter(refused, letter, T0 + 1)
+    operator = saga("operator", ["PokemonEncountered", "PokemonParalyzed", "PokemonFainted"], T0 + 1)
+    headers = [("pokesaga.dlq.reason", b"compensation_failed: IntegrityError: refused")]
+    timeline.add_dead_letter(
+        operator, timeline.parse_dead_letter(b"operator", "capture.failures.dlq", headers, 0, 3, 0), T0
+    )
+    running = saga("running", ["PokemonEncountered"], T0 + 2)
+    index = indexed([refused, operator, running])
+    now = T0 + 10
+    overview = index.overview(now)
+    assert {s: n for s, n in overview["states"].items() if n} == {"refused": 1, "needs_operator": 1, "running": 1}
+    assert overview["participants"]["status"]["waiting"] == 1  # the running saga only
+    assert sum(p["waiting"] for p in overview["participants"].values()) == 1
+    for state, saga_id in (("refused", "refused"), ("needs_operator", "operator")):
+        page = index.search(api.search(query(state=state), timeline.STATES, timeline.FIELDS), now)
+        assert [(s["saga_id"], s["state"], s["waiting_on"]) for s in page["sagas"]] == [(saga_id, state, None)]
+        view = timeline.view(refused if state == "refused" else operator, now, STUCK_AFTER)
+        assert view["state"] == state and view["waiting_on"] is None
+        assert any(c["command"].startswith("pokesaga inspect saga") for c in api.commands(view, set()))
 
 
 def population(n: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -299,6 +324,12 @@ def test_the_windows_forget_what_is_older_than_their_span() -> None:
     assert percentile(Counter(), 0, 0.5) is None
 
 
+def cursor(document: Any) -> str:
+    """A cursor the tracker never gave: ``document`` as JSON, in base64 as ``encode_cursor`` writes."""
+    text = json.dumps(document) if not isinstance(document, str) else document
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 def query(**params: str | list[str]) -> MultiDict[str]:
     found: MultiDict[str] = MultiDict()
     for k, v in params.items():
@@ -322,6 +353,13 @@ def query(**params: str | list[str]) -> MultiDict[str]:
         ({"after": encode_cursor((T0, "x"))[:-3] + "!!!"}, "after is not a cursor"),
         ({"q": "a\x00b"}, "q is 1 to 200 characters with no control character"),
         ({"trainer": "x" * 201}, "trainer is 1 to 200 characters"),
+        ({"after": cursor([10**400, "x"])}, "after is not a cursor"),  # was a 500: too large for a float
+        ({"after": cursor([float("inf"), "x"])}, "after is not a cursor"),
+        ({"after": cursor("[" * 700)}, "after is not a cursor"),
+        ({"after": "9" * 400}, "after is not a cursor"),
+        ({"limit": "9" * 30}, "limit must be a whole number"),
+        ({"limit": "-1"}, "limit must be a whole number"),
+        ({"since": "9" * 30}, "since must be an RFC 3339 date-time"),
     ],
 )
 def test_a_bad_list_query_is_refused_with_one_line_saying_why(params: dict[str, Any], said: str) -> None:

@@ -256,29 +256,68 @@ def test_a_time_is_rfc_3339_in_utc_or_none(value: Any, expected: str | None) -> 
     assert (timeline.instant(expected) == -math.inf) is (expected is None)
 
 
-def test_a_finished_saga_expires_a_retention_after_its_outcome_and_a_running_one_never() -> None:
+def test_a_finished_saga_expires_a_retention_after_the_tracker_last_saw_it_and_a_running_one_never() -> None:
     start = event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z")
     outcome = event("s", "out", "CaptureFailed", cause="start", time="2026-11-23T10:00:01Z")
-    ended = timeline.instant("2026-11-23T10:00:01Z")
     finished, running = build(start, outcome), build(start)
-    assert timeline.settled_at(finished) == ended and timeline.settled_at(running) is None
-    assert not timeline.expired(finished, ended + 3600, 3600) and timeline.expired(finished, ended + 3601, 3600)
+    seen = NOW + 1  # when the tracker read the outcome: its own clock, not the outcome's time
+    assert timeline.settled_at(finished) == seen and timeline.settled_at(running) is None
+    assert not timeline.expired(finished, seen + 3600, 3600) and timeline.expired(finished, seen + 3601, 3600)
     assert not timeline.expired(running, NOW + 10**9, 3600)
 
 
-def test_an_outcome_written_in_the_future_keeps_its_saga_no_longer_than_when_it_was_seen() -> None:
-    future = build(
-        event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
-        event("s", "out", "CaptureFailed", cause="start", time="2999-01-01T00:00:00Z"),
+@pytest.mark.parametrize("written", ["9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "2026-11-23T10:00:00Z"])
+def test_retention_runs_on_the_trackers_clock_whatever_time_a_client_wrote(written: str) -> None:
+    finished = build(
+        event("s", "start", "PokemonEncountered", time=written),
+        event("s", "out", "CaptureFailed", cause="start", time=written),
     )
-    assert timeline.settled_at(future) == NOW + 1  # when the tracker saw the outcome
-    assert timeline.expired(future, NOW + 1 + 3601, 3600)
+    fragment = build(event("f", "healed", "PokemonHealed", time=written))  # no start event
+    for found, seen in ((finished, NOW + 1), (fragment, NOW)):
+        assert timeline.settled_at(found) == seen  # when the tracker saw it
+        assert not timeline.expired(found, seen + 3600, 3600)  # a time in the past does not shorten it
+        assert timeline.expired(found, seen + 3601, 3600)  # a time in the future does not keep it
 
 
-def test_events_of_a_forgotten_saga_published_again_settle_at_their_own_time() -> None:
-    fragment = build(event("s", "healed", "PokemonHealed", time="2026-11-23T10:00:00Z"))  # no start event
-    assert timeline.settled_at(fragment) == timeline.instant("2026-11-23T10:00:00Z")
-    assert timeline.expired(fragment, NOW, 3600)
+def letter(source: str, reason: str, offset: int = 0) -> dict[str, Any]:
+    """A dead letter of ``source``'s, as the tracker reads it from ``<source>.dlq``."""
+    headers = [("pokesaga.dlq.reason", reason.encode()), ("pokesaga.dlq.consumer", b"x")]
+    return timeline.parse_dead_letter(b"s", source + ".dlq", headers, 0, offset, NOW * 1000)
+
+
+def test_a_start_the_services_refused_is_refused_and_forgotten_after_the_retention() -> None:
+    found = build(event("s", "start", "PokemonEncountered", time="9999-01-01T00:00:00Z"))
+    assert timeline.view(found, NOW + 120, 60)["state"] == "stuck"  # no dead letter: it waits
+    assert timeline.add_dead_letter(found, letter(topics.STATUS, "conflicting_copy: another event"), NOW + 5)
+    view = timeline.view(found, NOW + 120, 60)
+    assert (view["state"], view["waiting_on"]) == ("refused", None)
+    assert timeline.settled_at(found) == NOW + 5
+    assert not timeline.expired(found, NOW + 5 + 3600, 3600) and timeline.expired(found, NOW + 5 + 3601, 3600)
+    alone = timeline.new("s")  # the start never placed (the tracker skipped it too), only its dead letter
+    timeline.add_dead_letter(alone, letter(topics.STATUS, "invalid_data: no"), NOW)
+    assert timeline.view(alone, NOW, 60)["state"] == "refused" and timeline.expired(alone, NOW + 3601, 3600)
+
+
+def test_a_dead_letter_of_a_later_step_does_not_make_a_saga_refused() -> None:
+    found = paralyzed()
+    timeline.add_dead_letter(found, letter(topics.COMBAT, "invalid_data: no"), NOW)
+    assert timeline.view(found, NOW, 60)["state"] == "running"
+    assert timeline.settled_at(found) is None
+
+
+def test_a_dead_lettered_compensation_needs_an_operator_and_is_kept_until_an_outcome() -> None:
+    found = build(
+        event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+        event("s", "par", "PokemonParalyzed", cause="start", time="2026-11-23T10:00:01Z", data=PAR),
+        event("s", "faint", "PokemonFainted", cause="par", time="2026-11-23T10:00:02Z"),
+    )
+    timeline.add_dead_letter(found, letter(topics.FAILURES, "compensation_failed: IntegrityError: refused"), NOW)
+    view = timeline.view(found, NOW + 10**6, 60)  # long past stuck_after: still an operator's to act on
+    assert (view["state"], view["waiting_on"]) == ("needs_operator", None)
+    assert timeline.settled_at(found) is None and not timeline.expired(found, NOW + 10**9, 3600)
+    read(found, event("s", "out", "CaptureFailed", cause="faint", time="2026-11-23T10:05:00Z"), seen=NOW + 50)
+    assert timeline.view(found, NOW + 60, 60)["state"] == "failed"  # replayed once fixed: it ends
+    assert timeline.settled_at(found) == NOW + 50
 
 
 # -- retry notices ---------------------------------------------------------------------------
