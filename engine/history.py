@@ -27,7 +27,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from engine.codec import decode_envelope
 from engine.envelope import Envelope
@@ -117,6 +117,22 @@ class History:
             for start in range(0, len(wanted), chunk):
                 self._read(wanted[start : start + chunk])
 
+    def items(self) -> Iterator[tuple[str, Sequence[Envelope]]]:
+        """Every cause and its events, in the order of the causes' ids; read a page at a time (for
+        inspection and tests: a rebuild looks causes up)."""
+        after: str | None = None  # the last cause of the page before
+        while True:
+            with self._lock:
+                if self._db is None:
+                    return
+                query = "SELECT DISTINCT cause FROM history WHERE ?1 IS NULL OR cause > ?1 ORDER BY cause LIMIT ?2"
+                page = [cause for (cause,) in self._db.execute(query, (after, _CHUNK))]
+                found = self._select(page)
+            if not page:
+                return
+            yield from found.items()
+            after = page[-1]
+
     def close(self) -> None:
         """Let the history go: its file is deleted; from now on nothing is recorded."""
         with self._lock:
@@ -154,17 +170,22 @@ class History:
         self._pending.clear()
         self._parsed.clear()  # none is held while loading; if so, a cause may have gained events
 
+    def _select(self, causes: list[str]) -> dict[str, tuple[Envelope, ...]]:
+        """The events of ``causes``, each cause's in the order first published (none: empty)."""
+        if self._db is None or not causes:
+            return {}
+        marks = ", ".join("?" * len(causes))
+        query = f"SELECT cause, envelope FROM history WHERE cause IN ({marks}) ORDER BY rowid"  # noqa: S608
+        found: dict[str, list[Envelope]] = {cause: [] for cause in causes}
+        for cause, envelope in self._db.execute(query, causes):
+            found[cause].append(decode_envelope(envelope))  # it was one when it was added
+        return {cause: tuple(envelopes) for cause, envelopes in found.items()}
+
     def _read(self, causes: list[str]) -> None:
         if self._db is None or not causes:
             return
         self.lookups += 1
         while self._parsed and len(self._parsed) + len(causes) > self.cache:  # room first, then read
             self._parsed.popitem(last=False)
-        marks = ", ".join("?" * len(causes))
-        query = f"SELECT cause, envelope FROM history WHERE cause IN ({marks}) ORDER BY rowid"  # noqa: S608
-        found: dict[str, list[Envelope]] = {cause: [] for cause in causes}
-        for cause, envelope in self._db.execute(query, causes):
-            found[cause].append(decode_envelope(envelope))  # it was one when it was added
-        for cause, envelopes in found.items():
-            self._parsed[cause] = tuple(envelopes)
+        self._parsed.update(self._select(causes))
         self.peak = max(self.peak, self.held)

@@ -65,6 +65,9 @@ def test_lookups_return_what_was_recorded_while_memory_stays_under_the_cap() -> 
     assert history.peak <= cap
     assert history.get("never-recorded") == ()
     assert history.get("never-recorded", None) is None  # type: ignore[arg-type]
+    listed = {cause: list(events) for cause, events in history.items()}  # ten pages
+    assert listed == {cause: list(events.values()) for cause, events in reference.items()}
+    assert history.peak <= cap
 
 
 def test_a_batch_is_read_in_one_lookup_and_then_served_from_memory() -> None:
@@ -112,6 +115,10 @@ def test_lookups_from_several_threads_agree() -> None:
     assert wrong == [] and history.peak <= 20
 
 
+def name(n: int) -> str:
+    return f"c{n}"
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     cap=st.integers(1, 8),
@@ -123,13 +130,16 @@ def test_any_sequence_of_records_reads_back_as_the_old_way_kept_it(
 ) -> None:
     history, reference = History(cache=cap), {}
     for cause, type_, saga in adds:
-        record(history, reference, envelope(f"c{cause}", type_, f"s{saga}", f"{cause}/{saga}"))
+        record(history, reference, envelope(name(cause), type_, f"s{saga}", f"{cause}/{saga}"))
     history.loaded()
     assert len(history) == len(reference)
     for batch in batches:
-        history.prefetch(f"c{n}" for n in batch)
+        history.prefetch(name(n) for n in batch)
         for n in batch:
-            assert list(history.get(f"c{n}")) == list(reference.get(f"c{n}", {}).values())
+            assert list(history.get(name(n))) == list(reference.get(name(n), {}).values())
             assert history.held <= cap
     assert history.peak <= cap
+    assert {cause: list(events) for cause, events in history.items()} == {
+        cause: list(events.values()) for cause, events in reference.items()
+    }
     history.close()
