@@ -9,7 +9,8 @@ pokeball participant's input (one ``PokemonWeakened`` per saga) and its history 
 ``engine.rebuild.load`` over both topics, then the input read back in batches, each record's
 recorded decision looked up as the participant's loop does (a batch's causes in one read where
 the history can, then one lookup per record). Prints the load time, the lookup time, the
-decisions found and the process's peak RSS (``ru_maxrss``), less its RSS before the load.
+decisions found, the process's peak RSS (``ru_maxrss``) less its peak before the load, and the
+size of the history's file on disk.
 
 ``--code DIR``: measure the engine of another checkout (e.g. ``git worktree add /tmp/base
 <commit>``) with this script and this virtualenv; given several times, each is measured.
@@ -41,6 +42,18 @@ WEAKENED = {
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _spilled_mb() -> float:
+    """The size of this process's SQLite temporary files (the history on disk; unlinked, still open)."""
+    size = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "etilqs_" in os.readlink(f"/proc/self/fd/{fd}"):
+                size += os.fstat(int(fd)).st_size
+        except OSError:
+            continue
+    return size / 2**20
 
 
 async def record(bootstrap: str, count: int, inputs: str, outputs: str, chunk: int = 5_000) -> float:
@@ -84,7 +97,7 @@ async def rebuild(bootstrap: str, inputs: str, outputs: str, batch: int) -> dict
     started = time.perf_counter()
     history: Any = (await rebuild.load(bootstrap, [participant], [inputs, outputs], CAPTURE.types))[participant.name]
     loaded = time.perf_counter() - started
-    after_load = _peak_mb()
+    after_load, spilled = _peak_mb(), _spilled_mb()
     prefetch = getattr(history, "prefetch", None)  # the history on disk reads a batch at once; a dict need not
     looking, found, read = 0.0, 0, 0
 
@@ -112,6 +125,7 @@ async def rebuild(bootstrap: str, inputs: str, outputs: str, batch: int) -> dict
         "rss_before_mb": round(before, 1),
         "peak_rss_after_load_mb": round(after_load, 1),
         "peak_rss_mb": round(_peak_mb(), 1),
+        "on_disk_mb": round(spilled, 1),
     }
 
 
@@ -163,7 +177,7 @@ def main() -> None:
                 print(
                     f"{count:>9,} sagas, {code}: loaded in {f['load_s']:6.1f} s, looked up in {f['lookup_s']:5.1f} s; "
                     f"peak RSS {f['peak_rss_mb']:7.1f} MB ({f['peak_rss_mb'] - f['rss_before_mb']:+7.1f} MB "
-                    f"over the {f['rss_before_mb']:.1f} MB before the load)",
+                    f"over the {f['rss_before_mb']:.1f} MB before the load); on disk {f['on_disk_mb']:.1f} MB",
                     flush=True,
                 )
 
