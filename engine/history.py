@@ -12,14 +12,16 @@ once, so the file is gone when the history is closed (the rebuild over) or the p
 however it ends. Records are looked up as they come: a batch's causes in one query (``prefetch``),
 the events kept parsed for the batch in hand. In memory there is, at most, whatever the topics hold:
 
-- ``cache`` causes' recorded events, parsed: the ones of the batches in hand, least recently used
-  dropped first (a lookup for a dropped one goes back to the file);
-- ``cache`` records read from the topics and not written to the file yet (while loading);
+- the recorded events of ``cache`` causes, parsed, of ``cache_bytes`` as published (parsed, they
+  take several times as much) — plus one cause's, the one in hand, however large: the batches in
+  hand, least recently used dropped first (a lookup for a dropped one goes back to the file);
+- as many records read from the topics and not written to the file yet (while loading);
 - SQLite's page cache, ``PAGE_CACHE_KIB``.
 
 A cause holds at most one event per type of the saga (an event's id derives from its cause and its
-type; a re-publication is the same event, and its first copy is the one kept), so ``cache`` bounds
-the events held too. An empty history (the participant is not rebuilding) opens no database.
+type; a re-publication is the same event, and its first copy is the one kept), and a record at
+most the broker's largest message. An empty history (the participant is not rebuilding) opens no
+database.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from engine.codec import decode_envelope
 from engine.envelope import Envelope
 
 CACHE = 2_000  # causes whose recorded events are held parsed; and records buffered while loading
+CACHE_BYTES = 4 * 2**20  # their size as published (parsed, several times as much: ~4 KB for 550 bytes)
 PAGE_CACHE_KIB = 4_096  # SQLite's page cache for the file
 _CHUNK = 500  # causes per lookup query (SQLite's bound on parameters is 999 before 3.32)
 
@@ -44,16 +47,21 @@ class History:
     mapping's lookup, and ``prefetch`` (a batch's causes in one query). Safe to use from several
     threads, one at a time (a lock)."""
 
-    def __init__(self, cache: int = CACHE) -> None:
-        if cache < 1:
-            raise ValueError("cache must hold at least one cause")
+    def __init__(self, cache: int = CACHE, cache_bytes: int = CACHE_BYTES) -> None:
+        if cache < 1 or cache_bytes < 1:
+            raise ValueError("the cache must hold one cause at least")
         self.cache = cache
+        self.cache_bytes = cache_bytes
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None  # opened at the first event added
         self._pending: list[tuple[str, str, bytes]] = []  # (cause, event id, envelope) not written yet
-        self._parsed: OrderedDict[str, tuple[Envelope, ...]] = OrderedDict()  # least recently used first
+        self._pending_bytes = 0
+        # cause -> (its events, their size as published); least recently used first
+        self._parsed: OrderedDict[str, tuple[tuple[Envelope, ...], int]] = OrderedDict()
+        self._parsed_bytes = 0
         self._causes = 0
         self.peak = 0  # the most causes and records held in memory at once (``held``)
+        self.peak_bytes = 0  # and the most bytes (``held_bytes``), reads under way included
         self.lookups = 0  # queries to the file
 
     @classmethod
@@ -73,6 +81,11 @@ class History:
         """Causes held parsed plus records waiting to be written: never more than ``cache`` each."""
         return len(self._parsed) + len(self._pending)
 
+    @property
+    def held_bytes(self) -> int:
+        """Their size as published: never more than ``cache_bytes`` and one cause's, or one record's."""
+        return self._parsed_bytes + self._pending_bytes
+
     def __len__(self) -> int:
         """The causes with a recorded decision (counted at ``loaded``)."""
         return self._causes
@@ -82,8 +95,9 @@ class History:
         copy of an event (the same id for the same cause) is ignored: the first is kept."""
         with self._lock:
             self._pending.append((cause, event_id, envelope))
-            self.peak = max(self.peak, self.held)
-            if len(self._pending) >= self.cache:
+            self._pending_bytes += len(envelope)
+            self._measure()
+            if len(self._pending) >= self.cache or self._pending_bytes >= self.cache_bytes:
                 self._flush()
 
     def loaded(self) -> None:
@@ -101,37 +115,40 @@ class History:
             if cause not in self._parsed:
                 self._read([cause])
             found = self._parsed.get(cause)
-            if found is None:  # the cache holds one cause at least: only when closed meanwhile
+            if found is None:  # closed meanwhile (a cause read alone is always kept)
                 return default
             self._parsed.move_to_end(cause)
-            return found or default
+            return found[0] or default
 
     def prefetch(self, causes: Iterable[str]) -> None:
         """Read the events of ``causes`` (a batch's) from the file in as few queries as it takes;
-        at most ``cache`` of them stay held (the last ones)."""
+        as many as the cache holds stay held (the others are read when they are looked up)."""
         if self._db is None:
             return
         with self._lock:
-            wanted = list(dict.fromkeys(c for c in causes if c not in self._parsed))[-self.cache :]
+            wanted = list(dict.fromkeys(c for c in causes if c not in self._parsed))[: self.cache]
             chunk = min(_CHUNK, self.cache)
             for start in range(0, len(wanted), chunk):
-                self._read(wanted[start : start + chunk])
+                if not self._read(wanted[start : start + chunk]):
+                    return  # the cache is full of this batch's causes
 
     def items(self) -> Iterator[tuple[str, Sequence[Envelope]]]:
-        """Every cause and its events, in the order of the causes' ids; read a page at a time (for
+        """Every cause and its events, in the order of the causes' ids, a cause at a time (for
         inspection and tests: a rebuild looks causes up)."""
-        after: str | None = None  # the last cause of the page before
+        after: str | None = None  # the cause before
         while True:
             with self._lock:
                 if self._db is None:
                     return
-                query = "SELECT DISTINCT cause FROM history WHERE ?1 IS NULL OR cause > ?1 ORDER BY cause LIMIT ?2"
-                page = [cause for (cause,) in self._db.execute(query, (after, _CHUNK))]
-                found = self._select(page)
-            if not page:
-                return
-            yield from found.items()
-            after = page[-1]
+                if after is None:
+                    (after,) = self._db.execute("SELECT min(cause) FROM history").fetchone()
+                else:
+                    (after,) = self._db.execute("SELECT min(cause) FROM history WHERE cause > ?", (after,)).fetchone()
+                if after is None:
+                    return
+                query = "SELECT envelope FROM history WHERE cause = ? ORDER BY rowid"
+                events = tuple(decode_envelope(envelope) for (envelope,) in self._db.execute(query, (after,)))
+            yield after, events
 
     def close(self) -> None:
         """Let the history go: its file is deleted; from now on nothing is recorded."""
@@ -141,9 +158,13 @@ class History:
             self._db = None
             self._pending.clear()
             self._parsed.clear()
-            self._causes = 0
+            self._pending_bytes = self._parsed_bytes = self._causes = 0
 
     # -- with the lock held -------------------------------------------------------------
+
+    def _measure(self, reading: int = 0) -> None:
+        self.peak = max(self.peak, self.held)
+        self.peak_bytes = max(self.peak_bytes, self.held_bytes + reading)
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
@@ -168,24 +189,47 @@ class History:
         db.executemany("INSERT OR IGNORE INTO history (cause, id, envelope) VALUES (?, ?, ?)", self._pending)
         db.execute("COMMIT")
         self._pending.clear()
-        self._parsed.clear()  # none is held while loading; if so, a cause may have gained events
+        self._pending_bytes = 0
+        self._drop(0, 0)  # none is held while loading; if any, a cause may have gained events
 
-    def _select(self, causes: list[str]) -> dict[str, tuple[Envelope, ...]]:
-        """The events of ``causes``, each cause's in the order first published (none: empty)."""
-        if self._db is None or not causes:
-            return {}
-        marks = ", ".join("?" * len(causes))
-        query = f"SELECT cause, envelope FROM history WHERE cause IN ({marks}) ORDER BY rowid"  # noqa: S608
-        found: dict[str, list[Envelope]] = {cause: [] for cause in causes}
-        for cause, envelope in self._db.execute(query, causes):
-            found[cause].append(decode_envelope(envelope))  # it was one when it was added
-        return {cause: tuple(envelopes) for cause, envelopes in found.items()}
+    def _drop(self, causes: int, size: int) -> None:
+        """Drop the least recently used causes until ``causes`` more of ``size`` bytes fit."""
+        while self._parsed and (
+            len(self._parsed) + causes > self.cache or self._parsed_bytes + size > self.cache_bytes
+        ):
+            _, (_, dropped) = self._parsed.popitem(last=False)
+            self._parsed_bytes -= dropped
 
-    def _read(self, causes: list[str]) -> None:
+    def _read(self, causes: list[str]) -> bool:
+        """Read ``causes`` into the cache, as many as fit in half of it (at least one); whether all did."""
         if self._db is None or not causes:
-            return
+            return True
         self.lookups += 1
-        while self._parsed and len(self._parsed) + len(causes) > self.cache:  # room first, then read
-            self._parsed.popitem(last=False)
-        self._parsed.update(self._select(causes))
-        self.peak = max(self.peak, self.held)
+        self._drop(len(causes), self.cache_bytes // 2)  # half of it for what is read now
+        room = self.cache_bytes - self._parsed_bytes
+        marks = ", ".join("?" * len(causes))
+        query = f"SELECT cause, envelope FROM history WHERE cause IN ({marks}) ORDER BY cause, rowid"  # noqa: S608
+        read: dict[str, tuple[tuple[Envelope, ...], int]] = {}
+        events: list[Envelope] = []
+        total, current, size, whole = 0, None, 0, True
+        for cause, envelope in self._db.execute(query, causes):
+            if cause != current:
+                if current is not None:
+                    read[current] = (tuple(events), size)
+                    total += size
+                    if total >= room:  # full: the causes not read yet are read when looked up
+                        whole = False
+                        break
+                current, events, size = cause, [], 0
+            events.append(decode_envelope(envelope))  # it was one when it was added
+            size += len(envelope)
+            self._measure(total + size)
+        else:
+            if current is not None:
+                read[current] = (tuple(events), size)
+            read |= {cause: ((), 0) for cause in causes if cause not in read}  # none recorded
+        for cause, (found, size) in read.items():
+            self._parsed[cause] = (found, size)
+            self._parsed_bytes += size
+        self._measure()
+        return whole

@@ -31,6 +31,7 @@ def record(history: History, reference: dict[str, dict[str, Envelope]], e: Envel
     history.add(e.causationid, e.id, e.to_json())
     reference.setdefault(e.causationid, {}).setdefault(e.id, e)
     assert history.held <= history.cache
+    assert history.held_bytes <= history.cache_bytes + len(e.to_json())
 
 
 def test_lookups_return_what_was_recorded_while_memory_stays_under_the_cap() -> None:
@@ -68,6 +69,33 @@ def test_lookups_return_what_was_recorded_while_memory_stays_under_the_cap() -> 
     listed = {cause: list(events) for cause, events in history.items()}  # ten pages
     assert listed == {cause: list(events.values()) for cause, events in reference.items()}
     assert history.peak <= cap
+
+
+def test_large_records_are_held_up_to_the_byte_budget_and_one_cause() -> None:
+    """A hostile client's records, each as large as a broker takes, valid and with the right ids:
+    what is held in memory is bounded by the bytes too, not only by the number of causes."""
+    budget, count = 1_000_000, 120
+    history, reference = History(cache=1_000, cache_bytes=budget), {}
+    sizes: dict[str, int] = {}
+    for n in range(count):
+        cause = f"big-{n}"
+        for type_ in TYPES[: 1 + n % 3]:  # one to three events a cause
+            e = envelope(cause, type_, f"s{n}", "x" * (60_000 + 1_000 * (n % 50)))
+            record(history, reference, e)
+            sizes[cause] = sizes.get(cause, 0) + len(e.to_json())
+            assert history.held_bytes <= budget + len(e.to_json())
+    history.loaded()
+    largest = max(sizes.values())
+    causes = [*reference, "never-recorded"]
+    random.Random(3).shuffle(causes)
+    for start in range(0, len(causes), 50):  # 50 causes a batch: 3 to 8 MB, more than the budget
+        batch = causes[start : start + 50]
+        history.prefetch(batch)
+        assert history.held_bytes <= budget + largest
+        for cause in batch:
+            assert list(history.get(cause)) == list(reference.get(cause, {}).values())
+            assert history.held_bytes <= budget + largest
+    assert history.peak_bytes <= budget + largest and history.peak <= 1_000
 
 
 def test_a_batch_is_read_in_one_lookup_and_then_served_from_memory() -> None:
@@ -122,23 +150,25 @@ def name(n: int) -> str:
 @settings(max_examples=60, deadline=None)
 @given(
     cap=st.integers(1, 8),
+    cap_bytes=st.integers(1, 3_000),  # an envelope here is ~300 bytes: a few causes fit, or none
     adds=st.lists(st.tuples(st.integers(0, 12), st.sampled_from(TYPES), st.integers(0, 3)), max_size=80),
     batches=st.lists(st.lists(st.integers(0, 14), max_size=20), max_size=6),
 )
 def test_any_sequence_of_records_reads_back_as_the_old_way_kept_it(
-    cap: int, adds: list[tuple[int, str, int]], batches: list[list[int]]
+    cap: int, cap_bytes: int, adds: list[tuple[int, str, int]], batches: list[list[int]]
 ) -> None:
-    history, reference = History(cache=cap), {}
+    history, reference = History(cache=cap, cache_bytes=cap_bytes), {}
     for cause, type_, saga in adds:
         record(history, reference, envelope(name(cause), type_, f"s{saga}", f"{cause}/{saga}"))
     history.loaded()
     assert len(history) == len(reference)
+    largest = max((sum(len(e.to_json()) for e in events.values()) for events in reference.values()), default=0)
     for batch in batches:
         history.prefetch(name(n) for n in batch)
         for n in batch:
             assert list(history.get(name(n))) == list(reference.get(name(n), {}).values())
-            assert history.held <= cap
-    assert history.peak <= cap
+            assert history.held <= cap and history.held_bytes <= cap_bytes + largest
+    assert history.peak <= cap and history.peak_bytes <= cap_bytes + largest
     assert {cause: list(events) for cause, events in history.items()} == {
         cause: list(events.values()) for cause, events in reference.items()
     }
