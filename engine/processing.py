@@ -197,14 +197,15 @@ class BatchProcessor:
         types: Mapping[str, type[Event]],
         engine: Engine,
         settings: Settings,
-        history: History | None = None,
+        history: History | Mapping[str, Sequence[Envelope]] | None = None,
     ) -> None:
         self.participant = participant
         self.types = types  # every event of the saga, by type name
         # Rebuilding (engine.rebuild): what it published before, by cause id. Only records with a
-        # recorded decision are applied; the others are parked until the rebuild ends.
+        # recorded decision are applied; the others are parked until the rebuild ends. The history
+        # is on disk, a batch's read at a time (engine.history).
         self.rebuilding = history is not None
-        self.history = history or {}
+        self.history = History.of(history if history is not None else {})
         self.engine = engine
         self.settings = settings
         inbox_table, outbox_table = messaging_tables(participant.metadata)
@@ -250,7 +251,7 @@ class BatchProcessor:
 
     def drained(self) -> None:
         """Nothing parked is left: the recorded history has no further use; let it go."""
-        self.history = {}
+        self.history.close()
 
     def _connected(self, *_: object) -> None:
         self.suspect = True
@@ -375,6 +376,7 @@ class BatchProcessor:
         parked_sagas: set[str] = set()  # sagas with a record parked: later ones wait behind it
         unparking = {item.envelope.id for item in items if item.envelope and isinstance(item.record, ParkedRecord)}
         if envelopes:
+            self.history.prefetch(e.id for e in envelopes)  # the batch's recorded decisions, in one read
             found = self.inbox.applied(conn, (e.id for e in envelopes), (e.sagaid for e in envelopes))
             held = [event_id for event_id, _, type_ in found if type_ == inbox.PARKED and event_id not in unparking]
             held_types = self.parked.types(conn, held) if held else {}

@@ -6,6 +6,8 @@ depends on state shared across sagas (a stock, a capacity) could come out otherw
 rebuilding participant first loads what it published before (its **history**), indexed by the
 id of the event that caused it, and a handler with a recorded decision takes that decision
 again instead of deciding anew: the rebuilt state and the re-published events are the same.
+The history is kept on disk, not in memory: however much the topics hold, a rebuild holds a
+bounded part of it in memory, the batches in hand (engine.history).
 
 **When.** A participant is rebuilding while its service's database has a row for it in the
 ``rebuild`` table: from the moment its state is lost or restored to the moment it has re-applied
@@ -46,7 +48,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,13 +60,13 @@ from engine.codec import BadRecord, decode_envelope, decode_event
 from engine.db import rebuild_tables
 from engine.envelope import Envelope, is_caused_id
 from engine.events import Event
+from engine.history import CACHE, History
 from engine.participant import Participant
 from engine.saga import Service
 from engine.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
 
-History = dict[str, list[Envelope]]
 CREATED = "*"  # the row of a database created empty: every participant of the service rebuilds
 Targets = dict[str, int]  # "topic:partition" -> end offset when the rebuild began
 
@@ -246,17 +247,22 @@ async def caught_up(consumer: AIOKafkaConsumer, targets: Targets) -> bool:
 
 
 async def load(
-    bootstrap: str, participants: list[Participant], topics: Iterable[str], types: Mapping[str, type[Event]]
+    bootstrap: str,
+    participants: list[Participant],
+    topics: Iterable[str],
+    types: Mapping[str, type[Event]],
+    cache: int = CACHE,
 ) -> dict[str, History]:
     """For each participant (by name), the events it published, by cause id.
 
     One pass over every saga topic as it is now, however many participants are rebuilt;
     only their own events are parsed and kept: an event of the saga (``types``) with a valid
     body whose id derives from its cause, as a participant publishes it. The first copy of an
-    event is the one consumers kept; a later one with the same id is ignored.
+    event is the one consumers kept; a later one with the same id is ignored. Each history is
+    kept on disk, ``cache`` bounding what it holds in memory (engine.history); close it when done.
     """
     by_source = {p.source: p.name for p in participants}
-    found: dict[str, defaultdict[str, dict[str, Envelope]]] = {p.name: defaultdict(dict) for p in participants}
+    found = {p.name: History(cache) for p in participants}
     skipped = 0
     if participants:
         marks = tuple(source.encode() for source in by_source)
@@ -280,12 +286,13 @@ async def load(
                 skipped += 1  # not as a participant publishes an event
                 continue
             # A re-publication is the same event: keyed by its id, its first copy is kept.
-            found[by_source[envelope.source]][envelope.causationid].setdefault(envelope.id, envelope)
+            found[by_source[envelope.source]].add(envelope.causationid, envelope.id, value)
     if skipped:
         log.warning("rebuild: skipped %d records on the topics that are not events as the services write them", skipped)
     for name, history in found.items():
+        history.loaded()
         log.info("%s: rebuilding: %d recorded decisions loaded from the topics", name, len(history))
-    return {name: {cause: list(events.values()) for cause, events in h.items()} for name, h in found.items()}
+    return found
 
 
 def _published_by(value: bytes, sources: dict[str, str]) -> Envelope | None:

@@ -228,6 +228,7 @@ async def _run(saga: Saga, loops: list[ParticipantLoop], i: int, stop: asyncio.E
 async def _rebuilding(saga: Saga, loop: ParticipantLoop, settings: Settings, stop: asyncio.Event) -> ParticipantLoop:
     """``loop``'s participant anew, after its database was lost: schema, rebuild rows, history."""
     participant, engine = loop.processor.participant, loop.processor.engine
+    loop.processor.history.close()  # the history of a rebuild that will not go on
     service = saga.services[participant.service]
     engine.dispose()  # connections to a database that is gone (SQLite: to a deleted file)
     while not stop.is_set():

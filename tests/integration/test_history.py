@@ -1,0 +1,69 @@
+"""A rebuild's history read from a real topic through ``rebuild.load`` with a small memory cap:
+every lookup returns exactly the recorded decision (first copies, no forgery), and what the
+history holds in memory never passes the cap, however many decisions the topic holds."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from capture.bootstrap import PARTICIPANTS
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from contracts.events import PokemonCaught
+from engine import kafka, rebuild
+from engine.envelope import Envelope, wrap
+
+CAUGHT = {
+    "trainer": {"name": "Hist"},
+    "pokemon": {"name": "Caterpie", "hp": 5, "max_hp": 60, "status": "PARALYZED"},
+    "ball": "Poke Ball",
+    "shakes": 3,
+}
+
+
+async def test_a_history_larger_than_its_cap_is_looked_up_exactly(settings: Settings) -> None:
+    cap, count = 40, 3_000
+    topic = f"it.{uuid.uuid4().hex[:8]}.history"
+    await kafka.ensure_topics(settings.bootstrap, [topic], settings.partitions)
+    participant = PARTICIPANTS["pokeball"]
+    caught = PokemonCaught.model_validate(CAUGHT)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    expected: dict[str, Envelope] = {}
+    records: list[tuple[bytes, bytes]] = []
+    for n in range(count):
+        saga, cause = f"hist-{n}", f"weakened-{n}"
+        decision = wrap(caught, saga_id=saga, source=participant.source, causation_id=cause, time=at)
+        expected[cause] = decision
+        records.append((saga.encode(), decision.to_json()))
+        if n % 10 == 0:  # published again later (a crash before marking it sent): the first copy counts
+            again = decision.model_copy(update={"time": at + timedelta(seconds=1)})
+            records.append((saga.encode(), again.to_json()))
+        if n % 17 == 0:  # forged: an id that does not derive from its cause
+            forged = decision.model_copy(update={"id": f"forged-{n}", "sagaid": "forged"})
+            records.append((saga.encode(), forged.to_json()))
+        if n % 23 == 0:  # bytes that carry the participant's mark but are no envelope
+            records.append((saga.encode(), participant.source.encode() + b" {not json"))
+    producer = kafka.producer(settings.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, value, key=key) for key, value in records])
+    finally:
+        await producer.stop()
+
+    loaded = await rebuild.load(settings.bootstrap, [participant], [topic], CAPTURE.types, cache=cap)
+    history = loaded[participant.name]
+    try:
+        assert len(history) == count and history.peak <= cap
+        causes = [*expected, "never-recorded"]
+        for start in range(0, len(causes), 500):  # as the loop does: a batch's causes, then each record's
+            batch = causes[start : start + 500]
+            history.prefetch(batch)
+            for cause in batch:
+                assert list(history.get(cause, ())) == ([expected[cause]] if cause in expected else [])
+                assert history.held <= cap
+        assert history.peak <= cap
+    finally:
+        history.close()
+    assert history.get(next(iter(expected))) == ()
