@@ -1,7 +1,12 @@
 """Dead letters: list what is in ``<topic>.dlq``, and re-publish it to its source topic.
 
 Replay keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
-re-published once, however often replay runs; the services' inboxes absorb a repeat anyway.
+re-published once, however often replay runs; the services' inboxes absorb a repeat anyway. A
+replay that selects (``--saga``, ``--reason``) moves that place only up to the first dead letter it
+leaves, and marks each one it re-publishes beyond it with a **replay marker** (a record on the same
+dead-letter partition, header ``pokesaga.dlq.replayed``: partition@offset of the letter, value
+empty): a dead letter left by one selection is still there for the next, and one re-published is
+never re-published again. Markers are not dead letters: listing, replay and the tracker pass them by.
 
 A dead-letter topic is a topic like any other: any client can write anything to it. Every
 record in it is listed, whatever its key, value and headers (null values, header keys that are
@@ -25,6 +30,7 @@ REPLAY_GROUP = "pokesaga.dlq-replay"
 DLQ_SUFFIX = ".dlq"
 DLQ_HEADER_PREFIX = "pokesaga.dlq."
 REASON_HEADER = DLQ_HEADER_PREFIX + "reason"
+REPLAYED_HEADER = DLQ_HEADER_PREFIX + "replayed"  # a replay marker: partition@offset of the letter re-published
 ATTEMPTS_HEADER = DLQ_HEADER_PREFIX + "attempts"  # how many times the record was tried, when it was
 RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
 MAX_REASON = 1000
@@ -85,15 +91,31 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
     )
 
 
-async def _read(bootstrap: str, dlq: str, group: str | None) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
-    """Dead letters from the group's position (or the start) to the end as it is now."""
+def is_replay_marker(headers: Any) -> bool:
+    """Whether a record of a dead-letter topic is a replay's marker, not a dead letter."""
+    return any(k == REPLAYED_HEADER for k, _ in headers or ())
+
+
+def _marked(record: ConsumerRecord[bytes, bytes]) -> tuple[int, int] | None:
+    """The (partition, offset) of the letter a replay marker says was re-published."""
+    value = dict(record.headers or ()).get(REPLAYED_HEADER)
+    partition, _, offset = (value or b"").decode("ascii", "replace").partition("@")
+    return (int(partition), int(offset)) if partition.isdigit() and offset.isdigit() else None
+
+
+async def _read(
+    bootstrap: str, dlq: str, group: str | None
+) -> tuple[list[DeadLetter], dict[TopicPartition, int], set[tuple[int, int]]]:
+    """Dead letters from the group's position (or the start) to the end as it is now, the end,
+    and the (partition, offset) of those a replay marker says were re-published already."""
     records, ends = await kafka.read_to_end(bootstrap, [dlq], group)
-    letters = [_dead_letter(r, dlq) for r in records]
-    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends
+    letters = [_dead_letter(r, dlq) for r in records if not is_replay_marker(r.headers)]
+    replayed = {m for r in records if is_replay_marker(r.headers) and (m := _marked(r)) is not None}
+    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends, replayed
 
 
 async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
-    letters, _ = await _read(bootstrap, dlq_topic(topic), group=None)
+    letters, _, _ = await _read(bootstrap, dlq_topic(topic), group=None)
     return letters
 
 
@@ -103,18 +125,37 @@ async def replay(
     """Re-publish the dead letters not replayed yet to their source topic; returns them.
 
     Each source record is re-published once, even when several consumer groups dead-lettered
-    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The
-    replay position moves past everything read either way: a later replay sees only new ones.
+    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The replay
+    position moves past what is re-published, up to the first dead letter left on each partition;
+    what is re-published beyond it gets a replay marker: a later replay sees what was left, and
+    never what was re-published.
     """
     dlq = dlq_topic(topic)
-    letters, ends = await _read(bootstrap, dlq, group=REPLAY_GROUP)
+    found, ends, replayed = await _read(bootstrap, dlq, group=REPLAY_GROUP)
+    pending = [letter for letter in found if (letter.partition, letter.offset) not in replayed]
+    done = {letter.origin for letter in found if (letter.partition, letter.offset) in replayed}
     chosen: dict[tuple[str, str, str], DeadLetter] = {}
-    for letter in letters:
-        if (saga is None or letter.key == saga) and (reason is None or reason in letter.reason):
+    for letter in pending:
+        if (
+            letter.origin not in done
+            and (saga is None or letter.key == saga)
+            and (reason is None or reason in letter.reason)
+        ):
             chosen.setdefault(letter.origin, letter)
     letters = list(chosen.values())
     if dry_run:
         return letters
+    handled = set(chosen) | done  # a record dead-lettered by several groups: re-published once
+    position = dict(ends)
+    for letter in pending:  # sorted by partition and offset: the first one left holds the position
+        tp = TopicPartition(dlq, letter.partition)
+        if letter.origin not in handled and letter.offset < position[tp]:
+            position[tp] = letter.offset
+    marks = [
+        letter
+        for letter in pending
+        if letter.origin in handled and letter.offset > position[TopicPartition(dlq, letter.partition)]
+    ]
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
@@ -132,9 +173,23 @@ async def replay(
         ]
         for future in futures:
             await future
+        # Marked only once re-published: a replay that dies in between re-publishes them again
+        # (the services' inboxes absorb the repeat), never leaves one out.
+        futures = [
+            await producer.send(
+                dlq,
+                b"",
+                key=letter.raw_key,
+                partition=letter.partition,
+                headers=[(REPLAYED_HEADER, f"{letter.partition}@{letter.offset}".encode())],
+            )
+            for letter in marks
+        ]
+        for future in futures:
+            await future
     finally:
         await producer.stop()
-    await kafka.commit_offsets(bootstrap, REPLAY_GROUP, ends)
+    await kafka.commit_offsets(bootstrap, REPLAY_GROUP, position)
     return letters
 
 

@@ -41,7 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from engine import flow, kafka, unreadable
-from engine.deadletters import dead_letters
+from engine.deadletters import dead_letters, is_replay_marker
 from engine.retrynotice import rfc3339
 from tracker import api, timeline
 from tracker.broker import Broker, shown
@@ -163,6 +163,8 @@ def create_app(settings: Settings) -> faust.App:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         topic, partition, now = message.topic, message.partition, time.time()
         letter = topic in DEAD_LETTER_TOPICS
+        if letter and is_replay_marker(message.headers):
+            return  # a replay's note that a dead letter was re-published: no dead letter
         if letter:
             entry = timeline.parse_dead_letter(
                 message.key, topic, message.headers, partition, message.offset, message.timestamp

@@ -184,8 +184,10 @@ async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after
     outcome = only_outcome(outcomes.outcomes.get(saga, []))
     assert failed(outcome) == ("CaptureFailed", "party_and_pc_full", "delivery", ["pokeball", "combat", "status"])
     assert state(tight, trainer) == {"balls": 1, "party": [first], "pc": []}
-    again = pokesaga(tight, "dlq", "replay", topics.FAILURES)
+    again = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga)  # never twice
     assert again.stdout.strip().splitlines()[-1] == f"re-published 0 dead letters from {topics.FAILURES}.dlq"
+    rest = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--dry-run")  # the others' are still there
+    assert rest.returncode == 0 and f"key={saga} " not in rest.stdout, rest.stdout
 
 
 FAILURE_POINTS = ("status", "combat", "pokeball:broke_free", "pokeball:out_of_balls", "delivery")

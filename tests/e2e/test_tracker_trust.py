@@ -26,6 +26,7 @@ from capture.settings import Settings
 from contracts import topics
 from devtools.broker import free_port
 from devtools.processes import stop_all
+from engine import deadletters, kafka
 from engine.deadletters import DLQ_HEADER_PREFIX, dead_letters
 from tests.conftest import new_broker
 from tests.e2e.conftest import Cluster
@@ -300,3 +301,41 @@ async def test_a_tracker_restarted_over_a_poisoned_changelog_recovers_and_counts
     status, body = tracker.get("/sagas?limit=1000")
     assert not {"ok", "ok2", "ok3", "x", "\x00"} & {s["saga_id"] for s in body["sagas"]}
     assert (tracker.skipped("bad_key"), tracker.skipped("bad_value")) == (4, 3)  # each counted once
+
+
+async def test_dead_letters_replayed_one_saga_at_a_time_are_each_re_published_once(tracker: Tracker) -> None:
+    """An operator replays one saga's dead letters (``--saga``, as the NEEDS AN OPERATOR line
+    says), then another's: each is re-published exactly once, and a replay never passes over a
+    letter it did not select (on the code before, the first ``--saga`` moved the replay position
+    past every letter it read: the second saga's replay re-published nothing, for good). The
+    markers a replay writes are no dead letters to ``dlq list`` or to the tracker."""
+    run = uuid.uuid4().hex[:6]
+    a, b, c, last = (f"replay-{run}-{x}" for x in ("a", "b", "c", "last"))
+    source, dlq = topics.DELIVERY, dead_letters(topics.DELIVERY)
+
+    def refused(saga: str, offset: int, consumer: str = "delivery") -> Any:
+        topic, key, _, headers = letter(saga, source, "compensation_failed: ValueError: bad data after 3 attempts")
+        given = {DLQ_HEADER_PREFIX + "offset": str(offset).encode(), DLQ_HEADER_PREFIX + "consumer": consumer.encode()}
+        return (topic, key, encode({"saga": saga}), [(k, given.get(k, v)) for k, v in headers])
+
+    # a's record dead-lettered by two consumers (one record, re-published once), b's between them
+    await produce(tracker.bootstrap, [refused(a, 1), refused(b, 2), refused(a, 1, "other"), refused(c, 3)], partition=0)
+
+    async def replay(saga: str | None = None) -> list[str | None]:
+        return [letter.key for letter in await deadletters.replay(tracker.bootstrap, dlq, saga=saga)]
+
+    assert await replay(b) == [b]
+    assert await replay(a) == [a]  # [] on the code before: passed over by b's replay
+    assert await replay(b) == []
+    assert await replay() == [c]
+    assert await replay() == []
+    records, _ = await kafka.read_to_end(tracker.bootstrap, [source])
+    replayed = [r.key.decode() for r in records if r.key and r.key.decode() in (a, b, c)]
+    assert sorted(replayed) == sorted([a, b, c]), replayed  # each once
+    listed = [d for d in await deadletters.list_dead_letters(tracker.bootstrap, dlq) if d.key in (a, b, c)]
+    assert sorted(d.key or "" for d in listed) == sorted([a, a, b, c])  # the markers are no dead letters
+
+    await produce(tracker.bootstrap, [refused(last, 4)], partition=0)  # after the markers, on their partition
+    await tracker.shows(last, "needs_operator")
+    shown = {saga: len(tracker.get(f"/sagas/{saga}")[1]["dead_letters"]) for saga in (a, b, c)}
+    assert shown == {a: 2, b: 1, c: 1}, shown
