@@ -83,6 +83,14 @@ def cluster(
     running = Cluster(settings, env)
     for name in instances:
         running.start(name, **(per_instance or {}).get(name, {}))
+    with supervised(running, data / "logs"):
+        yield running
+
+
+@contextlib.contextmanager
+def supervised(running: Cluster, log_dir: Path) -> Iterator[Cluster]:
+    """``running`` once every group has joined; on the way out, every process stopped, and none
+    may have died meanwhile or stopped other than cleanly."""
     try:
         running.wait_joined()
         yield running
@@ -90,7 +98,7 @@ def cluster(
         died = running.died + [n for n, p in running.processes.items() if not p.alive and not p.terminated]
         stop_all(list(running.processes.values()))
     codes = {n: p.proc.returncode if p.proc else None for n, p in running.processes.items()}
-    assert not died, f"service processes died during the tests: {died} (logs in {data / 'logs'})"
+    assert not died, f"service processes died during the tests: {died} (logs in {log_dir})"
     assert set(codes.values()) == {0}, f"services did not stop cleanly: {codes}"
 
 

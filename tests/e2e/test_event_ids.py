@@ -30,12 +30,12 @@ from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from capture.starter import publish, start_event
 from contracts import topics
-from devtools.processes import ServiceProcess, stop_all
+from devtools.processes import ServiceProcess
 from engine import kafka
 from engine.envelope import Envelope, caused_id, legacy_caused_id
 from tests import databases
 from tests.conftest import new_broker
-from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, breaking_free, cluster, pokesaga
+from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, breaking_free, cluster, pokesaga, supervised
 from tests.support import caught_up, eventually
 
 WINDOW_HOURS = str(1e-6)  # 3.6 ms: status forgets an applied event id at its next prune (when it starts)
@@ -169,15 +169,8 @@ def started_before_the_change(bootstrap: str, data: Path) -> Iterator[Cluster]:
         process = Before(service, settings, log_dir)
         process.log_path = log_dir / f"{service}-before.log"
         running.processes[service] = process.start()
-    try:
-        running.wait_joined()
+    with supervised(running, log_dir):
         yield running
-    finally:
-        died = running.died + [n for n, p in running.processes.items() if not p.alive and not p.terminated]
-        stop_all(list(running.processes.values()))
-    codes = {n: p.proc.returncode if p.proc else None for n, p in running.processes.items()}
-    assert not died, f"service processes died during the test: {died} (logs in {log_dir})"
-    assert set(codes.values()) == {0}, f"services did not stop cleanly: {codes}"
 
 
 @pytest.fixture
