@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -90,6 +91,10 @@ async def rebuild(bootstrap: str, inputs: str, outputs: str, batch: int) -> dict
     from capture.bootstrap import PARTICIPANTS
     from capture.saga import CAPTURE
     from engine import kafka, rebuild
+
+    keyed: Any = None  # the code before engine.history kept decisions by the cause id alone
+    with contextlib.suppress(ImportError):
+        from engine.history import key as keyed
     from engine.codec import decode_envelope
 
     participant = PARTICIPANTS["pokeball"]
@@ -105,12 +110,13 @@ async def rebuild(bootstrap: str, inputs: str, outputs: str, batch: int) -> dict
         at = time.perf_counter()
         if prefetch is not None:
             prefetch(causes)
-        hits = sum(1 for cause in causes if history.get(cause, ()))
+        hits = sum(1 for cause in causes if history.get(cause, ()))  # causes: keys (saga, cause id)
         return time.perf_counter() - at, hits
 
     pending: list[str] = []
     async for rec in kafka.scan_to_end(bootstrap, [inputs]):
-        pending.append(decode_envelope(rec.value).id)
+        cause = decode_envelope(rec.value)
+        pending.append(keyed(cause.sagaid, cause.id) if keyed else cause.id)
         if len(pending) >= batch:
             took, hits = lookups(pending)
             looking, found, read, pending = looking + took, found + hits, read + len(pending), []

@@ -16,6 +16,7 @@ and a replay goes to the dead-letter topic's own source topic, with the record's
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,9 @@ class DeadLetter:
     source: str
     value: bytes
     headers: tuple[tuple[str, bytes | None], ...]
-    origin: tuple[str, str, str]  # source topic, partition, offset: one record, however many groups refused it
+    # One record, however many groups refused it: its source topic, partition and offset, and a
+    # digest of its key and value (offsets start over when a topic is made again).
+    origin: tuple[str, str, str, str]
     raw_key: bytes | None
 
     def as_dict(self) -> dict[str, object]:
@@ -86,21 +89,35 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
             ours.get(DLQ_HEADER_PREFIX + "topic", ""),
             ours.get(DLQ_HEADER_PREFIX + "partition", ""),
             ours.get(DLQ_HEADER_PREFIX + "offset", f"dlq:{record.partition}:{record.offset}"),
+            _digest(record.key, record.value),
         ),
         raw_key=record.key,
     )
 
 
-def is_replay_marker(headers: Any) -> bool:
-    """Whether a record of a dead-letter topic is a replay's marker, not a dead letter."""
-    return any(k == REPLAYED_HEADER for k, _ in headers or ())
+def _digest(key: bytes | None, value: bytes | None) -> str:
+    """Which record this is, whatever its coordinates: its key and value, unambiguous."""
+    key, value = key or b"", value or b""
+    return hashlib.sha256(len(key).to_bytes(8, "big") + key + value).hexdigest()
+
+
+def is_replay_marker(headers: Any, value: bytes | None = b"") -> bool:
+    """Whether a record of a dead-letter topic is a replay's marker, not a dead letter: an empty
+    value, our marker header, no reason. (A dead letter never carries the marker header: the
+    headers of ours a refused record came with are dropped from its copy.)"""
+    keys = [k for k, _ in headers or ()]
+    return not value and REPLAYED_HEADER in keys and REASON_HEADER not in keys
 
 
 def _marked(record: ConsumerRecord[bytes, bytes]) -> tuple[int, int] | None:
-    """The (partition, offset) of the letter a replay marker says was re-published."""
+    """The (partition, offset) of the letter a replay marker says was re-published: only an
+    earlier record of the marker's own partition (where a replay writes it)."""
     value = dict(record.headers or ()).get(REPLAYED_HEADER)
     partition, _, offset = (value or b"").decode("ascii", "replace").partition("@")
-    return (int(partition), int(offset)) if partition.isdigit() and offset.isdigit() else None
+    if not (partition.isdigit() and offset.isdigit() and len(offset) < 20):
+        return None
+    named = (int(partition), int(offset))
+    return named if named[0] == record.partition and named[1] < record.offset else None
 
 
 async def _read(
@@ -109,8 +126,8 @@ async def _read(
     """Dead letters from the group's position (or the start) to the end as it is now, the end,
     and the (partition, offset) of those a replay marker says were re-published already."""
     records, ends = await kafka.read_to_end(bootstrap, [dlq], group)
-    letters = [_dead_letter(r, dlq) for r in records if not is_replay_marker(r.headers)]
-    replayed = {m for r in records if is_replay_marker(r.headers) and (m := _marked(r)) is not None}
+    letters = [_dead_letter(r, dlq) for r in records if not is_replay_marker(r.headers, r.value)]
+    replayed = {m for r in records if is_replay_marker(r.headers, r.value) and (m := _marked(r)) is not None}
     return sorted(letters, key=lambda d: (d.partition, d.offset)), ends, replayed
 
 
@@ -134,7 +151,7 @@ async def replay(
     found, ends, replayed = await _read(bootstrap, dlq, group=REPLAY_GROUP)
     pending = [letter for letter in found if (letter.partition, letter.offset) not in replayed]
     done = {letter.origin for letter in found if (letter.partition, letter.offset) in replayed}
-    chosen: dict[tuple[str, str, str], DeadLetter] = {}
+    chosen: dict[tuple[str, str, str, str], DeadLetter] = {}
     for letter in pending:
         if (
             letter.origin not in done
@@ -202,6 +219,8 @@ def dead_letter_row(
     It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
     says so (``pokesaga.dlq.truncated``: the original size)."""
     headers = [[printable(k, 200), printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
+    reserved = [h for h in headers if h[0].startswith(DLQ_HEADER_PREFIX)]  # ours are ours: a client's are dropped
+    headers = [h for h in headers if not h[0].startswith(DLQ_HEADER_PREFIX)]
     ours = [
         [REASON_HEADER, printable(reason, 1000)],
         [DLQ_HEADER_PREFIX + "topic", record.topic],
@@ -211,6 +230,8 @@ def dead_letter_row(
     ]
     if attempts is not None:
         ours.append([ATTEMPTS_HEADER, str(attempts)])
+    if reserved:
+        ours.append([DLQ_HEADER_PREFIX + "reserved-headers-dropped", str(len(reserved))])
     key = record.key[:1000] if record.key is not None else None
     value = record.value if record.value is not None else b""
     room = max_bytes - RECORD_OVERHEAD - len(key or b"") - headers_size(ours)

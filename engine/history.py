@@ -18,14 +18,18 @@ the events kept parsed for the batch in hand. In memory there is, at most, whate
 - as many records read from the topics and not written to the file yet (while loading);
 - SQLite's page cache, ``PAGE_CACHE_KIB``.
 
-A cause holds at most one event per type of the saga (an event's id derives from its cause and its
-type; a re-publication is the same event, and its first copy is the one kept), and a record at
-most the broker's largest message. An empty history (the participant is not rebuilding) opens no
+Decisions are kept by ``key(saga id, cause id)``, not by the cause id alone: a cause id is any
+saga's to claim (a client can write records naming any cause), and keyed with their saga, records
+of other sagas never pile up under one cause. A key holds at most two events per type of the saga
+(an event's id derives from its saga, its cause and its type — or, written before that, from its
+cause and type; a re-publication is the same event, and its first copy is the one kept), and a
+record at most the broker's largest message. An empty history (the participant is not rebuilding) opens no
 database.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -38,6 +42,11 @@ CACHE = 2_000  # causes whose recorded events are held parsed; and records buffe
 CACHE_BYTES = 4 * 2**20  # their size as published (parsed, several times as much: ~4 KB for 550 bytes)
 PAGE_CACHE_KIB = 4_096  # SQLite's page cache for the file
 _CHUNK = 500  # causes per lookup query (SQLite's bound on parameters is 999 before 3.32)
+
+
+def key(saga_id: str, cause_id: str) -> str:
+    """Where the decisions a saga's event caused are kept: its saga and its id, unambiguous."""
+    return json.dumps([saga_id, cause_id])
 
 
 class History:
@@ -66,13 +75,13 @@ class History:
 
     @classmethod
     def of(cls, recorded: History | Mapping[str, Sequence[Envelope]], cache: int = CACHE) -> History:
-        """``recorded`` as a ``History`` (as is when it is one already)."""
+        """``recorded`` (events by their cause's id) as a ``History`` (as is when it is one already)."""
         if isinstance(recorded, History):
             return recorded
         history = cls(cache)
         for cause, envelopes in recorded.items():
             for envelope in envelopes:
-                history.add(cause, envelope.id, envelope.to_json())
+                history.add(key(envelope.sagaid, cause), envelope.id, envelope.to_json())
         history.loaded()
         return history
 

@@ -55,6 +55,7 @@ from engine.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, h
 from engine.deferred import DeferredFailed, DeferredInserts
 from engine.envelope import Envelope, caused_ids, wrap
 from engine.events import Event, FailureEvent
+from engine.history import key as history_key
 from engine.kafka import Record
 from engine.outbox import Outbox, OutboxRow, event_row
 from engine.parked import REBUILDING, RETRYING, WAITING, Parked, ParkedRecord
@@ -376,7 +377,8 @@ class BatchProcessor:
         parked_sagas: set[str] = set()  # sagas with a record parked: later ones wait behind it
         unparking = {item.envelope.id for item in items if item.envelope and isinstance(item.record, ParkedRecord)}
         if envelopes:
-            self.history.prefetch(e.id for e in envelopes)  # the batch's recorded decisions, in one read
+            # the batch's recorded decisions, in one read
+            self.history.prefetch(history_key(e.sagaid, e.id) for e in envelopes)
             found = self.inbox.applied(conn, (e.id for e in envelopes), (e.sagaid for e in envelopes))
             held = [event_id for event_id, _, type_ in found if type_ == inbox.PARKED and event_id not in unparking]
             held_types = self.parked.types(conn, held) if held else {}
@@ -625,7 +627,7 @@ class BatchProcessor:
 
     def _recorded(self, cause: Envelope) -> list[Envelope]:
         """What this participant published for ``cause`` before (rebuilding): its recorded decision."""
-        return [e for e in self.history.get(cause.id, ()) if e.sagaid == cause.sagaid]
+        return [e for e in self.history.get(history_key(cause.sagaid, cause.id), ()) if e.sagaid == cause.sagaid]
 
     def _rows(self, cause: Envelope, produced: Sequence[Event], context: list[list[str]]) -> list[dict[str, Any]]:
         """The outbox rows of what ``cause`` produced; ``TooLarge`` before anything is committed."""

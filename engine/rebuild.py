@@ -61,6 +61,7 @@ from engine.db import rebuild_tables
 from engine.envelope import Envelope, is_caused_id
 from engine.events import Event
 from engine.history import CACHE, History
+from engine.history import key as history_key
 from engine.participant import Participant
 from engine.saga import Service
 from engine.unreadable import unreadable_reason
@@ -285,8 +286,10 @@ async def load(
             if not envelope.causationid or not is_caused_id(envelope):
                 skipped += 1  # not as a participant publishes an event
                 continue
-            # A re-publication is the same event: keyed by its id, its first copy is kept.
-            found[by_source[envelope.source]].add(envelope.causationid, envelope.id, value)
+            # A re-publication is the same event: keyed by its id, its first copy is kept. Kept with
+            # its saga: a record of another saga naming the same cause is none of this one's.
+            at = history_key(envelope.sagaid, envelope.causationid)
+            found[by_source[envelope.source]].add(at, envelope.id, value)
     if skipped:
         log.warning("rebuild: skipped %d records on the topics that are not events as the services write them", skipped)
     for name, history in found.items():

@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> faust.App:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         topic, partition, now = message.topic, message.partition, time.time()
         letter = topic in DEAD_LETTER_TOPICS
-        if letter and is_replay_marker(message.headers):
+        if letter and is_replay_marker(message.headers, value):
             return  # a replay's note that a dead letter was re-published: no dead letter
         if letter:
             entry = timeline.parse_dead_letter(

@@ -36,6 +36,7 @@ from devtools.processes import ServiceProcess
 from engine import rebuild as history
 from engine import retrynotice
 from engine.envelope import Envelope, wrap
+from engine.history import key as history_key
 from tests import hostile
 from tests.conftest import new_broker
 from tests.e2e.conftest import pokesaga
@@ -257,7 +258,8 @@ def test_trace_shows_the_saga_and_says_how_many_records_it_skipped(tracker: Trac
 async def test_the_rebuild_reads_past_what_it_cannot_parse(tracker: Tracker, written: Written) -> None:
     loaded = await history.load(tracker.settings.bootstrap, [PARTICIPANTS["status"]], CAPTURE.topics, CAPTURE.types)
     start, failed, _ = written.events
-    assert {cause: [e.id for e in events] for cause, events in loaded["status"].items()} == {start.id: [failed.id]}
+    found = {cause: [e.id for e in events] for cause, events in loaded["status"].items()}
+    assert found == {history_key(start.sagaid, start.id): [failed.id]}
 
 
 def test_dlq_list_shows_every_dead_letter_whatever_its_headers(tracker: Tracker) -> None:

@@ -339,3 +339,27 @@ async def test_dead_letters_replayed_one_saga_at_a_time_are_each_re_published_on
     await tracker.shows(last, "needs_operator")
     shown = {saga: len(tracker.get(f"/sagas/{saga}")[1]["dead_letters"]) for saga in (a, b, c)}
     assert shown == {a: 2, b: 1, c: 1}, shown
+
+
+async def test_a_replay_marker_a_client_forges_hides_no_dead_letter(tracker: Tracker) -> None:
+    """Markers say which dead letters a replay re-published: only an empty record naming an
+    earlier record of its own partition is one. Forged ones — naming a letter still to come, on
+    another partition, or carrying a value — hide nothing: each letter is listed and re-published."""
+    run = uuid.uuid4().hex[:6]
+    sagas = [f"forge-{run}-{n}" for n in range(3)]
+    source, dlq = topics.COMBAT, dead_letters(topics.COMBAT)
+    records, _ = await kafka.read_to_end(tracker.bootstrap, [dlq])
+    end = max((r.offset for r in records if r.partition == 0), default=-1) + 1
+    marker = DLQ_HEADER_PREFIX + "replayed"
+    forged = [
+        (dlq, b"x", b"", [(marker, f"0@{end + 3}".encode())]),  # a letter still to come
+        (dlq, b"x", b"", [(marker, f"1@{end}".encode())]),  # another partition's
+        (dlq, b"x", b"{}", [(marker, f"0@{end + 4}".encode())]),  # with a value: a dead letter, not a marker
+    ]
+    await produce(tracker.bootstrap, forged, partition=0)
+    letters = [letter(saga, source, "invalid_data: no") for saga in sagas]
+    await produce(tracker.bootstrap, letters, partition=0)
+    listed = {d.key for d in await deadletters.list_dead_letters(tracker.bootstrap, dlq)}
+    assert set(sagas) <= listed
+    replayed = [letter.key for letter in await deadletters.replay(tracker.bootstrap, dlq)]
+    assert set(sagas) <= set(replayed), replayed

@@ -14,6 +14,7 @@ from capture.settings import Settings
 from contracts.events import PokemonCaught
 from engine import kafka, rebuild
 from engine.envelope import Envelope, wrap
+from engine.history import key
 
 CAUGHT = {
     "trainer": {"name": "Hist"},
@@ -35,7 +36,7 @@ async def test_a_history_larger_than_its_cap_is_looked_up_exactly(settings: Sett
     for n in range(count):
         saga, cause = f"hist-{n}", f"weakened-{n}"
         decision = wrap(caught, saga_id=saga, source=participant.source, causation_id=cause, time=at)
-        expected[cause] = decision
+        expected[key(saga, cause)] = decision
         records.append((saga.encode(), decision.to_json()))
         if n % 10 == 0:  # published again later (a crash before marking it sent): the first copy counts
             again = decision.model_copy(update={"time": at + timedelta(seconds=1)})
@@ -56,7 +57,7 @@ async def test_a_history_larger_than_its_cap_is_looked_up_exactly(settings: Sett
     history = loaded[participant.name]
     try:
         assert len(history) == count and history.peak <= cap
-        causes = [*expected, "never-recorded"]
+        causes = [*expected, key("hist-0", "never-recorded"), "weakened-0"]  # the last: a cause id alone
         for start in range(0, len(causes), 500):  # as the loop does: a batch's causes, then each record's
             batch = causes[start : start + 500]
             history.prefetch(batch)
@@ -67,3 +68,34 @@ async def test_a_history_larger_than_its_cap_is_looked_up_exactly(settings: Sett
     finally:
         history.close()
     assert history.get(next(iter(expected))) == ()
+
+
+async def test_records_of_other_sagas_naming_one_cause_never_pile_up_under_it(settings: Settings) -> None:
+    """Any client can write records naming any cause: 2,000 decisions of 2,000 made-up sagas, each
+    with an id derived as a participant derives it, all naming the victim's cause. Kept with their
+    saga, none is the victim's: its lookup reads its one decision, not 2,000 (keyed by the cause
+    id alone, the lookup parsed every one of them, ~4 KB each: a rebuild's memory without bound)."""
+    topic = f"it.{uuid.uuid4().hex[:8]}.flood"
+    await kafka.ensure_topics(settings.bootstrap, [topic], settings.partitions)
+    participant = PARTICIPANTS["pokeball"]
+    caught = PokemonCaught.model_validate(CAUGHT)
+    cause, victim = "weakened-victim", "victim"
+    genuine = wrap(caught, saga_id=victim, source=participant.source, causation_id=cause)
+    forged = [wrap(caught, saga_id=f"junk-{n}", source=participant.source, causation_id=cause) for n in range(2_000)]
+    producer = kafka.producer(settings.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        records = [genuine, *forged]
+        await asyncio.gather(*[await producer.send(topic, e.to_json(), key=e.sagaid.encode()) for e in records])
+    finally:
+        await producer.stop()
+
+    history = (await rebuild.load(settings.bootstrap, [participant], [topic], CAPTURE.types, cache=40))[
+        participant.name
+    ]
+    try:
+        assert list(history.get(key(victim, cause))) == [genuine]
+        assert history.held <= 40 and history.held_bytes < 20_000, (history.held, history.held_bytes)
+        assert list(history.get(key("junk-7", cause))) == [forged[7]]  # each kept with its own saga
+    finally:
+        history.close()

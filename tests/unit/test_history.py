@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.envelope import Envelope, derive_id
-from engine.history import History
+from engine.history import History, key
 
 pytestmark = pytest.mark.no_database
 
@@ -115,9 +115,9 @@ def test_an_empty_history_opens_no_file_and_a_closed_one_holds_nothing() -> None
     assert len(empty) == 0 and empty.get("x") == () and empty._db is None
     e = envelope("c", TYPES[0], "s")
     history = History.of({"c": [e]})
-    assert history.get("c") == (e,)
+    assert history.get(key("s", "c")) == (e,) and history.get("c") == ()  # kept with its saga
     history.close()
-    assert history.get("c") == () and history.held == 0 and len(history) == 0
+    assert history.get(key("s", "c")) == () and history.held == 0 and len(history) == 0
 
 
 def test_lookups_from_several_threads_agree() -> None:
