@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -42,7 +41,7 @@ from engine.processing import (
 )
 from engine.rebuild import Rebuild
 from engine.settings import Settings
-from engine.text import printable
+from engine.text import printable, saga_option
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +294,8 @@ class ParticipantLoop:
             metrics.sagas_needing_operator.labels(self.name).inc()
             saga = printable(saga_id, 200)
             log.warning(
-                "saga %s NEEDS AN OPERATOR: %s could not compensate (%s); once fixed: pokesaga dlq replay %s --saga %s",
-                saga, self.name, printable(reason, 500), dlq, shlex.quote(saga),
+                "saga %s NEEDS AN OPERATOR: %s could not compensate (%s); once fixed: pokesaga dlq replay %s %s",
+                saga, self.name, printable(reason, 500), dlq, saga_option(saga),
             )  # fmt: skip
 
     async def _apply_with_db_retry(self, records: Sequence[Record]) -> BatchResult:

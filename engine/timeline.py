@@ -199,6 +199,8 @@ class Timelines:
             raise NotAnEvent("empty", "the record has no value")
         try:
             envelope = decode_envelope(value)
+            if bad_saga_id(envelope.sagaid) is not None:  # one no request can name, nor the changelog hold
+                raise NotAnEvent("invalid_data", f"saga id: {bad_saga_id(envelope.sagaid)}")
             if envelope.type == NOTICE:
                 return self._notice(envelope, topic)
             known = self.types.get(envelope.type)
@@ -359,7 +361,7 @@ class Timelines:
             "trace_id": None,
         }
 
-    def restore(self, stored: Any, key: Any = None) -> dict[str, Any]:
+    def restore(self, stored: Any, key: Any = None, now: float | None = None) -> dict[str, Any]:
         """A timeline every function here can use, from whatever a table holds under ``key``.
 
         A timeline this module built comes back equal; one an older tracker stored (a time that is
@@ -399,6 +401,9 @@ class Timelines:
             dead_letters=_unique_letters(kept)[:MAX_DEAD_LETTERS],
             trace_id=trace if isinstance(trace, str) and _TRACE_ID.fullmatch(trace) else None,
         )
+        if now is not None:  # what the tracker saw is never later than now: anyone can write its changelog
+            for seen in (*restored["events"], *restored["retries"].values(), *restored["dead_letters"]):
+                seen["seen_at"] = min(seen["seen_at"], now)
         return restored
 
     def add(self, timeline: dict[str, Any], entry: dict[str, Any], seen_at: float) -> bool:
@@ -450,9 +455,13 @@ class Timelines:
     def needs_operator(self, timeline: dict[str, Any]) -> bool:
         """A saga with no outcome whose compensation a participant dead-lettered because it failed
         on its data (a dead letter whose reason starts ``compensation_failed``): the unwinding
-        stopped there, and only an operator (a fix, then ``pokesaga dlq replay``) moves it on."""
-        return timeline["outcome"] is None and any(
-            d["reason"].startswith(COMPENSATION_FAILED) for d in timeline["dead_letters"]
+        stopped there, and only an operator (a fix, then ``pokesaga dlq replay``) moves it on. Only
+        a saga the tracker saw start: such a dead letter alone (anyone can write one) is a fragment,
+        forgotten like any other."""
+        return (
+            timeline["outcome"] is None
+            and any(d["reason"].startswith(COMPENSATION_FAILED) for d in timeline["dead_letters"])
+            and any(e["type"] == self.start for e in timeline["events"])
         )
 
     def refused(self, timeline: dict[str, Any]) -> bool:

@@ -8,6 +8,7 @@ import re
 import shlex
 from typing import Any
 
+from engine.text import saga_argument, saga_option
 from engine.timeline import CONTROL, bad_saga_id, instant
 from tracker.index import Search, decode_cursor
 
@@ -100,7 +101,7 @@ def _time(query: Any, name: str) -> float | None:
 
 def commands(view: dict[str, Any], groups_down: set[str]) -> list[dict[str, str]]:
     """The commands that help with this saga, shell-quoted, ready to copy."""
-    saga = shlex.quote(view["saga_id"])
+    saga, option = saga_argument(view["saga_id"]), saga_option(view["saga_id"])
     found = [{"label": "its timeline, read from the topics (no tracker needed)", "command": f"pokesaga trace {saga}"}]
     if view["state"] in ("failed", "retrying", "stuck", "compensating", "refused", "needs_operator"):
         found.append({"label": "what each service's database holds of it", "command": f"pokesaga inspect saga {saga}"})
@@ -108,9 +109,9 @@ def commands(view: dict[str, Any], groups_down: set[str]) -> list[dict[str, str]
         topic = shlex.quote(source)
         found.append(
             {"label": f"its dead letters on {source}.dlq, once the cause is fixed: see them first",
-             "command": f"pokesaga dlq replay {topic} --saga {saga} --dry-run"}
+             "command": f"pokesaga dlq replay {topic} {option} --dry-run"}
         )  # fmt: skip
-        found.append({"label": "then re-publish them", "command": f"pokesaga dlq replay {topic} --saga {saga}"})
+        found.append({"label": "then re-publish them", "command": f"pokesaga dlq replay {topic} {option}"})
     waiting = view.get("waiting_on")
     if waiting and waiting in groups_down:
         service = waiting.split(".")[0]

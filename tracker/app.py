@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> faust.App:
         hit = restored.get(key)
         if hit is not None and hit[0] is stored:
             return hit[1]
-        found = timeline.restore(stored, key)
+        found = timeline.restore(stored, key, now=time.time())
         if stored is not None:  # an id asked for and never seen is not remembered
             restored[key] = (stored, found)
         return found

@@ -20,6 +20,7 @@ from multidict import MultiDict
 from capture.saga import CAPTURE
 from contracts.events import EVENT_TYPES
 from engine import flow
+from engine.text import saga_argument, saga_option
 from tests.hostile import encode, envelope
 from tracker import api, timeline
 from tracker.broker import shown
@@ -386,10 +387,10 @@ def test_a_command_to_copy_names_the_saga_as_one_shell_word_whatever_its_id(saga
             "dead_letters": [{"source": "capture.failures"}]}  # fmt: skip
     for command in api.commands(view, set()):
         words = shlex.split(command["command"])
-        assert words[0] == "pokesaga" and saga_id in words
+        assert words[0] == "pokesaga" and (saga_id in words or f"--saga={saga_id}" in words)
     said = [c["command"] for c in api.commands(view, set())]
-    assert said[0] == f"pokesaga trace {shlex.quote(saga_id)}"
-    assert f"pokesaga dlq replay capture.failures --saga {shlex.quote(saga_id)}" in said
+    assert said[0] == f"pokesaga trace {saga_argument(saga_id)}"
+    assert f"pokesaga dlq replay capture.failures {saga_option(saga_id)}" in said
     running = {"saga_id": saga_id, "state": "stuck", "waiting_on": "combat.compensations", "dead_letters": []}
     assert "pokesaga run combat" in [c["command"] for c in api.commands(running, {"combat.compensations"})]
 

@@ -320,6 +320,14 @@ def test_a_dead_lettered_compensation_needs_an_operator_and_is_kept_until_an_out
     assert timeline.settled_at(found) == NOW + 50
 
 
+def test_a_compensation_failed_dead_letter_of_no_saga_seen_is_forgotten() -> None:
+    """Anyone can write such a dead letter for any key: alone, it is a fragment, not a saga kept for ever."""
+    alone = timeline.new("nobody")
+    timeline.add_dead_letter(alone, letter(topics.FAILURES, "compensation_failed: made up"), NOW)
+    assert timeline.view(alone, NOW, 60)["state"] != "needs_operator"
+    assert timeline.settled_at(alone) == NOW and timeline.expired(alone, NOW + 3601, 3600)
+
+
 # -- retry notices ---------------------------------------------------------------------------
 
 RETRIES = CAPTURE.retries_topic
@@ -611,3 +619,26 @@ def test_whatever_a_table_holds_as_notices_is_restored_bounded(retries: Any) -> 
         assert len(kept["event_type"]) <= timeline.MAX_TYPE and math.isfinite(kept["seen_at"])
     json.dumps(view, allow_nan=False)
     assert timeline.restore(view, b"key") == timeline.restore(older(retries=retries), b"key")
+
+
+def test_a_time_seen_that_a_changelog_puts_in_the_future_is_read_back_as_now() -> None:
+    """The tracker's clock decides retention, and so does what its changelog says it saw: anyone
+    can write that topic, and a ``seen_at`` of 1e300 would keep a saga for ever."""
+    found = build(
+        event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+        event("s", "out", "CaptureFailed", cause="start", time="2026-11-23T10:00:00.25Z"),
+    )
+    stored = json.loads(json.dumps(found))
+    for e in stored["events"]:
+        e["seen_at"] = 1e300
+    restored = timeline.restore(stored, "s", now=NOW + 10)
+    assert timeline.settled_at(restored) == NOW + 10 and timeline.expired(restored, NOW + 3611, 3600)
+    assert timeline.settled_at(timeline.restore(stored, "s")) == 1e300  # a reader with no clock: as stored
+
+
+def test_a_saga_id_no_request_can_name_is_skipped_not_kept() -> None:
+    """The services take a saga id with a tab in it; the tracker's changelog cannot hold it (its
+    codec refuses the key on recovery) and no request can ask for it: skipped and counted."""
+    with pytest.raises(timeline.NotAnEvent) as refused:
+        timeline.parse(encode(event("tab\there", "e", "PokemonEncountered")), topics.STATUS, [], 0, 0)
+    assert refused.value.reason == "invalid_data"
