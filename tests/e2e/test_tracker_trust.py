@@ -336,7 +336,11 @@ async def test_dead_letters_replayed_one_saga_at_a_time_are_each_re_published_on
     assert sorted(d.key or "" for d in listed) == sorted([a, a, b, c])  # the markers are no dead letters
 
     await produce(tracker.bootstrap, [refused(last, 4)], partition=0)  # after the markers, on their partition
-    await tracker.shows(last, "needs_operator")
+
+    async def placed() -> bool:
+        return tracker.get(f"/sagas/{last}")[0] == 200
+
+    await eventually(placed, timeout=90, what=f"the tracker to place {last}'s dead letter")
     shown = {saga: len(tracker.get(f"/sagas/{saga}")[1]["dead_letters"]) for saga in (a, b, c)}
     assert shown == {a: 2, b: 1, c: 1}, shown
 
