@@ -24,11 +24,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from capture.settings import Settings
 from devtools.kraft import Node, NodeError, take_voter_place
+from engine import kafka
 
 KAFKA_VERSION = "4.1.1"
 SLF4J_VERSION = "1.7.36"  # the slf4j-api the Kafka jars use
@@ -393,7 +393,7 @@ def _internal_topics(brokers: int) -> list[str]:
 
 async def _brokers(address: str) -> int:
     """How many brokers the cluster's metadata lists (0 while none answers)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=5000)
+    admin = kafka.admin_client(address, request_timeout_ms=5000)
     try:
         await admin.start()
         return len((await admin.describe_cluster())["brokers"])

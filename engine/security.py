@@ -1,0 +1,129 @@
+"""How every Kafka client of this process authenticates: TLS and SASL, from the settings.
+
+One profile per bootstrap address, set once where the process reads its settings
+(``secure(settings)``); every client ``engine.kafka`` builds for that address takes its
+options (``options_for``). Keyed by address, not threaded through every function that takes
+one: dozens of calls (admin, scans, offsets, the tracker's clients) already carry the address,
+and one process may speak to two brokers (a test to a plain and a secured one).
+
+A refused connection is not retried: aiokafka reports a wrong password and an untrusted
+certificate alike as "Unable to bootstrap", which reads as a broker down and would be waited
+for; ``refusal`` connects once more to say which it was, in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+
+_PROFILES: dict[str, dict[str, Any]] = {}
+PROBE_TIMEOUT = 10.0
+
+
+class AccessRefused(KafkaError):
+    """The broker refused this client (credentials, certificate): retrying cannot help."""
+
+    retriable = False
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka's keyword arguments for the settings' security protocol, TLS context and SASL
+    credentials; ValueError, naming the setting, for a file that is not what it should be."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = password.get_secret_value() if password is not None else None
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """A client TLS context: the broker's certificate checked against KAFKA_SSL_CAFILE (else the
+    system's CAs), its host name too unless KAFKA_SSL_CHECK_HOSTNAME=false; the client's own
+    certificate when one is given."""
+    cafile = settings.kafka_ssl_cafile
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"KAFKA_SSL_CAFILE: {cafile} holds no usable PEM certificate ({_reason(exc)})") from None
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_certfile is not None:
+        password = settings.kafka_ssl_key_password
+        try:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+                password.get_secret_value() if password is not None else None,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE: cannot load the client certificate "
+                f"{settings.kafka_ssl_certfile} and its key ({_reason(exc)})"
+            ) from None
+    return context
+
+
+def secure(settings: Settings) -> None:
+    """Every client this process makes for the settings' brokers uses their security settings."""
+    if settings.kafka_bootstrap_servers:
+        _PROFILES[settings.kafka_bootstrap_servers] = client_options(settings)
+
+
+def options_for(bootstrap: str) -> dict[str, Any]:
+    """The security options of the clients of ``bootstrap`` (none: PLAINTEXT)."""
+    return dict(_PROFILES.get(bootstrap, {}))
+
+
+async def refusal(bootstrap: str) -> str | None:
+    """Why the brokers of ``bootstrap`` refuse this client, in one line, or None when they do
+    not (they accept it, or none answers: a broker down is waited for, not refused)."""
+    options = _PROFILES.get(bootstrap)
+    if not options or options["security_protocol"] == "PLAINTEXT":
+        return None
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(host, int(port), **options), PROBE_TIMEOUT)
+        except ssl.SSLCertVerificationError as exc:
+            return (
+                f"the TLS certificate of {server} is not trusted ({exc.verify_message}): KAFKA_SSL_CAFILE must "
+                "name the CA that signed it"
+            )
+        except ssl.SSLError as exc:
+            return f"the TLS handshake with {server} failed ({_reason(exc)}): is it a TLS listener?"
+        except SaslAuthenticationFailed:
+            return (
+                f"{server} refused the credentials of {options['sasl_plain_username']!r} "
+                f"({options['sasl_mechanism']}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        except UnsupportedSaslMechanismError as exc:
+            return f"{server} does not accept KAFKA_SASL_MECHANISM={options['sasl_mechanism']} ({exc})"
+        except (OSError, KafkaError, TimeoutError):
+            continue  # not answering: nothing to tell about security
+        conn.close()
+    return None
+
+
+async def refusals() -> str | None:
+    """The refusal of any secured broker this process knows, or None."""
+    for bootstrap in list(_PROFILES):
+        reason = await refusal(bootstrap)
+        if reason:
+            return reason
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(reason)
