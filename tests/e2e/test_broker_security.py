@@ -1,0 +1,139 @@
+"""A broker that asks for TLS and SCRAM: every client pokesaga makes connects with the settings,
+and a wrong password or an untrusted certificate is one clear line and a non-zero exit, at once.
+
+The module runs a local broker of its own with a SASL_SSL listener (SCRAM-SHA-512, a CA made
+for the run): see devtools.secured."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from capture.settings import Settings
+from devtools.broker import LocalKafka, free_port
+from devtools.secured import SecuredListener
+from engine import kafka, security
+from tests import databases
+from tests.e2e.conftest import CERTAIN, cluster, pokesaga
+from tests.support import eventually, http_get
+
+PASSWORD = "alice-" + uuid.uuid4().hex
+
+
+class Secured:
+    def __init__(self, listener: SecuredListener, data: Path) -> None:
+        self.listener = listener
+        self.data = data
+        self.env = {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SSL_CAFILE": str(listener.ca_file),
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": "alice",
+            "KAFKA_SASL_PASSWORD": PASSWORD,
+        }
+        self.settings = Settings(
+            kafka_bootstrap_servers=listener.address,
+            data_dir=data,
+            kafka_security_protocol="SASL_SSL",
+            kafka_ssl_cafile=listener.ca_file,
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username="alice",
+            kafka_sasl_password=PASSWORD,
+        )
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    if shutil.which("java") is None or shutil.which("mvn") is None:
+        pytest.skip("the local broker needs a JDK 17 and Maven (make system-deps)")
+    state = tmp_path_factory.mktemp("secured-broker")
+    listener = SecuredListener(state / "tls", free_port(), {"alice": PASSWORD})
+    local = LocalKafka(Settings().kafka_cache_dir, state=state / "broker", secured=listener)
+    local.start()
+    try:
+        found = Secured(listener, tmp_path_factory.mktemp("secured-data"))
+        security.secure(found.settings)  # this process's clients of that address, as the CLI's
+        yield found
+    finally:
+        local.stop()
+
+
+@pytest.mark.no_database
+async def test_a_record_goes_round_trip_over_sasl_ssl_with_scram(secured: Secured) -> None:
+    address = secured.listener.address
+    topic = f"secured-{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(address, [topic], 1, timeout=30)  # the admin client
+    producer = kafka.producer(address)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"over TLS", key=b"saga-1")
+    finally:
+        await producer.stop()
+    records, _ = await kafka.read_to_end(address, [topic])  # a consumer
+    assert [(r.key, r.value) for r in records] == [(b"saga-1", b"over TLS")]
+
+
+def refused(secured: Secured, *args: str, **env: str) -> tuple[int, str, float]:
+    begun = time.monotonic()
+    done = pokesaga(secured.settings, *args, env=secured.env | env)
+    return done.returncode, done.stderr, time.monotonic() - begun
+
+
+@pytest.mark.no_database
+@pytest.mark.parametrize("command", [("dlq", "list", "capture.status"), ("run", "status")])
+def test_a_wrong_password_is_one_clear_line_and_a_non_zero_exit_at_once(
+    secured: Secured, command: tuple[str, ...]
+) -> None:
+    code, err, took = refused(secured, *command, KAFKA_SASL_PASSWORD="not-" + PASSWORD)
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"pokesaga: {secured.listener.address} refused the credentials of 'alice' (SCRAM-SHA-512): "
+        "check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+    ), err
+    assert "Traceback" not in err and PASSWORD not in err
+    assert took < 30, f"took {took:.0f}s: a refusal must not be waited out as a broker down"
+
+
+@pytest.mark.no_database
+def test_a_broker_certificate_from_another_ca_is_one_clear_line_and_a_non_zero_exit(
+    secured: Secured, tmp_path: Path
+) -> None:
+    stranger = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(stranger))
+    code, err, took = refused(secured, "dlq", "list", "capture.status", KAFKA_SSL_CAFILE=str(stranger))
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"pokesaga: the TLS certificate of {secured.listener.address} is not trusted ("), err
+    assert last.endswith("KAFKA_SSL_CAFILE must name the CA that signed it"), err
+    assert "Traceback" not in err
+    assert took < 30
+
+
+@pytest.mark.skipif(databases.BACKEND != "sqlite", reason="the broker's security is the same on either database")
+def test_the_services_and_the_tracker_run_a_saga_to_its_outcome_over_sasl_ssl(secured: Secured) -> None:
+    with cluster(secured.listener.address, secured.data / "run", **secured.env) as running:
+        port = free_port()
+        running.start("tracker", POKESAGA_TRACKER_PORT=str(port))
+        done = pokesaga(
+            running.settings,
+            *("start", "--pokemon", "Caterpie", "--trainer", "Secured", "--wait", "--timeout", "60"),
+            *("--level", str(CERTAIN["level"]), "--hp", str(CERTAIN["hp"])),
+            env=secured.env,
+        )
+        assert done.returncode == 0, done.stderr
+        saga_id, outcome = done.stdout.strip().splitlines()
+        assert outcome.startswith(("PokemonDelivered", "CaptureFailed")), outcome
+
+        async def tracked() -> bool:
+            status, body = http_get(port, f"/sagas/{saga_id}")
+            return status == 200 and body.get("state") in ("delivered", "failed")
+
+        asyncio.run(eventually(tracked, timeout=60, what="the tracker to follow the saga over SASL_SSL"))
