@@ -14,6 +14,7 @@ for; ``refusal`` connects once more to say which it was, in one line.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,15 @@ async def refusals() -> str | None:
         if reason:
             return reason
     return None
+
+
+class RefusalsSaidElsewhere(logging.Filter):
+    """Drops aiokafka's log of a connection refused for its certificate or credentials: a
+    one-shot command says it in its own one line (see refusal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(isinstance(arg, ssl.SSLError | SaslAuthenticationFailed) for arg in args)
 
 
 def _reason(exc: BaseException) -> str:

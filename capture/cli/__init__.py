@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logging.getLogger("aiokafka").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+        if args.command != "run" and not args.verbose:  # a refusal is this command's one line
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(security.RefusalsSaidElsewhere())
         logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
         return COMMANDS[args.command](args, settings_from(args))
     except Usage as exc:

@@ -93,7 +93,8 @@ def test_a_wrong_password_is_one_clear_line_and_a_non_zero_exit_at_once(
 ) -> None:
     code, err, took = refused(secured, *command, KAFKA_SASL_PASSWORD="not-" + PASSWORD)
     assert code == 1, err
-    last = err.strip().splitlines()[-1]
+    *logged, last = err.strip().splitlines()
+    assert command[0] == "run" or not logged, err  # a service logs aiokafka's error too, then says it
     assert last == (
         f"pokesaga: {secured.listener.address} refused the credentials of 'alice' (SCRAM-SHA-512): "
         "check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
@@ -110,7 +111,7 @@ def test_a_broker_certificate_from_another_ca_is_one_clear_line_and_a_non_zero_e
     trustme.CA().cert_pem.write_to_path(str(stranger))
     code, err, took = refused(secured, "dlq", "list", "capture.status", KAFKA_SSL_CAFILE=str(stranger))
     assert code == 1, err
-    last = err.strip().splitlines()[-1]
+    (last,) = err.strip().splitlines()
     assert last.startswith(f"pokesaga: the TLS certificate of {secured.listener.address} is not trusted ("), err
     assert last.endswith("KAFKA_SSL_CAFILE must name the CA that signed it"), err
     assert "Traceback" not in err
