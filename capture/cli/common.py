@@ -162,12 +162,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["partitions"] = args.partitions
     try:
         settings = Settings(**overrides)
-        security.secure(settings)  # every Kafka client of this process, for these brokers
-        return settings
     except ValidationError as exc:
         raise Misconfigured(describe_invalid(exc, args)) from None
-    except ValueError as exc:  # a CA, certificate or key file that cannot be loaded
-        raise Misconfigured(cut(f"pokesaga: {exc}", MAX_LINE)) from None
     except SettingsError as exc:  # a value that is not even JSON, e.g. POKESAGA_STEP_RETRY
         found = re.search(r'field "(\w+)"', str(exc))
         field = found[1] if found else "settings"
@@ -175,6 +171,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise Misconfigured(
             f"pokesaga: {setting_name(field, args)}: not valid JSON ({exc.__cause__}){example}"
         ) from None
+    try:
+        security.secure(settings)  # every Kafka client of this process, for these brokers
+    except ValueError as exc:  # a CA, certificate or key file that cannot be loaded
+        raise Misconfigured(cut(f"pokesaga: {exc}", MAX_LINE)) from None
+    return settings
 
 
 def check_databases(settings: Settings, services: Iterable[str], args: argparse.Namespace, create: bool) -> None:

@@ -132,3 +132,11 @@ def test_a_security_setting_that_cannot_work_is_one_line_naming_it(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert line in err
+
+
+def test_every_security_setting_is_in_the_readme_configuration_table() -> None:
+    table = (Path(__file__).parents[2] / "README.md").read_text().split("\n## Configuration\n", 1)[1]
+    names = [n for n in Settings.model_fields if n.startswith(("kafka_ssl_", "kafka_sasl_", "kafka_security_"))]
+    assert len(names) == 9
+    for name in names:
+        assert f"| `{name.upper()}` |" in table, name
