@@ -353,7 +353,10 @@ class LocalKafka:
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{controller}",
                 ",".join([f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}", *secured]),
-                ",".join([f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}", *secured]),
+                ",".join(
+                    [f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}"]
+                    + ([self.secured.advertised()] if self.secured else [])
+                ),
                 *_COMMON,
                 *(self.secured.properties() if self.secured else []),
                 f"log.dirs={self.state / 'data'}",

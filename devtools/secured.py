@@ -17,12 +17,15 @@ MECHANISM = "SCRAM-SHA-512"
 
 @dataclass
 class SecuredListener:
-    """``users`` (name → password) may connect on ``port`` over TLS; clients trust ``ca_file``."""
+    """``users`` (name → password) may connect on ``port`` over TLS; clients trust ``ca_file``.
+
+    It listens on 127.0.0.1 and is known by ``name``, the one name its certificate holds: a
+    client that connects by the address checks that the certificate names it, and is refused."""
 
     folder: Path
     port: int
     users: dict[str, str] = field(default_factory=dict)
-    host: str = "127.0.0.1"
+    name: str = "localhost"
 
     @property
     def ca_file(self) -> Path:
@@ -34,16 +37,22 @@ class SecuredListener:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """The bootstrap address clients give: by the certificate's name."""
+        return f"{self.name}:{self.port}"
+
+    @property
+    def numeric_address(self) -> str:
+        """The same listener by its IP address, which the certificate does not name."""
+        return f"127.0.0.1:{self.port}"
 
     def make_certificates(self) -> None:
-        """A CA, and the broker's certificate for 127.0.0.1 and localhost signed by it."""
+        """A CA, and the broker's certificate for ``name`` signed by it."""
         import trustme
         from cryptography.hazmat.primitives import serialization
 
         self.folder.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA()
-        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        leaf = ca.issue_cert(self.name)
         ca.cert_pem.write_to_path(str(self.ca_file))
         key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
         pkcs8 = key.private_bytes(  # the only unencrypted key form Kafka's PEM store reads
@@ -53,6 +62,9 @@ class SecuredListener:
         self.keystore.write_bytes(pkcs8 + chain)
 
     def listener(self) -> str:
+        return f"{LISTENER}://{self.numeric_address}"
+
+    def advertised(self) -> str:
         return f"{LISTENER}://{self.address}"
 
     def properties(self) -> list[str]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _PROFILES: dict[str, dict[str, Any]] = {}
 PROBE_TIMEOUT = 10.0
+MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 class AccessRefused(KafkaError):
@@ -97,6 +98,11 @@ async def refusal(bootstrap: str) -> str | None:
         try:
             conn = await asyncio.wait_for(create_conn(host, int(port), **options), PROBE_TIMEOUT)
         except ssl.SSLCertVerificationError as exc:
+            if exc.verify_code in MISMATCH:
+                return (
+                    f"the TLS certificate of {server} does not name {host} ({exc.verify_message}): give "
+                    "KAFKA_BOOTSTRAP_SERVERS by a name the certificate holds (or KAFKA_SSL_CHECK_HOSTNAME=false)"
+                )
             return (
                 f"the TLS certificate of {server} is not trusted ({exc.verify_message}): KAFKA_SSL_CAFILE must "
                 "name the CA that signed it"

@@ -118,6 +118,33 @@ def test_a_broker_certificate_from_another_ca_is_one_clear_line_and_a_non_zero_e
     assert took < 30
 
 
+@pytest.mark.no_database
+def test_a_broker_certificate_that_does_not_name_the_host_connected_to_is_refused_by_default(
+    secured: Secured,
+) -> None:
+    numeric = secured.listener.numeric_address  # the certificate names localhost only
+    code, err, _ = refused(secured, "--bootstrap-servers", numeric, "dlq", "list", "capture.status")
+    assert code == 1, err
+    (last,) = err.strip().splitlines()
+    assert last.startswith(
+        f"pokesaga: the TLS certificate of {numeric} does not name 127.0.0.1 (IP address mismatch"
+    ), err
+    assert last.endswith("(or KAFKA_SSL_CHECK_HOSTNAME=false)"), err
+
+
+@pytest.mark.no_database
+async def test_with_host_name_verification_off_the_certificate_is_still_checked_against_the_ca(
+    secured: Secured,
+) -> None:
+    numeric = secured.listener.numeric_address
+    unchecked = secured.settings.model_copy(
+        update={"kafka_bootstrap_servers": numeric, "kafka_ssl_check_hostname": False}
+    )
+    security.secure(unchecked)
+    assert await kafka.topic_exists(numeric, "no-such-topic") is False  # connected, authenticated
+    assert await security.refusal(numeric) is None
+
+
 @pytest.mark.skipif(databases.BACKEND != "sqlite", reason="the broker's security is the same on either database")
 def test_the_services_and_the_tracker_run_a_saga_to_its_outcome_over_sasl_ssl(secured: Secured) -> None:
     with cluster(secured.listener.address, secured.data / "run", **secured.env) as running:
