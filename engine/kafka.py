@@ -102,14 +102,16 @@ async def with_admin(bootstrap: str, work: Callable[[AIOKafkaAdminClient], Await
     retriable error: a broker that is down but still in the metadata (NodeNotReady), a
     controller changing hands, a leader being elected."""
     deadline = asyncio.get_running_loop().time() + timeout
+    first = True
     while True:
         admin = admin_client(bootstrap, request_timeout_ms=10000)
         try:
             await admin.start()
             return await work(admin)
         except KafkaError as exc:
-            if isinstance(exc, KafkaConnectionError) and (reason := await security.refusal(bootstrap)):
+            if first and isinstance(exc, KafkaConnectionError) and (reason := await security.refusal(bootstrap)):
                 raise security.AccessRefused(reason) from None  # a wrong password is not waited for
+            first = False
             if not exc.retriable or asyncio.get_running_loop().time() > deadline:
                 raise
             quiet = not isinstance(exc, KafkaConnectionError)  # a leader being elected: nothing to tell

@@ -91,8 +91,10 @@ async def refusal(bootstrap: str) -> str | None:
     """Why the brokers of ``bootstrap`` refuse this client, in one line, or None when they do
     not (they accept it, or none answers: a broker down is waited for, not refused)."""
     options = _PROFILES.get(bootstrap)
-    if not options or options["security_protocol"] == "PLAINTEXT":
+    if not options:
         return None
+    if options["security_protocol"] in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        return await _tls_without_tls(bootstrap, options["security_protocol"])
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
@@ -119,6 +121,23 @@ async def refusal(bootstrap: str) -> str | None:
         except (OSError, KafkaError, TimeoutError):
             continue  # not answering: nothing to tell about security
         conn.close()
+    return None
+
+
+async def _tls_without_tls(bootstrap: str, protocol: str) -> str | None:
+    """A listener that completes a TLS handshake, asked for without TLS (the protocol forgotten):
+    the broker only ever closes such a connection, which would read as a broker down."""
+    anything = ssl.create_default_context()
+    anything.check_hostname = False
+    anything.verify_mode = ssl.CERT_NONE  # only: does it speak TLS at all?
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=anything), 3)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        return f"{server} speaks TLS, and KAFKA_SECURITY_PROTOCOL is {protocol}: set SSL or SASL_SSL"
     return None
 
 

@@ -268,8 +268,17 @@ class Settings(BaseSettings):
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
-    def _upper_case(cls, value: Any) -> Any:
-        return value.strip().upper() or None if isinstance(value, str) else value
+    def _upper_case(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():  # set empty: unset
+            return "PLAINTEXT" if info.field_name == "kafka_security_protocol" else None
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_sasl_username", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
     @classmethod

@@ -133,6 +133,19 @@ def test_a_broker_certificate_that_does_not_name_the_host_connected_to_is_refuse
 
 
 @pytest.mark.no_database
+def test_a_tls_listener_asked_without_tls_is_one_clear_line_not_a_wait(secured: Secured) -> None:
+    plain = {name: "" for name in secured.env}  # KAFKA_SECURITY_PROTOCOL forgotten: PLAINTEXT
+    code, err, took = refused(secured, "dlq", "list", "capture.status", **plain)
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]  # after aiokafka's "connection closed": all it knows
+    assert last == (
+        f"pokesaga: {secured.listener.address} speaks TLS, and KAFKA_SECURITY_PROTOCOL is PLAINTEXT: "
+        "set SSL or SASL_SSL"
+    ), err
+    assert took < 30
+
+
+@pytest.mark.no_database
 async def test_with_host_name_verification_off_the_certificate_is_still_checked_against_the_ca(
     secured: Secured,
 ) -> None:
