@@ -87,7 +87,9 @@ def refused(secured: Secured, *args: str, **env: str) -> tuple[int, str, float]:
 
 
 @pytest.mark.no_database
-@pytest.mark.parametrize("command", [("dlq", "list", "capture.status"), ("run", "status")])
+@pytest.mark.parametrize(
+    "command", [("dlq", "list", "capture.status"), ("run", "status"), ("run", "tracker"), ("start", "--wait")]
+)
 def test_a_wrong_password_is_one_clear_line_and_a_non_zero_exit_at_once(
     secured: Secured, command: tuple[str, ...]
 ) -> None:
