@@ -1,5 +1,6 @@
-"""A secured listener for the local broker: SASL_SSL with SCRAM-SHA-512, on a certificate made
-on the fly by a CA of its own, beside the PLAINTEXT one the broker itself speaks.
+"""A secured listener for the local broker: SASL_SSL with SCRAM-SHA-512 (SCRAM-SHA-256 and PLAIN
+too), on a certificate made on the fly by a CA of its own, beside the PLAINTEXT one the broker
+itself speaks.
 
 Kafka reads PEM as it is (``ssl.keystore.type=PEM``): no JKS keystore. The SCRAM users are
 written into the metadata when the storage is formatted (``kafka-storage format --add-scram``),
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENER = "SECURED"
-MECHANISM = "SCRAM-SHA-512"
+SCRAM = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
 @dataclass
@@ -70,21 +71,32 @@ class SecuredListener:
     def properties(self) -> list[str]:
         """The lines that turn the listener on (after the common ones: these win)."""
         prefix = f"listener.name.{LISTENER.lower()}"
+        plain_users = "".join(f' user_{name}="{password}"' for name, password in self.users.items())
         return [
             f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:SASL_SSL",
-            f"{prefix}.sasl.enabled.mechanisms={MECHANISM}",
-            f"{prefix}.{MECHANISM.lower()}.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}.sasl.enabled.mechanisms={','.join(SCRAM)},PLAIN",
+            *(
+                f"{prefix}.{mechanism.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                for mechanism in SCRAM
+            ),
+            f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required"
+            f"{plain_users};",
             f"{prefix}.ssl.keystore.type=PEM",
             f"{prefix}.ssl.keystore.location={self.keystore}",
         ]
 
     def format_arguments(self) -> list[str]:
         """``kafka-storage format`` arguments that create the SCRAM users."""
-        return [arg for name, password in self.users.items() for arg in ("--add-scram", _scram(name, password))]
+        return [
+            arg
+            for name, password in self.users.items()
+            for mechanism in SCRAM
+            for arg in ("--add-scram", _scram(mechanism, name, password))
+        ]
 
 
-def _scram(name: str, password: str) -> str:
-    if any(c in name + password for c in ',[]="'):
-        raise ValueError("a local SCRAM user's name and password may not hold , [ ] = or \"")
-    return f"{MECHANISM}=[name={name},password={password}]"
+def _scram(mechanism: str, name: str, password: str) -> str:
+    if any(c in name + password for c in ',[]=" ;\\'):
+        raise ValueError("a local SASL user's name and password may not hold , [ ] = \" ; \\ or a space")
+    return f"{mechanism}=[name={name},password={password}]"

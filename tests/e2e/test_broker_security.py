@@ -66,18 +66,23 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 
 @pytest.mark.no_database
-async def test_a_record_goes_round_trip_over_sasl_ssl_with_scram(secured: Secured) -> None:
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+async def test_a_record_goes_round_trip_over_sasl_ssl(secured: Secured, mechanism: str) -> None:
     address = secured.listener.address
-    topic = f"secured-{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(address, [topic], 1, timeout=30)  # the admin client
-    producer = kafka.producer(address)
-    await producer.start()
+    security.secure(secured.settings.model_copy(update={"kafka_sasl_mechanism": mechanism}))
     try:
-        await producer.send_and_wait(topic, b"over TLS", key=b"saga-1")
+        topic = f"secured-{uuid.uuid4().hex[:8]}"
+        await kafka.ensure_topics(address, [topic], 1, timeout=30)  # the admin client
+        producer = kafka.producer(address)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"over TLS", key=b"saga-1")
+        finally:
+            await producer.stop()
+        records, _ = await kafka.read_to_end(address, [topic])  # a consumer
+        assert [(r.key, r.value) for r in records] == [(b"saga-1", b"over TLS")]
     finally:
-        await producer.stop()
-    records, _ = await kafka.read_to_end(address, [topic])  # a consumer
-    assert [(r.key, r.value) for r in records] == [(b"saga-1", b"over TLS")]
+        security.secure(secured.settings)
 
 
 def refused(secured: Secured, *args: str, **env: str) -> tuple[int, str, float]:
