@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENER = "SECURED"
+MTLS = "MUTUAL"
 SCRAM = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
@@ -21,12 +22,14 @@ class SecuredListener:
     """``users`` (name → password) may connect on ``port`` over TLS; clients trust ``ca_file``.
 
     It listens on 127.0.0.1 and is known by ``name``, the one name its certificate holds: a
-    client that connects by the address checks that the certificate names it, and is refused."""
+    client that connects by the address checks that the certificate names it, and is refused.
+    ``mtls_port``: a second listener, SSL with a client certificate required (mutual TLS)."""
 
     folder: Path
     port: int
     users: dict[str, str] = field(default_factory=dict)
     name: str = "localhost"
+    mtls_port: int | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -40,6 +43,15 @@ class SecuredListener:
     def address(self) -> str:
         """The bootstrap address clients give: by the certificate's name."""
         return f"{self.name}:{self.port}"
+
+    @property
+    def client_files(self) -> tuple[Path, Path]:
+        """A client certificate signed by the CA, and its key (for the mutual TLS listener)."""
+        return self.folder / "client.pem", self.folder / "client.key"
+
+    @property
+    def mtls_address(self) -> str:
+        return f"{self.name}:{self.mtls_port}"
 
     @property
     def numeric_address(self) -> str:
@@ -61,19 +73,34 @@ class SecuredListener:
         )
         chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
         self.keystore.write_bytes(pkcs8 + chain)
+        client = ca.issue_cert("pokesaga-client")
+        cert, key_file = self.client_files
+        client.cert_chain_pems[0].write_to_path(str(cert))
+        client.private_key_pem.write_to_path(str(key_file))
 
     def listener(self) -> str:
-        return f"{LISTENER}://{self.numeric_address}"
+        mtls = [f"{MTLS}://127.0.0.1:{self.mtls_port}"] if self.mtls_port else []
+        return ",".join([f"{LISTENER}://{self.numeric_address}", *mtls])
 
     def advertised(self) -> str:
-        return f"{LISTENER}://{self.address}"
+        mtls = [f"{MTLS}://{self.mtls_address}"] if self.mtls_port else []
+        return ",".join([f"{LISTENER}://{self.address}", *mtls])
 
     def properties(self) -> list[str]:
         """The lines that turn the listener on (after the common ones: these win)."""
         prefix = f"listener.name.{LISTENER.lower()}"
         plain_users = "".join(f' user_{name}="{password}"' for name, password in self.users.items())
+        mtls = f"listener.name.{MTLS.lower()}"
+        mutual = [
+            f"{mtls}.ssl.keystore.type=PEM",
+            f"{mtls}.ssl.keystore.location={self.keystore}",
+            f"{mtls}.ssl.truststore.type=PEM",
+            f"{mtls}.ssl.truststore.location={self.ca_file}",
+            f"{mtls}.ssl.client.auth=required",
+        ]
         return [
-            f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:SASL_SSL",
+            f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:SASL_SSL,{MTLS}:SSL",
+            *(mutual if self.mtls_port else []),
             f"{prefix}.sasl.enabled.mechanisms={','.join(SCRAM)},PLAIN",
             *(
                 f"{prefix}.{mechanism.lower()}.sasl.jaas.config="

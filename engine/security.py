@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from engine.settings import Settings
 
 _PROFILES: dict[str, dict[str, Any]] = {}
+_CERTIFIED: set[str] = set()  # the addresses whose clients show a certificate of their own
 PROBE_TIMEOUT = 10.0
 MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
@@ -80,6 +81,10 @@ def secure(settings: Settings) -> None:
     """Every client this process makes for the settings' brokers uses their security settings."""
     if settings.kafka_bootstrap_servers:
         _PROFILES[settings.kafka_bootstrap_servers] = client_options(settings)
+        if settings.kafka_ssl_certfile is not None:
+            _CERTIFIED.add(settings.kafka_bootstrap_servers)
+        else:
+            _CERTIFIED.discard(settings.kafka_bootstrap_servers)
 
 
 def options_for(bootstrap: str) -> dict[str, Any]:
@@ -110,7 +115,9 @@ async def refusal(bootstrap: str) -> str | None:
                 "name the CA that signed it"
             )
         except ssl.SSLError as exc:
-            return f"the TLS handshake with {server} failed ({_reason(exc)}): is it a TLS listener?"
+            return _certificate_refused(server, exc, bootstrap in _CERTIFIED) or (
+                f"the TLS handshake with {server} failed ({_reason(exc)}): is it a TLS listener?"
+            )
         except SaslAuthenticationFailed:
             return (
                 f"{server} refused the credentials of {options['sasl_plain_username']!r} "
@@ -119,8 +126,43 @@ async def refusal(bootstrap: str) -> str | None:
         except UnsupportedSaslMechanismError as exc:
             return f"{server} does not accept KAFKA_SASL_MECHANISM={options['sasl_mechanism']} ({exc})"
         except (OSError, KafkaError, TimeoutError):
+            said = await _after_handshake(host, int(port), options["ssl_context"])
+            if said is not None and (reason := _certificate_refused(server, said, bootstrap in _CERTIFIED)):
+                return reason
             continue  # not answering: nothing to tell about security
         conn.close()
+    return None
+
+
+async def _after_handshake(host: str, port: int, context: ssl.SSLContext) -> ssl.SSLError | None:
+    """The TLS alert a broker sends once the handshake is done, if any: with TLS 1.3 a client
+    certificate missing or refused is said only then, and aiokafka sees a connection closed."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), PROBE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        await asyncio.wait_for(reader.read(1), 3)  # a broker never speaks first: only an alert comes
+    except ssl.SSLError as exc:
+        return exc
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    return None
+
+
+def _certificate_refused(server: str, exc: ssl.SSLError, certified: bool) -> str | None:
+    """A broker's alert about this client's certificate, as one line; None for any other."""
+    reason = str(exc.reason or "")
+    alert = "ALERT" in reason and ("CERTIFICATE" in reason or "UNKNOWN_CA" in reason)
+    if alert and not certified:  # Kafka says bad_certificate, OpenSSL servers certificate_required
+        return f"{server} requires a client certificate: set KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE"
+    if alert:
+        return (
+            f"{server} refused this client's certificate ({reason}): KAFKA_SSL_CERTFILE must be signed by a CA "
+            "the broker trusts"
+        )
     return None
 
 

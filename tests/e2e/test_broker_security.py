@@ -54,7 +54,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     if shutil.which("java") is None or shutil.which("mvn") is None:
         pytest.skip("the local broker needs a JDK 17 and Maven (make system-deps)")
     state = tmp_path_factory.mktemp("secured-broker")
-    listener = SecuredListener(state / "tls", free_port(), {"alice": PASSWORD})
+    listener = SecuredListener(state / "tls", free_port(), {"alice": PASSWORD}, mtls_port=free_port())
     local = LocalKafka(Settings().kafka_cache_dir, state=state / "broker", secured=listener)
     local.start()
     try:
@@ -83,6 +83,60 @@ async def test_a_record_goes_round_trip_over_sasl_ssl(secured: Secured, mechanis
         assert [(r.key, r.value) for r in records] == [(b"saga-1", b"over TLS")]
     finally:
         security.secure(secured.settings)
+
+
+@pytest.mark.no_database
+async def test_a_client_certificate_opens_a_listener_that_requires_one(secured: Secured) -> None:
+    listener = secured.listener
+    cert, key = listener.client_files
+    mutual = Settings(
+        kafka_bootstrap_servers=listener.mtls_address,
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=listener.ca_file,
+        kafka_ssl_certfile=cert,
+        kafka_ssl_keyfile=key,
+    )
+    security.secure(mutual)
+    topic = f"mutual-{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(listener.mtls_address, [topic], 1, timeout=30)
+    producer = kafka.producer(listener.mtls_address)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"mutual", key=b"k")
+    finally:
+        await producer.stop()
+    records, _ = await kafka.read_to_end(listener.mtls_address, [topic])
+    assert [r.value for r in records] == [b"mutual"]
+
+
+@pytest.mark.no_database
+def test_without_its_client_certificate_a_mutual_tls_listener_refuses_in_one_line(secured: Secured) -> None:
+    listener = secured.listener
+    env = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SASL_MECHANISM": "", "KAFKA_SASL_USERNAME": ""}
+    code, err, took = refused(secured, "--bootstrap-servers", listener.mtls_address, "dlq", "list", "x", **env)
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]  # after aiokafka's "connection closed": all it knows
+    assert last == (
+        f"pokesaga: {listener.mtls_address} requires a client certificate: set KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE"
+    ), err
+    assert took < 30
+
+
+@pytest.mark.no_database
+def test_a_client_certificate_from_another_ca_is_refused_in_one_line(secured: Secured, tmp_path: Path) -> None:
+    listener = secured.listener
+    stranger = trustme.CA().issue_cert("pokesaga-client")
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    stranger.cert_chain_pems[0].write_to_path(str(cert))
+    stranger.private_key_pem.write_to_path(str(key))
+    env = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SASL_MECHANISM": "", "KAFKA_SASL_USERNAME": ""}
+    env |= {"KAFKA_SSL_CERTFILE": str(cert), "KAFKA_SSL_KEYFILE": str(key)}
+    code, err, took = refused(secured, "--bootstrap-servers", listener.mtls_address, "dlq", "list", "x", **env)
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"pokesaga: {listener.mtls_address} refused this client's certificate ("), err
+    assert last.endswith("KAFKA_SSL_CERTFILE must be signed by a CA the broker trusts"), err
+    assert took < 30
 
 
 def refused(secured: Secured, *args: str, **env: str) -> tuple[int, str, float]:
