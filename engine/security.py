@@ -6,9 +6,11 @@ options (``options_for``). Keyed by address, not threaded through every function
 one: dozens of calls (admin, scans, offsets, the tracker's clients) already carry the address,
 and one process may speak to two brokers (a test to a plain and a secured one).
 
-A refused connection is not retried: aiokafka reports a wrong password and an untrusted
-certificate alike as "Unable to bootstrap", which reads as a broker down and would be waited
-for; ``refusal`` connects once more to say which it was, in one line.
+A refused connection is not retried: aiokafka reports a wrong password, an untrusted or
+misnamed certificate, a client certificate missing or refused, and a TLS listener asked without
+TLS alike, as "Unable to bootstrap" or a connection closed, which reads as a broker down and
+would be waited for. On the first failure, ``refusal`` connects once more to say which it was,
+in one line (engine.kafka.with_admin raises it as AccessRefused; the CLI prints it).
 """
 
 from __future__ import annotations
