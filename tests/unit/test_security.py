@@ -140,3 +140,22 @@ def test_every_security_setting_is_in_the_readme_configuration_table() -> None:
     assert len(names) == 9
     for name in names:
         assert f"| `{name.upper()}` |" in table, name
+
+
+def test_the_trackers_faust_app_gets_the_same_credentials(ca_file: Path) -> None:
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from tracker.app import faust_credentials
+
+    settings = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_ssl_cafile=ca_file,
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="tracker",
+        kafka_sasl_password="pw",
+    )
+    options = security.client_options(settings)
+    assert dict(credentials_to_aiokafka_auth(faust_credentials(options))) == options
+    tls = security.client_options(Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file))
+    assert dict(credentials_to_aiokafka_auth(faust_credentials(tls))) == tls
+    assert faust_credentials(security.client_options(Settings())) is None
