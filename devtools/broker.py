@@ -24,11 +24,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from capture.settings import Settings
 from devtools.kraft import Node, NodeError, take_voter_place
+from devtools.secured import SecuredListener
+from engine import kafka
 
 KAFKA_VERSION = "4.1.1"
 SLF4J_VERSION = "1.7.36"  # the slf4j-api the Kafka jars use
@@ -103,10 +104,19 @@ class LocalKafka:
     ``brokers`` of them, each broker and controller, in a dynamic controller quorum."""
 
     def __init__(
-        self, cache_dir: Path, version: str = KAFKA_VERSION, state: Path | None = None, brokers: int = 1
+        self,
+        cache_dir: Path,
+        version: str = KAFKA_VERSION,
+        state: Path | None = None,
+        brokers: int = 1,
+        secured: SecuredListener | None = None,
     ) -> None:
+        """``secured``: a single broker gets that SASL_SSL listener too (see devtools.secured)."""
         if brokers < 1:
             raise BrokerError(f"a cluster has at least one broker, not {brokers}")
+        if secured is not None and brokers != 1:
+            raise BrokerError("a secured listener is for a single local broker")
+        self.secured = secured
         self.version = version
         self.home = cache_dir / f"kafka-{version}"
         self.lib = self.home / "lib"
@@ -278,10 +288,12 @@ class LocalKafka:
             return running
         config = self.state / "server.properties"
         port, controller = self._previous_ports(config) or (free_port(), free_port())
+        if self.secured is not None and not self.secured.keystore.exists():
+            self.secured.make_certificates()
         config.write_text(self._properties(port, controller))
         if not (self.state / "data" / "meta.properties").exists():
             shutil.rmtree(self.state / "data", ignore_errors=True)
-            self.format_storage(config, _cluster_id())
+            self.format_storage(config, _cluster_id(), *(self.secured.format_arguments() if self.secured else ()))
         node = self.nodes[0]
         proc = node.spawn()
         self._await_ports([(node, proc)], timeout)
@@ -289,10 +301,10 @@ class LocalKafka:
         self.address_file.write_text(address)
         return address
 
-    def format_storage(self, config: Path, cluster_id: str) -> None:
+    def format_storage(self, config: Path, cluster_id: str, *extra: str) -> None:
         """``kafka-storage format`` for ``config`` (a single node: a static quorum of one)."""
         try:
-            Node(config.parent, 1, self._java).format(cluster_id)
+            Node(config.parent, 1, self._java).format(cluster_id, *extra)
         except NodeError as exc:
             raise BrokerError(str(exc).replace("node 1's", "the broker's")) from None
 
@@ -302,7 +314,7 @@ class LocalKafka:
         address, so the clients that knew it reconnect by themselves."""
         if not config.exists():
             return None
-        found = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)$", config.read_text(), re.M)
+        found = re.search(LISTENERS, config.read_text(), re.M)
         if found is None:
             return None
         ports = int(found[1]), int(found[2])
@@ -334,14 +346,19 @@ class LocalKafka:
 
     def _properties(self, port: int, controller: int) -> str:
         """A single node's configuration: a static quorum of one."""
+        secured = [self.secured.listener()] if self.secured else []
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{controller}",
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                ",".join([f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}", *secured]),
+                ",".join(
+                    [f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}"]
+                    + ([self.secured.advertised()] if self.secured else [])
+                ),
                 *_COMMON,
+                *(self.secured.properties() if self.secured else []),
                 f"log.dirs={self.state / 'data'}",
                 *_internal_topics(1),
                 "",
@@ -365,6 +382,7 @@ class LocalKafka:
         )
 
 
+LISTENERS = r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)(?:,\S+)?$"  # a secured one may follow
 _COMMON = [
     "controller.listener.names=CONTROLLER",
     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -393,7 +411,7 @@ def _internal_topics(brokers: int) -> list[str]:
 
 async def _brokers(address: str) -> int:
     """How many brokers the cluster's metadata lists (0 while none answers)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=5000)
+    admin = kafka.admin_client(address, request_timeout_ms=5000)
     try:
         await admin.start()
         return len((await admin.describe_cluster())["brokers"])

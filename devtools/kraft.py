@@ -54,7 +54,7 @@ class Node:
         if not self.config.exists():
             return None
         found = re.search(
-            r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)$", self.config.read_text(), re.M
+            r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)(?:,\S+)?$", self.config.read_text(), re.M
         )
         return (int(found[1]), int(found[2])) if found else None
 

@@ -27,6 +27,8 @@ from aiokafka import AIOKafkaClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from engine import security
+
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +75,7 @@ async def check_forever(
     stop: asyncio.Event,
 ) -> None:
     """Refresh ``health`` every ``interval`` seconds until ``stop``."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **security.options_for(bootstrap))
     try:
         while not stop.is_set():
             health.broker = await _broker_answers(client, timeout=max(interval, 2.0))

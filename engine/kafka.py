@@ -17,7 +17,7 @@ from aiokafka.errors import (
     LeaderNotAvailableError,
 )
 
-from engine import unreadable
+from engine import security, unreadable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +47,7 @@ def producer(bootstrap: str, linger_ms: int = 0, **overrides: object) -> AIOKafk
         "linger_ms": linger_ms,
         "request_timeout_ms": 30000,
     }
+    options.update(security.options_for(bootstrap))
     options.update(overrides)
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
 
@@ -66,8 +67,15 @@ def consumer(bootstrap: str, group: str | None, *subscribe: str, **overrides: ob
         "session_timeout_ms": 6000,  # a participant's loop takes its own: Settings.group_membership
         "heartbeat_interval_ms": 1000,
     }
+    options.update(security.options_for(bootstrap))
     options.update(overrides)
     return AIOKafkaConsumer(*subscribe, bootstrap_servers=bootstrap, **options)
+
+
+def admin_client(bootstrap: str, **overrides: object) -> AIOKafkaAdminClient:
+    """An admin client (create and describe topics, groups, offsets)."""
+    options: dict[str, object] = {**security.options_for(bootstrap), **overrides}
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
 
 
 MAX_REPLICATION = 3  # more copies buy no safety a saga needs, and cost every write
@@ -94,12 +102,16 @@ async def with_admin(bootstrap: str, work: Callable[[AIOKafkaAdminClient], Await
     retriable error: a broker that is down but still in the metadata (NodeNotReady), a
     controller changing hands, a leader being elected."""
     deadline = asyncio.get_running_loop().time() + timeout
+    first = True
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        admin = admin_client(bootstrap, request_timeout_ms=10000)
         try:
             await admin.start()
             return await work(admin)
         except KafkaError as exc:
+            if first and isinstance(exc, KafkaConnectionError) and (reason := await security.refusal(bootstrap)):
+                raise security.AccessRefused(reason) from None  # a wrong password is not waited for
+            first = False
             if not exc.retriable or asyncio.get_running_loop().time() > deadline:
                 raise
             quiet = not isinstance(exc, KafkaConnectionError)  # a leader being elected: nothing to tell
@@ -191,7 +203,7 @@ async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartitio
 
 async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
     """The group's state (``Stable``, ``Empty``, …) and how many live members it has."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(bootstrap)
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([group])
@@ -274,7 +286,7 @@ async def beginning_offsets(bootstrap: str, tps: Iterable[TopicPartition]) -> di
 
 async def committed_offsets(bootstrap: str, group: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
     """The committed offsets of ``group`` (0 where nothing was committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group, partitions=list(tps))

@@ -17,7 +17,7 @@ from dataclasses import replace
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from engine import health, kafka, migrate, offsets, rebuild, replication, tracing
+from engine import health, kafka, migrate, offsets, rebuild, replication, security, tracing
 from engine.db import make_engine, positions_table
 from engine.health import Health
 from engine.loop import ParticipantLoop
@@ -265,6 +265,7 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 async def serve(saga: Saga, target: str, settings: Settings) -> None:
     """Run ``target`` (a service with its compensator, or ``compensations.SERVICE``) until SIGTERM."""
     participants = saga.service_of(target)
+    security.secure(settings)  # whatever started it: every client of the saga's brokers
     tracing.configure(settings, target)
     checked = health.Health(liveness_timeout=settings.liveness_timeout)
     health.serve(settings.metrics_port, settings.metrics_host, checked)

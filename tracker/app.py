@@ -40,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine import flow, kafka, unreadable
+from engine import flow, kafka, security, unreadable
 from engine.deadletters import dead_letters, is_replay_marker
 from engine.retrynotice import rfc3339
 from tracker import api, timeline
@@ -98,6 +98,21 @@ def _page() -> str:
     return page.replace('/*CHAIN*/{"states": [], "failures": [], "compensations": [], "outcomes": []}', text)
 
 
+def faust_credentials(options: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
+    """The security options every other client takes (engine.security), as faust's credentials."""
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            ssl_context=options.get("ssl_context"),
+            mechanism=options["sasl_mechanism"],
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
 def create_app(settings: Settings) -> faust.App:
     unreadable.install()  # before any consumer: a record the client cannot read comes out marked
     brokers = [f"kafka://{server}" for server in settings.bootstrap.split(",")]
@@ -105,6 +120,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         APP_ID,
         broker=brokers,
+        broker_credentials=faust_credentials(security.options_for(settings.bootstrap)),
         store="memory://",
         topic_partitions=settings.partitions,
         web_port=settings.tracker_port,

@@ -41,7 +41,7 @@ class Broker:
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self.admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(TIMEOUT * 1000))
+            admin = kafka.admin_client(self.bootstrap, request_timeout_ms=int(TIMEOUT * 1000))
             await admin.start()
             self.admin = admin
         if self.reader is None:

@@ -6,6 +6,7 @@ bench) · documents (schemas, docs); common.py holds what they share.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -16,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from capture.cli import dev, documents, recovery, sagas, services
 from capture.cli.common import Misconfigured, Parser, Usage, positive, settings_from
 from devtools.broker import BrokerError
+from engine import security
 from engine.health import PortUnavailable
 from engine.migrate import SchemaMismatch
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logging.getLogger("aiokafka").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+        if args.command != "run" and not args.verbose:  # a refusal is this command's one line
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(security.RefusalsSaidElsewhere())
         logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
         return COMMANDS[args.command](args, settings_from(args))
     except Usage as exc:
@@ -61,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pokesaga: error: {exc}", file=sys.stderr)
         return 2
-    except (BrokerError, KafkaConnectionError, KafkaError) as exc:
+    except KafkaConnectionError as exc:  # a refusal (wrong password, untrusted certificate) said as such
+        reason = asyncio.run(security.refusals())
+        print(f"pokesaga: {reason}" if reason else f"pokesaga: error: {exc}", file=sys.stderr)
+        return 1
+    except security.AccessRefused as exc:
+        print(f"pokesaga: {exc.args[0]}", file=sys.stderr)
+        return 1
+    except (BrokerError, KafkaError) as exc:
         print(f"pokesaga: error: {exc}", file=sys.stderr)
         return 1
     except SchemaMismatch as exc:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from capture.settings import Settings
 from devtools.broker import LocalKafka
+from engine import security
 from engine.settings import mask_password
 
 
@@ -115,6 +116,10 @@ def deadline(text: str) -> datetime:
 # The settings a global flag can give, and the flag: an error then names the flag.
 FLAGS = {"kafka_bootstrap_servers": "--bootstrap-servers", "data_dir": "--data-dir", "partitions": "--partitions"}
 
+# Settings read as KAFKA_… (as other Kafka tools name them), POKESAGA_KAFKA_… too.
+KAFKA_SECURITY = tuple(name for name in Settings.model_fields if name.startswith(("kafka_ssl_", "kafka_sasl_")))
+KAFKA_SECURITY += ("kafka_security_protocol",)
+
 JSON_EXAMPLES = {
     "retry": '{"maximum_attempts": 10}',
     "compensation_retry": '{"initial_interval": 0.1}',
@@ -124,18 +129,20 @@ JSON_EXAMPLES = {
 
 def setting_name(field: str, args: argparse.Namespace | None = None) -> str:
     """How the user gave the setting ``field``: its flag if one was passed, else its variable."""
-    field = "kafka_bootstrap_servers" if field == "KAFKA_BOOTSTRAP_SERVERS" else field
+    field = field.lower() if field.lower() in ("kafka_bootstrap_servers", *KAFKA_SECURITY) else field
     if args is not None and field in FLAGS and getattr(args, FLAGS[field].lstrip("-").replace("-", "_"), None):
         return FLAGS[field]
-    if field == "kafka_bootstrap_servers":
-        return "KAFKA_BOOTSTRAP_SERVERS"
+    if field == "kafka_bootstrap_servers" or field in KAFKA_SECURITY:
+        return field.upper()
     return field if field.isupper() else f"POKESAGA_{field.upper()}"
 
 
 def describe_invalid(exc: ValidationError, args: argparse.Namespace | None = None) -> str:
     """The first error of invalid settings, as one line naming the setting."""
     error = exc.errors()[0]
-    field, *inner = error["loc"] or ("settings",)
+    if not error["loc"]:  # settings that only make sense together: the message names them
+        return cut(f"pokesaga: {error['msg'].removeprefix('Value error, ')}", MAX_LINE)
+    field, *inner = error["loc"]
     name = setting_name(str(field), args)
     message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
     if error["type"] != "value_error" and isinstance(error.get("input"), str | int | float):
@@ -154,7 +161,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.partitions:
         overrides["partitions"] = args.partitions
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise Misconfigured(describe_invalid(exc, args)) from None
     except SettingsError as exc:  # a value that is not even JSON, e.g. POKESAGA_STEP_RETRY
@@ -164,6 +171,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise Misconfigured(
             f"pokesaga: {setting_name(field, args)}: not valid JSON ({exc.__cause__}){example}"
         ) from None
+    try:
+        security.secure(settings)  # every Kafka client of this process, for these brokers
+    except ValueError as exc:  # a CA, certificate or key file that cannot be loaded
+        raise Misconfigured(cut(f"pokesaga: {exc}", MAX_LINE)) from None
+    return settings
 
 
 def check_databases(settings: Settings, services: Iterable[str], args: argparse.Namespace, create: bool) -> None:

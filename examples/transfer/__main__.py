@@ -17,7 +17,7 @@ import uuid
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from engine import Envelope, kafka, serve, wrap
+from engine import Envelope, kafka, security, serve, wrap
 from examples.transfer.events import OUTCOMES, TransferRequested
 from examples.transfer.saga import TRANSFER
 from examples.transfer.settings import Settings
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings()
+        security.secure(settings)
         if args.command == "run":
             TRANSFER.service_of(args.service)  # an unknown name is said before anything starts
             signal.signal(signal.SIGTERM, _exit_cleanly)  # until serve installs its graceful handler
