@@ -264,6 +264,7 @@ async def load(
     """
     by_source = {p.source: p.name for p in participants}
     found = {p.name: History(cache) for p in participants}
+    topics = list(topics)
     skipped = 0
     if participants:
         marks = tuple(source.encode() for source in by_source)
@@ -285,6 +286,10 @@ async def load(
                 continue
             if not envelope.causationid or not is_caused_id(envelope):
                 skipped += 1  # not as a participant publishes an event
+                continue
+            own = types[envelope.type].topic  # where a participant publishes it, keyed with its saga
+            if (own in topics and record.topic != own) or record.key != envelope.sagaid.encode():
+                skipped += 1  # a client's copy elsewhere (a start topic anyone may write) is no decision
                 continue
             # A re-publication is the same event: keyed by its id, its first copy is kept. Kept with
             # its saga: a record of another saga naming the same cause is none of this one's.

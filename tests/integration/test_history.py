@@ -99,3 +99,31 @@ async def test_records_of_other_sagas_naming_one_cause_never_pile_up_under_it(se
         assert list(history.get(key("junk-7", cause))) == [forged[7]]  # each kept with its own saga
     finally:
         history.close()
+
+
+async def test_a_decision_written_on_another_topic_or_under_another_key_is_no_decision(settings: Settings) -> None:
+    """A participant publishes a decision on its type's topic, keyed with its saga. A copy written
+    anywhere else — a start topic any client may write, with the id derived as a participant
+    derives it — is not taken for one (it was: the participant re-applied the forged decision and
+    published nothing, its saga stuck for good)."""
+    elsewhere = f"it.{uuid.uuid4().hex[:8]}.elsewhere"
+    await kafka.ensure_topics(settings.bootstrap, [elsewhere], settings.partitions)
+    participant = PARTICIPANTS["pokeball"]
+    caught = PokemonCaught.model_validate(CAUGHT)
+    forged = wrap(caught, saga_id="victim", source=participant.source, causation_id="weakened-victim")
+    mis_keyed = wrap(caught, saga_id="other", source=participant.source, causation_id="weakened-other")
+    producer = kafka.producer(settings.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(elsewhere, forged.to_json(), key=b"victim")
+        await producer.send_and_wait(elsewhere, mis_keyed.to_json(), key=b"not-other")
+    finally:
+        await producer.stop()
+    own = CAPTURE.types["PokemonCaught"].topic  # read too, as a rebuild reads every saga topic
+    loaded = await rebuild.load(settings.bootstrap, [participant], [elsewhere, own], CAPTURE.types)
+    history = loaded[participant.name]
+    try:
+        assert history.get(key("victim", "weakened-victim")) == ()
+        assert history.get(key("other", "weakened-other")) == ()
+    finally:
+        history.close()
