@@ -37,10 +37,10 @@ from devtools.bench import proc_figures, quantile
 from devtools.broker import BrokerError, free_port, provisioned
 from devtools.demo import TRAINERS
 from devtools.processes import ServiceProcess, stop_all
-from engine import kafka
-from engine.envelope import wrap
+from engine.broker import kafka
 from engine.events import Event
-from engine.timeline import rfc3339
+from engine.observe.timeline import rfc3339
+from engine.wire.envelope import wrap
 from tracker.app import APP_ID, INTERNAL_TOPICS
 
 SPREAD = 50 * 60.0  # start times over the last 50 minutes

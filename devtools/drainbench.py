@@ -23,9 +23,9 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from contracts import topics
 from contracts.events import PokemonWeakened
-from engine.envelope import wrap
-from engine.parked import REBUILDING
-from engine.processing import BatchProcessor
+from engine.store.parked import REBUILDING
+from engine.wire.envelope import wrap
+from engine.worker.batch.processing import BatchProcessor
 
 WEAKENED = {
     "trainer": {"name": "Drain"},

@@ -63,7 +63,7 @@ class Participant:
     # whose record is dead-lettered instead when it cannot proceed.
     on_exhausted: GiveUp | None = None
     source: str = ""  # the CloudEvents ``source`` of what it publishes, "<saga>/<name>"
-    retries_topic: str = ""  # where it says it parked a record to retry it (engine.retrynotice); "": nowhere
+    retries_topic: str = ""  # where it says it parked a record to retry it (engine.wire.notices); "": nowhere
 
     @property
     def compensator(self) -> bool:

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine import crash
 from engine.retry import MAX_ATTEMPTS, CompensationRetryPolicy, RetryPolicy, parse_faults, parse_stall
+from engine.worker import crash
 
 
 class Settings(BaseSettings):

@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 
-from engine.db import make_engine
 from engine.events import Event
 from engine.participant import UnitOfWork
 from engine.saga import Service
 from engine.settings import Settings
+from engine.store.db import make_engine
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from capture.settings import SERVICES, Settings
-from engine.db import make_engine
+from engine.store.db import make_engine
 
 ADMIN_URL = os.environ.get("POKESAGA_TEST_POSTGRES") or None
 BACKEND = "postgresql" if ADMIN_URL else "sqlite"

@@ -40,9 +40,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine import flow, kafka, security, unreadable
-from engine.deadletters import dead_letters, is_replay_marker
-from engine.retrynotice import rfc3339
+from engine.broker import kafka, security, unreadable
+from engine.observe import flow
+from engine.ops.deadletters import dead_letters, is_replay_marker
+from engine.wire.notices import rfc3339
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
@@ -99,7 +100,7 @@ def _page() -> str:
 
 
 def faust_credentials(options: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
-    """The security options every other client takes (engine.security), as faust's credentials."""
+    """The security options every other client takes (engine.broker.security), as faust's credentials."""
     protocol = options.get("security_protocol", "PLAINTEXT")
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         return faust.SASLCredentials(

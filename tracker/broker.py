@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from engine import kafka
-from engine.retrynotice import rfc3339
-from engine.text import printable
+from engine.broker import kafka
+from engine.wire.notices import rfc3339
+from engine.wire.text import printable
 
 log = logging.getLogger(__name__)
 

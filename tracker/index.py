@@ -20,7 +20,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.timeline import NEEDS_OPERATOR, REFUSED, Timelines, duration_ms, instant, last_progress, next_attempt
+from engine.observe.timeline import (
+    NEEDS_OPERATOR,
+    REFUSED,
+    Timelines,
+    duration_ms,
+    instant,
+    last_progress,
+    next_attempt,
+)
 from tracker.figures import Latencies, Recent
 
 WAITING = ("running", "retrying", "compensating", "stuck")

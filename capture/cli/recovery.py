@@ -45,8 +45,8 @@ def show(moves: list[Any]) -> None:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from capture import bootstrap
-    from engine import offsets as replay
-    from engine import run
+    from engine.ops import offsets as replay
+    from engine.worker import run
 
     participants = bootstrap.resolve(args.service)
     settings = with_broker(settings, "replay")
@@ -75,14 +75,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import deadletters
-    from engine.text import printable
+    from engine.ops import deadletters
+    from engine.wire.text import printable
 
     settings = with_broker(settings, "dlq")
     dlq = deadletters.dlq_topic(args.topic)
 
     async def go() -> int:
-        from engine import kafka
+        from engine.broker import kafka
 
         if dlq not in CAPTURE.all_topics() and not await kafka.topic_exists(settings.bootstrap, dlq):
             raise Usage(f"pokesaga dlq: no topic {cut(dlq)!r}")

@@ -21,7 +21,7 @@ import pytest
 from capture.settings import Settings
 from devtools.broker import free_port
 from devtools.processes import settings_env
-from engine import crash
+from engine.worker import crash
 
 pytestmark = pytest.mark.no_database  # every test brings its own database URL, or none
 

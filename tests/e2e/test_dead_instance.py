@@ -21,7 +21,8 @@ from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
 from devtools.broker import free_port
-from engine import crash, kafka
+from engine.broker import kafka
+from engine.worker import crash
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster

@@ -23,8 +23,10 @@ from capture import views
 from capture.saga import CAPTURE
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import kafka, offsets, run
-from engine.envelope import Envelope
+from engine.broker import kafka
+from engine.ops import offsets
+from engine.wire.envelope import Envelope
+from engine.worker import run
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga

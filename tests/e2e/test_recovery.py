@@ -18,8 +18,8 @@ import pytest
 from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import crash
-from engine.envelope import Envelope
+from engine.wire.envelope import Envelope
+from engine.worker import crash
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga

@@ -26,8 +26,9 @@ from capture.settings import Settings
 from contracts import topics
 from devtools.broker import free_port
 from devtools.processes import stop_all
-from engine import deadletters, kafka
-from engine.deadletters import DLQ_HEADER_PREFIX, dead_letters
+from engine.broker import kafka
+from engine.ops import deadletters
+from engine.ops.deadletters import DLQ_HEADER_PREFIX, dead_letters
 from tests.conftest import new_broker
 from tests.e2e.conftest import Cluster
 from tests.hostile import encode, envelope

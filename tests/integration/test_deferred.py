@@ -10,8 +10,8 @@ from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, cre
 from capture.bootstrap import PARTICIPANTS, engine_for
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine.deferred import HELD, DeferredFailed, DeferredInserts
-from engine.processing import BatchProcessor
+from engine.worker.batch.held import HELD, DeferredFailed, DeferredInserts
+from engine.worker.batch.processing import BatchProcessor
 from services.pokeball.tables import throws
 from tests import databases
 from tests.integration.test_processing import Rec, balls, weakened

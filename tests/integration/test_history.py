@@ -12,9 +12,10 @@ from capture.bootstrap import PARTICIPANTS
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from contracts.events import PokemonCaught
-from engine import kafka, rebuild
-from engine.envelope import Envelope, wrap
-from engine.history import key
+from engine.broker import kafka
+from engine.wire.envelope import Envelope, wrap
+from engine.worker import rebuild
+from engine.worker.history import key
 
 CAUGHT = {
     "trainer": {"name": "Hist"},

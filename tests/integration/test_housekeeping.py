@@ -20,9 +20,9 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, start_event
 from contracts import topics
-from engine import run
-from engine.loop import ParticipantLoop
 from engine.participant import Participant
+from engine.worker import run
+from engine.worker.loop import ParticipantLoop
 from tests.integration.test_loop import for_saga, participant, produce, topic  # noqa: F401  (fixtures)
 from tests.integration.test_processing import Rec
 from tests.support import caught_up, eventually
@@ -61,7 +61,7 @@ async def test_outbox_rows_a_dead_instance_left_are_published_by_a_running_one_e
     survivor = run.build_loop(CAPTURE, participant, settings, engine)
     dead = run.build_loop(CAPTURE, participant, settings, engine)  # shares the database, never runs
     saga = f"stranded-{uuid.uuid4().hex[:8]}"
-    caplog.set_level(logging.WARNING, logger="engine.flusher")
+    caplog.set_level(logging.WARNING, logger="engine.worker.flusher")
     async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream, running(survivor):
         # The database fails under the flusher: its rounds fail, and the loop goes on.
         await asyncio.to_thread(renamed, engine, "outbox", "outbox_away")
@@ -97,7 +97,7 @@ async def test_the_inbox_pruner_survives_database_errors_and_the_loop_goes_on(
     inbox = participant.metadata.tables["inbox"]
     old = {"consumer": participant.name, "event_id": f"old-{uuid.uuid4().hex[:8]}", "saga_id": "old", "type": "X",
            "topic": topic, "partition": 0, "offset": 0, "received_at": 0.0}  # fmt: skip
-    caplog.set_level(logging.WARNING, logger="engine.loop")
+    caplog.set_level(logging.WARNING, logger="engine.worker.loop")
     renamed(engine, "inbox", "inbox_away")
     saga = f"after-{uuid.uuid4().hex[:8]}"
     async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream, running(loop):

@@ -662,7 +662,7 @@ def logs(tmp_path: Path) -> Path:
     ("patterns", "path", "excluded"),
     [
         ("**/__pycache__", "__pycache__/x.pyc", True),  # "**/" matches no folder too
-        ("**/__pycache__", "engine/migrations/__pycache__/env.cpython-311.pyc", True),
+        ("**/__pycache__", "engine/store/migrations/__pycache__/env.cpython-311.pyc", True),
         ("**/__pycache__", "engine/pycache.py", False),
         ("**/*.pyc", "a/b/c.pyc", True),
         ("**/*.pyc", "c.pyc", True),
@@ -733,7 +733,7 @@ def test_the_image_holds_every_file_of_every_package_and_no_source(image: Image)
     assert missing == [], f"copied into the image but not installed (pyproject's [tool.setuptools] tables): {missing}"
     migrations = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("services/*/migrations/*.py"))
     assert migrations, "no service migrations in the checkout"
-    data = ["tracker/page.html", "engine/migrations/script.py.mako", *migrations]
+    data = ["tracker/page.html", "engine/store/migrations/script.py.mako", *migrations]
     assert [f for f in data if f not in installed] == []
     # Imported from the image's Python, not from the checkout (gone) nor from the tests' environment.
     where = "import importlib, sys; print(*(importlib.import_module(n).__file__ for n in sys.argv[1:]), sep=chr(10))"

@@ -23,11 +23,12 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, start_event
 from contracts import topics
-from engine import crash, kafka, rebuild, run
-from engine.deadletters import REASON_HEADER
+from engine.broker import kafka
+from engine.ops.deadletters import REASON_HEADER
 from engine.participant import Participant
-from engine.rebuild import Rebuild, RebuildState
 from engine.retry import RetryPolicy
+from engine.worker import crash, rebuild, run
+from engine.worker.rebuild import Rebuild, RebuildState
 from services.status.tables import statuses
 from tests import databases
 from tests.support import caught_up, eventually

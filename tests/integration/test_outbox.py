@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from capture.bootstrap import engine_for
 from capture.settings import Settings
-from engine.db import messaging_tables
-from engine.outbox import Outbox
+from engine.store.db import messaging_tables
+from engine.store.outbox import Outbox
 from services.status.tables import metadata
 from tests import databases
 

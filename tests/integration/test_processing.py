@@ -21,12 +21,12 @@ from capture.settings import Settings
 from compensations.pokeball import undo_throw
 from contracts import topics
 from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonEncountered, PokemonWeakened
-from engine.codec import decode_envelope
-from engine.deadletters import ATTEMPTS_HEADER, REASON_HEADER
-from engine.envelope import Envelope, caused_id, legacy_caused_id, wrap
+from engine.ops.deadletters import ATTEMPTS_HEADER, REASON_HEADER
 from engine.participant import Handler, UnitOfWork
-from engine.processing import BatchProcessor, BatchResult, StartedOver, Unverified
 from engine.retry import RetryPolicy
+from engine.wire.codec import decode_envelope
+from engine.wire.envelope import Envelope, caused_id, legacy_caused_id, wrap
+from engine.worker.batch.processing import BatchProcessor, BatchResult, StartedOver, Unverified
 from services.pokeball.handlers import throw_pokeball
 from services.pokeball.tables import PokeballRecords
 from tests import databases

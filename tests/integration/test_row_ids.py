@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from capture.settings import Settings
-from engine.flusher import OutboxFlusher
-from engine.outbox import OutboxRow, event_row
-from engine.parked import ParkedRecord
-from engine.processing import BatchProcessor
 from engine.retry import RetryPolicy
+from engine.store.outbox import OutboxRow, event_row
+from engine.store.parked import ParkedRecord
+from engine.worker.batch.processing import BatchProcessor
+from engine.worker.flusher import OutboxFlusher
 from services.pokeball.handlers import throw_pokeball
 from tests import databases
 from tests.integration.test_processing import Rec, balls, flaky, processor_for, weakened

@@ -20,8 +20,8 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import kafka
-from engine.run import run_participants
+from engine.broker import kafka
+from engine.worker.run import run_participants
 from tests.conftest import new_broker
 from tests.databases import with_databases
 from tests.e2e.conftest import HARD, breaking_free

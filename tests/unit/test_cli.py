@@ -12,8 +12,9 @@ from capture.cli import main
 from capture.cli.common import deadline, duration
 from capture.settings import Settings
 from capture.starter import start_event
-from engine import crash, health
-from engine.health import PortUnavailable
+from engine.observe import health
+from engine.observe.health import PortUnavailable
+from engine.worker import crash
 
 
 @pytest.mark.parametrize(

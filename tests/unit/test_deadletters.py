@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.deadletters import DLQ_HEADER_PREFIX, REASON_HEADER, REPLAYED_HEADER, dead_letter_row, is_replay_marker
+from engine.ops.deadletters import DLQ_HEADER_PREFIX, REASON_HEADER, REPLAYED_HEADER, dead_letter_row, is_replay_marker
 
 pytestmark = pytest.mark.no_database
 

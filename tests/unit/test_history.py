@@ -1,5 +1,5 @@
 """A rebuild's history is on disk: what it holds in memory is bounded, whatever the topics hold,
-and a lookup returns exactly what was recorded (engine.history)."""
+and a lookup returns exactly what was recorded (engine.worker.history)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.envelope import Envelope, derive_id
-from engine.history import History, key
+from engine.wire.envelope import Envelope, derive_id
+from engine.worker.history import History, key
 
 pytestmark = pytest.mark.no_database
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from capture.settings import Settings
-from engine.kafka import replicas_for, topic_configs
+from engine.broker.kafka import replicas_for, topic_configs
 
 CASES = [(1, None, 1), (2, None, 2), (3, None, 3), (5, None, 3), (0, None, 1), (3, 2, 2), (1, 3, 3)]
 

@@ -11,10 +11,10 @@ import pytest
 from capture.saga import CAPTURE
 from contracts import topics
 from contracts.events import EVENT_TYPES
-from engine import retrynotice
-from engine.envelope import Envelope
+from engine.broker.unreadable import UNREADABLE_HEADER
 from engine.retry import MAX_ATTEMPTS, RetryPolicy
-from engine.unreadable import UNREADABLE_HEADER
+from engine.wire import notices as retrynotice
+from engine.wire.envelope import Envelope
 from tests.hostile import encode, envelope, nested
 from tracker import timeline
 from tracker.timeline import MAX_EVENTS, NOTICE, REASONS, NotAnEvent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from capture.starter import start_event
-from engine import tracing
+from engine.observe import tracing
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

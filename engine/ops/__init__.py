@@ -1,0 +1,1 @@
+"""Operator tools: move a service's offsets, list and re-publish dead letters."""

@@ -1,0 +1,256 @@
+"""Dead letters: list what is in ``<topic>.dlq``, and re-publish it to its source topic.
+
+Replay keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
+re-published once, however often replay runs; the services' inboxes absorb a repeat anyway. A
+replay that selects (``--saga``, ``--reason``) moves that place only up to the first dead letter it
+leaves, and marks each one it re-publishes beyond it with a **replay marker** (a record on the same
+dead-letter partition, header ``pokesaga.dlq.replayed``: partition@offset of the letter, value
+empty): a dead letter left by one selection is still there for the next, and one re-published is
+never re-published again. Markers are not dead letters: listing, replay and the tracker pass them by.
+
+A dead-letter topic is a topic like any other: any client can write anything to it. Every
+record in it is listed, whatever its key, value and headers (null values, header keys that are
+not UTF-8, no pokesaga headers at all); what our headers say is shown cut short and printable,
+and a replay goes to the dead-letter topic's own source topic, with the record's key as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from engine.broker import kafka
+from engine.wire.record import Record
+from engine.wire.text import printable
+
+REPLAY_GROUP = "pokesaga.dlq-replay"
+DLQ_SUFFIX = ".dlq"
+DLQ_HEADER_PREFIX = "pokesaga.dlq."
+REASON_HEADER = DLQ_HEADER_PREFIX + "reason"
+REPLAYED_HEADER = DLQ_HEADER_PREFIX + "replayed"  # a replay marker: partition@offset of the letter re-published
+ATTEMPTS_HEADER = DLQ_HEADER_PREFIX + "attempts"  # how many times the record was tried, when it was
+RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
+MAX_REASON = 1000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: str | None  # decoded for people; ``raw_key`` is what is re-published
+    reason: str
+    source: str
+    value: bytes
+    headers: tuple[tuple[str, bytes | None], ...]
+    # One record, however many groups refused it: its source topic, partition and offset, and a
+    # digest of its key and value (offsets start over when a topic is made again).
+    origin: tuple[str, str, str, str]
+    raw_key: bytes | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": self.key,
+            "reason": self.reason,
+            "source": self.source,
+            "value": self.value.decode("utf-8", "replace"),
+        }
+
+
+def dead_letters(topic: str) -> str:
+    """The dead-letter topic of ``topic``."""
+    return topic + DLQ_SUFFIX
+
+
+def dlq_topic(topic: str) -> str:
+    """Accepts a topic (``orders.pay``) or its dead-letter topic (``orders.pay.dlq``)."""
+    return topic if topic.endswith(DLQ_SUFFIX) else dead_letters(topic)
+
+
+def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
+    pairs = [(str(k), v if isinstance(v, bytes) else None) for k, v in record.headers or ()]
+    ours = {k: printable((v or b"").decode("utf-8", "replace"), MAX_REASON) for k, v in pairs}
+    return DeadLetter(
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        reason=ours.get(DLQ_HEADER_PREFIX + "reason") or "(no reason recorded)",
+        # Where the record came from, and so where a replay sends it: the topic this is the
+        # dead-letter topic of, whatever a header says (a forged one would pick any topic).
+        source=dlq.removesuffix(DLQ_SUFFIX),
+        value=record.value or b"",
+        headers=tuple((k, v) for k, v in pairs if not k.startswith(DLQ_HEADER_PREFIX)),
+        origin=(
+            ours.get(DLQ_HEADER_PREFIX + "topic", ""),
+            ours.get(DLQ_HEADER_PREFIX + "partition", ""),
+            ours.get(DLQ_HEADER_PREFIX + "offset", f"dlq:{record.partition}:{record.offset}"),
+            _digest(record.key, record.value),
+        ),
+        raw_key=record.key,
+    )
+
+
+def _digest(key: bytes | None, value: bytes | None) -> str:
+    """Which record this is, whatever its coordinates: its key and value, unambiguous."""
+    key, value = key or b"", value or b""
+    return hashlib.sha256(len(key).to_bytes(8, "big") + key + value).hexdigest()
+
+
+def is_replay_marker(headers: Any, value: bytes | None = b"") -> bool:
+    """Whether a record of a dead-letter topic is a replay's marker, not a dead letter: an empty
+    value, our marker header, no reason. (A dead letter never carries the marker header: the
+    headers of ours a refused record came with are dropped from its copy.)"""
+    keys = [k for k, _ in headers or ()]
+    return not value and REPLAYED_HEADER in keys and REASON_HEADER not in keys
+
+
+def _marked(record: ConsumerRecord[bytes, bytes]) -> tuple[int, int] | None:
+    """The (partition, offset) of the letter a replay marker says was re-published: only an
+    earlier record of the marker's own partition (where a replay writes it)."""
+    value = dict(record.headers or ()).get(REPLAYED_HEADER)
+    partition, _, offset = (value or b"").decode("ascii", "replace").partition("@")
+    if not (partition.isdigit() and offset.isdigit() and len(offset) < 20):
+        return None
+    named = (int(partition), int(offset))
+    return named if named[0] == record.partition and named[1] < record.offset else None
+
+
+async def _read(
+    bootstrap: str, dlq: str, group: str | None
+) -> tuple[list[DeadLetter], dict[TopicPartition, int], set[tuple[int, int]]]:
+    """Dead letters from the group's position (or the start) to the end as it is now, the end,
+    and the (partition, offset) of those a replay marker says were re-published already."""
+    records, ends = await kafka.read_to_end(bootstrap, [dlq], group)
+    letters = [_dead_letter(r, dlq) for r in records if not is_replay_marker(r.headers, r.value)]
+    replayed = {m for r in records if is_replay_marker(r.headers, r.value) and (m := _marked(r)) is not None}
+    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends, replayed
+
+
+async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    letters, _, _ = await _read(bootstrap, dlq_topic(topic), group=None)
+    return letters
+
+
+async def replay(
+    bootstrap: str, topic: str, dry_run: bool = False, saga: str | None = None, reason: str | None = None
+) -> list[DeadLetter]:
+    """Re-publish the dead letters not replayed yet to their source topic; returns them.
+
+    Each source record is re-published once, even when several consumer groups dead-lettered
+    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The replay
+    position moves past what is re-published, up to the first dead letter left on each partition;
+    what is re-published beyond it gets a replay marker: a later replay sees what was left, and
+    never what was re-published.
+    """
+    dlq = dlq_topic(topic)
+    found, ends, replayed = await _read(bootstrap, dlq, group=REPLAY_GROUP)
+    pending = [letter for letter in found if (letter.partition, letter.offset) not in replayed]
+    done = {letter.origin for letter in found if (letter.partition, letter.offset) in replayed}
+    chosen: dict[tuple[str, str, str, str], DeadLetter] = {}
+    for letter in pending:
+        if (
+            letter.origin not in done
+            and (saga is None or letter.key == saga)
+            and (reason is None or reason in letter.reason)
+        ):
+            chosen.setdefault(letter.origin, letter)
+    letters = list(chosen.values())
+    if dry_run:
+        return letters
+    handled = set(chosen) | done  # a record dead-lettered by several groups: re-published once
+    position = dict(ends)
+    for letter in pending:  # sorted by partition and offset: the first one left holds the position
+        tp = TopicPartition(dlq, letter.partition)
+        if letter.origin not in handled and letter.offset < position[tp]:
+            position[tp] = letter.offset
+    marks = [
+        letter
+        for letter in pending
+        if letter.origin in handled and letter.offset > position[TopicPartition(dlq, letter.partition)]
+    ]
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                letter.source,
+                letter.value,
+                key=letter.raw_key,
+                headers=[
+                    *letter.headers,
+                    ("pokesaga.replayed-from", f"{dlq}[{letter.partition}]@{letter.offset}".encode()),
+                ],
+            )
+            for letter in letters
+        ]
+        for future in futures:
+            await future
+        # Marked only once re-published: a replay that dies in between re-publishes them again
+        # (the services' inboxes absorb the repeat), never leaves one out.
+        futures = [
+            await producer.send(
+                dlq,
+                b"",
+                key=letter.raw_key,
+                partition=letter.partition,
+                headers=[(REPLAYED_HEADER, f"{letter.partition}@{letter.offset}".encode())],
+            )
+            for letter in marks
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    await kafka.commit_offsets(bootstrap, REPLAY_GROUP, position)
+    return letters
+
+
+def dead_letter_row(
+    participant: str, record: Record, reason: str, max_bytes: int, attempts: int | None = None
+) -> dict[str, Any]:
+    """The dead-letter copy of ``record``: its key, value and headers, and ours saying why (and,
+    for a record that was tried, ``pokesaga.dlq.attempts``: how many times).
+
+    It always fits in ``max_bytes``: a copy that would not keeps the head of the value and
+    says so (``pokesaga.dlq.truncated``: the original size)."""
+    headers = [[printable(k, 200), printable((v or b"").decode("utf-8", "replace"), 4000)] for k, v in record.headers]
+    reserved = [h for h in headers if h[0].startswith(DLQ_HEADER_PREFIX)]  # ours are ours: a client's are dropped
+    headers = [h for h in headers if not h[0].startswith(DLQ_HEADER_PREFIX)]
+    ours = [
+        [REASON_HEADER, printable(reason, 1000)],
+        [DLQ_HEADER_PREFIX + "topic", record.topic],
+        [DLQ_HEADER_PREFIX + "partition", str(record.partition)],
+        [DLQ_HEADER_PREFIX + "offset", str(record.offset)],
+        [DLQ_HEADER_PREFIX + "consumer", participant],
+    ]
+    if attempts is not None:
+        ours.append([ATTEMPTS_HEADER, str(attempts)])
+    if reserved:
+        ours.append([DLQ_HEADER_PREFIX + "reserved-headers-dropped", str(len(reserved))])
+    key = record.key[:1000] if record.key is not None else None
+    value = record.value if record.value is not None else b""
+    room = max_bytes - RECORD_OVERHEAD - len(key or b"") - headers_size(ours)
+    if headers_size(headers) > room // 2:
+        headers = []  # pathological headers are not worth the value: keep the value
+        ours.append([DLQ_HEADER_PREFIX + "headers-dropped", str(len(record.headers or ()))])
+    room -= headers_size(headers) + 100
+    if len(value) > room:
+        ours.append([DLQ_HEADER_PREFIX + "truncated", str(len(value))])
+        value = value[: max(room, 0)]
+    return {
+        "producer": participant,
+        "event_id": None,
+        "topic": dead_letters(record.topic),
+        "key": key,
+        "value": value,
+        "headers": headers + ours,
+    }
+
+
+def headers_size(headers: Sequence[Sequence[str]]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers)
