@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import Engine
 
-from engine.observe import metrics
+from engine.observe.sensor import LoopSensor
 from engine.store.outbox import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,14 @@ class OutboxFlusher:
         engine: Engine,
         send: Callable[[Sequence[OutboxRow]], Awaitable[None]],
         grace: float,
+        sensor: LoopSensor | None = None,
     ) -> None:
         self.name = name
         self.outbox = outbox
         self.engine = engine
         self.send = send  # publish in order and wait for every acknowledgement, or raise
         self.grace = grace
+        self.sensor = sensor or LoopSensor(name, compensator=False)
         self.every = max(0.1, min(1.0, grace / 2))
         self.first_seen: dict[int, float] = {}  # row id → when this instance first saw it (monotonic)
         self.failing = False
@@ -71,7 +73,7 @@ class OutboxFlusher:
     async def flush_round(self) -> int:
         """One round: count the rows, publish and delete those older than the grace period; how many."""
         ids = await asyncio.to_thread(self.outbox.waiting, self.engine)
-        metrics.outbox_backlog.labels(self.name).set(len(ids))
+        self.sensor.on_outbox_backlog(len(ids))
         now = time.monotonic()
         self.first_seen = {i: self.first_seen.get(i, now) for i in ids}  # forgets the rows gone
         stranded = [i for i in ids if now - self.first_seen[i] >= self.grace]
@@ -79,11 +81,10 @@ class OutboxFlusher:
         for start in range(0, len(stranded), CHUNK):
             rows = await asyncio.to_thread(self.outbox.rows, self.engine, stranded[start : start + CHUNK])
             await self.send(rows)
-            for row in rows:
-                metrics.events_published.labels(self.name, row.type).inc()
+            self.sensor.on_published(rows)
             await asyncio.to_thread(self.outbox.mark_sent, self.engine, [row.id for row in rows])
             published += len(rows)
-            metrics.outbox_backlog.labels(self.name).set(len(ids) - start - len(rows))
+            self.sensor.on_outbox_backlog(len(ids) - start - len(rows))
         if published:
             log.warning(
                 "%s: published %d outbox rows left unsent for over %.1fs (an instance died after its local commit?)",

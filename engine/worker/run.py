@@ -28,7 +28,8 @@ from engine.store import migrate
 from engine.store.db import make_engine, positions_table
 from engine.wire.text import printable
 from engine.worker import rebuild
-from engine.worker.batch.processing import BatchProcessor, RebuildRequired
+from engine.worker.batch.errors import RebuildRequired
+from engine.worker.batch.processor import BatchProcessor
 from engine.worker.loop import ParticipantLoop
 from engine.worker.rebuild import History, Rebuild, RebuildState
 
@@ -60,7 +61,7 @@ def build_loop(
     (``run_participants`` then starts the participant's rebuild)."""
     bootstrap = settings.bootstrap
     processor = BatchProcessor(participant, saga.types, engine, settings, recorded)
-    processor.watched = watched
+    processor.guard.watched = watched
     return ParticipantLoop(
         processor,
         kafka.consumer(bootstrap, participant.name, *participant.topics, **settings.group_membership()),

@@ -11,7 +11,7 @@ from capture.bootstrap import PARTICIPANTS, engine_for
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from engine.worker.batch.held import HELD, DeferredFailed, DeferredInserts
-from engine.worker.batch.processing import BatchProcessor
+from engine.worker.batch.processor import BatchProcessor
 from services.pokeball.tables import throws
 from tests import databases
 from tests.integration.test_processing import Rec, balls, weakened
@@ -81,17 +81,17 @@ def pokeball(tmp_path: Path) -> BatchProcessor:
     return BatchProcessor(PARTICIPANTS["pokeball"], CAPTURE.types, engine_for("pokeball", settings), settings)
 
 
-def test_a_batch_whose_held_insert_fails_is_applied_record_by_record_and_blames_the_right_one(
+async def test_a_batch_whose_held_insert_fails_is_applied_record_by_record_and_blames_the_right_one(
     pokeball: BatchProcessor,
 ) -> None:
     """A saga's event again under a new id after its inbox row was pruned (the window passed): its
     throw row exists, so its held insert fails when sent. The batch is applied again record by
     record: that record alone fails (and is parked to be retried, the step's policy); the others
     are applied once, in the same batch."""
-    pokeball.process([Rec(weakened("late-1", trainer="Lia").to_json())])
+    (await pokeball.apply([Rec(weakened("late-1", trainer="Lia").to_json())]))
     assert pokeball.prune_inbox(older_than_hours=0) == 1
     again = weakened("late-1", trainer="Lia").model_copy(update={"id": "late-1-copy"})
-    result = pokeball.process(
+    result = await pokeball.apply(
         [Rec(weakened("late-2", trainer="Lib").to_json()), Rec(again.to_json()), Rec(weakened("late-3").to_json())]
     )
     assert result.applied == {"PokemonWeakened": 2} and result.dead_letters == []

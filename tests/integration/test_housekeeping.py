@@ -69,7 +69,9 @@ async def test_outbox_rows_a_dead_instance_left_are_published_by_a_running_one_e
         await asyncio.to_thread(renamed, engine, "outbox_away", "outbox")
 
         # The other instance committed its transaction and died before publishing.
-        left = dead.processor.process([Rec(start_event(saga, {"name": "Ola"}, {"name": "Mew"}).to_json(), topic=topic)])
+        left = await dead.processor.apply(
+            [Rec(start_event(saga, {"name": "Ola"}, {"name": "Mew"}).to_json(), topic=topic)]
+        )
         assert len(left.outbox) == 1
         seen: list[float | None] = []
 

@@ -168,7 +168,7 @@ async def test_unsent_outbox_rows_are_flushed_at_start_up(
     engine = engine_for("status", settings)
     loop = run.build_loop(CAPTURE, participant, settings, engine)
     # A previous run committed its transaction and died before publishing.
-    left = loop.processor.process([Rec(start_event(saga, {"name": "Fay"}, {"name": "Mew"}).to_json(), topic=topic)])
+    left = await loop.processor.apply([Rec(start_event(saga, {"name": "Fay"}, {"name": "Mew"}).to_json(), topic=topic)])
     assert len(left.outbox) == 1 and len(loop.processor.pending()) == 1
     async with TopicWatcher(settings.bootstrap, topics.COMBAT) as downstream:
         stop = asyncio.Event()

@@ -14,7 +14,7 @@ from capture.settings import Settings
 from engine.retry import RetryPolicy
 from engine.store.outbox import OutboxRow, event_row
 from engine.store.parked import ParkedRecord
-from engine.worker.batch.processing import BatchProcessor
+from engine.worker.batch.processor import BatchProcessor
 from engine.worker.flusher import OutboxFlusher
 from services.pokeball.handlers import throw_pokeball
 from tests import databases
@@ -38,22 +38,24 @@ def due(processor: BatchProcessor, timeout: float = 10) -> list[ParkedRecord]:
     return records
 
 
-def test_a_stale_unpark_never_reaches_a_record_parked_since_under_an_id_handed_out_again(settings: Settings) -> None:
+async def test_a_stale_unpark_never_reaches_a_record_parked_since_under_an_id_handed_out_again(
+    settings: Settings,
+) -> None:
     """Instance A reads a parked record as due; instance B applies it (the table empties) and parks
     another saga's record; A then applies what it read. A must touch nothing of B's record."""
     a = processor_for("pokeball", settings, PokemonWeakened=flaky(1, then=throw_pokeball))
     b = processor_for("pokeball", settings, PokemonWeakened=throw_pokeball)
     c = processor_for("pokeball", settings, PokemonWeakened=flaky(1, then=throw_pokeball))
-    assert a.process([Rec(weakened("stale-1", trainer="Sta").to_json())]).parked == 1
+    assert (await a.apply([Rec(weakened("stale-1", trainer="Sta").to_json())])).parked == 1
     stale = due(a)  # A has read it, and is about to apply it
-    assert b.process(due(b)).applied == {"PokemonWeakened": 1}  # B applied it first: no record is parked now
-    assert c.process([Rec(weakened("fresh-1", trainer="Fre").to_json())]).parked == 1  # another saga's, parked
+    assert (await b.apply(due(b))).applied == {"PokemonWeakened": 1}  # B applied it first: no record is parked now
+    assert (await c.apply([Rec(weakened("fresh-1", trainer="Fre").to_json())])).parked == 1  # another saga's, parked
     (fresh,) = due(c)
     assert fresh.id not in {r.id for r in stale}  # a new id, though the table was empty
-    result = a.process(stale)
+    result = await a.apply(stale)
     assert result.applied == {} and result.outbox == []  # what A read is gone: nothing to do
     assert a.parked.count(a.engine) == 1  # the other saga's record is still parked
-    assert c.process(due(c)).applied == {"PokemonWeakened": 1}
+    assert (await c.apply(due(c))).applied == {"PokemonWeakened": 1}
     assert balls(a, "Sta") == balls(a, "Fre") == settings.starter_balls - 1  # each thrown once
 
 

@@ -1,6 +1,6 @@
 """One statement per table for a batch's inserts, instead of one per record.
 
-The handlers of an optimistic pass (engine.worker.batch.processing) get this in place of the connection.
+The handlers of an optimistic pass (engine.worker.batch.optimistic) get this in place of the connection.
 An INSERT of one row is held; the rows held for a table are sent together, as one executemany
 (SQLAlchemy makes it a multi-row INSERT), before the first statement that reads or writes that
 table, and at the end of the pass. A handler therefore reads what the batch's earlier records
