@@ -231,7 +231,7 @@ async def test_a_record_that_breaks_even_the_failure_path_is_dead_lettered_alone
     participant: Participant, topic: str, settings: Settings
 ) -> None:
     """The last resort: an error of ours while applying a record makes the loop apply the batch one
-    record at a time; the one that still fails is dead-lettered straight to the broker."""
+    record at a time; the one that still fails is dead-lettered in a transaction of its own."""
     nonce = uuid.uuid4().hex[:8]
     doomed, fine = f"doomed-{nonce}", f"fine-{nonce}"
     real = participant.handlers["PokemonEncountered"]

@@ -737,3 +737,37 @@ async def test_a_deadline_at_the_ends_of_time_is_taken_as_written(pokeball: Batc
     assert row.topic != topics.dead_letters(topics.POKEBALL)
     passed = value.startswith("9999")
     assert (published["data"].get("reason") != "deadline_exceeded") is passed
+
+
+class Indescribable(Exception):
+    """An error that fails again when anyone tries to say what it is: the careful pass breaks on it."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("cannot even describe this")
+
+
+async def test_a_parked_record_that_breaks_the_careful_pass_is_dead_lettered_through_the_outbox_and_leaves_the_parked(
+    local_settings: Settings,
+) -> None:
+    """The last rung of the ladder: a record that cannot be applied even alone gets its dead letter
+    written to the outbox (so a crash before it is published loses nothing), in the transaction
+    that takes it out of the parked records; the record behind it in its saga becomes the head."""
+    settings = local_settings.model_copy(update={"retry": FAST})
+    first = processor_for("pokeball", settings, PokemonWeakened=flaky(1, then=throw_pokeball))
+    assert (await first.apply([Rec(weakened("broken-1", trainer="Bro").to_json())])).parked == 1
+
+    def breaks(event: Any, uow: Any) -> Any:
+        raise Indescribable()
+
+    broken = processor_for("pokeball", settings, PokemonWeakened=breaks)
+    deadline = time.monotonic() + 30
+    records: Sequence[Any] = []
+    while not records:
+        assert time.monotonic() < deadline, "the parked record never fell due"
+        records, _ = broken.parked_records(10)
+    result = await broken.apply(records)
+    (row,) = result.outbox
+    assert row.id != 0 and row.topic == topics.dead_letters(topics.POKEBALL)
+    assert dict(row.headers)[REASON_HEADER].startswith("internal_error: RuntimeError: cannot even describe this")
+    assert row.id in [r.id for r in broken.pending()]  # in the outbox until published
+    assert broken.parked.count(broken.engine) == 0
