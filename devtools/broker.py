@@ -1,9 +1,12 @@
 """Broker provisioning, always a real Apache Kafka.
 
-``KAFKA_BOOTSTRAP_SERVERS`` when set; else testcontainers' Kafka when a Docker engine
-answers; else a local single-node KRaft broker run from the Apache Kafka jars, resolved
-once by the machine's Maven and run on its JDK 17, kept in a cache between runs. The
-same code serves the test fixtures and the CLI (``pokesaga kafka start|stop|status``).
+``KAFKA_BOOTSTRAP_SERVERS`` when set; else the broker ``POKESAGA_BROKER`` names:
+``local``, a single-node KRaft broker run from the Apache Kafka jars, resolved once by the
+machine's Maven and run on its JDK 17, kept in a cache between runs; or ``docker``,
+testcontainers' Kafka. Unset, it is the local broker whenever it can run, and Docker only
+when it cannot and an engine answers: a Docker engine with no registry behind it never
+breaks the local broker. The same code serves the test fixtures and the CLI
+(``pokesaga kafka start|stop|status``, ``pokesaga demo``, ``pokesaga bench``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import os
 import random
 import re
 import shutil
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
@@ -431,6 +435,9 @@ def _cluster_id(new_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
             return encoded
 
 
+BROKERS = ("local", "docker")
+
+
 def docker_available() -> bool:
     """True when a Docker engine answers (not merely when the client is installed)."""
     if shutil.which("docker") is None:
@@ -441,21 +448,65 @@ def docker_available() -> bool:
         return False
 
 
+def local_can_run(cache_dir: Path) -> bool:
+    """A JDK to run the jars, and the jars cached or Maven to resolve them."""
+    jars = (cache_dir / f"kafka-{KAFKA_VERSION}" / "lib" / ".complete").exists()
+    return shutil.which("java") is not None and (jars or shutil.which("mvn") is not None)
+
+
+def chosen_broker(settings: Settings, environ: Mapping[str, str] = os.environ) -> str:
+    """``local`` or ``docker``: ``POKESAGA_BROKER`` when set; else the local broker when it can
+    run, else Docker when an engine answers, else local (whose error says what is missing)."""
+    asked = environ.get("POKESAGA_BROKER", "").strip().lower()
+    if asked:
+        if asked not in BROKERS:
+            raise BrokerError(f"POKESAGA_BROKER must be one of {', '.join(BROKERS)}, not {asked!r}")
+        return asked
+    if local_can_run(settings.kafka_cache_dir):
+        return "local"
+    return "docker" if docker_available() else "local"
+
+
 @contextlib.contextmanager
-def provisioned(settings: Settings, state: Path | None = None) -> Iterator[str]:
+def _docker_kafka() -> Iterator[str]:
+    """testcontainers' Kafka; any failure to start it is one line naming the way out."""
+    way_out = "set POKESAGA_BROKER=local (a JDK 17 and Maven) or KAFKA_BOOTSTRAP_SERVERS to a running broker"
+    try:
+        from testcontainers.kafka import KafkaContainer  # optional: pip install 'pokesaga[docker]'
+    except ImportError:
+        raise BrokerError(
+            f"the docker broker needs testcontainers (pip install 'pokesaga[docker]'); or {way_out}"
+        ) from None
+    if not docker_available():
+        raise BrokerError(f"the docker broker needs a Docker engine and none answers ('docker info'); {way_out}")
+    container = KafkaContainer().with_kraft()
+    try:
+        container.start()
+    except Exception as exc:  # an image that cannot be pulled, a container that never answers: all said alike
+        with contextlib.suppress(Exception):
+            container.stop()
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise BrokerError(f"testcontainers' Kafka could not start: {reason}; {way_out}") from None
+    try:
+        yield container.get_bootstrap_server()
+    finally:
+        container.stop()
+
+
+@contextlib.contextmanager
+def provisioned(settings: Settings, state: Path | None = None, broker: str | None = None) -> Iterator[str]:
     """A bootstrap address for the duration of the block; stops only what it started.
 
     ``state``: run a local broker of its own from that folder (a new, empty broker
-    when the folder is), rather than the shared one of the cache.
+    when the folder is), rather than the shared one of the cache. ``broker``: ``local`` or
+    ``docker``, over ``POKESAGA_BROKER`` (see ``chosen_broker``).
     """
     if settings.kafka_bootstrap_servers:
         yield settings.kafka_bootstrap_servers
         return
-    if docker_available():
-        from testcontainers.kafka import KafkaContainer  # optional: pip install 'pokesaga[docker]'
-
-        with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
+    if (broker or chosen_broker(settings)) == "docker":
+        with _docker_kafka() as address:
+            yield address
         return
     local = LocalKafka(settings.kafka_cache_dir, state=state)
     already = local.address()

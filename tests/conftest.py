@@ -25,8 +25,9 @@ os.environ.setdefault("POKESAGA_REBUILD_NEW_DATABASES", "false")
 
 @contextlib.contextmanager
 def new_broker(state: Path) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS, else testcontainers (Docker), else a new local KRaft broker
-    whose state lives in ``state``: the tests never run on a developer's long-lived broker."""
+    """KAFKA_BOOTSTRAP_SERVERS, else a new local KRaft broker whose state lives in ``state`` (or
+    testcontainers' Kafka when POKESAGA_BROKER=docker, or when the local one cannot run): the
+    tests never run on a developer's long-lived broker, and a Docker engine changes nothing."""
     with provisioned(Settings(), state=state) as address:
         asyncio.run(kafka.ensure_topics(address, CAPTURE.all_topics(), 3))
         yield address

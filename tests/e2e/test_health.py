@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from capture.settings import Settings
-from devtools.broker import LocalKafka, docker_available, free_port
+from devtools.broker import LocalKafka, chosen_broker, free_port
 from devtools.processes import ServiceProcess
 from tests.databases import with_databases
 from tests.support import eventually, http_get
@@ -16,7 +16,7 @@ from tests.support import eventually, http_get
 
 @pytest.mark.no_database  # the database side of readiness is the same check on either
 @pytest.mark.skipif(
-    bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) or docker_available(),
+    bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) or chosen_broker(Settings()) != "local",
     reason="stops and restarts a broker of its own: the local broker only",
 )
 async def test_readiness_follows_the_broker_down_and_back_without_a_restart(tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
-"""The local broker's cluster id: never one that reads as an option to ``kafka-storage format``."""
+"""The broker chosen (POKESAGA_BROKER, else what can run), and the local broker's cluster id:
+never one that reads as an option to ``kafka-storage format``."""
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from capture.settings import Settings
-from devtools.broker import LocalKafka, _cluster_id, free_port
+from devtools.broker import BrokerError, LocalKafka, _cluster_id, chosen_broker, free_port, provisioned
 
 DASH = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # URL-safe base64 of a first byte 0xF8..0xFB is '-'
 PLAIN = uuid.UUID("6f1c2b8e-52a4-4bd2-8f0c-3d5b1f0c1a77")
@@ -93,3 +97,50 @@ def test_a_single_broker_keeps_its_static_quorum_of_one(tmp_path: Path) -> None:
     assert config["controller.quorum.voters"] == "1@127.0.0.1:9093"
     assert config["offsets.topic.replication.factor"] == "1" and "default.replication.factor" not in config
     assert local.nodes[0].folder == tmp_path  # the layout single-broker state folders always had
+
+
+def test_the_local_broker_is_chosen_whenever_it_can_run_docker_engine_or_not() -> None:
+    if shutil.which("java") is None or shutil.which("mvn") is None:
+        pytest.skip("the local broker needs a JDK and Maven")
+    assert chosen_broker(Settings(), environ={}) == "local"
+
+
+def test_the_broker_asked_for_is_the_one_chosen() -> None:
+    assert chosen_broker(Settings(), environ={"POKESAGA_BROKER": "docker"}) == "docker"
+    assert chosen_broker(Settings(), environ={"POKESAGA_BROKER": " Local "}) == "local"
+
+
+def test_a_broker_of_no_known_kind_is_refused_in_one_line() -> None:
+    with pytest.raises(BrokerError, match="POKESAGA_BROKER must be one of local, docker, not 'kraft'"):
+        chosen_broker(Settings(), environ={"POKESAGA_BROKER": "kraft"})
+
+
+def test_with_no_jdk_and_no_engine_the_local_broker_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java, no mvn, no docker
+    monkeypatch.delenv("POKESAGA_BROKER", raising=False)
+    settings = Settings(kafka_cache_dir=tmp_path / "cache")
+    assert chosen_broker(settings) == "local"
+    with (
+        pytest.raises(BrokerError, match="'mvn' not found: the local broker needs Maven and a JDK 17"),
+        provisioned(settings, state=tmp_path / "broker"),
+    ):
+        pass
+
+
+def test_the_docker_broker_with_no_engine_answering_is_one_line_at_once(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "POKESAGA_BROKER": "docker",
+        "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
+        "POKESAGA_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    cli = Path(sys.executable).parent / "pokesaga"
+    proc = subprocess.run([str(cli), "demo", "--sagas", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "pokesaga: error: the docker broker needs a Docker engine and none answers ('docker info'); "
+        "set POKESAGA_BROKER=local (a JDK 17 and Maven) or KAFKA_BOOTSTRAP_SERVERS to a running broker"
+    ]
