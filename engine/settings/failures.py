@@ -1,6 +1,6 @@
-"""Settings: how a failing record is retried (every step's policy, per-step overrides, the
-compensators' policy and attempts) and the faults a test injects (transient errors, a stalled
-saga, a crash point). Policy fields are checked by name: a typo is not ignored.
+"""Settings for failures: how a failing record is retried (every step's policy, per-step
+overrides, the compensators' policy and attempts) and the faults a test injects (transient
+errors, a stalled saga, a crash point). Policy fields are checked by name: a typo is not ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from engine.settings.base import SettingsGroup, did_you_mean
 from engine.worker import crash
 
 
-class RetrySettings(SettingsGroup):
+class FailureSettings(SettingsGroup):
     faults: str | None = Field(
         default=None, description='Transient-error injection: "0.3", or "status=0.3,combat.compensations=0.1".'
     )
