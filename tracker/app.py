@@ -43,7 +43,7 @@ from capture.settings import Settings
 from engine.broker import kafka, security, unreadable
 from engine.observe import flow
 from engine.ops.deadletters import dead_letters, is_replay_marker
-from engine.wire.notices import rfc3339
+from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
@@ -370,7 +370,7 @@ def overview_of(index: Index, broker: Broker, now: float) -> dict[str, Any]:
         for name, counts in figures.pop("participants").items()
     }
     return {
-        "at": rfc3339(now),
+        "at": rfc3339_from_epoch(now),
         "nodes": GRAPH["nodes"],
         "edges": [edge | {"per_minute": per_minute.get(edge["event"], 0)} for edge in GRAPH["edges"]],
         "participants": participants,

@@ -22,12 +22,12 @@ from engine.observe.timeline import (  # noqa: F401  (re-exported: one import fo
     REASONS,
     NotAnEvent,
     Timelines,
+    canonical_rfc3339,
     causal_order,
     duration_ms,
     instant,
     last_progress,
     newest_first,
-    rfc3339,
 )
 
 

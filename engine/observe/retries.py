@@ -28,7 +28,7 @@ from engine.retry import DAY, MAX_ATTEMPTS
 from engine.store.db import rebuild_tables
 from engine.wire.codec import BadRecord, decode_envelope
 from engine.wire.envelope import Envelope
-from engine.wire.notices import MAX_ERROR, rfc3339
+from engine.wire.notices import MAX_ERROR, rfc3339_from_epoch
 from engine.wire.text import printable
 
 MAX_TYPE = 100  # an envelope's type
@@ -115,7 +115,7 @@ def _time(epoch: Any) -> str | None:
         seconds = float(epoch)
         if not math.isfinite(seconds):
             return None
-        return rfc3339(seconds)
+        return rfc3339_from_epoch(seconds)
     except (OverflowError, ValueError, OSError, TypeError):
         return None
 

@@ -37,7 +37,7 @@ Id = Annotated[str, bounded(200, min_length=1)]
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
-def _rfc3339(value: Any) -> Any:
+def _string_or_datetime(value: Any) -> Any:
     # CloudEvents' time is a string; pydantic alone would also take a number of seconds.
     if value is None or isinstance(value, str | datetime):
         return value
@@ -60,7 +60,7 @@ class Envelope(BaseModel):
     id: Id
     source: Annotated[str, bounded(200, min_length=1)]
     type: Annotated[str, bounded(100, min_length=1)]
-    time: Annotated[datetime | None, BeforeValidator(_rfc3339)] = None
+    time: Annotated[datetime | None, BeforeValidator(_string_or_datetime)] = None
     subject: Id | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     sagaid: Id = Field(description="The saga id; also the record key.")

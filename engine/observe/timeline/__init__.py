@@ -62,7 +62,7 @@ from engine.observe.timeline.fields import (
 )
 from engine.observe.timeline.shape import COMPENSATION_FAILED, NEEDS_OPERATOR, REFUSED
 from engine.observe.timeline.states import WAITING, last_progress, last_seen, next_attempt
-from engine.observe.timeline.times import instant, rfc3339
+from engine.observe.timeline.times import canonical_rfc3339, instant
 from engine.observe.timeline.view import Timelines, duration_ms, newest_first
 from engine.wire.notices import MAX_ERROR
 from engine.wire.notices import TYPE as NOTICE
@@ -101,6 +101,6 @@ __all__ = [
     "last_seen",
     "newest_first",
     "next_attempt",
-    "rfc3339",
+    "canonical_rfc3339",
     "trace_id",
 ]

@@ -27,13 +27,12 @@ from engine.observe.timeline.fields import (
     trace_id,
 )
 from engine.observe.timeline.shape import SagaShape
-from engine.observe.timeline.times import rfc3339
+from engine.observe.timeline.times import canonical_rfc3339
 from engine.ops.deadletters import DLQ_HEADER_PREFIX, DLQ_SUFFIX
 from engine.wire.codec import BadRecord, decode_envelope, decode_event
 from engine.wire.envelope import Envelope
-from engine.wire.notices import MAX_ERROR
+from engine.wire.notices import MAX_ERROR, rfc3339_from_epoch
 from engine.wire.notices import TYPE as NOTICE
-from engine.wire.notices import rfc3339 as notice_time
 
 
 class Reading(SagaShape):
@@ -70,7 +69,7 @@ class Reading(SagaShape):
             "saga_id": bounded_text(envelope.sagaid, MAX_ID),
             "service": bounded_text(envelope.source.removeprefix(self.source_prefix), MAX_SERVICE) or "",
             "topic": bounded_text(topic, MAX_TOPIC) or "",
-            "time": rfc3339(envelope.time),
+            "time": canonical_rfc3339(envelope.time),
             "causation": bounded_text(envelope.causationid, MAX_ID),
         }
         entry.update(coordinates(partition, offset))
@@ -97,7 +96,7 @@ class Reading(SagaShape):
             raise NotAnEvent("invalid_data", f"{NOTICE}: no causationid (the record being retried)")
         if data.maximum_attempts and data.attempt > data.maximum_attempts:
             raise NotAnEvent("invalid_data", f"{NOTICE}: attempt {data.attempt} of {data.maximum_attempts}")
-        next_attempt_at = rfc3339(data.next_attempt_at)
+        next_attempt_at = canonical_rfc3339(data.next_attempt_at)
         if next_attempt_at is None:
             raise NotAnEvent("invalid_data", f"{NOTICE}: next_attempt_at is not an RFC 3339 date-time")
         return {
@@ -105,7 +104,7 @@ class Reading(SagaShape):
             "type": NOTICE,
             "saga_id": bounded_text(envelope.sagaid, MAX_ID),
             "topic": bounded_text(topic, MAX_TOPIC) or "",
-            "time": rfc3339(envelope.time),
+            "time": canonical_rfc3339(envelope.time),
             "causation": bounded_text(envelope.causationid, MAX_ID),
             "participant": data.participant,
             "event_type": data.event_type,
@@ -146,5 +145,5 @@ class Reading(SagaShape):
             **coordinates(partition, offset),
             "reason": header("reason", MAX_DEAD_REASON) or "(no reason recorded)",
             "consumer": header("consumer", MAX_SERVICE),
-            "time": notice_time(seconds) if seconds else None,
+            "time": rfc3339_from_epoch(seconds) if seconds else None,
         }

@@ -25,7 +25,7 @@ from engine.observe.timeline.fields import (
     failure_details,
     finite_seconds,
 )
-from engine.observe.timeline.times import rfc3339
+from engine.observe.timeline.times import canonical_rfc3339
 from engine.ops.deadletters import DLQ_SUFFIX
 from engine.wire.notices import MAX_ERROR
 
@@ -65,8 +65,8 @@ class Restoring(Building):
         trace = fields.get("trace_id")
         restored.update(
             **{field: bounded_text(fields.get(field), MAX_NAME) for field in self.summary_fields},
-            started_at=rfc3339(fields.get("started_at")),
-            ended_at=rfc3339(fields.get("ended_at")),
+            started_at=canonical_rfc3339(fields.get("started_at")),
+            ended_at=canonical_rfc3339(fields.get("ended_at")),
             outcome=outcome if isinstance(outcome, str) and outcome in self.outcomes else None,
             events=causal_order(events),
             retries=retries,
@@ -90,7 +90,7 @@ def _restored_event(stored: Any) -> dict[str, Any] | None:
         "type": type_,
         "service": bounded_text(stored.get("service"), MAX_SERVICE) or "",
         "topic": bounded_text(stored.get("topic"), MAX_TOPIC) or "",
-        "time": rfc3339(stored.get("time")),
+        "time": canonical_rfc3339(stored.get("time")),
         "causation": bounded_text(stored.get("causation"), MAX_ID),
     }
     event.update(coordinates(stored.get("partition"), stored.get("offset")))
@@ -120,7 +120,7 @@ def _restored_dead_letter(stored: Any) -> dict[str, Any] | None:
         **where,
         "reason": bounded_text(stored.get("reason"), MAX_DEAD_REASON) or "(no reason recorded)",
         "consumer": bounded_text(stored.get("consumer"), MAX_SERVICE) or "",
-        "time": rfc3339(stored.get("time")),
+        "time": canonical_rfc3339(stored.get("time")),
         "seen_at": finite_seconds(stored.get("seen_at")),
     }
 
@@ -142,9 +142,9 @@ def _restored_notice(stored: Any, participant: str) -> dict[str, Any] | None:
         "event_type": bounded_text(stored.get("event_type"), MAX_TYPE),
         "attempt": _count(stored.get("attempt"), 1),
         "maximum_attempts": _count(stored.get("maximum_attempts"), 0),
-        "next_attempt_at": rfc3339(stored.get("next_attempt_at")),
+        "next_attempt_at": canonical_rfc3339(stored.get("next_attempt_at")),
         "error": bounded_text(stored.get("error"), MAX_ERROR) or "",
-        "time": rfc3339(stored.get("time")),
+        "time": canonical_rfc3339(stored.get("time")),
         "seen_at": finite_seconds(stored.get("seen_at")),
     }
     required = ("id", "causation", "event_type", "attempt", "next_attempt_at")

@@ -1,5 +1,5 @@
 """Times on a timeline: whatever a record or a stored timeline holds, read as RFC 3339 text in UTC
-(``rfc3339``) or as seconds since the epoch (``instant``). Both are total: a value that
+(``canonical_rfc3339``) or as seconds since the epoch (``instant``). Both are total: a value that
 is no date-time (of any type, any length, a 30th of February) is None, or -inf.
 """
 
@@ -15,7 +15,7 @@ _TIME = re.compile(
 )
 
 
-def rfc3339(value: Any) -> str | None:
+def canonical_rfc3339(value: Any) -> str | None:
     """``value`` (a datetime, or a date-time string) as an RFC 3339 string in UTC, else None.
 
     A time with no offset is taken as UTC. The canonical form is pydantic's own, so an event's
