@@ -42,7 +42,7 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from engine.broker import kafka, security, unreadable
 from engine.observe import flow
-from engine.ops.deadletters import dead_letters, is_replay_marker
+from engine.ops.deadletters import dead_letters, is_republish_marker
 from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
@@ -180,8 +180,8 @@ def create_app(settings: Settings) -> faust.App:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         topic, partition, now = message.topic, message.partition, time.time()
         letter = topic in DEAD_LETTER_TOPICS
-        if letter and is_replay_marker(message.headers, value):
-            return  # a replay's note that a dead letter was re-published: no dead letter
+        if letter and is_republish_marker(message.headers, value):
+            return  # a republish's note that a dead letter was re-published: no dead letter
         if letter:
             entry = timeline.parse_dead_letter(
                 message.key, topic, message.headers, partition, message.offset, message.timestamp

@@ -1,6 +1,6 @@
 """Rebuilding a participant's state from the topics, as a durable state of its database.
 
-When a service's database is lost, replaying its input topics rebuilds the state, but the
+When a service's database is lost, re-reading its input topics rebuilds the state, but the
 order in which partitions interleave may differ from the first time, and a decision that
 depends on state shared across sagas (a stock, a capacity) could come out otherwise. So a
 rebuilding participant first loads what it published before (its **history**), indexed by the
@@ -16,20 +16,21 @@ its recorded history. The row is written where the loss is seen, so no way of st
 - a database created empty (by a service's start or ``pokesaga db upgrade``) gets a ``'*'`` row
   in the transaction that creates its tables; the first process to start expands it into one
   row per participant of the service and rewinds their consumer groups to the earliest records;
-- ``pokesaga replay`` (after a restore from a backup, or a loss) writes the rows of what it
-  replays, with where each group re-reads from (``start``), before it moves the offsets: a replay
-  interrupted in between is finished by the service, which moves its group there itself. It never
-  re-reads from after the first record the database had not applied (``restore_start``);
+- ``pokesaga replay`` (after a restore from a backup, or a loss) writes the rows of the groups
+  whose offsets it resets, with where each re-reads from (``start``), before it moves the offsets
+  (engine.ops.offsets): a reset interrupted in between is finished by the service, which moves
+  its group there itself. It never re-reads from after the first record the database had not
+  applied (``restore_start``);
 - a database replaced under a running service (its tables gone, a SQLite file restored in place)
   makes the participant leave its group and start again, as if restarted (engine.worker.run).
 
 Each row holds **targets**: the end of every input partition when the rebuild began. Every
 record before them that has a recorded decision is re-applied; a record without one — one that
 queued during the outage — is **parked** (engine.store.parked), and so is every later record of its
-saga. When a participant's group has committed past its targets, its row is marked replayed. A
-compensator starts only once its step has replayed (a compensation replayed before the step it
-undoes would find nothing to undo); the step waits for its compensator in turn. When every
-participant of the service has replayed, the rows are deleted in one transaction and the
+saga. When a participant's group has committed past its targets, its row is marked rebuilt (the
+column ``replayed``). A compensator starts only once its step is rebuilt (a compensation re-applied
+before the step it undoes would find nothing to undo); the step waits for its compensator in turn.
+When every participant of the service is rebuilt, the rows are deleted in one transaction and the
 participants apply the parked records, in arrival order, on the rebuilt state: the state before
 the loss plus the queued sagas' effects, whatever the partition interleaving, and every saga keeps
 exactly one outcome. What it publishes again for a recorded decision is not re-sent (it is on the

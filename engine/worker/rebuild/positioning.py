@@ -34,10 +34,10 @@ async def position(bootstrap: str, state: RebuildState, participant: Participant
             _, members = await kafka.group_state(bootstrap, participant.name)
             if not members:
                 if row.start is None:
-                    moves = await offsets.plan(bootstrap, [participant], earliest=True)
+                    moves = await offsets.plan_reset(bootstrap, [participant], earliest=True)
                 else:
                     moves = [offsets.Move(participant.name, tp, None, at) for tp, at in decode(row.start).items()]
-                await offsets.apply(bootstrap, moves)
+                await offsets.reset(bootstrap, moves)
                 ends = await kafka.end_offsets(bootstrap, participant.topics)
                 if await asyncio.to_thread(state.positioned, participant.name, encode(ends)):
                     where = row.start or "the earliest records"

@@ -33,14 +33,14 @@ class Rebuild:
         self._said = False
 
     async def wait_for_step(self, stop: asyncio.Event) -> bool:
-        """A compensator: wait until its step has replayed its history; False if stopped first."""
+        """A compensator: wait until its step has re-applied its history; False if stopped first."""
         said = False
         while self.step is not None and not stop.is_set():
             step = (await asyncio.to_thread(self.state.rows)).get(self.step)
-            if step is None or step.replayed:
+            if step is None or step.rebuilt:
                 return True
             if not said:
-                log.info("%s: rebuilding: waiting for %s to replay its history first", self.name, self.step)
+                log.info("%s: rebuilding: waiting for %s to re-apply its history first", self.name, self.step)
                 said = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.CHECK_EVERY)
@@ -58,19 +58,19 @@ class Rebuild:
             raise RebuildRequired(f"{self.name}: its database was lost again during its rebuild")
         if mine is None:
             return True
-        if not mine.replayed and mine.targets is not None:
+        if not mine.rebuilt and mine.targets is not None:
             try:
                 if not await caught_up(consumer, mine.targets):
                     return False
             except KafkaError as exc:  # the broker or the group's coordinator: ask again later
                 log.info("%s: rebuilding: %s; asking again", self.name, exc)
                 return False
-            await asyncio.to_thread(self.state.replayed, self.name)
+            await asyncio.to_thread(self.state.mark_rebuilt, self.name)
             log.info("%s: rebuilding: recorded history re-applied", self.name)
         if await asyncio.to_thread(self.state.finish):
             return True
         if not self._said:
-            waiting = [r.consumer for r in (await asyncio.to_thread(self.state.rows)).values() if not r.replayed]
+            waiting = [r.consumer for r in (await asyncio.to_thread(self.state.rows)).values() if not r.rebuilt]
             log.info("%s: rebuilding: waiting for %s before applying what queued", self.name, ", ".join(waiting))
             self._said = True
         return False

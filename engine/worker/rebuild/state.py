@@ -37,7 +37,7 @@ class Row:
     consumer: str
     targets: Targets | None  # None: the group is not positioned yet
     start: Start | None  # where the group is positioned; None: the earliest records
-    replayed: bool
+    rebuilt: bool  # its recorded history re-applied (the column ``replayed``)
 
 
 class RebuildState:
@@ -102,15 +102,16 @@ class RebuildState:
         if conn.dialect.name == "postgresql":  # SQLite's write lock, taken at BEGIN, already does it
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"rebuild:{self.table.name}"})
 
-    def replayed(self, consumer: str) -> None:
+    def mark_rebuilt(self, consumer: str) -> None:
+        """``consumer`` has re-applied its recorded history."""
         with self.engine.begin() as conn:
             conn.execute(update(self.table).where(self.table.c.consumer == consumer).values(replayed=True))
 
     def finish(self) -> bool:
-        """Over (True) once no row is left; the last participant to replay deletes them all."""
+        """Over (True) once no row is left; the last participant to be rebuilt deletes them all."""
         with self.engine.begin() as conn:
             rows = list(conn.execute(select(self.table.c.consumer, self.table.c.replayed)))
-            if rows and all(replayed and consumer != CREATED for consumer, replayed in rows):
+            if rows and all(rebuilt and consumer != CREATED for consumer, rebuilt in rows):
                 conn.execute(delete(self.table))
                 return True
             return not rows
