@@ -42,12 +42,13 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from engine.broker import kafka, security, unreadable
 from engine.observe import flow
+from engine.observe.timeline import WAITING_STATES
 from engine.ops.deadletters import dead_letters, is_republish_marker
 from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
-from tracker.index import WAITING, Index
+from tracker.index import Index
 from tracker.timeline import REASONS, STATES, NotAnEvent
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ def create_app(settings: Settings) -> faust.App:
     async def count() -> None:
         await reconcile()
         states = index.overview(time.time())["states"]
-        in_flight.set(sum(states[s] for s in WAITING))
+        in_flight.set(sum(states[s] for s in WAITING_STATES))
         retrying.set(states["retrying"])
         stuck.set(states["stuck"])
 

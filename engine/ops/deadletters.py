@@ -38,7 +38,7 @@ REASON_HEADER = DLQ_HEADER_PREFIX + "reason"
 REPUBLISHED_HEADER = DLQ_HEADER_PREFIX + "replayed"  # a republish marker: partition@offset of the letter re-published
 ATTEMPTS_HEADER = DLQ_HEADER_PREFIX + "attempts"  # how many times the record was tried, when it was
 RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
-MAX_REASON = 1000
+MAX_REASON = 1000  # what a dead letter keeps of why
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def dead_letter_row(
     reserved = [h for h in headers if h[0].startswith(DLQ_HEADER_PREFIX)]  # ours are ours: a client's are dropped
     headers = [h for h in headers if not h[0].startswith(DLQ_HEADER_PREFIX)]
     ours = [
-        [REASON_HEADER, printable(reason, 1000)],
+        [REASON_HEADER, printable(reason, MAX_REASON)],
         [DLQ_HEADER_PREFIX + "topic", record.topic],
         [DLQ_HEADER_PREFIX + "partition", str(record.partition)],
         [DLQ_HEADER_PREFIX + "offset", str(record.offset)],

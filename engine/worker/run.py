@@ -272,7 +272,7 @@ async def serve(saga: Saga, target: str, settings: Settings) -> None:
     security.secure(settings)  # whatever started it: every client of the saga's brokers
     tracing.configure(settings, target)
     checked = health.Health(liveness_timeout=settings.liveness_timeout)
-    health.serve(settings.metrics_port, settings.metrics_host, checked)
+    health.serve_http(settings.metrics_port, settings.metrics_host, checked)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     log.info("running %s against %s", ", ".join(p.name for p in participants), settings.bootstrap)

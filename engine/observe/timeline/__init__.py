@@ -46,10 +46,10 @@ from engine.observe.timeline.fields import (
     MAX_DEAD_REASON,
     MAX_DETAIL,
     MAX_EVENTS,
+    MAX_FAILURE_REASON,
     MAX_ID,
     MAX_NAME,
     MAX_OFFSET,
-    MAX_REASON,
     MAX_SERVICE,
     MAX_STEP,
     MAX_TOPIC,
@@ -61,7 +61,7 @@ from engine.observe.timeline.fields import (
     trace_id,
 )
 from engine.observe.timeline.shape import COMPENSATION_FAILED, NEEDS_OPERATOR, REFUSED
-from engine.observe.timeline.states import WAITING, last_progress, last_seen, next_attempt
+from engine.observe.timeline.states import WAITING_STATES, last_progress, last_seen, next_attempt
 from engine.observe.timeline.times import canonical_rfc3339, instant
 from engine.observe.timeline.view import Timelines, duration_ms, newest_first
 from engine.wire.notices import MAX_ERROR
@@ -79,7 +79,7 @@ __all__ = [
     "MAX_ID",
     "MAX_NAME",
     "MAX_OFFSET",
-    "MAX_REASON",
+    "MAX_FAILURE_REASON",
     "MAX_SERVICE",
     "MAX_STEP",
     "MAX_TOPIC",
@@ -90,7 +90,7 @@ __all__ = [
     "NOTICE",
     "REASONS",
     "REFUSED",
-    "WAITING",
+    "WAITING_STATES",
     "NotAnEvent",
     "Timelines",
     "bad_saga_id",

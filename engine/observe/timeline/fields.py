@@ -10,6 +10,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from engine.ops.deadletters import MAX_REASON as MAX_DEAD_REASON  # noqa: F401  (a dead letter's reason: re-exported)
+from engine.wire.envelope import MAX_ID
+from engine.wire.envelope import MAX_TYPE as MAX_TYPE  # re-exported: the timeline's bounds in one place
+
 # Why a record was not placed: the ``reason`` label of pokesaga_tracker_records_skipped_total.
 REASONS = (
     "unreadable",  # the client could not read it as written (a header key that is not UTF-8)
@@ -23,25 +27,22 @@ REASONS = (
     "error",  # a bug of the tracker's own (logged)
 )
 
-# Bounds of what a timeline stores (the envelope's own bounds, or more).
+# Bounds of what a timeline stores (the envelope's own bounds, MAX_ID and MAX_TYPE, or more).
 MAX_EVENTS = 100  # a saga has at most 9; more is someone writing to the topics
-MAX_ID = 200
-MAX_TYPE = 100
 MAX_NAME = 64
 MAX_SERVICE = 200
 MAX_TOPIC = 249  # Kafka's own limit
-MAX_REASON = 64
+MAX_FAILURE_REASON = 64  # a failure event's reason
 MAX_STEP = 20
 MAX_DETAIL = 2000
 MAX_UNDONE = 8
 MAX_DEAD_LETTERS = 20  # a saga's own records refused at most once per participant; more is a flood
-MAX_DEAD_REASON = 1000  # the dead-letter header's own bound
 MAX_OFFSET = 2**63 - 1
 TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}", re.ASCII)
 _TRACEPARENT = re.compile(rb"[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-_DETAILS = {"reason": MAX_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
+_DETAILS = {"reason": MAX_FAILURE_REASON, "failed_step": MAX_STEP, "detail": MAX_DETAIL}
 
 
 class NotAnEvent(ValueError):

@@ -18,7 +18,7 @@ from engine.observe.retries import MAX_WAIT
 from engine.observe.timeline.shape import COMPENSATION_FAILED, NEEDS_OPERATOR, REFUSED, SagaShape
 from engine.observe.timeline.times import instant
 
-WAITING = ("running", "retrying", "compensating", "stuck")  # the states of a saga that waits on a participant
+WAITING_STATES = ("running", "retrying", "compensating", "stuck")  # the states of a saga that waits on a participant
 
 
 def last_progress(timeline: dict[str, Any]) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.observe.timeline.records import Reading
 from engine.observe.timeline.restore import Restoring
-from engine.observe.timeline.states import WAITING, States, last_progress
+from engine.observe.timeline.states import WAITING_STATES, States, last_progress
 from engine.observe.timeline.times import instant
 
 
@@ -82,9 +82,9 @@ class Timelines(Reading, Restoring, States):
             timeline = self.restore(timeline, key)
         current = self.state(timeline, now, stuck_after)
         return timeline | {
-            "bars": self.bars(timeline, now if current in WAITING else None),
+            "bars": self.bars(timeline, now if current in WAITING_STATES else None),
             "state": current,
-            "waiting_on": self.waiting_on(timeline) if current in WAITING else None,
+            "waiting_on": self.waiting_on(timeline) if current in WAITING_STATES else None,
             "retrying": self.retrying(timeline) if current == "retrying" else None,
             "duration_ms": duration_ms(timeline),
             "last_progress": last_progress(timeline),
