@@ -29,7 +29,7 @@ class UnitOfWork(Generic[R]):
     records: R
     settings: Any  # the saga's Settings (a subclass of engine.settings.Settings)
     # What this participant published for this event before, when its database is being
-    # rebuilt by replay: a handler whose decision depends on other sagas takes it again.
+    # rebuilt from the topics: a handler whose decision depends on other sagas takes it again.
     recorded: tuple[Event, ...] = ()
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from engine.observe.timeline import (
     NEEDS_OPERATOR,
     REFUSED,
+    WAITING_STATES,
     Timelines,
     duration_ms,
     instant,
@@ -31,7 +32,6 @@ from engine.observe.timeline import (
 )
 from tracker.figures import Latencies, Recent
 
-WAITING = ("running", "retrying", "compensating", "stuck")
 SEPARATOR = "\x00"  # in no searched field (a timeline's strings have no NUL) and in no search
 NO_START = -math.inf
 
@@ -193,7 +193,7 @@ class Index:
             "saga_id": row.saga_id,
             **dict(zip(self.timelines.summary_fields, row.shown, strict=True)),
             "state": state,
-            "waiting_on": row.waiting_on if state in WAITING else None,
+            "waiting_on": row.waiting_on if state in WAITING_STATES else None,
             "retrying": row.retrying if state == "retrying" else None,
             "started_at": row.started_at,
             "ended_at": row.ended_at,

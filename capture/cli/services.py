@@ -66,7 +66,7 @@ def run_relay(target: str, settings: Settings) -> int:
         raise Usage(f"pokesaga run: unknown relay {cut(target)!r}; expected null-relay.0 .. null-relay.{last}")
 
     async def go() -> None:
-        health.serve(settings.metrics_port, settings.metrics_host)
+        health.serve_http(settings.metrics_port, settings.metrics_host)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)

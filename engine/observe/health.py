@@ -114,7 +114,7 @@ async def _database_answers(engine: Engine) -> bool:
         return False
 
 
-def serve(port: int | None, host: str = "127.0.0.1", health: Health | None = None) -> ThreadingHTTPServer | None:
+def serve_http(port: int | None, host: str = "127.0.0.1", health: Health | None = None) -> ThreadingHTTPServer | None:
     """Serve the endpoints on ``host:port`` in a daemon thread; nothing when no port is given."""
     if port is None:
         return None

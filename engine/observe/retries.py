@@ -27,11 +27,10 @@ from engine.events import bounded
 from engine.retry import DAY, MAX_ATTEMPTS
 from engine.store.db import rebuild_tables
 from engine.wire.codec import BadRecord, decode_envelope
-from engine.wire.envelope import Envelope
-from engine.wire.notices import MAX_ERROR, rfc3339
+from engine.wire.envelope import MAX_TYPE, Envelope
+from engine.wire.notices import MAX_ERROR, rfc3339_from_epoch
 from engine.wire.text import printable
 
-MAX_TYPE = 100  # an envelope's type
 # A notice claims no more than a retry policy allows (engine.retry.MAX_ATTEMPTS and DAY): the
 # reader refuses more attempts, and believes a next attempt no later than MAX_WAIT after it read it.
 MAX_WAIT = DAY
@@ -115,7 +114,7 @@ def _time(epoch: Any) -> str | None:
         seconds = float(epoch)
         if not math.isfinite(seconds):
             return None
-        return rfc3339(seconds)
+        return rfc3339_from_epoch(seconds)
     except (OverflowError, ValueError, OSError, TypeError):
         return None
 

@@ -1,17 +1,21 @@
-"""Dead letters: list what is in ``<topic>.dlq``, and re-publish it to its source topic.
+"""Dead letters: list what is in ``<topic>.dlq``, and **republish** it to its source topic (the
+command ``pokesaga dlq replay``; not to be confused with a reset of offsets, engine.ops.offsets, or
+a rebuild, engine.worker.rebuild).
 
-Replay keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
-re-published once, however often replay runs; the services' inboxes absorb a repeat anyway. A
-replay that selects (``--saga``, ``--reason``) moves that place only up to the first dead letter it
-leaves, and marks each one it re-publishes beyond it with a **replay marker** (a record on the same
-dead-letter partition, header ``pokesaga.dlq.replayed``: partition@offset of the letter, value
+Republishing keeps its place in the consumer group ``pokesaga.dlq-replay``, so a dead letter is
+re-published once, however often it runs; the services' inboxes absorb a repeat anyway. A
+republish that selects (``--saga``, ``--reason``) moves that place only up to the first dead letter
+it leaves, and marks each one it re-publishes beyond it with a **republish marker** (a record on the
+same dead-letter partition, header ``pokesaga.dlq.replayed``: partition@offset of the letter, value
 empty): a dead letter left by one selection is still there for the next, and one re-published is
-never re-published again. Markers are not dead letters: listing, replay and the tracker pass them by.
+never re-published again. Markers are not dead letters: listing, republishing and the tracker pass
+them by. (The group's and the headers' names on the brokers keep the command's word, "replay":
+renamed, a republish would no longer see what earlier ones did.)
 
 A dead-letter topic is a topic like any other: any client can write anything to it. Every
 record in it is listed, whatever its key, value and headers (null values, header keys that are
 not UTF-8, no pokesaga headers at all); what our headers say is shown cut short and printable,
-and a replay goes to the dead-letter topic's own source topic, with the record's key as it was.
+and a republish goes to the dead-letter topic's own source topic, with the record's key as it was.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from engine.broker import kafka
 from engine.wire.record import Record
 from engine.wire.text import printable
 
-REPLAY_GROUP = "pokesaga.dlq-replay"
+REPUBLISH_GROUP = "pokesaga.dlq-replay"
 DLQ_SUFFIX = ".dlq"
 DLQ_HEADER_PREFIX = "pokesaga.dlq."
 REASON_HEADER = DLQ_HEADER_PREFIX + "reason"
-REPLAYED_HEADER = DLQ_HEADER_PREFIX + "replayed"  # a replay marker: partition@offset of the letter re-published
+REPUBLISHED_HEADER = DLQ_HEADER_PREFIX + "replayed"  # a republish marker: partition@offset of the letter re-published
 ATTEMPTS_HEADER = DLQ_HEADER_PREFIX + "attempts"  # how many times the record was tried, when it was
 RECORD_OVERHEAD = 512  # bytes a record costs beyond its key, value and headers, generously
-MAX_REASON = 1000
+MAX_REASON = 1000  # what a dead letter keeps of why
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], dlq: str) -> DeadLetter:
         offset=record.offset,
         key=record.key.decode("utf-8", "replace") if record.key is not None else None,
         reason=ours.get(DLQ_HEADER_PREFIX + "reason") or "(no reason recorded)",
-        # Where the record came from, and so where a replay sends it: the topic this is the
+        # Where the record came from, and so where a republish sends it: the topic this is the
         # dead-letter topic of, whatever a header says (a forged one would pick any topic).
         source=dlq.removesuffix(DLQ_SUFFIX),
         value=record.value or b"",
@@ -101,18 +105,18 @@ def _digest(key: bytes | None, value: bytes | None) -> str:
     return hashlib.sha256(len(key).to_bytes(8, "big") + key + value).hexdigest()
 
 
-def is_replay_marker(headers: Any, value: bytes | None = b"") -> bool:
-    """Whether a record of a dead-letter topic is a replay's marker, not a dead letter: an empty
+def is_republish_marker(headers: Any, value: bytes | None = b"") -> bool:
+    """Whether a record of a dead-letter topic is a republish marker, not a dead letter: an empty
     value, our marker header, no reason. (A dead letter never carries the marker header: the
     headers of ours a refused record came with are dropped from its copy.)"""
     keys = [k for k, _ in headers or ()]
-    return not value and REPLAYED_HEADER in keys and REASON_HEADER not in keys
+    return not value and REPUBLISHED_HEADER in keys and REASON_HEADER not in keys
 
 
 def _marked(record: ConsumerRecord[bytes, bytes]) -> tuple[int, int] | None:
-    """The (partition, offset) of the letter a replay marker says was re-published: only an
-    earlier record of the marker's own partition (where a replay writes it)."""
-    value = dict(record.headers or ()).get(REPLAYED_HEADER)
+    """The (partition, offset) of the letter a republish marker says was re-published: only an
+    earlier record of the marker's own partition (where a republish writes it)."""
+    value = dict(record.headers or ()).get(REPUBLISHED_HEADER)
     partition, _, offset = (value or b"").decode("ascii", "replace").partition("@")
     if not (partition.isdigit() and offset.isdigit() and len(offset) < 20):
         return None
@@ -124,11 +128,11 @@ async def _read(
     bootstrap: str, dlq: str, group: str | None
 ) -> tuple[list[DeadLetter], dict[TopicPartition, int], set[tuple[int, int]]]:
     """Dead letters from the group's position (or the start) to the end as it is now, the end,
-    and the (partition, offset) of those a replay marker says were re-published already."""
+    and the (partition, offset) of those a republish marker says were re-published already."""
     records, ends = await kafka.read_to_end(bootstrap, [dlq], group)
-    letters = [_dead_letter(r, dlq) for r in records if not is_replay_marker(r.headers, r.value)]
-    replayed = {m for r in records if is_replay_marker(r.headers, r.value) and (m := _marked(r)) is not None}
-    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends, replayed
+    letters = [_dead_letter(r, dlq) for r in records if not is_republish_marker(r.headers, r.value)]
+    republished = {m for r in records if is_republish_marker(r.headers, r.value) and (m := _marked(r)) is not None}
+    return sorted(letters, key=lambda d: (d.partition, d.offset)), ends, republished
 
 
 async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
@@ -136,21 +140,21 @@ async def list_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
     return letters
 
 
-async def replay(
+async def republish(
     bootstrap: str, topic: str, dry_run: bool = False, saga: str | None = None, reason: str | None = None
 ) -> list[DeadLetter]:
-    """Re-publish the dead letters not replayed yet to their source topic; returns them.
+    """Re-publish the dead letters not re-published yet to their source topic; returns them.
 
     Each source record is re-published once, even when several consumer groups dead-lettered
-    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The replay
+    it. ``saga`` keeps only that key; ``reason`` only reasons containing that text. The republish
     position moves past what is re-published, up to the first dead letter left on each partition;
-    what is re-published beyond it gets a replay marker: a later replay sees what was left, and
+    what is re-published beyond it gets a republish marker: a later republish sees what was left, and
     never what was re-published.
     """
     dlq = dlq_topic(topic)
-    found, ends, replayed = await _read(bootstrap, dlq, group=REPLAY_GROUP)
-    pending = [letter for letter in found if (letter.partition, letter.offset) not in replayed]
-    done = {letter.origin for letter in found if (letter.partition, letter.offset) in replayed}
+    found, ends, republished = await _read(bootstrap, dlq, group=REPUBLISH_GROUP)
+    pending = [letter for letter in found if (letter.partition, letter.offset) not in republished]
+    done = {letter.origin for letter in found if (letter.partition, letter.offset) in republished}
     chosen: dict[tuple[str, str, str, str], DeadLetter] = {}
     for letter in pending:
         if (
@@ -190,7 +194,7 @@ async def replay(
         ]
         for future in futures:
             await future
-        # Marked only once re-published: a replay that dies in between re-publishes them again
+        # Marked only once re-published: a republish that dies in between re-publishes them again
         # (the services' inboxes absorb the repeat), never leaves one out.
         futures = [
             await producer.send(
@@ -198,7 +202,7 @@ async def replay(
                 b"",
                 key=letter.raw_key,
                 partition=letter.partition,
-                headers=[(REPLAYED_HEADER, f"{letter.partition}@{letter.offset}".encode())],
+                headers=[(REPUBLISHED_HEADER, f"{letter.partition}@{letter.offset}".encode())],
             )
             for letter in marks
         ]
@@ -206,7 +210,7 @@ async def replay(
             await future
     finally:
         await producer.stop()
-    await kafka.commit_offsets(bootstrap, REPLAY_GROUP, position)
+    await kafka.commit_offsets(bootstrap, REPUBLISH_GROUP, position)
     return letters
 
 
@@ -222,7 +226,7 @@ def dead_letter_row(
     reserved = [h for h in headers if h[0].startswith(DLQ_HEADER_PREFIX)]  # ours are ours: a client's are dropped
     headers = [h for h in headers if not h[0].startswith(DLQ_HEADER_PREFIX)]
     ours = [
-        [REASON_HEADER, printable(reason, 1000)],
+        [REASON_HEADER, printable(reason, MAX_REASON)],
         [DLQ_HEADER_PREFIX + "topic", record.topic],
         [DLQ_HEADER_PREFIX + "partition", str(record.partition)],
         [DLQ_HEADER_PREFIX + "offset", str(record.offset)],

@@ -1,8 +1,10 @@
-"""Move a service's committed offsets, like ``kafka-consumer-groups --reset-offsets``.
+"""Reset a service's committed offsets, like ``kafka-consumer-groups --reset-offsets``: ``plan_reset``
+says where each partition would go, ``reset`` moves them (the command ``pokesaga replay``).
 
 On restart the service reprocesses from there. The inbox makes that harmless over a
 healthy database, and a database lost with its service, or restored from a backup, is
 rebuilt from the records (``pokesaga replay`` marks the rebuild first: engine.worker.rebuild).
+A reset is not a dead letter's republish (engine.ops.deadletters).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Move:
         return f"{self.group:<24} {tp:<22} {current:>8} -> {self.target}"
 
 
-async def plan(
+async def plan_reset(
     bootstrap: str,
     participants: list[Participant],
     earliest: bool = False,
@@ -73,7 +75,7 @@ async def check_stopped(bootstrap: str, groups: Iterable[str]) -> None:
             raise GroupActive(f"consumer group {group!r} has {members} live member(s): stop the service first")
 
 
-async def apply(bootstrap: str, moves: list[Move]) -> None:
+async def reset(bootstrap: str, moves: list[Move]) -> None:
     """Commit the planned offsets, group by group; refuses if a group has live members."""
     groups = sorted({m.group for m in moves})
     await check_stopped(bootstrap, groups)

@@ -5,9 +5,9 @@ Two records of what was applied, for the two ways a record comes again:
 
 - **Positions** (eventsourcing's tracking record): per input partition, the offset after the
   last record whose fate was committed, and the id Kafka gave the topic they were read from. A
-  record read again from the broker (redelivered after a crash or a rebalance, re-read by a
-  replay, at any age) sits below its partition's position on the same topic: a duplicate, known
-  without a row of its own. One row per partition, whatever the traffic.
+  record read again from the broker (redelivered after a crash or a rebalance, re-read after a
+  reset of offsets or in a rebuild, at any age) sits below its partition's position on the same
+  topic: a duplicate, known without a row of its own. One row per partition, whatever the traffic.
 - **Event ids**, one row per (consumer, event id), for copies that come under *new* offsets: an
   outbox row published again (an instance died between publishing and deleting it; engine.worker.flusher),
   or a client sending an event twice. Those arrive within a short time of the first, so the rows

@@ -33,11 +33,13 @@ NAMESPACE = uuid.UUID("5a6a0b55-2f0e-4c39-9a0e-7d3b6b1e0c61")
 CAUSED = uuid.uuid5(NAMESPACE, "caused")
 
 
-Id = Annotated[str, bounded(200, min_length=1)]
+MAX_ID = 200  # an id's length (a saga id, an event id)
+MAX_TYPE = 100  # an event type's length
+Id = Annotated[str, bounded(MAX_ID, min_length=1)]
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
-def _rfc3339(value: Any) -> Any:
+def _string_or_datetime(value: Any) -> Any:
     # CloudEvents' time is a string; pydantic alone would also take a number of seconds.
     if value is None or isinstance(value, str | datetime):
         return value
@@ -59,8 +61,8 @@ class Envelope(BaseModel):
     specversion: Literal["1.0"]
     id: Id
     source: Annotated[str, bounded(200, min_length=1)]
-    type: Annotated[str, bounded(100, min_length=1)]
-    time: Annotated[datetime | None, BeforeValidator(_rfc3339)] = None
+    type: Annotated[str, bounded(MAX_TYPE, min_length=1)]
+    time: Annotated[datetime | None, BeforeValidator(_string_or_datetime)] = None
     subject: Id | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     sagaid: Id = Field(description="The saga id; also the record key.")

@@ -35,7 +35,7 @@ def notice(
         "event_type": cause.type,
         "attempt": attempt,
         "maximum_attempts": maximum_attempts,
-        "next_attempt_at": rfc3339(next_attempt_at),
+        "next_attempt_at": rfc3339_from_epoch(next_attempt_at),
         "error": error[:MAX_ERROR],
     }
     return Envelope(
@@ -52,6 +52,6 @@ def notice(
     )
 
 
-def rfc3339(epoch: float) -> str:
+def rfc3339_from_epoch(epoch: float) -> str:
     """``epoch`` (seconds) as a notice writes a time: ``2026-11-23T20:40:01.250000Z``."""
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")

@@ -49,6 +49,101 @@ def key(saga_id: str, cause_id: str) -> str:
     return json.dumps([saga_id, cause_id])
 
 
+class _File:
+    """The private temporary SQLite database a history is written to: made at the first write,
+    deleted when closed (SQLite unlinks the file as soon as it makes it)."""
+
+    def __init__(self) -> None:
+        self.db: sqlite3.Connection | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.db is not None
+
+    def write(self, rows: list[tuple[str, str, bytes]]) -> None:
+        """(cause, event id, envelope) rows, in the order read: the first copy of an event is kept."""
+        db = self._open()
+        db.execute("BEGIN")
+        db.executemany("INSERT OR IGNORE INTO history (cause, id, envelope) VALUES (?, ?, ?)", rows)
+        db.execute("COMMIT")
+
+    def causes(self) -> int:
+        return self.db.execute("SELECT count(DISTINCT cause) FROM history").fetchone()[0] if self.db else 0
+
+    def cause_after(self, after: str | None) -> str | None:
+        """The first cause (after ``after``, if given) in the order of their ids; None past the last."""
+        where, args = ("", ()) if after is None else (" WHERE cause > ?", (after,))
+        return self.db.execute(f"SELECT min(cause) FROM history{where}", args).fetchone()[0] if self.db else None
+
+    def envelopes(self, cause: str) -> list[bytes]:
+        """The events of ``cause``, as published, in the order they were first published."""
+        query = "SELECT envelope FROM history WHERE cause = ? ORDER BY rowid"
+        return [envelope for (envelope,) in self.db.execute(query, (cause,))] if self.db else []
+
+    def rows(self, causes: list[str]) -> Iterator[tuple[str, bytes]]:
+        """(cause, envelope) of ``causes``, a cause's events together and in the order published."""
+        if self.db is None:
+            return iter(())
+        marks = ", ".join("?" * len(causes))
+        query = f"SELECT cause, envelope FROM history WHERE cause IN ({marks}) ORDER BY cause, rowid"  # noqa: S608
+        return iter(self.db.execute(query, causes))
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+        self.db = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self.db is None:
+            # "": a private temporary database on disk, deleted when it is closed (SQLite unlinks it
+            # as soon as it makes it). Nothing to roll back: no journal; nothing to keep: no fsync.
+            db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+            db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+            db.execute("PRAGMA journal_mode = OFF")
+            db.execute("PRAGMA synchronous = OFF")
+            db.execute("PRAGMA temp_store = FILE")
+            db.execute("CREATE TABLE history (cause TEXT NOT NULL, id TEXT NOT NULL, envelope BLOB NOT NULL)")
+            db.execute("CREATE UNIQUE INDEX history_cause ON history (cause, id)")
+            self.db = db
+        return self.db
+
+
+class _Parsed:
+    """Causes' events held parsed, with their size as published; least recently used first."""
+
+    def __init__(self) -> None:
+        self._causes: OrderedDict[str, tuple[tuple[Envelope, ...], int]] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._causes)
+
+    def __contains__(self, cause: str) -> bool:
+        return cause in self._causes
+
+    def get(self, cause: str) -> tuple[Envelope, ...] | None:
+        """The events of ``cause`` if held (now the most recently used), else None."""
+        found = self._causes.get(cause)
+        if found is None:
+            return None
+        self._causes.move_to_end(cause)
+        return found[0]
+
+    def put(self, cause: str, events: tuple[Envelope, ...], size: int) -> None:
+        self._causes[cause] = (events, size)
+        self.bytes += size
+
+    def make_room(self, causes: int, size: int, cache: int, cache_bytes: int) -> None:
+        """Drop the least recently used causes until ``causes`` more of ``size`` bytes fit."""
+        while self._causes and (len(self._causes) + causes > cache or self.bytes + size > cache_bytes):
+            _, (_, dropped) = self._causes.popitem(last=False)
+            self.bytes -= dropped
+
+    def clear(self) -> None:
+        self._causes.clear()
+        self.bytes = 0
+
+
 class History:
     """What one participant published before, by the id of its cause, on disk.
 
@@ -62,12 +157,10 @@ class History:
         self.cache = cache
         self.cache_bytes = cache_bytes
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None  # opened at the first event added
+        self._file = _File()  # opened at the first event added
         self._pending: list[tuple[str, str, bytes]] = []  # (cause, event id, envelope) not written yet
         self._pending_bytes = 0
-        # cause -> (its events, their size as published); least recently used first
-        self._parsed: OrderedDict[str, tuple[tuple[Envelope, ...], int]] = OrderedDict()
-        self._parsed_bytes = 0
+        self._parsed = _Parsed()
         self._causes = 0
         self.peak = 0  # the most causes and records held in memory at once (``held``)
         self.peak_bytes = 0  # and the most bytes (``held_bytes``), reads under way included
@@ -93,7 +186,7 @@ class History:
     @property
     def held_bytes(self) -> int:
         """Their size as published: never more than ``cache_bytes`` and one cause's, or one record's."""
-        return self._parsed_bytes + self._pending_bytes
+        return self._parsed.bytes + self._pending_bytes
 
     def __len__(self) -> int:
         """The causes with a recorded decision (counted at ``loaded``)."""
@@ -113,12 +206,11 @@ class History:
         """Everything is added: write what is left, count the causes."""
         with self._lock:
             self._flush()
-            if self._db is not None:
-                self._causes = self._db.execute("SELECT count(DISTINCT cause) FROM history").fetchone()[0]
+            self._causes = self._file.causes()
 
     def get(self, cause: str, default: Sequence[Envelope] = ()) -> Sequence[Envelope]:
         """The events published for ``cause``, in the order they were first published; else ``default``."""
-        if self._db is None:  # nothing recorded, or closed: no query
+        if not self._file.is_open:  # nothing recorded, or closed: no query
             return default
         with self._lock:
             if cause not in self._parsed:
@@ -126,13 +218,12 @@ class History:
             found = self._parsed.get(cause)
             if found is None:  # closed meanwhile (a cause read alone is always kept)
                 return default
-            self._parsed.move_to_end(cause)
-            return found[0] or default
+            return found or default
 
     def prefetch(self, causes: Iterable[str]) -> None:
         """Read the events of ``causes`` (a batch's) from the file in as few queries as it takes;
         as many as the cache holds stay held (the others are read when they are looked up)."""
-        if self._db is None:
+        if not self._file.is_open:
             return
         with self._lock:
             wanted = list(dict.fromkeys(c for c in causes if c not in self._parsed))[: self.cache]
@@ -147,27 +238,21 @@ class History:
         after: str | None = None  # the cause before
         while True:
             with self._lock:
-                if self._db is None:
+                if not self._file.is_open:
                     return
-                if after is None:
-                    (after,) = self._db.execute("SELECT min(cause) FROM history").fetchone()
-                else:
-                    (after,) = self._db.execute("SELECT min(cause) FROM history WHERE cause > ?", (after,)).fetchone()
+                after = self._file.cause_after(after)
                 if after is None:
                     return
-                query = "SELECT envelope FROM history WHERE cause = ? ORDER BY rowid"
-                events = tuple(decode_envelope(envelope) for (envelope,) in self._db.execute(query, (after,)))
+                events = tuple(decode_envelope(envelope) for envelope in self._file.envelopes(after))
             yield after, events
 
     def close(self) -> None:
         """Let the history go: its file is deleted; from now on nothing is recorded."""
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-            self._db = None
+            self._file.close()
             self._pending.clear()
             self._parsed.clear()
-            self._pending_bytes = self._parsed_bytes = self._causes = 0
+            self._pending_bytes = self._causes = 0
 
     # -- with the lock held -------------------------------------------------------------
 
@@ -175,53 +260,28 @@ class History:
         self.peak = max(self.peak, self.held)
         self.peak_bytes = max(self.peak_bytes, self.held_bytes + reading)
 
-    def _open(self) -> sqlite3.Connection:
-        if self._db is None:
-            # "": a private temporary database on disk, deleted when it is closed (SQLite unlinks it
-            # as soon as it makes it). Nothing to roll back: no journal; nothing to keep: no fsync.
-            db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-            db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-            db.execute("PRAGMA journal_mode = OFF")
-            db.execute("PRAGMA synchronous = OFF")
-            db.execute("PRAGMA temp_store = FILE")
-            db.execute("CREATE TABLE history (cause TEXT NOT NULL, id TEXT NOT NULL, envelope BLOB NOT NULL)")
-            db.execute("CREATE UNIQUE INDEX history_cause ON history (cause, id)")
-            self._db = db
-        return self._db
-
     def _flush(self) -> None:
         if not self._pending:
             return
-        db = self._open()
-        db.execute("BEGIN")
-        # In the order read: the first copy of an event is kept, a later one ignored.
-        db.executemany("INSERT OR IGNORE INTO history (cause, id, envelope) VALUES (?, ?, ?)", self._pending)
-        db.execute("COMMIT")
+        self._file.write(self._pending)  # in the order read: the first copy of an event is kept
         self._pending.clear()
         self._pending_bytes = 0
         self._drop(0, 0)  # none is held while loading; if any, a cause may have gained events
 
     def _drop(self, causes: int, size: int) -> None:
-        """Drop the least recently used causes until ``causes`` more of ``size`` bytes fit."""
-        while self._parsed and (
-            len(self._parsed) + causes > self.cache or self._parsed_bytes + size > self.cache_bytes
-        ):
-            _, (_, dropped) = self._parsed.popitem(last=False)
-            self._parsed_bytes -= dropped
+        self._parsed.make_room(causes, size, self.cache, self.cache_bytes)
 
     def _read(self, causes: list[str]) -> bool:
         """Read ``causes`` into the cache, as many as fit in half of it (at least one); whether all did."""
-        if self._db is None or not causes:
+        if not self._file.is_open or not causes:
             return True
         self.lookups += 1
         self._drop(len(causes), self.cache_bytes // 2)  # half of it for what is read now
-        room = self.cache_bytes - self._parsed_bytes
-        marks = ", ".join("?" * len(causes))
-        query = f"SELECT cause, envelope FROM history WHERE cause IN ({marks}) ORDER BY cause, rowid"  # noqa: S608
+        room = self.cache_bytes - self._parsed.bytes
         read: dict[str, tuple[tuple[Envelope, ...], int]] = {}
         events: list[Envelope] = []
         total, current, size, whole = 0, None, 0, True
-        for cause, envelope in self._db.execute(query, causes):
+        for cause, envelope in self._file.rows(causes):
             if cause != current:
                 if current is not None:
                     read[current] = (tuple(events), size)
@@ -238,7 +298,6 @@ class History:
                 read[current] = (tuple(events), size)
             read |= {cause: ((), 0) for cause in causes if cause not in read}  # none recorded
         for cause, (found, size) in read.items():
-            self._parsed[cause] = (found, size)
-            self._parsed_bytes += size
+            self._parsed.put(cause, found, size)
         self._measure()
         return whole

@@ -97,23 +97,23 @@ async def prepare_rebuild(
             continue
         found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
     if found:
-        log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
+        log.warning("%s: rebuilding %s from the topics (its database was lost or restored, or its offsets reset)",
                     service, ", ".join(sorted(found)))  # fmt: skip
     return found
 
 
-class ReplayRefused(Exception):
-    """A replay that would not rebuild what it claims to; the message says what to do instead."""
+class RebuildRefused(Exception):
+    """A ``pokesaga replay`` that would not rebuild what it claims to; the message says what to do instead."""
 
 
-async def begin_replay(
+async def begin_rebuild(
     saga: Saga, moves: list[offsets.Move], settings: Settings, earliest: bool = False
 ) -> list[offsets.Move]:
     """Before ``pokesaga replay`` moves their groups: the participants of ``moves`` rebuild their
     state from the records (a database restored from a backup, or lost), re-reading from the moves'
     targets — but never from after the first record their database has not applied (a restored
     backup re-reads what it missed, whatever time was asked for). The moves as they will be made;
-    the groups must be stopped. ``ReplayRefused`` for a partial replay of a database created empty."""
+    the groups must be stopped. ``RebuildRefused`` for a partial reset of a database created empty."""
     await offsets.check_stopped(settings.bootstrap, [m.group for m in moves])
     made: list[offsets.Move] = []
     for service in dict.fromkeys(saga.participants[m.group].service for m in moves):
@@ -121,7 +121,7 @@ async def begin_replay(
         try:
             state = rebuild_state(saga, service, engine)
             if not earliest and await asyncio.to_thread(state.created):
-                raise ReplayRefused(
+                raise RebuildRefused(
                     f"the database of {service} is new (its state was lost): only --to-earliest can rebuild it"
                 )
             starts: dict[str, rebuild.Start | None] = {}
@@ -142,7 +142,7 @@ async def begin_restore(saga: Saga, service: str, engine: Engine, settings: Sett
     re-reading each partition after the last record the restored database had applied."""
     starts: dict[str, rebuild.Start | None] = {}
     for participant in saga.service_of(service):
-        earliest = await offsets.plan(settings.bootstrap, [participant], earliest=True)
+        earliest = await offsets.plan_reset(settings.bootstrap, [participant], earliest=True)
         mine = await _no_later_than_missed(engine, participant, earliest)
         starts[participant.name] = rebuild.encode({m.partition: m.target for m in mine})
     await asyncio.to_thread(rebuild_state(saga, service, engine).begin, starts)
@@ -214,7 +214,7 @@ async def run_participants(
 
 
 async def _run(saga: Saga, loops: list[ParticipantLoop], i: int, stop: asyncio.Event, settings: Settings) -> None:
-    """Run ``loops[i]``; a rebuilding compensator first lets its step replay its history. A
+    """Run ``loops[i]``; a rebuilding compensator first lets its step re-apply its history. A
     database lost or replaced while it runs makes it leave its group and start its rebuild."""
     while True:
         loop = loops[i]
@@ -273,7 +273,7 @@ async def serve(saga: Saga, target: str, settings: Settings) -> None:
     security.secure(settings)  # whatever started it: every client of the saga's brokers
     tracing.configure(settings, target)
     checked = health.Health(liveness_timeout=settings.liveness_timeout)
-    health.serve(settings.metrics_port, settings.metrics_host, checked)
+    health.serve_http(settings.metrics_port, settings.metrics_host, checked)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     log.info("running %s against %s", ", ".join(p.name for p in participants), settings.bootstrap)

@@ -294,8 +294,8 @@ async def test_a_replay_interrupted_before_it_moved_the_offsets_is_finished_by_t
         assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
         assert "only --to-earliest can rebuild it" in refused.stderr
         participants = [CAPTURE.participants["delivery"]]
-        moves = await offsets.plan(rebuilds.settings.bootstrap, participants, earliest=True)
-        await run.begin_replay(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.apply
+        moves = await offsets.plan_reset(rebuilds.settings.bootstrap, participants, earliest=True)
+        await run.begin_rebuild(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.reset
         await start(rebuilds, "delivery")()
 
     await outage(

@@ -276,12 +276,12 @@ async def test_a_record_without_a_recorded_decision_waits_for_the_end_of_the_reb
 
         async def replayed_and_parked() -> bool:
             rows = state.rows()
-            return rows[participant.name].replayed and databases.rows(settings, "status", parked, s=saga) == [(1,)]
+            return rows[participant.name].rebuilt and databases.rows(settings, "status", parked, s=saga) == [(1,)]
 
         await eventually(replayed_and_parked, what="its history replayed, the record parked")
         assert for_saga(await downstream.drain(), saga) == []  # the sibling has not replayed: nothing decided
         assert loop.processor.rebuilding
-        state.replayed(sibling)
+        state.mark_rebuilt(sibling)
 
         async def applied() -> bool:
             return bool(for_saga(await downstream.drain(), saga))

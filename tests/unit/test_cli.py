@@ -146,7 +146,7 @@ def test_the_metrics_server_names_its_setting_when_the_port_is_taken() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(PortUnavailable, match=f"POKESAGA_METRICS_PORT: .*127.0.0.1:{port}"):
-            health.serve(port, "127.0.0.1")
+            health.serve_http(port, "127.0.0.1")
 
 
 def test_inspecting_an_unknown_trainer_shows_empty_state(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:

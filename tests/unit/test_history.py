@@ -112,7 +112,7 @@ def test_a_batch_is_read_in_one_lookup_and_then_served_from_memory() -> None:
 
 def test_an_empty_history_opens_no_file_and_a_closed_one_holds_nothing() -> None:
     empty = History.of({})
-    assert len(empty) == 0 and empty.get("x") == () and empty._db is None
+    assert len(empty) == 0 and empty.get("x") == () and not empty._file.is_open
     e = envelope("c", TYPES[0], "s")
     history = History.of({"c": [e]})
     assert history.get(key("s", "c")) == (e,) and history.get("c") == ()  # kept with its saga
