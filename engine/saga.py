@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Connection, MetaData
 
 from engine.events import Event, FailureEvent
-from engine.ops.deadletters import dead_letters
 from engine.participant import GiveUp, Handler, Participant
 from engine.store.db import messaging_tables, positions_table, rebuild_tables
+from engine.wire.deadletter import dead_letters
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from capture.settings import Settings
 from engine.broker import kafka, security, unreadable
 from engine.observe import flow
 from engine.observe.timeline import WAITING_STATES
-from engine.ops.deadletters import dead_letters, is_republish_marker
+from engine.wire.deadletter import dead_letters, is_republish_marker
 from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown

@@ -77,10 +77,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from engine.ops import deadletters
+    from engine.wire.deadletter import dlq_topic
     from engine.wire.text import printable
 
     settings = with_broker(settings, "dlq")
-    dlq = deadletters.dlq_topic(args.topic)
+    dlq = dlq_topic(args.topic)
 
     async def go() -> int:
         from engine.broker import kafka

@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from engine.retry import MAX_ATTEMPTS, CompensationRetryPolicy, RetryPolicy, parse_faults, parse_stall
+from engine import faults
+from engine.faults import parse_faults, parse_stall
+from engine.retry import MAX_ATTEMPTS, CompensationRetryPolicy, RetryPolicy
 from engine.settings.base import SettingsGroup, did_you_mean
-from engine.worker import crash
 
 
 class FailureSettings(SettingsGroup):
@@ -70,10 +71,10 @@ class FailureSettings(SettingsGroup):
     def _known_crash_point(cls, value: str | None) -> str | None:
         if not value:
             return None
-        if value not in crash.POINTS:
-            close = did_you_mean(value, crash.POINTS)
+        if value not in faults.POINTS:
+            close = did_you_mean(value, faults.POINTS)
             raise ValueError(
-                f"unknown crash point {value!r}{close}; expected one of {', '.join(crash.POINTS)}, or unset"
+                f"unknown crash point {value!r}{close}; expected one of {', '.join(faults.POINTS)}, or unset"
             )
         return value
 

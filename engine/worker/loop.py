@@ -20,9 +20,9 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from engine import faults
 from engine.observe.sensor import LoopSensor
 from engine.settings import Settings
-from engine.worker import crash
 from engine.worker.batch.errors import Interrupted, StartedOver, Unverified
 from engine.worker.batch.processor import BatchProcessor
 from engine.worker.batch.result import BatchResult
@@ -128,7 +128,7 @@ class ParticipantLoop:
             return
         self.sensor.on_applied(result, time.perf_counter() - started)
         self.unparker.due(result.next_due)  # a record parked to be retried
-        crash.check(self.settings.crash_at, crash.AFTER_LOCAL_COMMIT)
+        faults.check(self.settings.crash_at, faults.AFTER_LOCAL_COMMIT)
         await self.publisher.publish(result.outbox)
         await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
 

@@ -2,7 +2,7 @@
 
 In order, with acks=all, as long as it takes (a record not acknowledged is sent again; consumers
 know a copy by its event id); then the rows are marked sent (deleted). A crash point sits after
-the publish and after the mark (engine.worker.crash).
+the publish and after the mark (engine.faults).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from engine import faults
 from engine.observe.sensor import LoopSensor
 from engine.store.outbox import OutboxRow
-from engine.worker import crash
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ class Publisher:
             return
         await self.send(rows)
         self.sensor.on_published(rows)
-        crash.check(self.crash_at, crash.AFTER_PUBLISH)
+        faults.check(self.crash_at, faults.AFTER_PUBLISH)
         await self.mark_sent(rows)
-        crash.check(self.crash_at, crash.AFTER_MARK_SENT)
+        faults.check(self.crash_at, faults.AFTER_MARK_SENT)
 
     async def send(self, rows: Sequence[OutboxRow]) -> None:
         """Send ``rows`` in order and wait for every acknowledgement (acks=all), as long as it takes."""

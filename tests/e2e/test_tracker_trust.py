@@ -28,7 +28,7 @@ from devtools.broker import free_port
 from devtools.processes import stop_all
 from engine.broker import kafka
 from engine.ops import deadletters
-from engine.ops.deadletters import DLQ_HEADER_PREFIX, dead_letters
+from engine.wire.deadletter import DLQ_HEADER_PREFIX, dead_letters
 from tests.conftest import new_broker
 from tests.e2e.conftest import Cluster
 from tests.hostile import encode, envelope

@@ -23,11 +23,12 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, start_event
 from contracts import topics
+from engine import faults
 from engine.broker import kafka
-from engine.ops.deadletters import REASON_HEADER
 from engine.participant import Participant
 from engine.retry import RetryPolicy
-from engine.worker import crash, rebuild, run
+from engine.wire.deadletter import REASON_HEADER
+from engine.worker import rebuild, run
 from engine.worker.rebuild import Rebuild, RebuildState
 from services.status.tables import statuses
 from tests import databases
@@ -92,9 +93,9 @@ async def partitions(settings: Settings, topic: str) -> list[TopicPartition]:
 @pytest.mark.parametrize(
     ("point", "copies_on_topic"),
     [
-        (crash.AFTER_LOCAL_COMMIT, 1),  # published only by the start-up flush
-        (crash.AFTER_PUBLISH, 2),  # published, then flushed again: same id twice
-        (crash.AFTER_MARK_SENT, 1),  # redelivered, absorbed by the inbox
+        (faults.AFTER_LOCAL_COMMIT, 1),  # published only by the start-up flush
+        (faults.AFTER_PUBLISH, 2),  # published, then flushed again: same id twice
+        (faults.AFTER_MARK_SENT, 1),  # redelivered, absorbed by the inbox
     ],
 )
 async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice(
@@ -109,7 +110,7 @@ async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice
         if configured == reached:
             raise Crashed(reached)
 
-    monkeypatch.setattr(crash, "check", crash_here)
+    monkeypatch.setattr(faults, "check", crash_here)
     engine = engine_for("status", settings)
     saga = f"crash-{uuid.uuid4().hex[:8]}"
     envelope = start_event(saga, {"name": "Cora"}, {"name": "Snorlax"})
@@ -125,7 +126,7 @@ async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice
             ).values()
         ) == {0}
         published_before_restart = len(for_saga(await downstream.drain(), saga))
-        assert published_before_restart == (0 if point == crash.AFTER_LOCAL_COMMIT else 1)
+        assert published_before_restart == (0 if point == faults.AFTER_LOCAL_COMMIT else 1)
 
         stop = asyncio.Event()
         task = asyncio.create_task(run.build_loop(CAPTURE, participant, settings, engine).run(stop))

@@ -21,10 +21,10 @@ from capture.settings import Settings
 from compensations.pokeball import undo_throw
 from contracts import topics
 from contracts.events import DeliveryFailed, Event, PokemonCaught, PokemonEncountered, PokemonWeakened
-from engine.ops.deadletters import ATTEMPTS_HEADER, REASON_HEADER
 from engine.participant import Handler, UnitOfWork
 from engine.retry import RetryPolicy
 from engine.wire.codec import decode_envelope
+from engine.wire.deadletter import ATTEMPTS_HEADER, REASON_HEADER
 from engine.wire.envelope import Envelope, caused_id, legacy_caused_id, wrap
 from engine.worker.batch.errors import StartedOver, Unverified
 from engine.worker.batch.processor import BatchProcessor

@@ -12,9 +12,9 @@ from capture.cli import main
 from capture.cli.common import deadline, duration
 from capture.settings import Settings
 from capture.starter import start_event
+from engine import faults
 from engine.observe import health
 from engine.observe.health import PortUnavailable
-from engine.worker import crash
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_a_bad_setting_given_by_a_flag_is_named_by_the_flag(
 
 
 def test_a_valid_crash_point_and_an_empty_one_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    for point in crash.POINTS:
+    for point in faults.POINTS:
         assert Settings(crash_at=point).crash_at == point
     monkeypatch.setenv("POKESAGA_CRASH_AT", "")
     assert Settings().crash_at is None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.ops.deadletters import (
+from engine.wire.deadletter import (
     DLQ_HEADER_PREFIX,
     REASON_HEADER,
     REPUBLISHED_HEADER,

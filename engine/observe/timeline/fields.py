@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from engine.ops.deadletters import MAX_REASON as MAX_DEAD_REASON  # noqa: F401  (a dead letter's reason: re-exported)
+from engine.wire.deadletter import MAX_REASON as MAX_DEAD_REASON  # noqa: F401  (a dead letter's reason: re-exported)
 from engine.wire.envelope import MAX_ID
 from engine.wire.envelope import MAX_TYPE as MAX_TYPE  # re-exported: the timeline's bounds in one place
 

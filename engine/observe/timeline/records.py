@@ -28,8 +28,8 @@ from engine.observe.timeline.fields import (
 )
 from engine.observe.timeline.shape import SagaShape
 from engine.observe.timeline.times import canonical_rfc3339
-from engine.ops.deadletters import DLQ_HEADER_PREFIX, DLQ_SUFFIX
 from engine.wire.codec import BadRecord, decode_envelope, decode_event
+from engine.wire.deadletter import DLQ_HEADER_PREFIX, DLQ_SUFFIX
 from engine.wire.envelope import Envelope
 from engine.wire.notices import MAX_ERROR, rfc3339_from_epoch
 from engine.wire.notices import TYPE as NOTICE

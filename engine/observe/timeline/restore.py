@@ -26,7 +26,7 @@ from engine.observe.timeline.fields import (
     finite_seconds,
 )
 from engine.observe.timeline.times import canonical_rfc3339
-from engine.ops.deadletters import DLQ_SUFFIX
+from engine.wire.deadletter import DLQ_SUFFIX
 from engine.wire.notices import MAX_ERROR
 
 

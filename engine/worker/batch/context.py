@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from engine.events import Event
+from engine.faults import FaultInjector
 from engine.participant import Participant
-from engine.retry import FaultInjector
 from engine.settings import Settings
 from engine.store.db import messaging_tables, positions_table, rebuild_tables
 from engine.store.inbox import Inbox

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -24,14 +23,12 @@ from engine.store.parked import RETRYING, ParkedRecord
 from engine.wire import notices
 from engine.worker.batch.errors import GaveUp, TooLarge, describe, gave_up, is_unavailable
 from engine.worker.batch.fates import Item
-
-if TYPE_CHECKING:
-    from engine.worker.batch.careful import CarefulPass
+from engine.worker.batch.passes import Pass
 
 log = logging.getLogger(__name__)
 
 
-def retry_later(p: CarefulPass, item: Item, error: Exception, context: list[list[str]]) -> GaveUp | None:
+def retry_later(p: Pass, item: Item, error: Exception, context: list[list[str]]) -> GaveUp | None:
     """Park ``item`` (or put its parked row off) to be tried again when the policy says, and say so
     on the retry notices' topic; None. A ``GaveUp`` when it is not to be tried again."""
     ctx, envelope = p.ctx, item.envelope
@@ -60,21 +57,21 @@ def retry_later(p: CarefulPass, item: Item, error: Exception, context: list[list
             ctx.parked.retry_later(p.conn, item.record.id, attempts, due_at, described)
             p.kept.add(item.record.id)
         else:
-            p.insert([], [ctx.parked.row(item.record, envelope, RETRYING, attempts, due_at, described)], [])
+            p.write([], [ctx.parked.row(item.record, envelope, RETRYING, attempts, due_at, described)])
             p.result.parked += 1
         if ctx.participant.retries_topic:
             notice = notices.notice(
                 envelope, participant=ctx.name, source=ctx.participant.source, attempt=attempts,
                 maximum_attempts=ctx.policy.maximum_attempts, next_attempt_at=due_at, error=described,
             )  # fmt: skip
-            p.insert([], [], [event_row(ctx.name, notice, ctx.participant.retries_topic, context)])
+            p.write([], [], [event_row(ctx.name, notice, ctx.participant.retries_topic, context)])
     p.blocked.add(envelope.sagaid)
     p.result.retries.append(type(error).__name__)
     p.result.next_due = min(p.result.next_due or due_at, due_at)
     return None
 
 
-def fail(p: CarefulPass, item: Item, given_up: GaveUp, context: list[list[str]]) -> None:
+def fail(p: Pass, item: Item, given_up: GaveUp, context: list[list[str]]) -> None:
     """The record's failure path: a step's failure event, else (or if that fails) a dead letter."""
     ctx, envelope, event = p.ctx, item.envelope, item.event
     assert envelope is not None and event is not None
@@ -95,7 +92,7 @@ def fail(p: CarefulPass, item: Item, given_up: GaveUp, context: list[list[str]])
     try:
         with p.conn.begin_nested():  # the step's own record of the failure, beside its failure event
             failed = on_exhausted(event, p.unit_of_work(envelope), given_up.reason, given_up.detail)
-            p.insert([p.inbox_row(envelope)], [], p.rows(envelope, [failed], context))
+            p.write([p.inbox_row(envelope)], [], p.rows(envelope, [failed], context))
     except Exception as exc:
         if is_unavailable(exc):
             raise

@@ -19,12 +19,12 @@ from sqlalchemy import Connection
 
 from engine.events import Event, FailureEvent
 from engine.observe import tracing
-from engine.ops.deadletters import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.participant import UnitOfWork
 from engine.store import inbox
 from engine.store.outbox import event_row
 from engine.store.parked import REBUILDING, WAITING, ParkedRecord
 from engine.wire.codec import decode_event
+from engine.wire.deadletter import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.wire.envelope import Envelope, caused_ids, wrap
 from engine.wire.record import Record
 from engine.wire.text import printable

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection
 
 from engine.broker.topicids import Incarnations
-from engine.ops.deadletters import dead_letter_row
 from engine.store.outbox import OutboxRow
 from engine.store.parked import WAITING, ParkedRecord
+from engine.wire.deadletter import dead_letter_row
 from engine.wire.record import Record
 from engine.worker.batch import fates
 from engine.worker.batch.context import Context
