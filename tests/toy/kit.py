@@ -22,7 +22,8 @@ from engine.settings import Settings
 from engine.wire.envelope import Envelope, wrap
 from engine.wire.record import Record
 from engine.worker import run
-from engine.worker.batch.processing import BatchProcessor, BatchResult
+from engine.worker.batch.processor import BatchProcessor
+from engine.worker.batch.result import BatchResult
 from engine.worker.loop import ParticipantLoop
 from tests.toy.events import SECOND, Asked, FirstDone
 from tests.toy.saga import TOY
@@ -66,9 +67,9 @@ def processor_for(name: str, settings: Settings, **handlers: Handler) -> BatchPr
     return BatchProcessor(participant, TOY.types, engine_for(participant.service, settings), settings)
 
 
-def applied(processor: BatchProcessor, records: Sequence[Record]) -> BatchResult:
-    """The batch applied as the loop applies it (one place to change when the ladder's name does)."""
-    return processor.process(records)
+async def applied(processor: BatchProcessor, records: Sequence[Record]) -> BatchResult:
+    """The batch applied as the loop applies it."""
+    return await processor.apply(records)
 
 
 def tally(processor: BatchProcessor, name: str) -> int:

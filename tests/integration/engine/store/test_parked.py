@@ -11,7 +11,7 @@ import pytest
 
 from engine.retry import RetryPolicy
 from engine.store.parked import ParkedRecord
-from engine.worker.batch.processing import BatchProcessor
+from engine.worker.batch.processor import BatchProcessor
 from tests import databases
 from tests.toy.handlers import do_second
 from tests.toy.kit import Rec, applied, first_done, flaky, processor_for, tally
@@ -35,20 +35,22 @@ def due(processor: BatchProcessor, timeout: float = 10) -> list[ParkedRecord]:
     return records
 
 
-def test_a_stale_unpark_never_reaches_a_record_parked_since_under_an_id_handed_out_again(settings: Settings) -> None:
+async def test_a_stale_unpark_never_reaches_a_record_parked_since_under_an_id_handed_out_again(
+    settings: Settings,
+) -> None:
     """Instance A reads a parked record as due; instance B applies it (the table empties) and parks
     another saga's record; A then applies what it read. A must touch nothing of B's record."""
     a = processor_for("second", settings, FirstDone=flaky(1, then=do_second))
     b = processor_for("second", settings, FirstDone=do_second)
     c = processor_for("second", settings, FirstDone=flaky(1, then=do_second))
-    assert applied(a, [Rec(first_done("stale-1", name="Sta").to_json())]).parked == 1
+    assert (await applied(a, [Rec(first_done("stale-1", name="Sta").to_json())])).parked == 1
     stale = due(a)  # A has read it, and is about to apply it
-    assert applied(b, due(b)).applied == {"FirstDone": 1}  # B applied it first: no record is parked now
-    assert applied(c, [Rec(first_done("fresh-1", name="Fre").to_json())]).parked == 1  # another saga's, parked
+    assert (await applied(b, due(b))).applied == {"FirstDone": 1}  # B applied it first: no record is parked now
+    assert (await applied(c, [Rec(first_done("fresh-1", name="Fre").to_json())])).parked == 1  # another saga's, parked
     (fresh,) = due(c)
     assert fresh.id not in {r.id for r in stale}  # a new id, though the table was empty
-    result = applied(a, stale)
+    result = await applied(a, stale)
     assert result.applied == {} and result.outbox == []  # what A read is gone: nothing to do
     assert a.parked.count(a.engine) == 1  # the other saga's record is still parked
-    assert applied(c, due(c)).applied == {"FirstDone": 1}
+    assert (await applied(c, due(c))).applied == {"FirstDone": 1}
     assert tally(a, "Sta") == tally(a, "Fre") == 1  # each applied once

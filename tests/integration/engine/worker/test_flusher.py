@@ -55,7 +55,7 @@ async def test_outbox_rows_a_dead_instance_left_are_published_by_a_running_one_e
         await asyncio.to_thread(renamed, engine, "outbox_away", "outbox")
 
         # The other instance committed its transaction and died before publishing.
-        left = applied(dead.processor, [Rec(asked(saga, "Ola").to_json(), topic=topic)])
+        left = await applied(dead.processor, [Rec(asked(saga, "Ola").to_json(), topic=topic)])
         assert len(left.outbox) == 1
         seen: list[float | None] = []
 

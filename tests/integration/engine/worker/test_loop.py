@@ -136,7 +136,7 @@ async def test_unsent_outbox_rows_are_flushed_at_start_up(
     engine = engine_for("first", settings)
     loop = run.build_loop(TOY, participant, settings, engine)
     # A previous run committed its transaction and died before publishing.
-    left = applied(loop.processor, [Rec(asked(saga, "Fay").to_json(), topic=topic)])
+    left = await applied(loop.processor, [Rec(asked(saga, "Fay").to_json(), topic=topic)])
     assert len(left.outbox) == 1 and len(loop.processor.pending()) == 1
     async with TopicWatcher(settings.bootstrap, SECOND) as downstream:
         stop = asyncio.Event()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, create_engine, func, select, text
 
 from engine.worker.batch.held import HELD, DeferredFailed, DeferredInserts
-from engine.worker.batch.processing import BatchProcessor
+from engine.worker.batch.processor import BatchProcessor
 from tests import databases
 from tests.toy.kit import Rec, applied, first_done, processor_for, tally
 from tests.toy.saga import Settings
@@ -79,20 +79,18 @@ def second(tmp_path: Path) -> BatchProcessor:
     return processor_for("second", databases.with_databases(Settings(data_dir=tmp_path), tmp_path.name))
 
 
-def test_a_batch_whose_held_insert_fails_is_applied_record_by_record_and_blames_the_right_one(
+async def test_a_batch_whose_held_insert_fails_is_applied_record_by_record_and_blames_the_right_one(
     second: BatchProcessor,
 ) -> None:
     """A saga's event again under a new id after its inbox row was pruned (the window passed): its
     mark row exists, so its held insert fails when sent. The batch is applied again record by
     record: that record alone fails (and is parked to be retried, the step's policy); the others
     are applied once, in the same batch."""
-    applied(second, [Rec(first_done("late-1", name="Lia").to_json())])
+    await applied(second, [Rec(first_done("late-1", name="Lia").to_json())])
     assert second.prune_inbox(older_than_hours=0) == 1
     again = first_done("late-1", name="Lia").model_copy(update={"id": "late-1-copy"})
-    result = applied(
-        second,
-        [Rec(first_done("late-2", name="Lib").to_json()), Rec(again.to_json()), Rec(first_done("late-3").to_json())],
-    )
+    batch = [Rec(first_done("late-2", name="Lib").to_json()), Rec(again.to_json()), Rec(first_done("late-3").to_json())]
+    result = await applied(second, batch)
     assert result.applied == {"FirstDone": 2} and result.dead_letters == []
     assert (result.retries, result.parked) == (["IntegrityError"], 1)
     assert [row.key for row in result.outbox if row.type != "pokesaga.StepRetrying"] == [b"late-2", b"late-3"]
