@@ -1,6 +1,6 @@
-"""OpenTelemetry across the saga: every participant runs in this process against a real
-broker, the SDK's in-memory exporter collects the spans, and one saga is one trace whose
-spans follow its causal order, the W3C context carried by the Kafka record headers."""
+"""OpenTelemetry across a saga (engine.observe.tracing): every participant of the toy saga runs in
+this process against a real broker, the SDK's in-memory exporter collects the spans, and one saga
+is one trace whose spans follow its causal order, the W3C context carried by the Kafka record headers."""
 
 from __future__ import annotations
 
@@ -15,17 +15,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from capture.bootstrap import PARTICIPANTS
-from capture.saga import CAPTURE
-from capture.settings import Settings
-from capture.starter import TopicWatcher, publish, start_event
-from contracts import topics
 from engine.broker import kafka
 from engine.worker.run import run_participants
 from tests.conftest import new_broker
 from tests.databases import with_databases
-from tests.e2e.conftest import HARD, breaking_free
 from tests.support import eventually
+from tests.toy.events import FIRST, OUTCOMES
+from tests.toy.kit import TopicWatcher, asked, produce
+from tests.toy.saga import TOY, Settings
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +37,7 @@ def spans() -> InMemorySpanExporter:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with new_broker(tmp_path_factory.mktemp("tracing") / "broker") as bootstrap:
+        asyncio.run(kafka.ensure_topics(bootstrap, TOY.all_topics(), 3))
         yield bootstrap
 
 
@@ -53,16 +51,16 @@ async def test_one_saga_is_one_trace_whose_spans_follow_its_causal_order(
 ) -> None:
     settings = with_databases(Settings(kafka_bootstrap_servers=broker, data_dir=tmp_path), "tracing")
     stop = asyncio.Event()
-    running = asyncio.create_task(run_participants(CAPTURE, PARTICIPANTS.values(), settings, stop))
+    running = asyncio.create_task(run_participants(TOY, TOY.participants.values(), settings, stop))
     try:
-        await eventually(lambda: kafka.groups_stable(broker, PARTICIPANTS), timeout=60, what="every participant")
-        saga = breaking_free("traced", HARD)  # paralyzed, weakened, breaks free, healed, restored
-        async with TopicWatcher(broker, topics.OUTCOMES) as outcomes:
-            await publish(broker, [start_event(saga, {"name": "Tracy"}, HARD)])
-            assert (await outcomes.wait_for([saga], timeout=60))[saga].type == "CaptureFailed"
+        await eventually(lambda: kafka.groups_stable(broker, TOY.participants), timeout=60, what="every participant")
+        saga = "traced"  # done, refused, undone
+        async with TopicWatcher(broker, OUTCOMES) as outcomes:
+            await produce(broker, FIRST, asked(saga, "Tracy", refuse=True).to_json(), key=saga.encode())
+            assert (await outcomes.wait_for([saga], timeout=60))[saga].type == "ToyFailed"
 
         async def all_spans() -> bool:
-            return len(of_saga(spans.get_finished_spans(), saga)) >= 5
+            return len(of_saga(spans.get_finished_spans(), saga)) >= 3
 
         await eventually(all_spans, timeout=30, what="the spans of every step")
     finally:
@@ -71,11 +69,9 @@ async def test_one_saga_is_one_trace_whose_spans_follow_its_causal_order(
             await running
     chain = of_saga(spans.get_finished_spans(), saga)
     assert [s.name for s in chain] == [
-        "status PokemonEncountered",
-        "combat PokemonParalyzed",
-        "pokeball PokemonWeakened",
-        "combat.compensations PokemonBrokeFree",
-        "status.compensations PokemonHealed",
+        "first Asked",
+        "second FirstDone",
+        "first.compensations SecondFailed",
     ]
     assert len({s.context.trace_id for s in chain if s.context}) == 1  # one saga, one trace
     assert chain[0].parent is None  # the start event came from a client with no trace context

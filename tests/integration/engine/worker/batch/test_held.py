@@ -1,4 +1,5 @@
-"""The handlers' inserts held and sent one statement per table: same results as one by one."""
+"""The handlers' inserts held and sent one statement per table (engine.worker.batch.held): same
+results as one by one; and a batch whose held insert fails is applied again record by record."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, create_engine, func, select, text
 
-from capture.bootstrap import PARTICIPANTS, engine_for
-from capture.saga import CAPTURE
-from capture.settings import Settings
 from engine.worker.batch.held import HELD, DeferredFailed, DeferredInserts
 from engine.worker.batch.processor import BatchProcessor
-from services.pokeball.tables import throws
 from tests import databases
-from tests.integration.test_processing import Rec, balls, weakened
+from tests.toy.kit import Rec, applied, first_done, processor_for, tally
+from tests.toy.saga import Settings
+from tests.toy.tables import marks
 
 metadata = MetaData()
 things = Table("things", metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
@@ -76,27 +75,25 @@ def test_a_held_insert_that_fails_names_no_record(conn) -> None:  # type: ignore
 
 
 @pytest.fixture
-def pokeball(tmp_path: Path) -> BatchProcessor:
-    settings = databases.with_databases(Settings(data_dir=tmp_path), tmp_path.name)
-    return BatchProcessor(PARTICIPANTS["pokeball"], CAPTURE.types, engine_for("pokeball", settings), settings)
+def second(tmp_path: Path) -> BatchProcessor:
+    return processor_for("second", databases.with_databases(Settings(data_dir=tmp_path), tmp_path.name))
 
 
 async def test_a_batch_whose_held_insert_fails_is_applied_record_by_record_and_blames_the_right_one(
-    pokeball: BatchProcessor,
+    second: BatchProcessor,
 ) -> None:
     """A saga's event again under a new id after its inbox row was pruned (the window passed): its
-    throw row exists, so its held insert fails when sent. The batch is applied again record by
+    mark row exists, so its held insert fails when sent. The batch is applied again record by
     record: that record alone fails (and is parked to be retried, the step's policy); the others
     are applied once, in the same batch."""
-    (await pokeball.apply([Rec(weakened("late-1", trainer="Lia").to_json())]))
-    assert pokeball.prune_inbox(older_than_hours=0) == 1
-    again = weakened("late-1", trainer="Lia").model_copy(update={"id": "late-1-copy"})
-    result = await pokeball.apply(
-        [Rec(weakened("late-2", trainer="Lib").to_json()), Rec(again.to_json()), Rec(weakened("late-3").to_json())]
-    )
-    assert result.applied == {"PokemonWeakened": 2} and result.dead_letters == []
+    await applied(second, [Rec(first_done("late-1", name="Lia").to_json())])
+    assert second.prune_inbox(older_than_hours=0) == 1
+    again = first_done("late-1", name="Lia").model_copy(update={"id": "late-1-copy"})
+    batch = [Rec(first_done("late-2", name="Lib").to_json()), Rec(again.to_json()), Rec(first_done("late-3").to_json())]
+    result = await applied(second, batch)
+    assert result.applied == {"FirstDone": 2} and result.dead_letters == []
     assert (result.retries, result.parked) == (["IntegrityError"], 1)
     assert [row.key for row in result.outbox if row.type != "pokesaga.StepRetrying"] == [b"late-2", b"late-3"]
-    assert balls(pokeball, "Lib") == pokeball.settings.starter_balls - 1  # type: ignore[attr-defined]
-    with pokeball.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(throws)).scalar_one() == 3
+    assert tally(second, "Lib") == 1
+    with second.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(marks)).scalar_one() == 3

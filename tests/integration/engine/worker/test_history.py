@@ -1,6 +1,7 @@
-"""A rebuild's history read from a real topic through ``rebuild.load`` with a small memory cap:
-every lookup returns exactly the recorded decision (first copies, no forgery), and what the
-history holds in memory never passes the cap, however many decisions the topic holds."""
+"""A rebuild's history (engine.worker.history), read from a real topic through ``rebuild.load``
+with a small memory cap: every lookup returns exactly the recorded decision (first copies, no
+forgery), and what the history holds in memory never passes the cap, however many decisions the
+topic holds."""
 
 from __future__ import annotations
 
@@ -8,35 +9,28 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from capture.bootstrap import PARTICIPANTS
-from capture.saga import CAPTURE
-from capture.settings import Settings
-from contracts.events import PokemonCaught
 from engine.broker import kafka
 from engine.wire.envelope import Envelope, wrap
 from engine.worker import rebuild
 from engine.worker.history import key
+from tests.toy.events import FirstDone
+from tests.toy.saga import TOY, Settings
 
-CAUGHT = {
-    "trainer": {"name": "Hist"},
-    "pokemon": {"name": "Caterpie", "hp": 5, "max_hp": 60, "status": "PARALYZED"},
-    "ball": "Poke Ball",
-    "shakes": 3,
-}
+DONE = {"name": "Hist"}
 
 
 async def test_a_history_larger_than_its_cap_is_looked_up_exactly(settings: Settings) -> None:
     cap, count = 40, 3_000
     topic = f"it.{uuid.uuid4().hex[:8]}.history"
     await kafka.ensure_topics(settings.bootstrap, [topic], settings.partitions)
-    participant = PARTICIPANTS["pokeball"]
-    caught = PokemonCaught.model_validate(CAUGHT)
+    participant = TOY.participants["first"]
+    done = FirstDone.model_validate(DONE)
     at = datetime(2026, 12, 1, tzinfo=UTC)
     expected: dict[str, Envelope] = {}
     records: list[tuple[bytes, bytes]] = []
     for n in range(count):
-        saga, cause = f"hist-{n}", f"weakened-{n}"
-        decision = wrap(caught, saga_id=saga, source=participant.source, causation_id=cause, time=at)
+        saga, cause = f"hist-{n}", f"asked-{n}"
+        decision = wrap(done, saga_id=saga, source=participant.source, causation_id=cause, time=at)
         expected[key(saga, cause)] = decision
         records.append((saga.encode(), decision.to_json()))
         if n % 10 == 0:  # published again later (a crash before marking it sent): the first copy counts
@@ -54,11 +48,11 @@ async def test_a_history_larger_than_its_cap_is_looked_up_exactly(settings: Sett
     finally:
         await producer.stop()
 
-    loaded = await rebuild.load(settings.bootstrap, [participant], [topic], CAPTURE.types, cache=cap)
+    loaded = await rebuild.load(settings.bootstrap, [participant], [topic], TOY.types, cache=cap)
     history = loaded[participant.name]
     try:
         assert len(history) == count and history.peak <= cap
-        causes = [*expected, key("hist-0", "never-recorded"), "weakened-0"]  # the last: a cause id alone
+        causes = [*expected, key("hist-0", "never-recorded"), "asked-0"]  # the last: a cause id alone
         for start in range(0, len(causes), 500):  # as the loop does: a batch's causes, then each record's
             batch = causes[start : start + 500]
             history.prefetch(batch)
@@ -75,14 +69,14 @@ async def test_records_of_other_sagas_naming_one_cause_never_pile_up_under_it(se
     """Any client can write records naming any cause: 2,000 decisions of 2,000 made-up sagas, each
     with an id derived as a participant derives it, all naming the victim's cause. Kept with their
     saga, none is the victim's: its lookup reads its one decision, not 2,000 (keyed by the cause
-    id alone, the lookup parsed every one of them, ~4 KB each: a rebuild's memory without bound)."""
+    id alone, the lookup parsed every one of them: a rebuild's memory without bound)."""
     topic = f"it.{uuid.uuid4().hex[:8]}.flood"
     await kafka.ensure_topics(settings.bootstrap, [topic], settings.partitions)
-    participant = PARTICIPANTS["pokeball"]
-    caught = PokemonCaught.model_validate(CAUGHT)
-    cause, victim = "weakened-victim", "victim"
-    genuine = wrap(caught, saga_id=victim, source=participant.source, causation_id=cause)
-    forged = [wrap(caught, saga_id=f"junk-{n}", source=participant.source, causation_id=cause) for n in range(2_000)]
+    participant = TOY.participants["first"]
+    done = FirstDone.model_validate(DONE)
+    cause, victim = "asked-victim", "victim"
+    genuine = wrap(done, saga_id=victim, source=participant.source, causation_id=cause)
+    forged = [wrap(done, saga_id=f"junk-{n}", source=participant.source, causation_id=cause) for n in range(2_000)]
     producer = kafka.producer(settings.bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -91,9 +85,7 @@ async def test_records_of_other_sagas_naming_one_cause_never_pile_up_under_it(se
     finally:
         await producer.stop()
 
-    history = (await rebuild.load(settings.bootstrap, [participant], [topic], CAPTURE.types, cache=40))[
-        participant.name
-    ]
+    history = (await rebuild.load(settings.bootstrap, [participant], [topic], TOY.types, cache=40))[participant.name]
     try:
         assert list(history.get(key(victim, cause))) == [genuine]
         assert history.held <= 40 and history.held_bytes < 20_000, (history.held, history.held_bytes)
@@ -109,10 +101,10 @@ async def test_a_decision_written_on_another_topic_or_under_another_key_is_no_de
     published nothing, its saga stuck for good)."""
     elsewhere = f"it.{uuid.uuid4().hex[:8]}.elsewhere"
     await kafka.ensure_topics(settings.bootstrap, [elsewhere], settings.partitions)
-    participant = PARTICIPANTS["pokeball"]
-    caught = PokemonCaught.model_validate(CAUGHT)
-    forged = wrap(caught, saga_id="victim", source=participant.source, causation_id="weakened-victim")
-    mis_keyed = wrap(caught, saga_id="other", source=participant.source, causation_id="weakened-other")
+    participant = TOY.participants["first"]
+    done = FirstDone.model_validate(DONE)
+    forged = wrap(done, saga_id="victim", source=participant.source, causation_id="asked-victim")
+    mis_keyed = wrap(done, saga_id="other", source=participant.source, causation_id="asked-other")
     producer = kafka.producer(settings.bootstrap)
     await producer.start()
     try:
@@ -120,11 +112,11 @@ async def test_a_decision_written_on_another_topic_or_under_another_key_is_no_de
         await producer.send_and_wait(elsewhere, mis_keyed.to_json(), key=b"not-other")
     finally:
         await producer.stop()
-    own = CAPTURE.types["PokemonCaught"].topic  # read too, as a rebuild reads every saga topic
-    loaded = await rebuild.load(settings.bootstrap, [participant], [elsewhere, own], CAPTURE.types)
+    own = TOY.types["FirstDone"].topic  # read too, as a rebuild reads every saga topic
+    loaded = await rebuild.load(settings.bootstrap, [participant], [elsewhere, own], TOY.types)
     history = loaded[participant.name]
     try:
-        assert history.get(key("victim", "weakened-victim")) == ()
-        assert history.get(key("other", "weakened-other")) == ()
+        assert history.get(key("victim", "asked-victim")) == ()
+        assert history.get(key("other", "asked-other")) == ()
     finally:
         history.close()
