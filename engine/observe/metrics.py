@@ -42,8 +42,7 @@ compensations = Counter(
 )
 sagas_needing_operator = Counter(
     "pokesaga_sagas_needing_operator_total",
-    "Sagas whose compensation was dead-lettered (compensation_failed): each waits for a person to fix it and "
-    "republish it (pokesaga dlq replay)",
+    "Sagas whose compensation was dead-lettered (compensation_failed): each waits for a person to fix it and replay",
     ["participant"],
 )
 consumer_lag = Gauge(

@@ -97,7 +97,7 @@ async def prepare_rebuild(
             continue
         found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
     if found:
-        log.warning("%s: rebuilding %s from the topics (its database was lost or restored, or its offsets reset)",
+        log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
                     service, ", ".join(sorted(found)))  # fmt: skip
     return found
 

@@ -40,7 +40,7 @@ class Rebuild:
             if step is None or step.rebuilt:
                 return True
             if not said:
-                log.info("%s: rebuilding: waiting for %s to re-apply its history first", self.name, self.step)
+                log.info("%s: rebuilding: waiting for %s to replay its history first", self.name, self.step)
                 said = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.CHECK_EVERY)
