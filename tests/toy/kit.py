@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, text
 from engine.broker import kafka
 from engine.events import Event
 from engine.participant import Handler, UnitOfWork
+from engine.retry import RetryPolicy
 from engine.settings import Settings
 from engine.wire.envelope import Envelope, wrap
 from engine.wire.record import Record
@@ -25,7 +27,8 @@ from engine.worker import run
 from engine.worker.batch.processor import BatchProcessor
 from engine.worker.batch.result import BatchResult
 from engine.worker.loop import ParticipantLoop
-from tests.toy.events import SECOND, Asked, FirstDone
+from tests.toy.events import SECOND, Asked, FirstDone, SecondFailed
+from tests.toy.handlers import do_second
 from tests.toy.saga import TOY
 from tests.toy.tables import ToyRecords
 
@@ -55,6 +58,17 @@ def first_done(saga_id: str, name: str = "Ann") -> Envelope:
     return wrap(FirstDone(name=name), saga_id=saga_id, source="test", causation_id=f"cause-{saga_id}")
 
 
+def second_failed(saga_id: str, name: str = "Ann", undone: tuple[str, ...] = ()) -> Envelope:
+    """The second step refused: the compensation's input, on ``toy.failures``."""
+    event = SecondFailed(name=name, refuse=True, reason="refused", failed_step="second", undone=undone)
+    return wrap(event, saga_id=saga_id, source="test", causation_id=f"done-{saga_id}")
+
+
+def with_deadline(envelope: Envelope, seconds_from_now: float) -> Envelope:
+    """``envelope`` with its saga's deadline ``seconds_from_now`` (negative: passed)."""
+    return envelope.model_copy(update={"sagadeadline": datetime.now(UTC) + timedelta(seconds=seconds_from_now)})
+
+
 def engine_for(service: str, settings: Settings) -> Engine:
     """The service's engine, its tables migrated."""
     return run.open_database(TOY.services[service], settings)[0]
@@ -70,6 +84,32 @@ def processor_for(name: str, settings: Settings, **handlers: Handler) -> BatchPr
 async def applied(processor: BatchProcessor, records: Sequence[Record]) -> BatchResult:
     """The batch applied as the loop applies it."""
     return await processor.apply(records)
+
+
+FAST = RetryPolicy(initial_interval=0.001, maximum_interval=0.002, maximum_attempts=3)
+UNLIMITED = RetryPolicy(initial_interval=0.001, maximum_interval=0.002, maximum_attempts=0)
+
+
+async def retried(processor: BatchProcessor, first: BatchResult, timeout: float = 30) -> BatchResult:
+    """What the loop does after ``first``: apply the parked records as they fall due, until none is
+    left; everything merged into ``first``."""
+    deadline = time.monotonic() + timeout
+    while processor.parked.count(processor.engine):
+        assert time.monotonic() < deadline, "records still parked"
+        records, _ = processor.parked_records(100)
+        if records:
+            first.merge(await processor.apply(records))
+    return first
+
+
+def outcomes(result: BatchResult) -> list[str]:
+    """The types of what a batch published, without the retry notices."""
+    return [row.type for row in published(result)]
+
+
+def published(result: BatchResult) -> list[Any]:
+    """The rows a batch published, without the retry notices."""
+    return [row for row in result.outbox if row.topic != TOY.retries_topic]
 
 
 def tally(processor: BatchProcessor, name: str) -> int:
@@ -91,6 +131,26 @@ def flaky(failures: int, then: Handler | None = None, error: type[Exception] = R
         return then(event, uow)
 
     return handler
+
+
+def ordered(log: list[str], fails_for: set[str] = frozenset()) -> Handler:  # type: ignore[assignment]
+    """A handler that fails while its saga is in ``fails_for``, and logs what it applied: the second
+    step for ``FirstDone``, nothing for any other event (a participant given it for more types can
+    queue several records of one saga)."""
+
+    def handler(event: Any, uow: UnitOfWork[Any]) -> Sequence[Event]:
+        if uow.saga_id in fails_for:
+            raise RuntimeError(f"{uow.saga_id} is not ready")
+        log.append(f"{uow.saga_id}:{type(event).__name__}")
+        return do_second(event, uow) if isinstance(event, FirstDone) else []
+
+    return handler
+
+
+def marked(processor: BatchProcessor, saga_id: str) -> str | None:
+    """The mark the processor's service left for ``saga_id`` (done, undone, failed:<reason>), if any."""
+    with processor.engine.connect() as conn:
+        return ToyRecords(conn).outcome(saga_id)
 
 
 async def produce(bootstrap: str, topic: str, *values: bytes, key: bytes = b"k") -> None:

@@ -10,9 +10,7 @@ from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, cre
 
 from engine.worker.batch.held import HELD, DeferredFailed, DeferredInserts
 from engine.worker.batch.processor import BatchProcessor
-from tests import databases
-from tests.toy.kit import Rec, applied, first_done, processor_for, tally
-from tests.toy.saga import Settings
+from tests.toy.kit import Rec, applied, first_done, tally
 from tests.toy.tables import marks
 
 metadata = MetaData()
@@ -72,11 +70,6 @@ def test_a_held_insert_that_fails_names_no_record(conn) -> None:  # type: ignore
     with pytest.raises(DeferredFailed) as failed:
         held.execute(select(things.c.id))
     assert type(failed.value.error).__name__ == "IntegrityError"
-
-
-@pytest.fixture
-def second(tmp_path: Path) -> BatchProcessor:
-    return processor_for("second", databases.with_databases(Settings(data_dir=tmp_path), tmp_path.name))
 
 
 async def test_a_batch_whose_held_insert_fails_is_applied_record_by_record_and_blames_the_right_one(
