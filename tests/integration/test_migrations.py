@@ -170,6 +170,20 @@ def old(where: Path, settings: Settings, *args: str) -> subprocess.CompletedProc
     return subprocess.run(run, cwd=where, env=os.environ | env, capture_output=True, text=True, timeout=120)
 
 
+# The old pokesaga's migrate, to bring one service's database to an older revision of its own.
+TO_REVISION = """
+import sys
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from engine import migrate
+from engine.db import make_engine
+service, revision = sys.argv[1:]
+engine = make_engine(Settings().db_url(service))
+with engine.begin() as conn:
+    migrate.command.upgrade(migrate.config(CAPTURE.services[service], conn), revision)
+"""
+
+
 def a_value(column: Any, n: int) -> Any:
     if isinstance(column.type, Boolean):
         return n % 2 == 0
@@ -283,3 +297,48 @@ def test_a_database_made_before_the_engine_kept_its_own_history_upgrades_in_plac
     for name in before:
         if name not in ("delivery.inbox", "delivery.positions"):  # positions: made anew from the inbox
             assert after[name] == before[name], name
+
+
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003"])
+def test_a_database_left_at_an_older_revision_before_the_engine_kept_its_own_history_upgrades_in_place(
+    settings: Settings, old_pokesaga: Path, revision: str
+) -> None:
+    """The engine's version is read from the engine's tables, whatever revision the service stood at:
+    its later revisions run (engine_0003 moves the inbox's coordinates into positions), nothing lost."""
+    env = os.environ | settings_env(settings) | {"PYTHONPATH": str(old_pokesaga)}
+    made = subprocess.run([sys.executable, "-c", TO_REVISION, "pokeball", revision], cwd=old_pokesaga, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    engine = databases.engine(settings, "pokeball")
+    coordinates = revision < "0003"  # the inbox kept each record's topic, partition and offset until 0003
+    columns = "consumer, event_id, saga_id, type, received_at" + (
+        ', topic, "partition", "offset"' if coordinates else ""
+    )
+    values = ":c, :e, :s, :t, :r" + (", :topic, 0, :o" if coordinates else "")
+    with engine.begin() as conn:
+        for n in range(3):
+            row = {"c": "pokeball", "e": f"e{n}", "s": f"s{n}", "t": "PokemonWeakened", "r": n + 0.5}
+            conn.execute(
+                text(f"INSERT INTO inbox ({columns}) VALUES ({values})"),
+                row | {"topic": "capture.pokeball", "o": 10 + n},
+            )
+            conn.execute(text("INSERT INTO bags (trainer, balls) VALUES (:t, :n)"), {"t": f"t{n}", "n": n})
+    engine.dispose()
+
+    upgraded = pokesaga(settings, "db", "upgrade", "pokeball")
+    assert upgraded.returncode == 0, upgraded.stderr
+    stamped = f"{revision} + engine_{revision}"
+    assert upgraded.stdout.splitlines() == [
+        f"pokeball: upgraded from {stamped} at revision {NEWEST} (newest: {NEWEST})"
+    ]
+    engine = databases.engine(settings, "pokeball")
+    assert differences(engine, "pokeball") == []
+    engine.dispose()
+    assert databases.rows(settings, "pokeball", "select event_id, saga_id from inbox order by 1") == [
+        ("e0", "s0"), ("e1", "s1"), ("e2", "s2")
+    ]  # fmt: skip
+    assert databases.rows(settings, "pokeball", "select trainer, balls from bags order by 1") == [
+        ("t0", 0), ("t1", 1), ("t2", 2)
+    ]  # fmt: skip
+    if coordinates:  # where the consumer stood: after the last record it applied
+        assert databases.rows(settings, "pokeball", 'select "offset" from positions') == [(13,)]
