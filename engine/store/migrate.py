@@ -44,7 +44,6 @@ from engine.worker import rebuild
 HERE = Path(__file__).parent / "migrations"
 ENGINE_VERSIONS = HERE / "versions"
 ENGINE_VERSION_TABLE = "pokesaga_engine_version"
-RUNTIME_TABLES = tuple(db.METADATA.tables)  # the engine's, in every service database
 
 
 class SchemaMismatch(Exception):
