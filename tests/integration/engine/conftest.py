@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.broker import kafka
-from engine.wire.deadletter import dead_letters
 from engine.participant import Participant
+from engine.wire.deadletter import dead_letters
 from tests import databases
 from tests.toy.saga import TOY, Settings
 
