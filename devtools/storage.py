@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 # The runtime's own tables: what deduplication, publication and parking cost beside the business rows.
-RUNTIME = ("inbox", "outbox", "positions", "parked", "rebuild", "alembic_version")
+RUNTIME = ("inbox", "outbox", "positions", "parked", "rebuild", "alembic_version", "pokesaga_engine_version")
 
 
 def tables(path: Path) -> dict[str, dict[str, int]]:

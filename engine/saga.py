@@ -25,13 +25,16 @@ from sqlalchemy import Connection, MetaData
 
 from engine.events import Event, FailureEvent
 from engine.participant import GiveUp, Handler, Participant
-from engine.store.db import messaging_tables, positions_table, rebuild_tables
+from engine.store import db
 from engine.wire.deadletter import dead_letters
 
 
 @dataclass(frozen=True)
 class Service:
-    """A service's own database: its tables, the repository its handlers get, its migrations."""
+    """A service's own database: its tables, the repository its handlers get, its migrations.
+
+    ``metadata`` and ``migrations`` hold the service's own tables only: the engine's (inbox, outbox,
+    positions, rebuild, parked) are the engine's, with their own migrations (engine.store.migrate)."""
 
     name: str
     metadata: MetaData
@@ -39,9 +42,10 @@ class Service:
     migrations: Path
 
     def __post_init__(self) -> None:
-        messaging_tables(self.metadata)  # every service database holds the inbox and the outbox,
-        rebuild_tables(self.metadata)  # and the rebuild state and the parked records,
-        positions_table(self.metadata)  # and where each consumer is on each partition
+        taken = sorted(set(self.metadata.tables) & set(db.METADATA.tables))
+        if taken:
+            raise ValueError(f"service {self.name}: the tables {taken} are the engine's (engine.store.db); "
+                             "a service's metadata holds only its own")  # fmt: skip
 
 
 @dataclass(frozen=True)

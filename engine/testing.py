@@ -35,7 +35,7 @@ from engine.events import Event
 from engine.participant import UnitOfWork
 from engine.saga import Service
 from engine.settings import Settings
-from engine.store.db import make_engine
+from engine.store.db import METADATA, make_engine
 
 T = TypeVar("T")
 
@@ -52,6 +52,7 @@ class HandlerEnvironment:
         # One connection for every use: an in-memory SQLite database lives as long as it does.
         self.engine: Engine = make_engine("sqlite://", poolclass=StaticPool)
         service.metadata.create_all(self.engine)
+        METADATA.create_all(self.engine)  # the engine's own tables
 
     def run(
         self,

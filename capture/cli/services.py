@@ -86,13 +86,14 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     for service in services:
         engine = make_engine(settings.db_url(service))
         try:
-            newest = migrate.head(CAPTURE.services[service])
+            newest = migrate.heads(CAPTURE.services[service])  # the service's own, and the engine's
             if args.action == "upgrade":
                 before, after = migrate.upgrade(engine, CAPTURE.services[service])
-                change = f"upgraded from {before or 'nothing'}" if before != after else "already"
+                change = f"upgraded from {before}" if before != after else "already"
                 print(f"{service}: {change} at revision {after} (newest: {newest})")
             else:
-                print(f"{service}: at revision {migrate.current(engine) or 'none (empty database)'} (newest: {newest})")
+                at = migrate.revisions(engine)
+                print(f"{service}: at revision {'none (empty database)' if at.empty else at} (newest: {newest})")
         finally:
             engine.dispose()
     return 0

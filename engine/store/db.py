@@ -1,9 +1,11 @@
 """Databases: one per service, SQLite (WAL) by default, any SQLAlchemy URL otherwise.
 
-Every service database also holds the runtime's tables: the inbox (event ids already
-applied, per consumer), the outbox (records to publish, per producer), the rebuild (which of
-the service's participants are re-applying their recorded history, see engine.worker.rebuild) and
-the parked records (records held back until a rebuild ends, in arrival order).
+Every service database also holds the engine's own tables, on the engine's own MetaData
+(``METADATA``) and made by the engine's own migrations (engine.store.migrate): the inbox (event
+ids already applied, per consumer), the outbox (records to publish, per producer), the positions
+(where each consumer stands on each partition), the rebuild (which of the service's participants
+are re-applying their recorded history, see engine.worker.rebuild) and the parked records (records
+held back until a rebuild ends, or retried later, in arrival order).
 """
 
 from __future__ import annotations
@@ -36,101 +38,110 @@ from sqlalchemy.engine import Connection, make_url
 
 from engine.settings import check_database_url
 
+METADATA = MetaData()
+"""The engine's own tables, in every service database beside the service's: a service's MetaData
+holds only its own, and its migrations only those (the engine's are in engine.store.migrations)."""
 
-def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """Add (or get) the inbox and outbox tables of a service's metadata."""
-    if "inbox" in metadata.tables:
-        return metadata.tables["inbox"], metadata.tables["outbox"]
-    inbox = Table(
-        "inbox",
-        metadata,
-        Column("consumer", String(100), primary_key=True),
-        Column("event_id", String(200), primary_key=True),
-        Column("saga_id", String(200), nullable=False),
-        Column("type", String(100), nullable=False),
-        # When it was applied (epoch seconds): rows older than the inbox retention are pruned.
-        Column("received_at", Float, nullable=False, index=True),
-        Index("ix_inbox_consumer_saga", "consumer", "saga_id"),
-    )
-    outbox = Table(
-        "outbox",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("producer", String(100), nullable=False, index=True),
-        Column("event_id", String(200), nullable=True),
-        Column("topic", String(250), nullable=False),
-        Column("key", LargeBinary, nullable=True),
-        Column("value", LargeBinary, nullable=False),
-        Column("headers", JSON, nullable=False),
-        sqlite_autoincrement=True,  # an id is never handed out again (revision messaging v4)
-    )
-    return inbox, outbox
+INBOX = Table(
+    "inbox",
+    METADATA,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", String(200), primary_key=True),
+    Column("saga_id", String(200), nullable=False),
+    Column("type", String(100), nullable=False),
+    # When it was applied (epoch seconds): rows older than the inbox retention are pruned.
+    Column("received_at", Float, nullable=False, index=True),
+    Index("ix_inbox_consumer_saga", "consumer", "saga_id"),
+)
+
+OUTBOX = Table(
+    "outbox",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("producer", String(100), nullable=False, index=True),
+    Column("event_id", String(200), nullable=True),
+    Column("topic", String(250), nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSON, nullable=False),
+    sqlite_autoincrement=True,  # an id is never handed out again (engine revision 0004)
+)
+
+# Per consumer and input partition, the offset after the last record whose fate was committed,
+# the latest record timestamp among those, and the id of the topic they were read from
+# (engine.store.inbox).
+POSITIONS = Table(
+    "positions",
+    METADATA,
+    Column("consumer", String(100), primary_key=True),
+    Column("topic", String(250), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    # Kafka's id of the topic (its incarnation): a position is void on a topic made again.
+    Column("topic_id", String(36), nullable=True),
+    sqlite_with_rowid=False,
+)
+
+REBUILD = Table(
+    "rebuild",
+    METADATA,
+    # A participant's name, or '*': the database was created empty (see engine.worker.rebuild).
+    Column("consumer", String(100), primary_key=True),
+    # {"topic:partition": end offset} when the rebuild began; NULL until a process has
+    # positioned the consumer group (moved it to ``start``).
+    Column("targets", JSON(none_as_null=True), nullable=True),
+    # {"topic:partition": offset} where the group starts re-reading; NULL: the earliest records.
+    Column("start", JSON(none_as_null=True), nullable=True),
+    Column("replayed", Boolean, nullable=False, default=False),
+    Column("since", Float, nullable=False),
+)
+
+PARKED = Table(
+    "parked",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("consumer", String(100), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("saga_id", String(200), nullable=False),
+    Column("topic", String(250), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("reason", String(100), nullable=False),
+    Column("parked_at", Float, nullable=False),
+    # Attempts so far, when it is next due (set on each saga's head; NULL behind it), the last error.
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("due_at", Float, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    UniqueConstraint("consumer", "event_id", name="parked_once"),
+    Index("ix_parked_consumer_saga", "consumer", "saga_id"),
+    Index("ix_parked_consumer_id", "consumer", "id"),  # the oldest first, without a sort
+    Index("ix_parked_consumer_due", "consumer", "due_at"),  # the heads due now, without a scan
+    sqlite_autoincrement=True,  # an id is never handed out again (engine revision 0004)
+)
 
 
-def positions_table(metadata: MetaData) -> Table:
-    """Add (or get) the positions table of a service's metadata (revision messaging v3, v4): per
-    consumer and input partition, the offset after the last record whose fate was committed, the
-    latest record timestamp among those, and the id of the topic they were read from (engine.store.inbox)."""
-    if "positions" in metadata.tables:
-        return metadata.tables["positions"]
-    return Table(
-        "positions",
-        metadata,
-        Column("consumer", String(100), primary_key=True),
-        Column("topic", String(250), primary_key=True),
-        Column("partition", Integer, primary_key=True),
-        Column("offset", BigInteger, nullable=False),
-        Column("timestamp", BigInteger, nullable=False),
-        # Kafka's id of the topic (its incarnation): a position is void on a topic made again.
-        Column("topic_id", String(36), nullable=True),
-        sqlite_with_rowid=False,
-    )
+# The helpers below take a service's MetaData, as they did when the engine's tables were added
+# to it; they are the engine's own now, the same whichever service asks.
 
 
-def rebuild_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """Add (or get) the rebuild and parked tables of a service's metadata (revision messaging v2)."""
-    if "rebuild" in metadata.tables:
-        return metadata.tables["rebuild"], metadata.tables["parked"]
-    rebuild = Table(
-        "rebuild",
-        metadata,
-        # A participant's name, or '*': the database was created empty (see engine.worker.rebuild).
-        Column("consumer", String(100), primary_key=True),
-        # {"topic:partition": end offset} when the rebuild began; NULL until a process has
-        # positioned the consumer group (moved it to ``start``).
-        Column("targets", JSON(none_as_null=True), nullable=True),
-        # {"topic:partition": offset} where the group starts re-reading; NULL: the earliest records.
-        Column("start", JSON(none_as_null=True), nullable=True),
-        Column("replayed", Boolean, nullable=False, default=False),
-        Column("since", Float, nullable=False),
-    )
-    parked = Table(
-        "parked",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("consumer", String(100), nullable=False),
-        Column("event_id", String(200), nullable=False),
-        Column("saga_id", String(200), nullable=False),
-        Column("topic", String(250), nullable=False),
-        Column("partition", Integer, nullable=False),
-        Column("offset", BigInteger, nullable=False),
-        Column("timestamp", BigInteger, nullable=False),
-        Column("key", LargeBinary, nullable=True),
-        Column("value", LargeBinary, nullable=False),
-        Column("headers", JSON, nullable=False),
-        Column("reason", String(100), nullable=False),
-        Column("parked_at", Float, nullable=False),
-        # Attempts so far, when it is next due (set on each saga's head; NULL behind it), the last error.
-        Column("attempts", Integer, nullable=False, default=0),
-        Column("due_at", Float, nullable=True),
-        Column("last_error", String(500), nullable=True),
-        UniqueConstraint("consumer", "event_id", name="parked_once"),
-        Index("ix_parked_consumer_saga", "consumer", "saga_id"),
-        Index("ix_parked_consumer_id", "consumer", "id"),  # the oldest first, without a sort
-        Index("ix_parked_consumer_due", "consumer", "due_at"),  # the heads due now, without a scan
-        sqlite_autoincrement=True,  # an id is never handed out again (revision messaging v4)
-    )
-    return rebuild, parked
+def messaging_tables(metadata: MetaData | None = None) -> tuple[Table, Table]:
+    """The engine's inbox and outbox tables (``metadata`` is not used: they are the engine's)."""
+    return INBOX, OUTBOX
+
+
+def positions_table(metadata: MetaData | None = None) -> Table:
+    """The engine's positions table (``metadata`` is not used: it is the engine's)."""
+    return POSITIONS
+
+
+def rebuild_tables(metadata: MetaData | None = None) -> tuple[Table, Table]:
+    """The engine's rebuild and parked tables (``metadata`` is not used: they are the engine's)."""
+    return REBUILD, PARKED
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

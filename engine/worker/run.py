@@ -42,8 +42,8 @@ def open_database(service: Service, settings: Settings) -> tuple[Engine, bool]:
     engine = make_engine(settings.db_url(service.name))
     before, after = migrate.upgrade(engine, service)
     if before != after:
-        log.info("%s: database schema upgraded from %s to %s", service.name, before or "nothing", after)
-    return engine, before is None
+        log.info("%s: database schema upgraded from %s to %s", service.name, before, after)
+    return engine, before.empty
 
 
 def build_loop(

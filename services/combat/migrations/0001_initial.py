@@ -1,4 +1,4 @@
-"""combat: initial tables
+"""combat: its own tables (the engine's have their own history: engine.store.migrate)
 
 Revision ID: 0001
 Revises: (none)
@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.migrations import messaging_v1
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -18,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v1.create()
     op.create_table(
         "attacks",
         sa.Column("saga_id", sa.String(length=200), nullable=False),
@@ -42,4 +39,3 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_attacks_trainer"))
 
     op.drop_table("attacks")
-    messaging_v1.drop()

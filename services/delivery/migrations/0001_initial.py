@@ -1,4 +1,4 @@
-"""delivery: initial tables
+"""delivery: its own tables (the engine's have their own history: engine.store.migrate)
 
 Revision ID: 0001
 Revises: (none)
@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.migrations import messaging_v1
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -18,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v1.create()
     op.create_table(
         "deliveries",
         sa.Column("saga_id", sa.String(length=200), nullable=False),
@@ -40,4 +37,3 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_deliveries_trainer"))
 
     op.drop_table("deliveries")
-    messaging_v1.drop()

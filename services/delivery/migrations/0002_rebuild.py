@@ -1,12 +1,15 @@
-"""delivery: the runtime's rebuild state and parked records
+"""delivery: nothing of its own (was: the engine's rebuild state and parked records)
 
 Revision ID: 0002
 Revises: 0001
+
+Before the engine kept its own history, this revision changed the engine's tables; the
+engine's revision engine_0002 does it now (engine.store.migrate). Kept, with no body, so that
+a database at this revision stands where it stood, and an older pokesaga deployed again finds
+the revision it knows.
 """
 
 from __future__ import annotations
-
-from engine.store.migrations import messaging_v2
 
 revision = "0002"
 down_revision = "0001"
@@ -15,8 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v2.create()
+    pass
 
 
 def downgrade() -> None:
-    messaging_v2.drop()
+    pass

@@ -1,4 +1,4 @@
-"""pokeball: initial tables
+"""pokeball: its own tables (the engine's have their own history: engine.store.migrate)
 
 Revision ID: 0001
 Revises: (none)
@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.migrations import messaging_v1
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -18,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v1.create()
     op.create_table(
         "bags",
         sa.Column("trainer", sa.String(length=64), nullable=False),
@@ -46,4 +43,3 @@ def downgrade() -> None:
 
     op.drop_table("throws")
     op.drop_table("bags")
-    messaging_v1.drop()

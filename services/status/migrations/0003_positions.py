@@ -1,12 +1,15 @@
-"""status: positions per partition, and an inbox that keeps ids for a window
+"""status: nothing of its own (was: positions per partition, and an inbox that keeps ids for a window)
 
 Revision ID: 0003
 Revises: 0002
+
+Before the engine kept its own history, this revision changed the engine's tables; the
+engine's revision engine_0003 does it now (engine.store.migrate). Kept, with no body, so that
+a database at this revision stands where it stood, and an older pokesaga deployed again finds
+the revision it knows.
 """
 
 from __future__ import annotations
-
-from engine.store.migrations import messaging_v3
 
 revision = "0003"
 down_revision = "0002"
@@ -15,8 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v3.upgrade()
+    pass
 
 
 def downgrade() -> None:
-    messaging_v3.downgrade()
+    pass

@@ -1,12 +1,15 @@
-"""status: topic ids on positions, row ids never reused, parked heads found by when they are due
+"""status: nothing of its own (was: the engine's identities that never start over)
 
 Revision ID: 0004
 Revises: 0003
+
+Before the engine kept its own history, this revision changed the engine's tables; the
+engine's revision engine_0004 does it now (engine.store.migrate). Kept, with no body, so that
+a database at this revision stands where it stood, and an older pokesaga deployed again finds
+the revision it knows.
 """
 
 from __future__ import annotations
-
-from engine.store.migrations import messaging_v4
 
 revision = "0004"
 down_revision = "0003"
@@ -15,8 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v4.upgrade()
+    pass
 
 
 def downgrade() -> None:
-    messaging_v4.downgrade()
+    pass

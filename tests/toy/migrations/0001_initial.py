@@ -1,4 +1,4 @@
-"""toy: initial tables (both services)
+"""toy: its own tables (both services; the engine's have their own history: engine.store.migrate)
 
 Revision ID: 0001
 Revises: (none)
@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.migrations import messaging_v1
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -18,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v1.create()
     op.create_table(
         "marks",
         sa.Column("saga_id", sa.String(length=200), nullable=False),
@@ -37,4 +34,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("tallies")
     op.drop_table("marks")
-    messaging_v1.drop()

@@ -1,4 +1,4 @@
-"""deposits: initial tables
+"""deposits: its own tables (the engine's have their own history: engine.store.migrate)
 
 Revision ID: 0001
 Revises: (none)
@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.migrations import messaging_v1
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -18,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    messaging_v1.create()
     op.create_table(
         "accounts",
         sa.Column("account_id", sa.String(length=64), nullable=False),
@@ -39,4 +36,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("deposits")  # its index goes with it
     op.drop_table("accounts")
-    messaging_v1.drop()

@@ -22,6 +22,7 @@ from engine import faults
 from engine.broker import kafka
 from engine.participant import Participant
 from engine.retry import RetryPolicy
+from engine.store.db import messaging_tables
 from engine.wire.deadletter import REASON_HEADER, dead_letters
 from engine.worker import rebuild, run
 from engine.worker.rebuild import Rebuild, RebuildState
@@ -109,7 +110,7 @@ async def test_a_crash_between_the_steps_loses_nothing_and_applies_nothing_twice
     assert {c["id"] for c in copies} == {copies[0]["id"]} and copies[0]["type"] == "FirstDone"
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(marks).where(marks.c.saga_id == saga)).scalar() == 1
-        inbox, outbox = participant.metadata.tables["inbox"], participant.metadata.tables["outbox"]
+        inbox, outbox = messaging_tables()  # the engine's own tables
         assert conn.execute(select(func.count()).select_from(inbox).where(inbox.c.saga_id == saga)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(outbox)).scalar() == 0
 
@@ -330,7 +331,7 @@ async def test_the_inbox_pruner_survives_database_errors_and_the_loop_goes_on(
     engine = engine_for("first", settings)
     loop = run.build_loop(TOY, participant, settings, engine)
     loop.prune_every = 0.2
-    inbox = participant.metadata.tables["inbox"]
+    inbox, _ = messaging_tables()
     old = {"consumer": participant.name, "event_id": f"old-{uuid.uuid4().hex[:8]}", "saga_id": "old", "type": "X",
            "topic": topic, "partition": 0, "offset": 0, "received_at": 0.0}  # fmt: skip
     caplog.set_level(logging.WARNING, logger="engine.worker.loop")

@@ -1,7 +1,11 @@
-"""The runtime's inbox and outbox tables as every service's first revision made them.
+"""engine: the inbox and the outbox
 
-Frozen, like a migration: later changes to engine.store.db's tables get migrations of their own;
-this stays what revision 0001 of each service database created.
+Revision ID: engine_0001
+Revises: (none)
+
+What every service's revision 0001 created before the engine kept its own history (see
+engine.store.migrate). Frozen, like every revision: later changes to engine.store.db's tables get
+revisions of their own.
 """
 
 from __future__ import annotations
@@ -9,8 +13,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+revision = "engine_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
 
-def create() -> None:
+
+def upgrade() -> None:
     op.create_table(
         "inbox",
         sa.Column("consumer", sa.String(length=100), nullable=False),
@@ -39,7 +48,7 @@ def create() -> None:
     op.create_index("ix_outbox_producer", "outbox", ["producer"])
 
 
-def drop() -> None:
+def downgrade() -> None:
     op.drop_table("outbox")  # its indexes go with it
     op.drop_table("inbox")
 

@@ -1,17 +1,25 @@
-"""The runtime's positions table and a leaner inbox, as every service's revision 0003 made them.
+"""engine: positions per partition, and an inbox that keeps ids for a window
 
-Frozen, like a migration (see messaging_v1). Records re-read from the broker (a redelivery, a
-replay) are recognised by their consumer's position on their partition, so the inbox keeps event
-ids only for copies re-sent under new offsets, for a short window (engine.store.inbox): it loses its
-record coordinates, and its saga index gains the consumer (the saga lookup no longer scans every
-row of a consumer on SQLite). The positions are filled from the inbox's coordinates before they
-go, so a database in use loses none.
+Revision ID: engine_0003
+Revises: engine_0002
+
+What every service's revision 0003 did before the engine kept its own history. Records re-read
+from the broker (a redelivery, a replay) are recognised by their consumer's position on their
+partition, so the inbox keeps event ids only for copies re-sent under new offsets, for a short
+window (engine.store.inbox): it loses its record coordinates, and its saga index gains the
+consumer (the saga lookup no longer scans every row of a consumer on SQLite). The positions are
+filled from the inbox's coordinates before they go, so a database in use loses none.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+revision = "engine_0003"
+down_revision = "engine_0002"
+branch_labels = None
+depends_on = None
 
 
 def upgrade() -> None:
@@ -52,8 +60,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Back to revision 0002's inbox. The coordinates of each applied event are gone: each
-    consumer's position becomes a row at the last offset it had passed (what revision 0002's
+    """Back to engine_0002's inbox. The coordinates of each applied event are gone: each
+    consumer's position becomes a row at the last offset it had passed (what engine_0002's
     ``restore_start`` reads), and its other rows take that partition with offset 0."""
     op.create_table(
         "inbox_v2",

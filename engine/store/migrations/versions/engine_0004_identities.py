@@ -1,6 +1,10 @@
-"""Identities that never start over, as every service's revision 0004 made them.
+"""engine: topic ids on positions, row ids never reused, parked heads found by when they are due
 
-Frozen, like a migration (see messaging_v1).
+Revision ID: engine_0004
+Revises: engine_0003
+
+What every service's revision 0004 did before the engine kept its own history: identities that
+never start over.
 
 - ``positions`` gains ``topic_id``: the id Kafka gave the topic a position was recorded on. A
   topic deleted and made again gets a new id, and a position recorded for another one is void
@@ -17,6 +21,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+revision = "engine_0004"
+down_revision = "engine_0003"
+branch_labels = None
+depends_on = None
 
 HEADS = "SELECT MIN(id) FROM parked GROUP BY consumer, saga_id"
 

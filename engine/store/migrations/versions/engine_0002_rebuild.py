@@ -1,8 +1,12 @@
-"""The runtime's rebuild and parked tables, as every service's revision 0002 made them.
+"""engine: the rebuild state and the parked records
 
-Frozen, like a migration (see messaging_v1). A database upgraded from revision 0001 was in
-use, so it has no rebuild row: it is live. A database created empty gets its '*' row from
-engine.store.migrate in the same transaction (engine.worker.rebuild explains the rest).
+Revision ID: engine_0002
+Revises: engine_0001
+
+What every service's revision 0002 created before the engine kept its own history. A database
+upgraded from engine_0001 was in use, so it has no rebuild row: it is live. A database created
+empty gets its '*' row from engine.store.migrate in the same transaction (engine.worker.rebuild
+explains the rest).
 """
 
 from __future__ import annotations
@@ -10,8 +14,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+revision = "engine_0002"
+down_revision = "engine_0001"
+branch_labels = None
+depends_on = None
 
-def create() -> None:
+
+def upgrade() -> None:
     op.create_table(
         "rebuild",
         sa.Column("consumer", sa.String(length=100), nullable=False),
@@ -46,6 +55,6 @@ def create() -> None:
     op.create_index("ix_parked_consumer_id", "parked", ["consumer", "id"])
 
 
-def drop() -> None:
+def downgrade() -> None:
     op.drop_table("parked")  # its indexes go with it
     op.drop_table("rebuild")
