@@ -12,9 +12,15 @@ import json
 import os
 from typing import Any
 
+import pytest
+
 from capture.saga import CAPTURE
 from capture.settings import SERVICES
 from tests.containers.stack import LONG_RUNNING, Stack, outcomes, publish, start_event, until
+
+# The first test's setup builds the images (a few minutes after `docker system prune -a`) and
+# brings the project up.
+pytestmark = pytest.mark.timeout(1200)
 
 RUN = os.getpid()
 WILD = ["Pidgey", "Rattata", "Caterpie", "Weedle", "Zubat", "Geodude", "Magikarp", "Oddish", "Psyduck", "Mewtwo"]
