@@ -99,6 +99,16 @@ def test_start_events_written_by_hand_on_the_host_each_reach_exactly_one_outcome
     assert_each_done_once(stack, sagas, found)
 
 
+def test_the_readme_commands_start_a_capture_from_the_cli_container_and_from_the_host(stack: Stack) -> None:
+    outcome = ("PokemonDelivered: ", "CaptureFailed: ")
+    inside = stack.compose("run", "--rm", "cli", "pokesaga", "start", "--trainer", f"Sacha{RUN}", "--wait")
+    assert inside.stdout.strip().splitlines()[-1].startswith(outcome), inside.stdout
+    outside = stack.pokesaga("start", "--trainer", f"Ash{RUN}", "--wait")
+    assert outside.stdout.strip().splitlines()[-1].startswith(outcome), outside.stdout
+    shown = stack.pokesaga("inspect", "trainer", f"Sacha{RUN}").stdout
+    assert shown.splitlines()[0] == f"trainer Sacha{RUN}" and "throws: 1" in shown, shown
+
+
 def test_prometheus_scrapes_every_service_and_the_tracker(stack: Stack) -> None:
     def targets() -> dict[str, str] | None:
         answer = stack.json("HOST_PORT_PROMETHEUS", "/api/v1/targets")
