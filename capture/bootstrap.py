@@ -9,8 +9,8 @@ from sqlalchemy import Engine
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine import run
 from engine.participant import Participant
+from engine.worker import run
 
 PARTICIPANTS: dict[str, Participant] = CAPTURE.participants
 GROUP_TOPICS: dict[str, list[str]] = CAPTURE.groups  # each participant's consumer group and the topics it reads

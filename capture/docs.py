@@ -18,10 +18,10 @@ from pydantic import BaseModel
 
 from capture.saga import CAPTURE
 from contracts import jsonschema
-from engine.deadletters import dead_letters
-from engine.envelope import Envelope
 from engine.events import Event
 from engine.saga import Saga
+from engine.wire.deadletter import dead_letters
+from engine.wire.envelope import Envelope
 
 DOCS_DIR = Path(__file__).parents[1] / "docs"
 DIAGRAM = "choreography.mmd"

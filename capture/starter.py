@@ -14,8 +14,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from contracts import topics
 from contracts.events import PokemonEncountered
-from engine import kafka
-from engine.envelope import Envelope, wrap
+from engine.broker import kafka
+from engine.wire.envelope import Envelope, wrap
 
 
 def start_event(

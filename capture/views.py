@@ -4,7 +4,7 @@ Each service answers from its own database only; a service whose database does n
 exist yet answers ``null``. Output is deterministic (sorted), so two views can be diffed.
 
 A saga's view also lists the records of the saga each service holds parked (``parked``, see
-engine.retrying): a step being retried, attempt n of m, and the records queued behind it.
+engine.observe.retries): a step being retried, attempt n of m, and the records queued behind it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError
 
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
-from engine.db import make_engine
-from engine.retrying import attempts_text, parked_records
-from engine.text import printable
+from engine.observe.retries import attempts_text, parked_records
+from engine.store.db import make_engine
+from engine.wire.text import printable
 from services.combat.tables import CombatRecords
 from services.delivery.tables import DeliveryRecords
 from services.pokeball.tables import PokeballRecords

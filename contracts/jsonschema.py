@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from contracts.events import EVENT_TYPES
-from engine.envelope import Envelope
+from engine.wire.envelope import Envelope
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 

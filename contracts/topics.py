@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.deadletters import DLQ_SUFFIX, dead_letters  # the engine names dead-letter topics
+from engine.wire.deadletter import DLQ_SUFFIX, dead_letters  # the engine names dead-letter topics
 
 __all__ = ["ALL", "COMBAT", "DELIVERY", "DLQ_SUFFIX", "FAILURES", "OUTCOMES", "POKEBALL", "STATUS", "dead_letters"]
 

@@ -33,8 +33,8 @@ from devtools import storage
 from devtools.broker import free_port, provisioned
 from devtools.processes import ServiceProcess, stop_all
 from devtools.relay import CHAIN
-from engine import kafka
-from engine.envelope import Envelope
+from engine.broker import kafka
+from engine.wire.envelope import Envelope
 
 RELAY_GROUPS = {f"null-relay.{source}": [source] for source in CHAIN[:-1]}
 

@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from capture.settings import Settings
 from devtools.kraft import Node, NodeError, take_voter_place
 from devtools.secured import SecuredListener
-from engine import kafka
+from engine.broker import kafka
 
 KAFKA_VERSION = "4.1.1"
 SLF4J_VERSION = "1.7.36"  # the slf4j-api the Kafka jars use
@@ -400,7 +400,7 @@ _COMMON = [
 
 def _internal_topics(brokers: int) -> list[str]:
     """Replication of the broker's own topics (group offsets, transactions, share groups) and of
-    auto-created ones: as pokesaga replicates its topics (engine.kafka.replicas_for)."""
+    auto-created ones: as pokesaga replicates its topics (engine.broker.kafka.replicas_for)."""
     replicas = min(3, brokers)
     isr = max(1, replicas - 1)
     return [

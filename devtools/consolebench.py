@@ -37,10 +37,10 @@ from devtools.bench import proc_figures, quantile
 from devtools.broker import BrokerError, free_port, provisioned
 from devtools.demo import TRAINERS
 from devtools.processes import ServiceProcess, stop_all
-from engine import kafka
-from engine.envelope import wrap
+from engine.broker import kafka
 from engine.events import Event
-from engine.timeline import rfc3339
+from engine.observe.timeline import canonical_rfc3339
+from engine.wire.envelope import wrap
 from tracker.app import APP_ID, INTERNAL_TOPICS
 
 SPREAD = 50 * 60.0  # start times over the last 50 minutes
@@ -206,8 +206,8 @@ async def load(bootstrap: str, tracker: ServiceProcess, port: int, count: int) -
 def requests(port: int, count: int, now: float, saga_id: str) -> dict[str, str]:
     """The console's requests, by name: the overview, the list filtered every way, a page halfway
     down the list (its cursor found by following ``next``), one saga."""
-    since = rfc3339(datetime.fromtimestamp(now - 30 * 60, UTC))
-    until = rfc3339(datetime.fromtimestamp(now - 20 * 60, UTC))
+    since = canonical_rfc3339(datetime.fromtimestamp(now - 30 * 60, UTC))
+    until = canonical_rfc3339(datetime.fromtimestamp(now - 20 * 60, UTC))
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     step, cursor, skipped = min(1000, max(1, count // 20)), None, 0
     while skipped < count // 2:

@@ -16,8 +16,8 @@ from capture.starter import Outcome, TopicWatcher, publish, start_event
 from contracts import pokedex
 from devtools.broker import bindable, free_port
 from devtools.processes import ServiceProcess, stop_all
-from engine import kafka
-from engine.envelope import Envelope
+from engine.broker import kafka
+from engine.wire.envelope import Envelope
 
 TRAINERS = ("Ash", "Misty", "Brock", "Gary", "Erika", "Sabrina", "Blaine", "Koga")
 

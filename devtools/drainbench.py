@@ -12,6 +12,7 @@ read that scans every parked row makes the drain cost the square of the backlog.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,9 +24,9 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from contracts import topics
 from contracts.events import PokemonWeakened
-from engine.envelope import wrap
-from engine.parked import REBUILDING
-from engine.processing import BatchProcessor
+from engine.store.parked import REBUILDING
+from engine.wire.envelope import wrap
+from engine.worker.batch.processor import BatchProcessor
 
 WEAKENED = {
     "trainer": {"name": "Drain"},
@@ -61,7 +62,7 @@ def park(processor: BatchProcessor, count: int, chunk: int = 5_000) -> None:
             processor.parked.insert(conn, rows)
 
 
-def drain(processor: BatchProcessor, batch: int) -> tuple[float, float, int]:
+async def drain(processor: BatchProcessor, batch: int) -> tuple[float, float, int]:
     """(seconds in all, slowest read of what is due, records applied)."""
     started, slowest, applied = time.perf_counter(), 0.0, 0
     while True:
@@ -70,7 +71,7 @@ def drain(processor: BatchProcessor, batch: int) -> tuple[float, float, int]:
         slowest = max(slowest, time.perf_counter() - read)
         if not records:
             return time.perf_counter() - started, slowest, applied
-        applied += sum(processor.process(records).applied.values())
+        applied += sum((await processor.apply(records)).applied.values())
 
 
 def main() -> None:
@@ -85,7 +86,7 @@ def main() -> None:
             participant = PARTICIPANTS["pokeball"]
             processor = BatchProcessor(participant, CAPTURE.types, engine_for("pokeball", settings), settings)
             park(processor, count)
-            seconds, slowest, applied = drain(processor, args.batch)
+            seconds, slowest, applied = asyncio.run(drain(processor, args.batch))
             assert applied == count, f"{applied} of {count} applied"
             print(
                 f"{count:>8,} parked: drained in {seconds:6.1f} s ({count / seconds:7,.0f} records/s); "

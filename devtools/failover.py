@@ -29,7 +29,7 @@ from capture.starter import start_event
 from contracts import topics
 from devtools.broker import provisioned
 from devtools.processes import ServiceProcess
-from engine import kafka
+from engine.broker import kafka
 
 SERVICE = "status"
 WAYS = ("sigkill", "sigkill_then_restart", "sigterm")

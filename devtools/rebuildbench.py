@@ -6,7 +6,7 @@ For each count, on a private local broker (or ``KAFKA_BOOTSTRAP_SERVERS``), two 
 pokeball participant's input (one ``PokemonWeakened`` per saga) and its history (the
 ``PokemonCaught`` it published for each). Then, in a new process for each ``--code`` checkout
 (default: this one) — so that its peak memory is the rebuild's alone — what a rebuild does:
-``engine.rebuild.load`` over both topics, then the input read back in batches, each record's
+``engine.worker.rebuild.load`` over both topics, then the input read back in batches, each record's
 recorded decision looked up as the participant's loop does (a batch's causes in one read where
 the history can, then one lookup per record). Prints the load time, the lookup time, the
 decisions found, the process's peak RSS (``ru_maxrss``) less its peak before the load, and the
@@ -61,8 +61,8 @@ async def record(bootstrap: str, count: int, inputs: str, outputs: str, chunk: i
     """``count`` sagas' input and recorded decision on the two topics; the seconds it took."""
     from capture.bootstrap import PARTICIPANTS
     from contracts.events import PokemonCaught, PokemonWeakened
-    from engine import kafka
-    from engine.envelope import wrap
+    from engine.broker import kafka
+    from engine.wire.envelope import wrap
 
     started = time.perf_counter()
     await kafka.ensure_topics(bootstrap, [inputs, outputs], partitions=3)
@@ -90,12 +90,13 @@ async def rebuild(bootstrap: str, inputs: str, outputs: str, batch: int) -> dict
     """In this process: the history loaded as a rebuild loads it, then every input record's lookup."""
     from capture.bootstrap import PARTICIPANTS
     from capture.saga import CAPTURE
-    from engine import kafka, rebuild
+    from engine.broker import kafka
+    from engine.worker import rebuild
 
-    keyed: Any = None  # the code before engine.history kept decisions by the cause id alone
+    keyed: Any = None  # the code before engine.worker.history kept decisions by the cause id alone
     with contextlib.suppress(ImportError):
-        from engine.history import key as keyed
-    from engine.codec import decode_envelope
+        from engine.worker.history import key as keyed
+    from engine.wire.codec import decode_envelope
 
     participant = PARTICIPANTS["pokeball"]
     before = _peak_mb()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from capture.saga import CAPTURE
-from engine import kafka
+from engine.broker import kafka
 
 # The forward chain of the declaration: each step's topic, then where the last step's success goes.
 CHAIN = (*(step.consumes for step in CAPTURE.steps), CAPTURE.steps[-1].succeeds_with[0].topic)

@@ -8,18 +8,18 @@ What a saga's code uses (the rest is the engine's own business):
 - ``UnitOfWork``, ``Rejected``: what a handler receives, and how it refuses a record
   (``engine.participant``);
 - ``Settings``: the engine's settings, for the saga to extend (``engine.settings``);
-- ``serve``: run one of its services in this process (``engine.run``);
-- ``wrap``, ``Envelope``: the CloudEvents envelope, to start a saga (``engine.envelope``);
+- ``serve``: run one of its services in this process (``engine.worker.run``);
+- ``wrap``, ``Envelope``: the CloudEvents envelope, to start a saga (``engine.wire.envelope``);
 - ``HandlerEnvironment``: one handler run on its service's tables, no broker (``engine.testing``).
 """
 
-from engine.envelope import Envelope, wrap
 from engine.events import Event, FailureEvent, bounded
 from engine.participant import Rejected, UnitOfWork
-from engine.run import serve
 from engine.saga import Compensation, Saga, Service, Step
 from engine.settings import Settings
 from engine.testing import HandlerEnvironment
+from engine.wire.envelope import Envelope, wrap
+from engine.worker.run import serve
 
 __all__ = [
     "Compensation",

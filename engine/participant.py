@@ -29,7 +29,7 @@ class UnitOfWork(Generic[R]):
     records: R
     settings: Any  # the saga's Settings (a subclass of engine.settings.Settings)
     # What this participant published for this event before, when its database is being
-    # rebuilt by replay: a handler whose decision depends on other sagas takes it again.
+    # rebuilt from the topics: a handler whose decision depends on other sagas takes it again.
     recorded: tuple[Event, ...] = ()
 
 
@@ -63,7 +63,7 @@ class Participant:
     # whose record is dead-lettered instead when it cannot proceed.
     on_exhausted: GiveUp | None = None
     source: str = ""  # the CloudEvents ``source`` of what it publishes, "<saga>/<name>"
-    retries_topic: str = ""  # where it says it parked a record to retry it (engine.retrynotice); "": nowhere
+    retries_topic: str = ""  # where it says it parked a record to retry it (engine.wire.notices); "": nowhere
 
     @property
     def compensator(self) -> bool:

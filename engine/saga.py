@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData
 
-from engine.db import messaging_tables, positions_table, rebuild_tables
-from engine.deadletters import dead_letters
 from engine.events import Event, FailureEvent
 from engine.participant import GiveUp, Handler, Participant
+from engine.store.db import messaging_tables, positions_table, rebuild_tables
+from engine.wire.deadletter import dead_letters
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Saga:
 
     @property
     def retries_topic(self) -> str:
-        """Where participants say they parked a record to retry it (engine.retrynotice)."""
+        """Where participants say they parked a record to retry it (engine.wire.notices)."""
         if self.retries:
             return self.retries
         first = self.steps[0].consumes if self.steps else self.name

@@ -18,7 +18,7 @@ the saga. The tables live in an in-memory SQLite database; there is no Kafka::
 
 The kit runs exactly the function it is given, once. The rest is the engine's and not done
 here: the inbox (a second run of the same event applies it again), the outbox, retries,
-dead letters, and a rebuild's replay of a recorded give-up (the loop calls the step's
+dead letters, and a rebuild re-applying a recorded give-up (the loop calls the step's
 ``give_up`` for it instead of the handler).
 """
 
@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 
-from engine.db import make_engine
 from engine.events import Event
 from engine.participant import UnitOfWork
 from engine.saga import Service
 from engine.settings import Settings
+from engine.store.db import make_engine
 
 T = TypeVar("T")
 

@@ -12,18 +12,21 @@ import os
 import re
 import uuid
 import warnings
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from capture.settings import SERVICES, Settings
-from engine.db import make_engine
+from capture.settings import SERVICES
+from engine.settings import Settings
+from engine.store.db import make_engine
 
 ADMIN_URL = os.environ.get("POKESAGA_TEST_POSTGRES") or None
 BACKEND = "postgresql" if ADMIN_URL else "sqlite"
 CREATED: list[str] = []  # dropped when the session ends
+S = TypeVar("S", bound=Settings)
 
 
 def _admin() -> Engine:
@@ -31,8 +34,9 @@ def _admin() -> Engine:
     return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
-def database_urls(label: str) -> dict[str, Any]:
-    """Settings fields giving each service a new, empty PostgreSQL database; {} on SQLite."""
+def database_urls(label: str, services: Iterable[str] = SERVICES) -> dict[str, Any]:
+    """Settings fields giving each of ``services`` (the capture saga's by default) a new, empty
+    PostgreSQL database; {} on SQLite."""
     if ADMIN_URL is None:
         return {}
     prefix = f"t_{re.sub(r'[^a-z0-9]', '_', label.lower())[:30]}_{uuid.uuid4().hex[:8]}"
@@ -40,7 +44,7 @@ def database_urls(label: str) -> dict[str, Any]:
     urls = {}
     try:
         with admin.connect() as conn:
-            for service in SERVICES:
+            for service in services:
                 conn.execute(text(f'CREATE DATABASE "{prefix}_{service}"'))
                 CREATED.append(f"{prefix}_{service}")
                 urls[f"{service}_db_url"] = (
@@ -70,8 +74,9 @@ def drop_created() -> None:
         warnings.warn(f"test databases left on the server: {', '.join(left)}", stacklevel=1)
 
 
-def with_databases(settings: Settings, label: str) -> Settings:
-    return settings.model_copy(update=database_urls(label))
+def with_databases(settings: S, label: str) -> S:
+    """``settings`` with a database of their own for each service of their saga."""
+    return settings.model_copy(update=database_urls(label, type(settings).SERVICES or SERVICES))
 
 
 def engine(settings: Settings, service: str) -> Engine:

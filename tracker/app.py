@@ -40,13 +40,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine import flow, kafka, security, unreadable
-from engine.deadletters import dead_letters, is_replay_marker
-from engine.retrynotice import rfc3339
+from engine.broker import kafka, security, unreadable
+from engine.observe import flow
+from engine.observe.timeline import WAITING_STATES
+from engine.wire.deadletter import dead_letters, is_republish_marker
+from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
-from tracker.index import WAITING, Index
+from tracker.index import Index
 from tracker.timeline import REASONS, STATES, NotAnEvent
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def _page() -> str:
 
 
 def faust_credentials(options: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
-    """The security options every other client takes (engine.security), as faust's credentials."""
+    """The security options every other client takes (engine.broker.security), as faust's credentials."""
     protocol = options.get("security_protocol", "PLAINTEXT")
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         return faust.SASLCredentials(
@@ -179,8 +181,8 @@ def create_app(settings: Settings) -> faust.App:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         topic, partition, now = message.topic, message.partition, time.time()
         letter = topic in DEAD_LETTER_TOPICS
-        if letter and is_replay_marker(message.headers, value):
-            return  # a replay's note that a dead letter was re-published: no dead letter
+        if letter and is_republish_marker(message.headers, value):
+            return  # a republish's note that a dead letter was re-published: no dead letter
         if letter:
             entry = timeline.parse_dead_letter(
                 message.key, topic, message.headers, partition, message.offset, message.timestamp
@@ -246,7 +248,7 @@ def create_app(settings: Settings) -> faust.App:
     async def count() -> None:
         await reconcile()
         states = index.overview(time.time())["states"]
-        in_flight.set(sum(states[s] for s in WAITING))
+        in_flight.set(sum(states[s] for s in WAITING_STATES))
         retrying.set(states["retrying"])
         stuck.set(states["stuck"])
 
@@ -369,7 +371,7 @@ def overview_of(index: Index, broker: Broker, now: float) -> dict[str, Any]:
         for name, counts in figures.pop("participants").items()
     }
     return {
-        "at": rfc3339(now),
+        "at": rfc3339_from_epoch(now),
         "nodes": GRAPH["nodes"],
         "edges": [edge | {"per_minute": per_minute.get(edge["event"], 0)} for edge in GRAPH["edges"]],
         "participants": participants,

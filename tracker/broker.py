@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from engine import kafka
-from engine.retrynotice import rfc3339
-from engine.text import printable
+from engine.broker import kafka
+from engine.wire.notices import rfc3339_from_epoch
+from engine.wire.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Broker:
                 for figures in self.lag.values():
                     figures.update(lag=None, members=None, group_state=None)
                 await self.close()
-            self.read_at = rfc3339(time.time())
+            self.read_at = rfc3339_from_epoch(time.time())
 
     async def _read_lag(self) -> None:
         admin, reader = await self._clients()

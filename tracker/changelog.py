@@ -29,7 +29,7 @@ from faust.serializers import codecs
 from faust.types import TP, EventT
 from prometheus_client import Counter
 
-from engine.timeline import bad_saga_id
+from engine.observe.timeline import bad_saga_id
 
 REASONS = (
     "bad_key",  # not JSON, or JSON that is no saga id (an object, a number, a string with control characters)

@@ -20,10 +20,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.timeline import NEEDS_OPERATOR, REFUSED, Timelines, duration_ms, instant, last_progress, next_attempt
+from engine.observe.timeline import (
+    NEEDS_OPERATOR,
+    REFUSED,
+    WAITING_STATES,
+    Timelines,
+    duration_ms,
+    instant,
+    last_progress,
+    next_attempt,
+)
 from tracker.figures import Latencies, Recent
 
-WAITING = ("running", "retrying", "compensating", "stuck")
 SEPARATOR = "\x00"  # in no searched field (a timeline's strings have no NUL) and in no search
 NO_START = -math.inf
 
@@ -185,7 +193,7 @@ class Index:
             "saga_id": row.saga_id,
             **dict(zip(self.timelines.summary_fields, row.shown, strict=True)),
             "state": state,
-            "waiting_on": row.waiting_on if state in WAITING else None,
+            "waiting_on": row.waiting_on if state in WAITING_STATES else None,
             "retrying": row.retrying if state == "retrying" else None,
             "started_at": row.started_at,
             "ended_at": row.ended_at,

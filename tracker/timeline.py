@@ -1,4 +1,4 @@
-"""The capture saga's timelines: the engine's timeline code (engine/timeline.py) bound to the
+"""The capture saga's timelines: the engine's timeline code (engine/observe/timeline/) bound to the
 saga's declaration, showing the trainer and the wild Pokémon of each saga.
 
 The tracker and ``pokesaga trace`` use the functions below; what they return is the tracker's
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from capture.saga import CAPTURE
-from engine.timeline import (  # noqa: F401  (re-exported: one import for the tracker and trace)
+from engine.observe.timeline import (  # noqa: F401  (re-exported: one import for the tracker and trace)
     MAX_DEAD_LETTERS,
     MAX_DETAIL,
     MAX_ERROR,
@@ -22,12 +22,12 @@ from engine.timeline import (  # noqa: F401  (re-exported: one import for the tr
     REASONS,
     NotAnEvent,
     Timelines,
+    canonical_rfc3339,
     causal_order,
     duration_ms,
     instant,
     last_progress,
     newest_first,
-    rfc3339,
 )
 
 

@@ -15,9 +15,9 @@ from collections import Counter
 from typing import Any
 
 from capture.saga import CAPTURE
-from engine import kafka
-from engine.retrying import attempts_text
-from engine.text import printable
+from engine.broker import kafka
+from engine.observe.retries import attempts_text
+from engine.wire.text import printable
 from tracker import timeline
 from tracker.timeline import NotAnEvent
 

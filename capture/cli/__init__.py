@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 from capture.cli import dev, documents, recovery, sagas, services
 from capture.cli.common import Misconfigured, Parser, Usage, positive, settings_from
 from devtools.broker import BrokerError
-from engine import security
-from engine.health import PortUnavailable
-from engine.migrate import SchemaMismatch
+from engine.broker import security
+from engine.observe.health import PortUnavailable
+from engine.store.migrate import SchemaMismatch
 
 GROUPS = (sagas, services, dev, recovery, documents)
 COMMANDS = {name: command for group in GROUPS for name, command in group.COMMANDS.items()}

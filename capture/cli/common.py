@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from capture.settings import Settings
 from devtools.broker import LocalKafka
-from engine import security
+from engine.broker import security
 from engine.settings import mask_password
 
 
@@ -182,7 +182,7 @@ def check_databases(settings: Settings, services: Iterable[str], args: argparse.
     """Each service's database can be opened, before any broker connection; else one line
     naming the setting. ``create``: the command will create SQLite files (run, db); inspect
     never creates a database just to look at it, so it only checks servers."""
-    from engine.db import make_engine
+    from engine.store.db import make_engine
 
     for service in services:
         url = settings.db_url(service)
@@ -268,7 +268,7 @@ def check_replication(settings: Settings, names: Iterable[str], internal: Iterab
     """The topics ``names`` exist (created if missing) with the replication the settings ask,
     and so do ``internal`` ones that exist already; else one line, before the service says
     anything else. Returns ``settings`` with that replication resolved."""
-    from engine import kafka, replication
+    from engine.broker import kafka, replication
 
     async def check() -> int:
         wanted = await replication.ensure_replicated(settings, names)

@@ -1,4 +1,5 @@
-"""Recovering: replay (offsets), dlq (dead letters)."""
+"""Recovering: replay (offsets reset, then a rebuild: engine.ops.offsets, engine.worker.rebuild), dlq (dead letters
+listed and republished: engine.ops.deadletters)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ def add(commands: Any) -> None:
     listing = dlq_actions.add_parser("list", help="what is in TOPIC.dlq, with reasons")
     listing.add_argument("topic", metavar="TOPIC", help="e.g. capture.status (or capture.status.dlq)")
     listing.add_argument("--json", action="store_true", help="one JSON object per dead letter")
-    replaying = dlq_actions.add_parser("replay", help="re-publish TOPIC.dlq to its source topic")
-    replaying.add_argument("topic", metavar="TOPIC")
-    replaying.add_argument("--dry-run", action="store_true", help="show what would be re-published")
-    replaying.add_argument("--saga", help="only the dead letters of this saga id (record key)")
-    replaying.add_argument("--reason", help="only dead letters whose reason contains this text")
+    republishing = dlq_actions.add_parser("replay", help="re-publish TOPIC.dlq to its source topic")
+    republishing.add_argument("topic", metavar="TOPIC")
+    republishing.add_argument("--dry-run", action="store_true", help="show what would be re-published")
+    republishing.add_argument("--saga", help="only the dead letters of this saga id (record key)")
+    republishing.add_argument("--reason", help="only dead letters whose reason contains this text")
 
 
 def show(moves: list[Any]) -> None:
@@ -45,14 +46,14 @@ def show(moves: list[Any]) -> None:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from capture import bootstrap
-    from engine import offsets as replay
-    from engine import run
+    from engine.ops import offsets
+    from engine.worker import run
 
     participants = bootstrap.resolve(args.service)
     settings = with_broker(settings, "replay")
 
     async def go() -> int:
-        moves = await replay.plan(
+        moves = await offsets.plan_reset(
             settings.bootstrap, participants, earliest=args.to_earliest, when=args.to_datetime, offset=args.to_offset
         )
         if args.dry_run:
@@ -60,12 +61,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             print(f"dry run: {len(moves)} partitions would be moved; nothing changed")
             return 0
         try:
-            # The rebuild is marked first, with where it re-reads from: a replay interrupted
+            # The rebuild is marked first, with where it re-reads from: a ``pokesaga replay`` interrupted
             # after this is finished by the service itself at its start.
-            moves = await run.begin_replay(CAPTURE, moves, settings, earliest=args.to_earliest)
+            moves = await run.begin_rebuild(CAPTURE, moves, settings, earliest=args.to_earliest)
             show(moves)
-            await replay.apply(settings.bootstrap, moves)
-        except (replay.GroupActive, run.ReplayRefused) as exc:
+            await offsets.reset(settings.bootstrap, moves)
+        except (offsets.GroupActive, run.RebuildRefused) as exc:
             print(f"pokesaga replay: {exc}", file=sys.stderr)
             return 1
         print(f"moved {len(moves)} partitions; start {args.service} to rebuild from them")
@@ -75,14 +76,15 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import deadletters
-    from engine.text import printable
+    from engine.ops import deadletters
+    from engine.wire.deadletter import dlq_topic
+    from engine.wire.text import printable
 
     settings = with_broker(settings, "dlq")
-    dlq = deadletters.dlq_topic(args.topic)
+    dlq = dlq_topic(args.topic)
 
     async def go() -> int:
-        from engine import kafka
+        from engine.broker import kafka
 
         if dlq not in CAPTURE.all_topics() and not await kafka.topic_exists(settings.bootstrap, dlq):
             raise Usage(f"pokesaga dlq: no topic {cut(dlq)!r}")
@@ -96,7 +98,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
             if not args.json:
                 print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)} in {dlq}")
             return 0
-        letters = await deadletters.replay(
+        letters = await deadletters.republish(
             settings.bootstrap, dlq, dry_run=args.dry_run, saga=args.saga, reason=args.reason
         )
         verb = "would re-publish" if args.dry_run else "re-published"

@@ -53,7 +53,7 @@ def add(commands: Any) -> None:
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from capture.starter import TopicWatcher, publish, start_event
-    from engine import kafka
+    from engine.broker import kafka
 
     if pokedex.lookup(args.pokemon) is None:
         raise Usage(f"pokesaga start: unknown Pokémon {cut(args.pokemon)!r} (not among the 151 of the Pokédex)")

@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_relay(target: str, settings: Settings) -> int:
     from devtools.relay import CHAIN, run_chain
-    from engine import health
+    from engine.observe import health
 
     hop = target.removeprefix("null-relay.")
     if not (hop.isdigit() and hop.isascii()) or len(hop) > 6 or int(hop) >= len(CHAIN) - 1:
@@ -66,7 +66,7 @@ def run_relay(target: str, settings: Settings) -> int:
         raise Usage(f"pokesaga run: unknown relay {cut(target)!r}; expected null-relay.0 .. null-relay.{last}")
 
     async def go() -> None:
-        health.serve(settings.metrics_port, settings.metrics_host)
+        health.serve_http(settings.metrics_port, settings.metrics_host)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -78,8 +78,8 @@ def run_relay(target: str, settings: Settings) -> int:
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import migrate
-    from engine.db import make_engine
+    from engine.store import migrate
+    from engine.store.db import make_engine
 
     services = SERVICES if args.service == "all" else (args.service,)
     check_databases(settings, services, args, create=True)

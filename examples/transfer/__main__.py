@@ -17,7 +17,8 @@ import uuid
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from engine import Envelope, kafka, security, serve, wrap
+from engine import Envelope, serve, wrap
+from engine.broker import kafka, security
 from examples.transfer.events import OUTCOMES, TransferRequested
 from examples.transfer.saga import TRANSFER
 from examples.transfer.settings import Settings

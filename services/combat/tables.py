@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, bindparam, update
 
-from engine.db import all_rows, one_row
+from engine.store.db import all_rows, one_row
 
 metadata = MetaData()
 

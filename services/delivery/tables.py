@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, UniqueConstraint, bindparam, func, select
 
-from engine.db import all_rows, one_row
+from engine.store.db import all_rows, one_row
 from services.delivery.model import Storage
 
 metadata = MetaData()

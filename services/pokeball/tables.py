@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Connection, Integer, MetaData, String, Table, bindparam, select, update
 
-from engine.db import all_rows, one_row
+from engine.store.db import all_rows, one_row
 from services.pokeball.model import Bag
 
 metadata = MetaData()

@@ -20,7 +20,7 @@ from capture.settings import SERVICES, Settings
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
 from devtools.processes import ServiceProcess, settings_env, stop_all
-from engine import kafka
+from engine.broker import kafka
 from services.combat.model import false_swipe
 from services.pokeball.model import shakes
 from tests.databases import database_urls

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from engine import envelope
+from engine.wire import envelope
 
 
 def derived_before(saga_id: str, cause_id: str, kind: str, *more: str) -> str:
-    """What ``engine.envelope.wrap`` gave a caused event before: no saga id in it."""
+    """What ``engine.wire.envelope.wrap`` gave a caused event before: no saga id in it."""
     return envelope.derive_id(cause_id, kind, *more)
 
 

@@ -19,7 +19,7 @@ import trustme
 from capture.settings import Settings
 from devtools.broker import LocalKafka, free_port
 from devtools.secured import SecuredListener
-from engine import kafka, security
+from engine.broker import kafka, security
 from tests import databases
 from tests.e2e.conftest import CERTAIN, cluster, pokesaga
 from tests.support import eventually, http_get

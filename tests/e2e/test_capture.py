@@ -10,7 +10,7 @@ from typing import Any
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import pokedex, topics
-from engine.envelope import Envelope
+from engine.wire.envelope import Envelope
 from tests.e2e.conftest import GROUPS, inspect_trainer, pokesaga, predicted_catch, produce_raw
 from tests.support import caught_up, eventually
 

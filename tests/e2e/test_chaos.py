@@ -24,7 +24,7 @@ from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
 from devtools.broker import free_port
-from engine.envelope import Envelope
+from engine.wire.envelope import Envelope
 from tests.databases import rows
 from tests.e2e.conftest import GROUPS, Cluster, cluster
 from tests.e2e.test_identities import remake_topics

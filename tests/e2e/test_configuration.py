@@ -21,7 +21,7 @@ import pytest
 from capture.settings import Settings
 from devtools.broker import free_port
 from devtools.processes import settings_env
-from engine import crash
+from engine import faults
 
 pytestmark = pytest.mark.no_database  # every test brings its own database URL, or none
 
@@ -155,7 +155,7 @@ def test_a_metrics_host_that_is_not_this_machine_is_named(env: dict[str, str]) -
 # -- typos ---------------------------------------------------------------------------
 
 TYPOS = [
-    ({"POKESAGA_CRASH_AT": "after-local-comit"}, ["POKESAGA_CRASH_AT", "'after-local-comit'", *crash.POINTS]),
+    ({"POKESAGA_CRASH_AT": "after-local-comit"}, ["POKESAGA_CRASH_AT", "'after-local-comit'", *faults.POINTS]),
     ({"POKESAGA_PARTITIONS": "three"}, ["POKESAGA_PARTITIONS", "'three'"]),
     ({"POKESAGA_METRICS_PORT": "91OO"}, ["POKESAGA_METRICS_PORT", "'91OO'"]),
     ({"POKESAGA_STEP_RETRY": "{pokeball: {maximum_attempts: 10}}"}, ["POKESAGA_STEP_RETRY", "not valid JSON"]),

@@ -21,7 +21,8 @@ from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
 from devtools.broker import free_port
-from engine import crash, kafka
+from engine import faults
+from engine.broker import kafka
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster
@@ -40,7 +41,7 @@ def test_the_outbox_rows_of_an_instance_that_died_after_its_local_commit_are_pub
     port, run = free_port(), uuid.uuid4().hex[:6]
     per_instance = {
         "combat": {"POKESAGA_METRICS_PORT": str(port)},
-        "combat#2": {"POKESAGA_CRASH_AT": crash.AFTER_LOCAL_COMMIT},
+        "combat#2": {"POKESAGA_CRASH_AT": faults.AFTER_LOCAL_COMMIT},
     }
     with (
         new_broker(tmp_path / "broker") as bootstrap,

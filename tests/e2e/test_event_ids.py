@@ -31,8 +31,8 @@ from capture.settings import SERVICES, Settings
 from capture.starter import publish, start_event
 from contracts import topics
 from devtools.processes import ServiceProcess
-from engine import kafka
-from engine.envelope import Envelope, caused_id, legacy_caused_id
+from engine.broker import kafka
+from engine.wire.envelope import Envelope, caused_id, legacy_caused_id
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, breaking_free, cluster, pokesaga, supervised

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from engine import Envelope, kafka
+from engine import Envelope
+from engine.broker import kafka
 from examples.transfer.events import OUTCOMES
 from examples.transfer.saga import TRANSFER
 from examples.transfer.settings import SERVICES, Settings

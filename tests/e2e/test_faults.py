@@ -12,7 +12,7 @@ import pytest
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine.envelope import Envelope
+from engine.wire.envelope import Envelope
 from tests.e2e.conftest import GROUPS, assert_unwound, predicted_catch, services
 from tests.support import caught_up, eventually
 

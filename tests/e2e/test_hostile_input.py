@@ -32,9 +32,9 @@ from capture.settings import SERVICES
 from capture.starter import start_event
 from contracts import topics
 from devtools.broker import free_port
-from engine import kafka
-from engine import rebuild as history
-from engine.envelope import start_event_id
+from engine.broker import kafka
+from engine.wire.envelope import start_event_id
+from engine.worker import rebuild as history
 from tests import hostile
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga

@@ -18,9 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from capture.saga import CAPTURE
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import kafka
-from engine.envelope import Envelope
-from engine.topicids import topic_ids
+from engine.broker import kafka
+from engine.broker.topicids import topic_ids
+from engine.wire.envelope import Envelope
 from tests.databases import rows
 from tests.e2e.conftest import CERTAIN, services
 from tests.support import eventually

@@ -19,9 +19,9 @@ from capture.starter import Outcome, TopicWatcher, publish, start_event
 from contracts import topics
 from contracts.events import PokemonFainted
 from devtools.broker import free_port
-from engine.db import make_engine
-from engine.deadletters import ATTEMPTS_HEADER, REASON_HEADER
-from engine.envelope import wrap
+from engine.store.db import make_engine
+from engine.wire.deadletter import ATTEMPTS_HEADER, REASON_HEADER
+from engine.wire.envelope import wrap
 from services.status.tables import statuses
 from tests.e2e.conftest import Cluster, cluster, pokesaga, produce_raw
 from tests.support import eventually, metric_samples, total

@@ -33,10 +33,10 @@ from contracts import topics
 from contracts.events import CaptureFailed, ParalysisFailed, PokemonEncountered, Step
 from devtools.broker import free_port
 from devtools.processes import ServiceProcess
-from engine import rebuild as history
-from engine import retrynotice
-from engine.envelope import Envelope, wrap
-from engine.history import key as history_key
+from engine.wire import notices as retrynotice
+from engine.wire.envelope import Envelope, wrap
+from engine.worker import rebuild as history
+from engine.worker.history import key as history_key
 from tests import hostile
 from tests.conftest import new_broker
 from tests.e2e.conftest import pokesaga

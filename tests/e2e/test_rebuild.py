@@ -23,8 +23,10 @@ from capture import views
 from capture.saga import CAPTURE
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import kafka, offsets, run
-from engine.envelope import Envelope
+from engine.broker import kafka
+from engine.ops import offsets
+from engine.wire.envelope import Envelope
+from engine.worker import run
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
@@ -292,8 +294,8 @@ async def test_a_replay_interrupted_before_it_moved_the_offsets_is_finished_by_t
         assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
         assert "only --to-earliest can rebuild it" in refused.stderr
         participants = [CAPTURE.participants["delivery"]]
-        moves = await offsets.plan(rebuilds.settings.bootstrap, participants, earliest=True)
-        await run.begin_replay(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.apply
+        moves = await offsets.plan_reset(rebuilds.settings.bootstrap, participants, earliest=True)
+        await run.begin_rebuild(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.reset
         await start(rebuilds, "delivery")()
 
     await outage(

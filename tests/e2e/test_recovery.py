@@ -18,8 +18,8 @@ import pytest
 from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from engine import crash
-from engine.envelope import Envelope
+from engine import faults
+from engine.wire.envelope import Envelope
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
@@ -75,7 +75,7 @@ def inspect_texts(running: Cluster, trainers: list[str]) -> dict[str, str]:
     return {t: pokesaga(running.settings, "inspect", "trainer", t, "--json").stdout for t in trainers}
 
 
-@pytest.mark.parametrize("point", crash.POINTS)
+@pytest.mark.parametrize("point", faults.POINTS)
 async def test_a_service_killed_at_a_crash_point_recovers_with_no_duplicate_effect(
     recovery: Cluster, point: str
 ) -> None:

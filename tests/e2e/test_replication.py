@@ -16,7 +16,7 @@ from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from devtools.broker import LocalKafka, free_port
 from devtools.processes import ServiceProcess
-from engine import kafka
+from engine.broker import kafka
 from tests.conftest import new_cluster
 from tests.e2e.conftest import CERTAIN, cluster
 from tests.e2e.test_configuration import pokesaga, refused, user_env

@@ -17,7 +17,7 @@ import pytest
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
 from devtools.broker import free_port
-from engine import kafka
+from engine.broker import kafka
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, Cluster, cluster
 from tests.support import eventually, http_get, metric_samples

@@ -26,8 +26,9 @@ from capture.settings import Settings
 from contracts import topics
 from devtools.broker import free_port
 from devtools.processes import stop_all
-from engine import deadletters, kafka
-from engine.deadletters import DLQ_HEADER_PREFIX, dead_letters
+from engine.broker import kafka
+from engine.ops import deadletters
+from engine.wire.deadletter import DLQ_HEADER_PREFIX, dead_letters
 from tests.conftest import new_broker
 from tests.e2e.conftest import Cluster
 from tests.hostile import encode, envelope
@@ -322,7 +323,7 @@ async def test_dead_letters_replayed_one_saga_at_a_time_are_each_re_published_on
     await produce(tracker.bootstrap, [refused(a, 1), refused(b, 2), refused(a, 1, "other"), refused(c, 3)], partition=0)
 
     async def replay(saga: str | None = None) -> list[str | None]:
-        return [letter.key for letter in await deadletters.replay(tracker.bootstrap, dlq, saga=saga)]
+        return [letter.key for letter in await deadletters.republish(tracker.bootstrap, dlq, saga=saga)]
 
     assert await replay(b) == [b]
     assert await replay(a) == [a]  # [] on the code before: passed over by b's replay
@@ -365,5 +366,5 @@ async def test_a_replay_marker_a_client_forges_hides_no_dead_letter(tracker: Tra
     await produce(tracker.bootstrap, letters, partition=0)
     listed = {d.key for d in await deadletters.list_dead_letters(tracker.bootstrap, dlq)}
     assert set(sagas) <= listed
-    replayed = [letter.key for letter in await deadletters.replay(tracker.bootstrap, dlq)]
+    replayed = [letter.key for letter in await deadletters.republish(tracker.bootstrap, dlq)]
     assert set(sagas) <= set(replayed), replayed

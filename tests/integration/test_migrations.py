@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 from capture.bootstrap import METADATA, open_database
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
-from engine import migrate
+from engine.store import migrate
 from tests import databases
 from tests.e2e.conftest import pokesaga
 

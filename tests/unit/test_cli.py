@@ -12,8 +12,9 @@ from capture.cli import main
 from capture.cli.common import deadline, duration
 from capture.settings import Settings
 from capture.starter import start_event
-from engine import crash, health
-from engine.health import PortUnavailable
+from engine import faults
+from engine.observe import health
+from engine.observe.health import PortUnavailable
 
 
 @pytest.mark.parametrize(
@@ -132,7 +133,7 @@ def test_a_bad_setting_given_by_a_flag_is_named_by_the_flag(
 
 
 def test_a_valid_crash_point_and_an_empty_one_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    for point in crash.POINTS:
+    for point in faults.POINTS:
         assert Settings(crash_at=point).crash_at == point
     monkeypatch.setenv("POKESAGA_CRASH_AT", "")
     assert Settings().crash_at is None
@@ -145,7 +146,7 @@ def test_the_metrics_server_names_its_setting_when_the_port_is_taken() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(PortUnavailable, match=f"POKESAGA_METRICS_PORT: .*127.0.0.1:{port}"):
-            health.serve(port, "127.0.0.1")
+            health.serve_http(port, "127.0.0.1")
 
 
 def test_inspecting_an_unknown_trainer_shows_empty_state(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:

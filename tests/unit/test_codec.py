@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import EVENT_TYPES
-from engine.codec import BadRecord, _decode_carefully, decode_envelope, decode_event
-from engine.envelope import Envelope
+from engine.wire.codec import BadRecord, _decode_carefully, decode_envelope, decode_event
+from engine.wire.envelope import Envelope
 
 VALID = {
     "specversion": "1.0", "id": "e1", "source": "t", "type": "PokemonEncountered", "sagaid": "s",

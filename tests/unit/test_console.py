@@ -19,8 +19,8 @@ from multidict import MultiDict
 
 from capture.saga import CAPTURE
 from contracts.events import EVENT_TYPES
-from engine import flow
-from engine.text import saga_argument, saga_option
+from engine.observe import flow
+from engine.wire.text import saga_argument, saga_option
 from tests.hostile import encode, envelope
 from tracker import api, timeline
 from tracker.broker import shown

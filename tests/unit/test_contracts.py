@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from contracts import jsonschema, pokedex
 from contracts.events import EVENT_TYPES, PokemonEncountered, PokemonParalyzed, Status
-from engine.envelope import Envelope, caused_id, caused_ids, derive_id, is_caused_id, wrap
+from engine.wire.envelope import Envelope, caused_id, caused_ids, derive_id, is_caused_id, wrap
 
 DESIGN_EXAMPLE = """
 {"specversion": "1.0", "id": "6f1c0a1e-0000-4000-8000-000000000001", "source": "any-client",

@@ -14,8 +14,8 @@ from capture import views
 from capture.cli import main
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from engine.db import make_engine, rebuild_tables
-from engine.migrate import upgrade
+from engine.store.db import make_engine, rebuild_tables
+from engine.store.migrate import upgrade
 from tests.hostile import encode, envelope, nested
 
 DUE = 1_800_000_000.25  # 2027-01-15T08:00:00.250000Z

@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from capture.cli import main
 from capture.settings import Settings
-from engine.retry import FaultInjector, RetryPolicy, Stall, TransientFault, parse_faults, parse_stall
+from engine.faults import FaultInjector, Stall, TransientFault, parse_faults, parse_stall
+from engine.retry import RetryPolicy
 
 
 def test_backoff_grows_by_the_coefficient_up_to_the_maximum_interval() -> None:

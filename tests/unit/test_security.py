@@ -12,7 +12,7 @@ import trustme
 
 from capture.cli import main
 from capture.settings import Settings
-from engine import kafka, security
+from engine.broker import kafka, security
 
 SECURED = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
 

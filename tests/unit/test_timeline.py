@@ -11,10 +11,10 @@ import pytest
 from capture.saga import CAPTURE
 from contracts import topics
 from contracts.events import EVENT_TYPES
-from engine import retrynotice
-from engine.envelope import Envelope
+from engine.broker.unreadable import UNREADABLE_HEADER
 from engine.retry import MAX_ATTEMPTS, RetryPolicy
-from engine.unreadable import UNREADABLE_HEADER
+from engine.wire import notices as retrynotice
+from engine.wire.envelope import Envelope
 from tests.hostile import encode, envelope, nested
 from tracker import timeline
 from tracker.timeline import MAX_EVENTS, NOTICE, REASONS, NotAnEvent
@@ -208,14 +208,14 @@ def test_whatever_a_table_holds_is_viewed_with_every_field_bounded(stored: Any) 
     for field in ("trainer", "pokemon"):
         assert view[field] is None or (isinstance(view[field], str) and len(view[field]) <= timeline.MAX_NAME)
     for field in ("started_at", "ended_at"):
-        assert view[field] is None or timeline.rfc3339(view[field]) == view[field]
+        assert view[field] is None or timeline.canonical_rfc3339(view[field]) == view[field]
     assert view["outcome"] in (None, *timeline.OUTCOMES)
     assert len(view["events"]) <= MAX_EVENTS
     assert len({e["id"] for e in view["events"]}) == len(view["events"])
     for e in view["events"]:
         assert isinstance(e["id"], str) and 0 < len(e["id"]) <= timeline.MAX_ID
         assert isinstance(e["type"], str) and 0 < len(e["type"]) <= timeline.MAX_TYPE
-        assert e["time"] is None or timeline.rfc3339(e["time"]) == e["time"]
+        assert e["time"] is None or timeline.canonical_rfc3339(e["time"]) == e["time"]
         assert isinstance(e["seen_at"], float) and math.isfinite(e["seen_at"])
         for text in ("service", "topic", "causation", "reason", "failed_step", "detail"):
             assert e.get(text) is None or (isinstance(e[text], str) and len(e[text]) <= timeline.MAX_DETAIL)
@@ -252,7 +252,7 @@ def test_whatever_a_table_holds_is_viewed_with_every_field_bounded(stored: Any) 
     ],
 )
 def test_a_time_is_rfc_3339_in_utc_or_none(value: Any, expected: str | None) -> None:
-    assert timeline.rfc3339(value) == expected
+    assert timeline.canonical_rfc3339(value) == expected
     assert (timeline.instant(expected) == -math.inf) is (expected is None)
 
 
@@ -614,7 +614,7 @@ def test_whatever_a_table_holds_as_notices_is_restored_bounded(retries: Any) -> 
         assert kept["participant"] == participant
         assert isinstance(kept["attempt"], int) and not isinstance(kept["attempt"], bool) and kept["attempt"] >= 1
         assert isinstance(kept["maximum_attempts"], int) and kept["maximum_attempts"] >= 0
-        assert timeline.rfc3339(kept["next_attempt_at"]) == kept["next_attempt_at"]
+        assert timeline.canonical_rfc3339(kept["next_attempt_at"]) == kept["next_attempt_at"]
         assert len(kept["id"]) <= timeline.MAX_ID and len(kept["error"]) <= timeline.MAX_ERROR
         assert len(kept["event_type"]) <= timeline.MAX_TYPE and math.isfinite(kept["seen_at"])
     json.dumps(view, allow_nan=False)

@@ -10,7 +10,7 @@ from examples.transfer.withdrawals.tables import WithdrawalRecords
 
 def withdraw(event: TransferRequested, uow: UnitOfWork[WithdrawalRecords]) -> list[Event]:
     """Take the amount from the account unless that would overdraw it."""
-    recorded = uow.recorded[0] if uow.recorded else None  # rebuilding: the balance may be mid-replay
+    recorded = uow.recorded[0] if uow.recorded else None  # rebuilding: the balance may be mid-rebuild
     account = uow.records.account(event.from_account, uow.settings.opening_balance)
     try:
         if isinstance(recorded, WithdrawalFailed):

@@ -19,8 +19,8 @@ class Account:
         self.balance -= amount
 
     def withdraw_recorded(self, amount: int) -> None:
-        """Replay a withdrawal the history says happened, even if a refund that came before it
-        has not been replayed yet (the balance may dip below zero until it is)."""
+        """Re-apply a withdrawal the history says happened, even if a refund that came before it
+        has not been re-applied yet (the balance may dip below zero until it is)."""
         self.balance -= amount
 
     def refund(self, amount: int) -> None:

@@ -6,7 +6,7 @@ Revises: 0001
 
 from __future__ import annotations
 
-from engine.migrations import messaging_v2
+from engine.store.migrations import messaging_v2
 
 revision = "0002"
 down_revision = "0001"

@@ -6,7 +6,7 @@ Revises: 0002
 
 from __future__ import annotations
 
-from engine.migrations import messaging_v3
+from engine.store.migrations import messaging_v3
 
 revision = "0003"
 down_revision = "0002"

@@ -6,7 +6,7 @@ Revises: 0003
 
 from __future__ import annotations
 
-from engine.migrations import messaging_v4
+from engine.store.migrations import messaging_v4
 
 revision = "0004"
 down_revision = "0003"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.migrations import messaging_v1
+from engine.store.migrations import messaging_v1
 
 revision = "0001"
 down_revision = None

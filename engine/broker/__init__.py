@@ -1,0 +1,1 @@
+"""Kafka: the clients, topics and admin, replication, security, tolerant reading, topic ids."""

@@ -1,1 +1,0 @@
-"""Versioned schemas, one Alembic history per service database (see engine.migrate)."""

@@ -1,0 +1,1 @@
+"""Versioned schemas, one Alembic history per service database (see engine.store.migrate)."""

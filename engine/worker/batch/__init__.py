@@ -1,0 +1,1 @@
+"""The batch ladder: validate a batch and apply it in one local transaction."""

@@ -1,0 +1,72 @@
+"""Step 3 of the participant loop: publish what a committed batch put in the outbox.
+
+In order, with acks=all, as long as it takes (a record not acknowledged is sent again; consumers
+know a copy by its event id); then the rows are marked sent (deleted). A crash point sits after
+the publish and after the mark (engine.faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from engine import faults
+from engine.observe.sensor import LoopSensor
+from engine.store.outbox import OutboxRow
+
+log = logging.getLogger(__name__)
+
+SEND_RETRY_SECONDS = 0.5
+
+
+class Publisher:
+    """Publishes one participant's outbox rows through its producer."""
+
+    def __init__(
+        self,
+        name: str,
+        producer: AIOKafkaProducer,
+        mark_sent: Callable[[Sequence[OutboxRow]], Awaitable[None]],
+        sensor: LoopSensor,
+        crash_at: str | None,
+    ) -> None:
+        self.name = name
+        self.producer = producer
+        self.mark_sent = mark_sent
+        self.sensor = sensor
+        self.crash_at = crash_at
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish ``rows`` in order, wait for every acknowledgement, then mark them sent."""
+        if not rows:
+            return
+        await self.send(rows)
+        self.sensor.on_published(rows)
+        faults.check(self.crash_at, faults.AFTER_PUBLISH)
+        await self.mark_sent(rows)
+        faults.check(self.crash_at, faults.AFTER_MARK_SENT)
+
+    async def send(self, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` in order and wait for every acknowledgement (acks=all), as long as it takes."""
+        while True:
+            try:
+                await self.send_once(rows)
+                return
+            except KafkaError as exc:
+                # Not acknowledged: send again (consumers dedupe by event id).
+                log.warning("%s: publish failed, retrying: %s", self.name, exc)
+                await asyncio.sleep(SEND_RETRY_SECONDS)
+
+    async def send_once(self, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` in order and wait for every acknowledgement; KafkaError when one is refused."""
+        futures = [
+            await self.producer.send(
+                row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)

@@ -1,0 +1,280 @@
+"""Run a saga's participants in this process: databases opened and migrated, a rebuild carried
+on where a database says one is under way (engine.worker.rebuild), one loop per participant, health
+kept up to date.
+
+``serve(saga, "status", settings)`` is what ``pokesaga run status`` does. Nothing opens at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable
+from dataclasses import replace
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from engine.broker import kafka, replication, security
+from engine.observe import health, tracing
+from engine.observe.health import Health
+from engine.ops import offsets
+from engine.participant import Participant
+from engine.saga import Saga, Service
+from engine.settings import Settings
+from engine.store import migrate
+from engine.store.db import make_engine, positions_table
+from engine.wire.text import printable
+from engine.worker import rebuild
+from engine.worker.batch.errors import RebuildRequired
+from engine.worker.batch.processor import BatchProcessor
+from engine.worker.loop import ParticipantLoop
+from engine.worker.rebuild import History, Rebuild, RebuildState
+
+log = logging.getLogger(__name__)
+
+
+def open_database(service: Service, settings: Settings) -> tuple[Engine, bool]:
+    """The service's engine, its schema upgraded to the newest revision, and whether the
+    database was new (no tables at all: marked for a rebuild, see engine.worker.rebuild)."""
+    engine = make_engine(settings.db_url(service.name))
+    before, after = migrate.upgrade(engine, service)
+    if before != after:
+        log.info("%s: database schema upgraded from %s to %s", service.name, before or "nothing", after)
+    return engine, before is None
+
+
+def build_loop(
+    saga: Saga,
+    participant: Participant,
+    settings: Settings,
+    engine: Engine,
+    recorded: History | None = None,
+    rebuilding: Rebuild | None = None,
+    watched: bool = False,
+) -> ParticipantLoop:
+    """``recorded``: the participant is rebuilding, and this is its history; ``rebuilding`` follows
+    the rebuild's progress in the database (without it, the rebuild ends after the first batch).
+    ``watched``: the loop raises ``RebuildRequired`` when its database is lost or replaced under it
+    (``run_participants`` then starts the participant's rebuild)."""
+    bootstrap = settings.bootstrap
+    processor = BatchProcessor(participant, saga.types, engine, settings, recorded)
+    processor.guard.watched = watched
+    return ParticipantLoop(
+        processor,
+        kafka.consumer(bootstrap, participant.name, *participant.topics, **settings.group_membership()),
+        kafka.producer(bootstrap, linger_ms=settings.linger_ms),
+        settings,
+        rebuilding,
+    )
+
+
+def rebuild_state(saga: Saga, service: str, engine: Engine) -> RebuildState:
+    """``service``'s rebuild rows, for every participant of the service."""
+    return RebuildState(engine, saga.services[service].metadata, [p.name for p in saga.service_of(service)])
+
+
+async def prepare_rebuild(
+    saga: Saga, service: str, engine: Engine, settings: Settings, stop: asyncio.Event, only: Iterable[str]
+) -> dict[str, Rebuild]:
+    """Those of ``only`` (participants of ``service``) that are rebuilding, by name; a database
+    created empty is turned into a rebuild of each participant of the service, and the groups of
+    ``only`` are rewound to the earliest records."""
+    state = rebuild_state(saga, service, engine)
+    if settings.rebuild_new_databases:
+        await asyncio.to_thread(state.expand)
+    elif await asyncio.to_thread(state.forget_created):
+        log.warning("%s: its database was created empty; not rebuilt from the topics (POKESAGA_REBUILD_NEW_DATABASES="
+                    "false): its consumer groups carry on from where they are", service)  # fmt: skip
+    rows = await asyncio.to_thread(state.rows)
+    step = saga.participants.get(service)
+    found = {}
+    for name in only:
+        participant = saga.participants[name]
+        if name not in rows or not await rebuild.position(settings.bootstrap, state, participant, stop):
+            continue
+        found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
+    if found:
+        log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
+                    service, ", ".join(sorted(found)))  # fmt: skip
+    return found
+
+
+class RebuildRefused(Exception):
+    """A ``pokesaga replay`` that would not rebuild what it claims to; the message says what to do instead."""
+
+
+async def begin_rebuild(
+    saga: Saga, moves: list[offsets.Move], settings: Settings, earliest: bool = False
+) -> list[offsets.Move]:
+    """Before ``pokesaga replay`` moves their groups: the participants of ``moves`` rebuild their
+    state from the records (a database restored from a backup, or lost), re-reading from the moves'
+    targets — but never from after the first record their database has not applied (a restored
+    backup re-reads what it missed, whatever time was asked for). The moves as they will be made;
+    the groups must be stopped. ``RebuildRefused`` for a partial reset of a database created empty."""
+    await offsets.check_stopped(settings.bootstrap, [m.group for m in moves])
+    made: list[offsets.Move] = []
+    for service in dict.fromkeys(saga.participants[m.group].service for m in moves):
+        engine, _ = await asyncio.to_thread(open_database, saga.services[service], settings)
+        try:
+            state = rebuild_state(saga, service, engine)
+            if not earliest and await asyncio.to_thread(state.created):
+                raise RebuildRefused(
+                    f"the database of {service} is new (its state was lost): only --to-earliest can rebuild it"
+                )
+            starts: dict[str, rebuild.Start | None] = {}
+            for name in dict.fromkeys(m.group for m in moves if saga.participants[m.group].service == service):
+                mine = await _no_later_than_missed(
+                    engine, saga.participants[name], [m for m in moves if m.group == name]
+                )
+                starts[name] = rebuild.encode({m.partition: m.target for m in mine})
+                made += mine
+            await asyncio.to_thread(state.begin, starts)
+        finally:
+            engine.dispose()
+    return made
+
+
+async def begin_restore(saga: Saga, service: str, engine: Engine, settings: Settings) -> None:
+    """A database restored under the running service: every participant of the service rebuilds,
+    re-reading each partition after the last record the restored database had applied."""
+    starts: dict[str, rebuild.Start | None] = {}
+    for participant in saga.service_of(service):
+        earliest = await offsets.plan_reset(settings.bootstrap, [participant], earliest=True)
+        mine = await _no_later_than_missed(engine, participant, earliest)
+        starts[participant.name] = rebuild.encode({m.partition: m.target for m in mine})
+    await asyncio.to_thread(rebuild_state(saga, service, engine).begin, starts)
+
+
+async def _no_later_than_missed(
+    engine: Engine, participant: Participant, moves: list[offsets.Move]
+) -> list[offsets.Move]:
+    """``participant``'s ``moves``, none re-reading from after the first record its database missed."""
+    after = await asyncio.to_thread(_applied_up_to, engine, participant)
+    return [_no_later(m, after) for m in moves]
+
+
+def _applied_up_to(engine: Engine, participant: Participant) -> rebuild.Start:
+    with engine.connect() as conn:
+        return rebuild.restore_start(conn, positions_table(participant.metadata), participant.name)
+
+
+def _no_later(move: offsets.Move, after: rebuild.Start) -> offsets.Move:
+    first_missed = after.get(f"{move.partition.topic}:{move.partition.partition}")
+    return replace(move, target=first_missed) if first_missed is not None and first_missed < move.target else move
+
+
+async def run_participants(
+    saga: Saga,
+    participants: Iterable[Participant],
+    settings: Settings,
+    stop: asyncio.Event,
+    checked: Health | None = None,
+) -> None:
+    """Run participants in this process until ``stop`` is set; one engine per service.
+
+    ``checked``: kept up to date with the process's liveness and readiness (from the start: a
+    rebuild's preparation may take a while)."""
+    participants = list(participants)
+    await replication.ensure_replicated(settings, saga.all_topics())
+    engines: dict[str, Engine] = {}
+    loops: list[ParticipantLoop] = []
+    tasks = []
+    if checked is not None:
+        assignments = health.assigned(loops)
+        checks = health.check_forever(checked, settings.bootstrap, engines, assignments, settings.health_interval, stop)
+        tasks.append(asyncio.create_task(checks, name="health"))
+    try:
+        rebuilds: dict[str, Rebuild] = {}
+        for p in participants:
+            if p.service not in engines:
+                engines[p.service], _ = await asyncio.to_thread(open_database, saga.services[p.service], settings)
+                mine = [q.name for q in participants if q.service == p.service]
+                rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings, stop, mine)
+        rebuilding = [p for p in participants if p.name in rebuilds]
+        recorded = await rebuild.load(settings.bootstrap, rebuilding, saga.topics, saga.types)
+        loops += [
+            build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name), watched=True)
+            for p in participants
+        ]
+        del recorded  # each loop holds its own, and lets it go when its rebuild is over
+        tasks += [asyncio.create_task(_run(saga, loops, i, stop, settings), name=lp.name) for i, lp in enumerate(loops)]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for engine in engines.values():
+            engine.dispose()
+
+
+async def _run(saga: Saga, loops: list[ParticipantLoop], i: int, stop: asyncio.Event, settings: Settings) -> None:
+    """Run ``loops[i]``; a rebuilding compensator first lets its step re-apply its history. A
+    database lost or replaced while it runs makes it leave its group and start its rebuild."""
+    while True:
+        loop = loops[i]
+        if loop.rebuild is not None and not await loop.rebuild.wait_for_step(stop):
+            return
+        try:
+            await loop.run(stop)
+            return
+        except RebuildRequired as lost:
+            log.warning("%s; starting its rebuild", lost)
+        loops[i] = await _rebuilding(saga, loop, settings, stop)
+        if stop.is_set():
+            return
+
+
+async def _rebuilding(saga: Saga, loop: ParticipantLoop, settings: Settings, stop: asyncio.Event) -> ParticipantLoop:
+    """``loop``'s participant anew, after its database was lost: schema, rebuild rows, history."""
+    participant, engine = loop.processor.participant, loop.processor.engine
+    loop.processor.history.close()  # the history of a rebuild that will not go on
+    service = saga.services[participant.service]
+    engine.dispose()  # connections to a database that is gone (SQLite: to a deleted file)
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(migrate.upgrade, engine, service)
+            state = rebuild_state(saga, participant.service, engine)
+            await asyncio.to_thread(state.expand)
+            if participant.name not in await asyncio.to_thread(state.rows):
+                log.warning("%s: its database was replaced by one restored from a backup: rebuilding what it "
+                            "missed", participant.name)  # fmt: skip
+                await begin_restore(saga, participant.service, engine, settings)
+            rebuilds = await prepare_rebuild(saga, participant.service, engine, settings, stop, [participant.name])
+            break
+        except DBAPIError as exc:  # still away: try again
+            log.warning("%s: database not back yet: %s", participant.name, printable(str(exc), 300))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1)
+    else:
+        return loop
+    found = rebuilds.get(participant.name)
+    history = None
+    if found is not None:
+        history = (await rebuild.load(settings.bootstrap, [participant], saga.topics, saga.types))[participant.name]
+    return build_loop(saga, participant, settings, engine, history, found, watched=True)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT: finish the batch in hand, publish, commit, leave the group."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(saga: Saga, target: str, settings: Settings) -> None:
+    """Run ``target`` (a service with its compensator, or ``compensations.SERVICE``) until SIGTERM."""
+    participants = saga.service_of(target)
+    security.secure(settings)  # whatever started it: every client of the saga's brokers
+    tracing.configure(settings, target)
+    checked = health.Health(liveness_timeout=settings.liveness_timeout)
+    health.serve_http(settings.metrics_port, settings.metrics_host, checked)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    log.info("running %s against %s", ", ".join(p.name for p in participants), settings.bootstrap)
+    await run_participants(saga, participants, settings, stop, checked)
