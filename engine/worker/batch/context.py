@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -63,6 +62,3 @@ class Context:
         if deadline.tzinfo is None:  # a client's time without an offset: UTC, as CloudEvents' time
             deadline = deadline.replace(tzinfo=UTC)
         return deadline.timestamp()
-
-    def inbox_row(self, key: str, saga_id: str, type_: str) -> dict[str, Any]:
-        return self.inbox.row(key, saga_id, type_)
