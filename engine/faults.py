@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 AFTER_LOCAL_COMMIT = "after-local-commit"  # state committed, nothing published
-AFTER_PUBLISH = "after-publish"  # published, outbox rows not yet marked sent
-AFTER_MARK_SENT = "after-mark-sent"  # marked sent, offsets not yet committed
-POINTS = (AFTER_LOCAL_COMMIT, AFTER_PUBLISH, AFTER_MARK_SENT)
+AFTER_PUBLISH = "after-publish"  # published, offsets not yet committed, outbox rows not yet deleted
+AFTER_OFFSET_COMMIT = "after-offset-commit"  # offsets committed, outbox rows published not yet deleted
+POINTS = (AFTER_LOCAL_COMMIT, AFTER_PUBLISH, AFTER_OFFSET_COMMIT)
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, 
         await asyncio.sleep(0.1)
 
 
+async def holds(value: Callable[[], object], wanted: object) -> bool:
+    """``value() == wanted``, for ``eventually`` (a synchronous check, such as a database count)."""
+    return value() == wanted
+
+
 async def caught_up(bootstrap: str, groups: Mapping[str, Iterable[str]]) -> bool:
     """True when every group has committed up to the end of every partition it reads."""
     for group, topics in groups.items():

@@ -82,9 +82,14 @@ class Outbox:
             return [_to_outbox_row(r.id, r._asdict()) for r in conn.execute(query)]
 
     def mark_sent(self, engine: Engine, ids: Sequence[int]) -> None:
-        """A published row has no further use: marking it sent deletes it."""
-        t = self.table  # ids are never handed out again (AUTOINCREMENT): an id names this row or none
+        """A published row has no further use: marking it sent deletes it (a transaction of its own)."""
         with engine.begin() as conn:
+            self.delete(conn, ids)
+
+    def delete(self, conn: Connection, ids: Sequence[int]) -> None:
+        """Rows published and acknowledged, deleted in the transaction of ``conn``."""
+        if ids:  # ids are never handed out again (AUTOINCREMENT): an id names this row or none
+            t = self.table
             conn.execute(delete(t).where(t.c.id.in_(list(ids)), t.c.producer == self.producer))
 
 

@@ -9,8 +9,10 @@ are (``pokesaga_outbox_backlog``), and publishes, oldest first, those it has see
 for longer than the grace period (``outbox_grace_seconds``), then deletes them.
 
 A row's age is counted from when this instance first saw it, on this process's monotonic clock:
-no schema change, and no clock shared between hosts. A live instance's rows are gone within
-milliseconds, so rows in hand are rarely published twice; when they are (a broker slow for
+no schema change, and no clock shared between hosts. The rows this instance has published and not
+yet deleted (its next transaction deletes them, or the loop once idle) are not counted or
+published. Another live instance's rows are gone within a poll (``poll_timeout_ms``), so rows in
+hand are rarely published twice; when they are (a broker slow for
 longer than the grace period), consumers dedupe by event id. A round that fails (the database or
 the broker unavailable) is logged and tried again on the next; the flusher never stops the loop.
 """
@@ -21,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from sqlalchemy import Engine
 
@@ -44,12 +46,14 @@ class OutboxFlusher:
         send: Callable[[Sequence[OutboxRow]], Awaitable[None]],
         grace: float,
         sensor: LoopSensor | None = None,
+        in_hand: Callable[[], Collection[int]] = frozenset,
     ) -> None:
         self.name = name
         self.outbox = outbox
         self.engine = engine
         self.send = send  # publish in order and wait for every acknowledgement, or raise
         self.grace = grace
+        self.in_hand = in_hand  # this instance's rows published, their deletion not yet committed
         self.sensor = sensor or LoopSensor(name, compensator=False)
         self.every = max(0.1, min(1.0, grace / 2))
         self.first_seen: dict[int, float] = {}  # row id → when this instance first saw it (monotonic)
@@ -73,6 +77,8 @@ class OutboxFlusher:
     async def flush_round(self) -> int:
         """One round: count the rows, publish and delete those older than the grace period; how many."""
         ids = await asyncio.to_thread(self.outbox.waiting, self.engine)
+        published_here = self.in_hand()
+        ids = [i for i in ids if i not in published_here]
         self.sensor.on_outbox_backlog(len(ids))
         now = time.monotonic()
         self.first_seen = {i: self.first_seen.get(i, now) for i in ids}  # forgets the rows gone

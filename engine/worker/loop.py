@@ -1,13 +1,16 @@
 """The participant loop, the same for every service and compensator.
 
-1. Poll a batch.  2. Apply it in one local transaction (inbox + state + outbox); a small
-batch on the event loop, a large one or one that must wait to retry in a worker thread, so
-the event loop stays free for heartbeats and a stop.  3. Publish the outbox rows
-(acks=all) and mark them sent.  4. Commit the offsets: only now is a record acknowledged.
+1. Poll a batch.  2. Apply it in one local transaction (inbox + state + outbox, and the
+deletion of the rows the batches before published); a small batch on the event loop, a large
+one or one that must wait to retry in a worker thread, so the event loop stays free for
+heartbeats and a stop.  3. Publish the outbox rows (acks=all).  4. Commit the offsets: only
+now is a record acknowledged. The commit's answer is awaited when the next batch arrives (or
+the loop is idle, or stops), not before the next poll; a commit is only ever sent for records
+whose output is published. When nothing comes, the rows published are deleted on their own.
 A crash anywhere in between loses nothing (the offset is not committed, so the record is
-redelivered, and unsent outbox rows are flushed at start-up, or by a running instance's
-flusher, see engine.worker.flusher) and duplicates nothing (the redelivered record hits the inbox;
-re-published events carry the same ids).
+redelivered, and outbox rows not deleted are published again at start-up, or by a running
+instance's flusher, see engine.worker.flusher) and duplicates nothing (the redelivered record
+hits the inbox; re-published events carry the same ids, and their consumers drop the copy).
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ class ParticipantLoop:
         self.unparker = Unparker(processor, self.publisher, self.sensor, settings.batch_size, rebuild)
         self.flusher = OutboxFlusher(
             self.name, processor.outbox, processor.engine, self.publisher.send_once, settings.outbox_grace_seconds,
-            self.sensor,
+            self.sensor, processor.in_hand,
         )  # fmt: skip
+        self.committing: asyncio.Task[None] | None = None  # the last offset commit, its answer not awaited
 
     async def run(self, stop: asyncio.Event) -> None:
         self.stop = stop
@@ -90,13 +94,17 @@ class ParticipantLoop:
                     if batch:
                         self.topics.topics.fetching()
                         await self.handle(batch)
+                    else:
+                        await self.idle()
                     await self.unparker.between_batches(self.consumer, stop)
+                await self.idle(stopping=True)
             except Interrupted:
                 log.info("%s: stopped while waiting for its database; the batch will be redelivered", self.name)
             finally:
-                for task in (pruner, flusher, topic_watch):
-                    task.cancel()
-                await asyncio.gather(pruner, flusher, topic_watch, return_exceptions=True)
+                tasks = [t for t in (pruner, flusher, topic_watch, self.committing) if t is not None]
+                for task in tasks:
+                    task.cancel()  # a commit cut short is safe: its records come again
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await self.consumer.stop()  # leaves the group: partitions move at once
         finally:
             await self.producer.stop()
@@ -122,6 +130,7 @@ class ParticipantLoop:
     async def handle(self, batch: Batch) -> None:
         """One batch: apply it (committed locally), publish what it produced, commit its offsets."""
         self.sensor.on_fetched(record.timestamp for records in batch.values() for record in records)
+        await self.committed()  # before anything may move a position (a topic made again)
         started = time.perf_counter()
         batch, result = await self._apply(batch)
         if not batch:
@@ -130,7 +139,28 @@ class ParticipantLoop:
         self.unparker.due(result.next_due)  # a record parked to be retried
         faults.check(self.settings.crash_at, faults.AFTER_LOCAL_COMMIT)
         await self.publisher.publish(result.outbox)
-        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        self.committing = asyncio.create_task(self._commit(offsets))
+
+    async def committed(self) -> None:
+        """The last offset commit answered (its crash point, in tests, raises here)."""
+        committing, self.committing = self.committing, None
+        if committing is not None:
+            await committing
+
+    async def idle(self, stopping: bool = False) -> None:
+        """Nothing came: the last commit answered, and the rows published deleted in a transaction of
+        their own (when a batch comes, its transaction deletes them). A failure leaves them for the
+        next transaction (or a restart's flush: consumers drop the copies)."""
+        if not stopping:
+            await self.committed()
+        elif self.committing is not None:  # stopping: the commit's answer, whatever it is
+            await asyncio.gather(self.committed(), return_exceptions=True)
+        if self.processor.in_hand():
+            try:
+                await asyncio.to_thread(self.processor.mark_sent)
+            except Exception as exc:
+                log.debug("%s: deleting the rows published failed; the next transaction will: %s", self.name, exc)
 
     async def _apply(self, batch: Batch) -> tuple[Batch, BatchResult]:
         """Apply ``batch``; first, read again the ids of topics it may have outlived, and leave out
@@ -156,6 +186,7 @@ class ParticipantLoop:
                 self.sensor.on_lag(tp.topic, tp.partition, highwater - position)
         try:
             await self.consumer.commit(offsets)
+            faults.check(self.settings.crash_at, faults.AFTER_OFFSET_COMMIT)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partitions: their new owner gets these records again,
             # and the inbox absorbs them.

@@ -1,15 +1,15 @@
 """Step 3 of the participant loop: publish what a committed batch put in the outbox.
 
 In order, with acks=all, as long as it takes (a record not acknowledged is sent again; consumers
-know a copy by its event id); then the rows are marked sent (deleted). A crash point sits after
-the publish and after the mark (engine.faults).
+know a copy by its event id); then the rows are handed back as sent, for the next transaction to
+delete (engine.worker.batch.transaction). A crash point sits after the publish (engine.faults).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -30,25 +30,24 @@ class Publisher:
         self,
         name: str,
         producer: AIOKafkaProducer,
-        mark_sent: Callable[[Sequence[OutboxRow]], Awaitable[None]],
+        sent: Callable[[Sequence[OutboxRow]], None],
         sensor: LoopSensor,
         crash_at: str | None,
     ) -> None:
         self.name = name
         self.producer = producer
-        self.mark_sent = mark_sent
+        self.sent = sent
         self.sensor = sensor
         self.crash_at = crash_at
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
-        """Publish ``rows`` in order, wait for every acknowledgement, then mark them sent."""
+        """Publish ``rows`` in order, wait for every acknowledgement, then hand them back as sent."""
         if not rows:
             return
         await self.send(rows)
         self.sensor.on_published(rows)
         faults.check(self.crash_at, faults.AFTER_PUBLISH)
-        await self.mark_sent(rows)
-        faults.check(self.crash_at, faults.AFTER_MARK_SENT)
+        self.sent(rows)
 
     async def send(self, rows: Sequence[OutboxRow]) -> None:
         """Send ``rows`` in order and wait for every acknowledgement (acks=all), as long as it takes."""

@@ -7,6 +7,7 @@ partitions interleave, which is what a rebuild by replay must reproduce.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from engine.wire.envelope import Envelope
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
-from tests.support import caught_up, eventually
+from tests.support import caught_up, eventually, holds
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,8 @@ async def test_a_service_killed_at_a_crash_point_recovers_with_no_duplicate_effe
     assert databases.rows(
         recovery.settings, "pokeball", "select count(*) from throws where saga_id = :s", **one_saga
     ) == [(1,)]
-    assert databases.rows(recovery.settings, "pokeball", "select count(*) from outbox") == [(0,)]
+    outbox = functools.partial(databases.rows, recovery.settings, "pokeball", "select count(*) from outbox")
+    await eventually(lambda: holds(outbox, [(0,)]), timeout=10, what="pokeball's outbox emptied (idle)")
     assert databases.rows(
         recovery.settings, "delivery", "select count(*) from deliveries where saga_id = :s", **one_saga
     ) == [(1,)]

@@ -99,7 +99,7 @@ def test_an_echoed_value_is_shown_whole_up_to_60_characters() -> None:
     ("variable", "value", "needle"),
     [
         ("POKESAGA_PARTITIONS", "many", "POKESAGA_PARTITIONS: Input should be a valid integer"),
-        ("POKESAGA_CRASH_AT", "after-mark", "expected one of after-local-commit, after-publish, after-mark-sent"),
+        ("POKESAGA_CRASH_AT", "after-mark", "expected one of after-local-commit, after-publish, after-offset-commit"),
         ("POKESAGA_STATUS_DB_URL", "postgres:/nohost", "POKESAGA_STATUS_DB_URL: could not parse 'postgres:/nohost'"),
         ("POKESAGA_COMPENSATION_RETRY", '{"maximum_attempts": }', "POKESAGA_COMPENSATION_RETRY: not valid JSON"),
         ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092,", "KAFKA_BOOTSTRAP_SERVERS: expected host:port"),

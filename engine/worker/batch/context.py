@@ -48,6 +48,9 @@ class Context:
         self.policy = settings.retry_policy(participant.name, participant.compensator)
         self.parked = Parked(parked_table, participant.name, self.policy.maximum_interval)
         self.faults = FaultInjector(settings.faults, participant.name, stall=settings.stall)
+        # Outbox rows published and acknowledged, not yet deleted: the next transaction deletes them
+        # (engine.worker.batch.transaction), or the loop when it has nothing else to do.
+        self.sent: set[int] = set()
 
     def recorded(self, cause: Envelope) -> list[Envelope]:
         """What this participant published for ``cause`` before (rebuilding): its recorded decision."""

@@ -169,10 +169,18 @@ class BatchProcessor:
         """Unsent outbox rows of this participant, oldest first (flushed at start-up)."""
         return self.outbox.pending(self.engine)
 
-    async def sent(self, rows: Sequence[OutboxRow]) -> None:
-        """Rows published and acknowledged: marked sent (inline for a few, in a thread for many)."""
-        await self._blocking(len(rows), self.mark_sent, [row.id for row in rows])
+    def sent(self, rows: Sequence[OutboxRow]) -> None:
+        """Rows published and acknowledged: the next transaction deletes them (or ``mark_sent``)."""
+        self.ctx.sent.update(row.id for row in rows if row.id)
 
-    def mark_sent(self, ids: Sequence[int]) -> None:
-        """A published row has no further use: marking it sent deletes it."""
-        self.outbox.mark_sent(self.engine, [i for i in ids if i])
+    def in_hand(self) -> set[int]:
+        """Ids of this instance's rows published, not yet deleted: the flusher leaves them alone."""
+        return self.ctx.sent
+
+    def mark_sent(self) -> None:
+        """Delete the rows published since the last transaction, in a transaction of their own (when
+        no batch comes to do it: idle, or stopping)."""
+        sent = list(self.ctx.sent)
+        if sent:
+            self.outbox.mark_sent(self.engine, sent)
+            self.ctx.sent.difference_update(sent)

@@ -1,10 +1,11 @@
 """One pass of a batch, as one local transaction: what is decided, written and committed together.
 
-In order: the database guard; the parked records being applied locked and still due; the
-partitions' positions read, the records read before known as duplicates; each record's fate
-(engine.worker.batch.fates); each fate done by the pass; the pass's writes finished; the
-positions advanced; the parked records applied leave the parked table, and the next of their
-sagas become heads. All of it commits, or none of it.
+In order: the database guard; the outbox rows published since the last transaction deleted
+(marked sent: a crash before this commit publishes them again, and consumers drop the copy);
+the parked records being applied locked and still due; the partitions' positions read, the
+records read before known as duplicates; each record's fate (engine.worker.batch.fates); each
+fate done by the pass; the pass's writes finished; the positions advanced; the parked records
+applied leave the parked table, and the next of their sagas become heads. All of it commits, or none of it.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ def run(
 ) -> BatchResult:
     """``records`` through one pass of ``kind``, committed; what it did."""
     unparked = [record.id for record in records if isinstance(record, ParkedRecord)]
+    sent = list(ctx.sent)
     with ctx.engine.begin() as conn:
         guard.check(conn, ctx.rebuilding)
+        ctx.outbox.delete(conn, sent)
         if unparked:
             ctx.parked.lock(conn)  # one instance at a time applies the parked records
             due = ctx.parked.still_due(conn, unparked, time.time())
@@ -62,6 +65,7 @@ def run(
             gone = [r for r in records if isinstance(r, ParkedRecord) and r.id not in p.kept]
             ctx.parked.delete(conn, [r.id for r in gone])
             ctx.parked.promote(conn, [r.saga_id for r in gone], time.time())
+    ctx.sent.difference_update(sent)
     return p.result
 
 

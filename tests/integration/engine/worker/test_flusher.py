@@ -91,7 +91,8 @@ def test_the_flusher_never_takes_a_live_row_for_one_it_saw_before_the_outbox_emp
 
     first = written("live-1")
     assert asyncio.run(flusher.flush_round()) == 0  # seen now, within the grace period
-    b.mark_sent([first.id])  # published and acknowledged by B: the outbox is empty
+    b.sent([first])  # published and acknowledged by B,
+    b.mark_sent()  # and deleted: the outbox is empty
     second = written("live-2")
     assert second.id > first.id  # an id is never handed out again
     flusher.first_seen = {i: seen - 10 for i, seen in flusher.first_seen.items()}  # the grace period passes
