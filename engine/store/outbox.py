@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, select
+from sqlalchemy import BindParameter, Connection, Engine, Table, bindparam, delete, select
 
 from engine.wire.envelope import Envelope
 
@@ -44,6 +44,8 @@ class Outbox:
     def __init__(self, table: Table, producer: str) -> None:
         self.table = table
         self.producer = producer
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)  # built once: compiled once
+        self._delete = delete(table).where(table.c.id.in_(ids), table.c.producer == bindparam("producer"))
 
     def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[OutboxRow]:
         """Write ``rows``; what must now be published, in insert order."""
@@ -89,8 +91,7 @@ class Outbox:
     def delete(self, conn: Connection, ids: Sequence[int]) -> None:
         """Rows published and acknowledged, deleted in the transaction of ``conn``."""
         if ids:  # ids are never handed out again (AUTOINCREMENT): an id names this row or none
-            t = self.table
-            conn.execute(delete(t).where(t.c.id.in_(list(ids)), t.c.producer == self.producer))
+            conn.execute(self._delete, {"ids": list(ids), "producer": self.producer})
 
 
 def _to_outbox_row(row_id: int, row: dict[str, Any]) -> OutboxRow:

@@ -208,6 +208,11 @@ class History:
             self._flush()
             self._causes = self._file.causes()
 
+    @property
+    def empty(self) -> bool:
+        """Nothing recorded (or closed): every ``get`` answers its default, without a query."""
+        return not self._file.is_open
+
     def get(self, cause: str, default: Sequence[Envelope] = ()) -> Sequence[Envelope]:
         """The events published for ``cause``, in the order they were first published; else ``default``."""
         if not self._file.is_open:  # nothing recorded, or closed: no query

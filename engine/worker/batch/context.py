@@ -54,6 +54,8 @@ class Context:
 
     def recorded(self, cause: Envelope) -> list[Envelope]:
         """What this participant published for ``cause`` before (rebuilding): its recorded decision."""
+        if self.history.empty:  # not rebuilding: the common case, at no cost
+            return []
         return [e for e in self.history.get(history_key(cause.sagaid, cause.id), ()) if e.sagaid == cause.sagaid]
 
     def deadline(self, envelope: Envelope) -> float | None:

@@ -143,7 +143,7 @@ class Pass(ABC):
                 event, saga_id=cause.sagaid, source=ctx.participant.source, causation_id=cause.id,
                 deadline=cause.sagadeadline,
             )  # fmt: skip
-            if on_the_topics.intersection(caused_ids(cause.sagaid, cause.id, envelope.type)):
+            if on_the_topics and on_the_topics.intersection(caused_ids(cause.sagaid, cause.id, envelope.type)):
                 continue  # recorded under this id, or under the one derived before the saga id was in it
             row = event_row(ctx.name, envelope, type(event).topic, context)
             size = len(row["value"]) + len(row["key"]) + headers_size(row["headers"]) + RECORD_OVERHEAD
