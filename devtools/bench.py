@@ -265,8 +265,12 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
         total = options.sagas + options.warmup  # what the databases hold at the end
         if options.warmup:
             await drive(bootstrap, workload(options.warmup, options.failure_mix, f"w{run_id}"), options)
+        before = [proc_figures(p)["cpu_s"] for p, _ in processes]  # start-up and warm-up: not counted
         result = await drive(bootstrap, workload(options.sagas, options.failure_mix, run_id), options)
         per_process = {f"{p.target}#{i}": proc_figures(p) for i, (p, _) in enumerate(processes)}
+        for figures, cpu in zip(per_process.values(), before, strict=True):
+            figures["cpu_s_timed"] = round(figures["cpu_s"] - cpu, 2)
+        timed_cpu = sum(figures["cpu_s_timed"] for figures in per_process.values())
         steps = {} if null_relay else step_figures([port for _, port in processes])
     lat = result.latencies
     stored = {} if null_relay or options.db != "sqlite" else {"storage": storage.measure(data, SERVICES, total)}
@@ -275,6 +279,7 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
         "sagas": options.sagas,
         "sagas_per_s": round(len(lat) / result.elapsed, 1),
         "e2e_ms": e2e_figures(lat),
+        "cpu_ms_per_saga": round(1000 * timed_cpu / max(1, options.sagas), 3),
         "steps": steps,
         "processes": per_process,
         "outcomes": dict(result.outcomes),
@@ -305,7 +310,7 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
         figures = header | await measure(settings, options, False, data)
         if compare_null:
             ceiling = await measure(settings, options, True, data / "null")
-            figures["null_relay"] = {k: ceiling[k] for k in ("sagas_per_s", "e2e_ms", "processes")}
+            figures["null_relay"] = {k: ceiling[k] for k in ("sagas_per_s", "e2e_ms", "cpu_ms_per_saga", "processes")}
             figures["ratio_to_null"] = round(figures["sagas_per_s"] / ceiling["sagas_per_s"], 3)
         return figures
     finally:

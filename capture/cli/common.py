@@ -282,13 +282,15 @@ def check_replication(settings: Settings, names: Iterable[str], internal: Iterab
     return settings.model_copy(update={"replication_factor": wanted})
 
 
-def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
-    """asyncio.run, on uvloop when it is installed and asked for (POKESAGA_UVLOOP)."""
+def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool, asked: bool = False) -> None:
+    """asyncio.run, on uvloop when it is installed and not turned off (POKESAGA_UVLOOP, on by
+    default); without it, asyncio's own loop (a warning only when ``asked`` for it explicitly)."""
     if use_uvloop:
         try:
             import uvloop
         except ImportError:
-            logging.getLogger(__name__).warning("POKESAGA_UVLOOP is set but uvloop is not installed")
+            if asked:
+                logging.getLogger(__name__).warning("POKESAGA_UVLOOP is set but uvloop is not installed")
         else:
             uvloop.run(main)
             return

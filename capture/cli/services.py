@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     check_databases(settings, dict.fromkeys(p.service for p in participants), args, create=True)
     check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
     settings = check_replication(with_broker(settings, "run"), CAPTURE.all_topics())
-    run_loop(bootstrap.serve(args.service, settings), settings.uvloop)
+    run_loop(bootstrap.serve(args.service, settings), settings.uvloop, "uvloop" in settings.model_fields_set)
     signal.signal(signal.SIGTERM, exit_cleanly)  # asyncio restored the default on the way out
     return 0
 

@@ -25,7 +25,9 @@ class RunningSettings(SettingsGroup):
     batch_size: int = Field(default=500, ge=1, description="Most records handled per transaction.")
     poll_timeout_ms: int = Field(default=200, ge=1)
     linger_ms: int = Field(default=0, ge=0, description="Producer linger; 0 measured fastest here.")
-    uvloop: bool = Field(default=False, description="Run the event loop on uvloop (pip install 'pokesaga[fast]').")
+    uvloop: bool = Field(
+        default=True, description="Run the services' event loop on uvloop where it is installed (asyncio's otherwise)."
+    )
     inline_batch_max: int = Field(
         default=8, ge=0, description="Batches up to this many records are applied on the event loop, not a thread."
     )
