@@ -131,13 +131,15 @@ def wrap(
     event_id: str | None = None,
     time: datetime | None = None,
     deadline: datetime | None = None,
+    validate: bool = True,
 ) -> Envelope:
     """Put ``event`` in an envelope. Without ``event_id``, the id derives from the saga and the cause.
-    ``deadline``: the saga's (``sagadeadline``), passed on from the cause."""
+    ``deadline``: the saga's (``sagadeadline``), passed on from the cause. ``validate=False`` when
+    every part was validated already (a participant's event caused by an envelope it decoded)."""
     type_ = type(event).__name__
     if event_id is None:
         event_id = caused_id(saga_id, causation_id, type_) if causation_id else start_event_id(saga_id, type_)
-    return Envelope(
+    return (Envelope if validate else Envelope.model_construct)(
         specversion="1.0",
         id=event_id,
         source=source,

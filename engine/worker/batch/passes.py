@@ -141,7 +141,7 @@ class Pass(ABC):
         for event in produced:
             envelope = wrap(
                 event, saga_id=cause.sagaid, source=ctx.participant.source, causation_id=cause.id,
-                deadline=cause.sagadeadline,
+                deadline=cause.sagadeadline, validate=False,  # the cause was validated, and so was the event
             )  # fmt: skip
             if on_the_topics and on_the_topics.intersection(caused_ids(cause.sagaid, cause.id, envelope.type)):
                 continue  # recorded under this id, or under the one derived before the saga id was in it
