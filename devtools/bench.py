@@ -311,7 +311,7 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
         if options.peer:
             from devtools import peers
 
-            figures |= await asyncio.to_thread(peers.compare, options.peer, settings, options, data / "peer", figures)
+            figures |= await peers.compare(options.peer, settings, options, data / "peer", figures)
         return figures
     finally:
         shutil.rmtree(data, ignore_errors=True)

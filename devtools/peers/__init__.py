@@ -7,7 +7,10 @@ its figures beside ours with the ratios.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,17 @@ def missing(peer: str) -> str | None:
     return None
 
 
-def compare(peer: str, settings: Settings, options: Any, data: Path, ours: dict[str, Any]) -> dict[str, Any]:
-    """Run ``peer`` under ``options``' load; its figures and the ratios of ours to it."""
+async def compare(peer: str, settings: Settings, options: Any, data: Path, ours: dict[str, Any]) -> dict[str, Any]:
+    """Run ``peer`` under ``options``' load; its figures and the ratios of ours to it. Cancelled (an
+    interrupt), the peer's threads finish the sagas they hold and stop, so the bench can end."""
     from devtools.peers import dbos
 
-    theirs = dbos.measure(settings, options, data)
+    print(f"pokesaga bench: the same workload on the peer, {peer}, on {options.db}", file=sys.stderr)
+    stop = threading.Event()
+    try:
+        theirs = await asyncio.to_thread(dbos.measure, settings, options, data, stop)
+    finally:
+        stop.set()
     ratios = {"sagas_per_s": round(ours["sagas_per_s"] / theirs["sagas_per_s"], 3) if theirs["sagas_per_s"] else None}
     if options.concurrency == 1:  # one saga at a time: the latency of a saga alone
         ours_p50, their_p50 = ours["e2e_ms"]["p50"], theirs["e2e_ms"]["p50"]

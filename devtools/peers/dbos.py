@@ -119,17 +119,17 @@ def capture_workflow(ds: SQLAlchemyDatasource, settings: Settings) -> Callable[[
 
 
 def drive(
-    capture: Callable[[str, str, dict[str, Any]], str], sagas: list[Envelope], concurrency: int
+    capture: Callable[[str, str, dict[str, Any]], str], sagas: list[Envelope], concurrency: int, stop: threading.Event
 ) -> tuple[list[float], Counter[str], float]:
     """``concurrency`` threads, each starting one workflow and awaiting its result, then the next:
-    latencies (start to result), outcomes, elapsed seconds."""
+    latencies (start to result), outcomes, elapsed seconds. Once ``stop`` is set, none starts."""
     pending, latencies, outcomes = list(reversed(sagas)), [], Counter[str]()
     lock, failures = threading.Lock(), []
 
     def worker() -> None:
         while True:
             with lock:
-                if not pending:
+                if not pending or stop.is_set():
                     return
                 saga = pending.pop()
             started = time.perf_counter()
@@ -150,13 +150,16 @@ def drive(
         thread.start()
     for thread in threads:
         thread.join()
+    if stop.is_set():
+        raise InterruptedError("the peer's run was stopped")
     if failures:
         raise RuntimeError(f"{len(failures)} DBOS workflows failed; the first: {failures[0]!r}") from failures[0]
     return latencies, outcomes, time.perf_counter() - started
 
 
-def measure(settings: Settings, options: Any, data: Path) -> dict[str, Any]:
+def measure(settings: Settings, options: Any, data: Path, stop: threading.Event | None = None) -> dict[str, Any]:
     """The workload of ``options`` (sagas, warm-up, concurrency, failure mix) as DBOS workflows."""
+    stop = stop or threading.Event()
     with databases(settings, options.db, data) as dbs:
         config: DBOSConfig = {
             "name": "pokesaga-peer",
@@ -174,10 +177,10 @@ def measure(settings: Settings, options: Any, data: Path) -> dict[str, Any]:
             run = str(int(time.time() * 1000))
             concurrency = options.concurrency or 200
             if options.warmup:
-                drive(capture, workload(options.warmup, options.failure_mix, f"dbos-w{run}"), concurrency)
+                drive(capture, workload(options.warmup, options.failure_mix, f"dbos-w{run}"), concurrency, stop)
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             latencies, outcomes, elapsed = drive(
-                capture, workload(options.sagas, options.failure_mix, f"dbos-{run}"), concurrency
+                capture, workload(options.sagas, options.failure_mix, f"dbos-{run}"), concurrency, stop
             )
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         finally:
