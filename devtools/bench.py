@@ -52,6 +52,7 @@ class Options:
     stall_one: bool = False  # devtools.stall: one saga's step stalls, do the others wait?
     stall_step: str = "combat"
     stall_seconds: float = 10.0
+    peer: str | None = None  # devtools.peers: the same workload on a peer, after ours, and the ratios
 
 
 @dataclass
@@ -312,6 +313,10 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
             ceiling = await measure(settings, options, True, data / "null")
             figures["null_relay"] = {k: ceiling[k] for k in ("sagas_per_s", "e2e_ms", "cpu_ms_per_saga", "processes")}
             figures["ratio_to_null"] = round(figures["sagas_per_s"] / ceiling["sagas_per_s"], 3)
+        if options.peer:
+            from devtools import peers
+
+            figures |= await peers.compare(options.peer, settings, options, data / "peer", figures)
         return figures
     finally:
         shutil.rmtree(data, ignore_errors=True)

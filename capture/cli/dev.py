@@ -43,6 +43,11 @@ def add(commands: Any) -> None:
     bench.add_argument("--null-relay", action="store_true", help="only the passthrough chain: the ceiling")
     bench.add_argument("--compare-null", action="store_true", help="also the null relay, and the ratio")
     bench.add_argument(
+        "--peer",
+        choices=["dbos"],
+        help="also the same workload on a peer (DBOS Transact), same database kind, and the ratios (extra: peers)",
+    )
+    bench.add_argument(
         "--stall-one",
         action="store_true",
         help="an undisturbed run, then one where one saga's step fails transiently for a while: the others' p99s",
@@ -96,6 +101,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from devtools.bench import Options, run
 
+    if args.peer:
+        from devtools import peers
+
+        if args.console or args.failover or args.null_relay or args.stall_one or args.rate is not None:
+            raise Usage("pokesaga bench: --peer runs the services at a concurrency: not with --console, "
+                        "--failover, --null-relay, --stall-one or --rate")  # fmt: skip
+        needs = peers.missing(args.peer)
+        if needs:
+            raise Usage(needs)
     if args.console:
         from devtools import consolebench
 
@@ -136,6 +150,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         stall_one=args.stall_one,
         stall_step=args.stall_step,
         stall_seconds=args.stall_seconds,
+        peer=args.peer,
     )
     stop_on_sigterm()  # once the arguments are known to be good
     return run(settings, options, args.null_relay, args.compare_null)
