@@ -44,7 +44,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "capture.cli", "run", self.target],
+                [sys.executable, "-m", "capture", "run", self.target],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
