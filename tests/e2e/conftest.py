@@ -115,15 +115,25 @@ def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield settings
 
 
-def pokesaga(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def pokesaga(
+    settings: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """The CLI, as a user runs it, against these services' broker and databases (and ``env``)."""
     return subprocess.run(
         [sys.executable, "-m", "capture.cli", *args],
         env=settings_env(settings) | (env or {}),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def bench_figures(settings: Settings, *args: str) -> dict[str, Any]:
+    """``pokesaga bench ARGS`` run to its end, successfully: the one JSON line it prints."""
+    done = pokesaga(settings, "bench", *args, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.strip().splitlines()
+    return json.loads(line)  # type: ignore[no-any-return]
 
 
 def inspect_trainer(settings: Settings, name: str) -> dict[str, Any]:

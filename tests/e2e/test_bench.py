@@ -13,19 +13,14 @@ from capture.settings import Settings
 from devtools.processes import settings_env
 from tests import databases
 from tests.conftest import new_broker
+from tests.e2e.conftest import bench_figures
 
 
 def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = databases.with_databases(Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path), "bench")
-    args = ["bench", "--sagas", "60", "--concurrency", "20", "--warmup", "5", "--failure-mix", "0.25"]
+    args = ["--sagas", "60", "--concurrency", "20", "--warmup", "5", "--failure-mix", "0.25"]
     args += ["--db", "postgres" if databases.BACKEND == "postgresql" else "sqlite"]
-    env = settings_env(settings)
-    done = subprocess.run(
-        [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (line,) = done.stdout.strip().splitlines()
-    figures = json.loads(line)
+    figures = bench_figures(settings, *args)
     assert figures["sagas"] == 60 and figures["sagas_per_s"] > 0 and figures["db"] == args[-1]
     assert sum(figures["outcomes"].values()) == 60
     assert figures["outcomes"]["CaptureFailed"] == 15  # every fourth saga fails
@@ -39,18 +34,9 @@ def test_the_stall_one_scenario_prints_both_runs_the_ratio_and_the_stalled_saga(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = databases.with_databases(Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path), "stall")
-    args = ["bench", "--stall-one", "--sagas", "30", "--concurrency", "10", "--warmup", "0", "--stall-seconds", "2"]
+    args = ["--stall-one", "--sagas", "30", "--concurrency", "10", "--warmup", "0", "--stall-seconds", "2"]
     args += ["--db", "postgres" if databases.BACKEND == "postgresql" else "sqlite"]
-    done = subprocess.run(
-        [sys.executable, "-m", "capture.cli", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (line,) = done.stdout.strip().splitlines()
-    figures = json.loads(line)
+    figures = bench_figures(settings, *args)
     assert figures["scenario"] == "stall-one" and figures["step"] == "combat" and figures["stall_s"] == 2
     for run in (figures["undisturbed"], figures["stalled"]):
         assert run["sagas"] == 30 and run["outcomes"] == {"PokemonDelivered": 30}

@@ -4,9 +4,6 @@ A smoke test of the figures' shape and of the outcomes, never of their values.""
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +11,8 @@ import pytest
 
 from capture.cli import main
 from capture.settings import Settings
-from devtools.processes import settings_env
 from tests import databases
+from tests.e2e.conftest import bench_figures
 
 
 def test_the_bench_runs_the_same_workload_on_dbos_and_prints_both_and_the_ratio(
@@ -24,17 +21,8 @@ def test_the_bench_runs_the_same_workload_on_dbos_and_prints_both_and_the_ratio(
     settings = databases.with_databases(Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path), "peer")
     db = "postgres" if databases.BACKEND == "postgresql" else "sqlite"
     # Every fifth saga fails, at status and at combat in turn: both ways of unwinding run on both sides.
-    args = ["bench", "--peer", "dbos", "--sagas", "30", "--concurrency", "5", "--warmup", "5", "--failure-mix", "0.2"]
-    done = subprocess.run(
-        [sys.executable, "-m", "capture.cli", *args, "--db", db],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (line,) = done.stdout.strip().splitlines()
-    figures = json.loads(line)
+    args = ["--peer", "dbos", "--sagas", "30", "--concurrency", "5", "--warmup", "5", "--failure-mix", "0.2"]
+    figures = bench_figures(settings, *args, "--db", db)
     peer: dict[str, Any] = figures["peer"]
     assert figures["db"] == peer["db"] == db and peer["name"] == "dbos" and peer["version"]
     assert figures["sagas"] == peer["sagas"] == 30 and figures["concurrency"] == peer["concurrency"] == 5
