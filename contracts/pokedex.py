@@ -6,6 +6,7 @@ from which a wild Pokémon's max HP is derived when a start event omits it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 DEFAULT_LEVEL = 50
@@ -189,6 +190,7 @@ def _load() -> dict[str, Species]:
     return species
 
 
+@functools.lru_cache(maxsize=1024)  # a few hundred names come again and again; bounded whatever comes
 def _fold(name: str) -> str:
     return "".join(ch for ch in name.casefold() if ch.isalnum())
 
