@@ -131,6 +131,10 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # its changelog records, batched (faust's default sends each alone: a request, a write
+        # to the socket, each); a commit flushes the producer first, so they wait no longer
+        producer_linger=0.05,
+        producer_max_batch_size=512 * 1024,
         broker_session_timeout=10.0,  # a killed tracker's partitions move on within seconds
         topic_replication_factor=replication,
         topic_disable_leader=True,  # no timer runs on the leader only: no leader topic to replicate
