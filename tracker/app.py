@@ -5,7 +5,8 @@ participant says it failed and will try again is ``retrying``, attempt n of m.
 
 Its table lives in memory and in its changelog topic (``pokesaga-tracker-sagas-changelog``):
 a restarted tracker recovers the table from the changelog, then goes on from its committed
-offsets, and serves the same timelines. It serves, on ``tracker_port``:
+offsets, and serves the same timelines. A saga's changelog record is written once per commit,
+before the offsets (``tracker.held``), and a finished saga's timeline is held packed. It serves, on ``tracker_port``:
 
 - ``GET /``: the web page (recent sagas, filter by state, a timeline per saga);
 - ``GET /sagas?state=STATE&limit=N``: recent sagas, newest first (400 on a bad query);
@@ -48,6 +49,7 @@ from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
+from tracker.held import Held, WriteAtCommit
 from tracker.index import Index
 from tracker.timeline import REASONS, STATES, NotAnEvent
 
@@ -164,21 +166,8 @@ def create_app(settings: Settings) -> faust.App:
     index = Index(timeline.TIMELINES, settings.stuck_after)
     broker = Broker(settings.bootstrap, CAPTURE.groups)
 
-    # Each stored timeline restored once: by key, with the stored value it was restored from
-    # (the memory store hands back the same object until the key is written again).
-    restored: dict[Any, tuple[Any, dict[str, Any]]] = {}
-
-    def restore(key: Any, stored: Any) -> dict[str, Any]:
-        hit = restored.get(key)
-        if hit is not None and hit[0] is stored:
-            return hit[1]
-        found = timeline.restore(stored, key, now=time.time())
-        if stored is not None:  # an id asked for and never seen is not remembered
-            restored[key] = (stored, found)
-        return found
-
-    # The changelog partition each saga's timeline was last written to (its record's partition).
-    partition_of: dict[Any, int] = {}
+    held = Held(sagas, lambda stored, key: timeline.restore(stored, key, now=time.time()))
+    app.sensors.add(WriteAtCommit(held))
     indexed: set[Any] = set()  # every key of the table the index holds (a row, or none: no event yet)
 
     def place(message: Any, value: bytes | None) -> None:
@@ -194,13 +183,11 @@ def create_app(settings: Settings) -> faust.App:
         else:
             entry = timeline.parse(value, topic, message.headers, partition, message.offset)
         saga_id = entry["saga_id"]
-        current = restore(saga_id, sagas.get(saga_id))
+        current = held.get(saga_id)
         added = timeline.add_dead_letter(current, entry, now) if letter else timeline.add(current, entry, now)
         if not added:
             return  # the same event or dead letter again (a re-publication): nothing new
-        sagas[saga_id] = current
-        restored[saga_id] = (current, current)
-        partition_of[saga_id] = partition
+        current = held.put(saga_id, current, partition)
         kind = None if letter else entry["type"]  # a dead letter is no event: it has no type
         fresh = [e for e in current["events"] if e["id"] == entry["id"]] if kind not in (None, timeline.NOTICE) else []
         index.put(current, fresh)
@@ -237,14 +224,12 @@ def create_app(settings: Settings) -> faust.App:
         last_full = now
         keys = set(sagas.keys())
         for i, key in enumerate(keys - indexed):
-            stored = sagas.get(key)
-            if stored is not None:
-                index.restored(restore(key, stored))
+            if sagas.get(key) is not None:
+                index.restored(held.get(key))
             if i % 2000 == 1999:
                 await asyncio.sleep(0)
         for key in indexed - keys:
             index.forget(key)
-            restored.pop(key, None)
         indexed.clear()
         indexed.update(keys)
 
@@ -267,17 +252,7 @@ def create_app(settings: Settings) -> faust.App:
     retention = settings.tracker_retention_hours * 3600
 
     def forget(key: Any) -> None:
-        """``key`` gone from the table and the changelog, as ``del sagas[key]`` does inside an agent:
-        a tombstone on the partition its timeline was written to (or that faust's store recovered
-        it from), which a restarted tracker applies and Kafka's compaction drops."""
-        recovered: dict[Any, int] = getattr(sagas.data, "_key_partition", {})
-        partition = partition_of.pop(key, None)
-        if partition is None:
-            partition = recovered.get(key)
-        sagas.send_changelog(partition, key, None, value_serializer="raw")
-        sagas.data.pop(key, None)
-        recovered.pop(key, None)
-        restored.pop(key, None)
+        held.forget(key)
         index.forget(key)
         indexed.discard(key)
 
@@ -286,14 +261,19 @@ def create_app(settings: Settings) -> faust.App:
         """Forget the sagas settled longer ago than the retention: the tracker's memory stays flat."""
         now = time.time()
         for i, key in enumerate(list(sagas.keys())):
-            stored = sagas.get(key)  # as it is now: an event may have come while the sweep yielded
-            if stored is not None and timeline.expired(restore(key, stored), now, retention):
+            # as it is now (an event may have come while the sweep yielded): the index's row says
+            # when it settled; a timeline the index holds no row of is read
+            row = index.rows.get(key)
+            if row is not None:
+                settled = row.settled
+            else:
+                settled = timeline.settled_at(held.get(key)) if sagas.get(key) is not None else None
+            if settled is not None and now - settled > retention:
                 forget(key)
                 forgotten.inc()
-            if i % 2000 == 1999:  # 100,000 sagas take ~1.5 s: the pages and the agent go on meanwhile
+            if i % 2000 == 1999:  # the pages and the agent go on meanwhile
                 await asyncio.sleep(0)
-        for key in partition_of.keys() - set(sagas.keys()):  # moved to another tracker by a rebalance
-            del partition_of[key]
+        held.moved_away()
         retained.set(len(sagas))
 
     # The page first: faust adds its own index at "/" when the server starts, after these; a
@@ -325,7 +305,7 @@ def create_app(settings: Settings) -> faust.App:
         why = api.bad_saga_id(saga_id) or api.bad_query(request.query, ())
         if why is not None:
             return why
-        found = timeline.view(restore(saga_id, sagas.get(saga_id)), time.time(), settings.stuck_after, restored=True)
+        found = timeline.view(held.get(saga_id), time.time(), settings.stuck_after, restored=True)
         if not found["events"] and not found["dead_letters"]:
             return f"no saga {saga_id!r}: the tracker has seen no event of it"
         return found

@@ -15,6 +15,7 @@ import binascii
 import bisect
 import json
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tracker.figures import Latencies, Recent
 
 SEPARATOR = "\x00"  # in no searched field (a timeline's strings have no NUL) and in no search
 NO_START = -math.inf
+MAX_SHARED = 64  # a name, a reason: longer text is no value repeated
 
 
 @dataclass(slots=True)
@@ -56,6 +58,7 @@ class Row:
     compensating: bool
     waiting_on: str | None
     retrying: dict[str, Any] | None
+    settled: float | None  # when its retention started (``Timelines.settled_at``), None while kept
 
     @property
     def key(self) -> tuple[float, str]:
@@ -162,28 +165,31 @@ class Index:
         held = NEEDS_OPERATOR if t.needs_operator(timeline) else REFUSED if t.refused(timeline) else None
         waiting_on = None if held else t.waiting_on(timeline)  # a dead letter decided it: waits on no one
         notice = None if held else t.retrying(timeline)
-        shown = tuple(timeline.get(f) for f in t.summary_fields)
+        shown = tuple(_shared(timeline.get(f)) for f in t.summary_fields)
         started = instant(timeline.get("started_at")) if any(e["type"] == t.start for e in events) else NO_START
-        searched = tuple(_searchable(s) for s in (timeline["saga_id"], *shown, reason))
+        saga_id = timeline["saga_id"]
+        lowered = _searchable(saga_id)
+        searched = (saga_id if lowered == saga_id else lowered, *(_shared(_searchable(s)) for s in (*shown, reason)))
         return Row(
-            saga_id=timeline["saga_id"],
+            saga_id=saga_id,
             shown=shown,
             searched=searched,
             haystack="".join(SEPARATOR + field for field in searched),
             started=started,
             started_at=timeline.get("started_at"),
             ended_at=timeline.get("ended_at"),
-            outcome=outcome,
+            outcome=_shared(outcome),
             final=t.outcomes[outcome] if outcome else None,
             held=held,
-            reason=reason,
-            failed_step=failure.get("failed_step") if failure else None,
+            reason=_shared(reason),
+            failed_step=_shared(failure.get("failed_step")) if failure else None,
             duration_ms=duration_ms(timeline),
             progress=last_progress(timeline),
             retry_due=next_attempt(notice) if notice else None,
             compensating=any(e["type"] in t.compensating for e in events),
             waiting_on=waiting_on,
             retrying=notice,
+            settled=t.settled_at(timeline),
         )
 
     # -- reading ----------------------------------------------------------------------
@@ -310,6 +316,11 @@ class Search:
 
 def _key(row: Row) -> tuple[float, str]:
     return (row.started, row.saga_id)
+
+
+def _shared(text: Any) -> Any:
+    """One string for each of the values many rows repeat (names, reasons, steps, outcomes)."""
+    return sys.intern(text) if type(text) is str and len(text) <= MAX_SHARED else text
 
 
 def _searchable(text: str | None) -> str:
