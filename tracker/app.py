@@ -9,11 +9,13 @@ offsets, and serves the same timelines. A saga's changelog record is written onc
 before the offsets (``tracker.held``), and a finished saga's timeline is held packed. It serves, on ``tracker_port``:
 
 - ``GET /``: the web page (recent sagas, filter by state, a timeline per saga);
+- ``GET /overview``: the choreography with its live figures, and how far behind its topics the
+  tracker reads (``read``: records read, the staleness of the last one; see ``Freshness``);
 - ``GET /sagas?state=STATE&limit=N``: recent sagas, newest first (400 on a bad query);
 - ``GET /sagas/{id}``: one saga's timeline (404 when the tracker never saw it, 400 for an id
   no saga can have);
 - ``GET /metrics``: sagas started, completed by outcome, in flight, retrying, stuck, end-to-end
-  latency, records skipped by reason, changelog entries skipped on recovery by reason.
+  latency, staleness, records skipped by reason, changelog entries skipped on recovery by reason.
 
 A record it cannot place in a timeline (see ``timeline.parse``) is skipped and counted; a
 changelog record that makes no table entry (see ``tracker.changelog``) is skipped on recovery and
@@ -49,6 +51,7 @@ from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
+from tracker.figures import Freshness
 from tracker.held import Held, WriteAtCommit
 from tracker.index import Index
 from tracker.timeline import REASONS, STATES, NotAnEvent
@@ -68,6 +71,10 @@ latency = Histogram(
     "pokesaga_tracker_saga_latency_seconds",
     "End-to-end latency: start event time to outcome event time",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+staleness = Gauge(
+    "pokesaga_tracker_staleness_seconds",
+    "Seconds from the last record's timestamp (when it was written) to when the tracker read it",
 )
 retained = Gauge(
     "pokesaga_tracker_sagas_retained", "Sagas the tracker holds (running, or finished within the retention)"
@@ -200,10 +207,13 @@ def create_app(settings: Settings) -> faust.App:
             if took is not None and took >= 0:
                 latency.observe(took / 1000)
 
+    freshness = Freshness()
+
     @app.agent(source)
     async def observe(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
+            freshness.read(message.timestamp, time.time())
             try:
                 place(message, event.value)
             except NotAnEvent as refused:
@@ -240,6 +250,8 @@ def create_app(settings: Settings) -> faust.App:
         in_flight.set(sum(states[s] for s in WAITING_STATES))
         retrying.set(states["retrying"])
         stuck.set(states["stuck"])
+        if freshness.staleness is not None:
+            staleness.set(freshness.staleness)
 
     @app.timer(interval=2.0)
     async def read_lag() -> None:
@@ -290,7 +302,7 @@ def create_app(settings: Settings) -> faust.App:
         why = api.bad_query(request.query, ())
         if why is not None:
             return refused(web, why)
-        return web.json(overview_of(index, broker, time.time()))
+        return web.json(overview_of(index, broker, time.time()) | {"read": freshness.figures()})
 
     @app.page("/sagas")
     async def list_sagas(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -1,6 +1,6 @@
 """The timelines the tracker holds: a finished saga packed and read back the same, a running one
 kept as it is, each changed saga's changelog record written once at the commit, and what the
-retention sweep reads from the index equal to what the timelines say."""
+retention sweep reads from the index equal to what the timelines say; how stale what it read is."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from tests.unit.test_console import BROKE_FREE, DELIVERED, POPULATION, STUCK_AFTER, T0, indexed, saga
 from tracker import timeline
 from tracker.changelog import ValueCodec
+from tracker.figures import Freshness
 from tracker.held import Held, Live, pack, unpack
 
 pytestmark = pytest.mark.no_database
@@ -97,3 +98,13 @@ def test_the_index_says_when_each_saga_settled_as_its_timeline_does() -> None:
     assert {k for k, r in index.rows.items() if r.settled is not None and now - r.settled > 100} == {
         t["saga_id"] for t in POPULATION if timeline.expired(t, now, 100)
     }
+
+
+def test_the_staleness_is_from_the_last_records_timestamp_to_when_it_was_read() -> None:
+    fresh = Freshness()
+    assert fresh.figures() == {"records": 0, "staleness_s": None, "read_at": None}
+    fresh.read(T0, T0 + 2.5)
+    fresh.read(None, T0 + 3)  # no timestamp: counted, the staleness stays the last one known
+    assert fresh.figures() == {"records": 2, "staleness_s": 2.5, "read_at": T0 + 3}
+    fresh.read(T0 + 100, T0 + 4)  # written "later" than read (any client writes any timestamp)
+    assert fresh.staleness == 0.0
