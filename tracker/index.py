@@ -83,7 +83,8 @@ class Index:
     def __init__(self, timelines: Timelines, stuck_after: float) -> None:
         self.timelines = timelines
         self.stuck_after = stuck_after
-        self.rows: dict[str, Row] = {}
+        self._rows: dict[str, Row] = {}
+        self.pending: dict[str, dict[str, Any]] = {}  # timelines changed since their row was made
         self.order: list[Row] = []  # by (started, saga id): oldest first
         self.open: dict[str, Row] = {}  # the rows with no outcome
         self.finished: Counter[str] = Counter()  # held sagas per final state
@@ -96,17 +97,37 @@ class Index:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def rows(self) -> dict[str, Row]:
+        """Every row, by saga id, each made from its timeline as it is now."""
+        self.settle()
+        return self._rows
+
+    def settle(self) -> None:
+        """The rows of the timelines changed since they were made, made: before anything is read."""
+        if self.pending:
+            pending, self.pending = self.pending, {}
+            for timeline in pending.values():
+                self._put(timeline)
+
     # -- keeping the rows ------------------------------------------------------------
 
     def put(self, timeline: dict[str, Any], new: Iterable[dict[str, Any]] = ()) -> None:
-        """The row of ``timeline`` made anew; ``new``: its events just seen (counted in the window)."""
-        old = self.rows.pop(timeline["saga_id"], None)
+        """The row of ``timeline`` to be made anew (when the rows are next read: a saga whose records
+        come one after another has its row made once); ``new``: its events just seen, counted now."""
+        self.pending[timeline["saga_id"]] = timeline
+        for event in new:
+            self._count(event, timeline)
+
+    def _put(self, timeline: dict[str, Any]) -> None:
+        rows = self._rows
+        old = rows.pop(timeline["saga_id"], None)
         row = self._row(timeline) if timeline["events"] else None  # notices or dead letters alone: not listed
         if old is not None:
             self._drop(old, keep_place=row is not None and row.key == old.key)
         if row is None:
             return
-        self.rows[row.saga_id] = row
+        rows[row.saga_id] = row
         if old is None or row.key != old.key:
             bisect.insort(self.order, row, key=_key)
         else:
@@ -117,15 +138,14 @@ class Index:
             self.finished[row.final] += 1
             if row.outcome in self.timelines.failed_outcomes:
                 self.failures[(row.reason or "", row.failed_step or "")] += 1
-        for event in new:
-            self._count(event, row)
 
     def restored(self, timeline: dict[str, Any]) -> None:
         """A timeline the tracker recovered (its changelog): its row, and its recent events counted."""
         self.put(timeline, timeline["events"])
 
     def forget(self, saga_id: str) -> None:
-        row = self.rows.pop(saga_id, None)
+        self.pending.pop(saga_id, None)
+        row = self._rows.pop(saga_id, None)
         if row is not None:
             self._drop(row)
 
@@ -145,7 +165,7 @@ class Index:
                 if self.failures[key] <= 0:
                     del self.failures[key]
 
-    def _count(self, event: dict[str, Any], row: Row) -> None:
+    def _count(self, event: dict[str, Any], timeline: dict[str, Any]) -> None:
         seen = float(event.get("seen_at") or 0.0)
         self.events.add(event["type"], seen)
         if event["type"] == self.timelines.start:
@@ -153,8 +173,9 @@ class Index:
         elif event["type"] in self.timelines.outcomes:
             self.starts.add("finished", seen)
             self.outcomes.add(self.timelines.outcomes[event["type"]], seen)
-            if row.duration_ms is not None:
-                self.latencies.add(row.duration_ms, seen)
+            took = duration_ms(timeline)
+            if took is not None:
+                self.latencies.add(took, seen)
 
     def _row(self, timeline: dict[str, Any]) -> Row:
         t = self.timelines
@@ -216,6 +237,7 @@ class Index:
         The time range is cut from the ordered rows by bisection; each search term narrows what
         is left in one pass (a list comprehension each: ~50 ns a row); the page is read from the
         newest end, from the cursor on."""
+        self.settle()
         order, stuck_after = self.order, self.stuck_after
         lo = bisect.bisect_left(order, (query.since, ""), key=_key) if query.since is not None else 0
         hi = bisect.bisect_left(order, (query.until, ""), key=_key) if query.until is not None else len(order)
@@ -249,6 +271,7 @@ class Index:
 
     def overview(self, now: float) -> dict[str, Any]:
         """The sagas per state and per participant they wait on, failures by reason, the window's figures."""
+        self.settle()
         states: Counter[str] = Counter(self.finished)
         waiting: dict[str, Counter[str]] = {}
         for row in self.open.values():

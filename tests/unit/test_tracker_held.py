@@ -14,6 +14,7 @@ from tracker import timeline
 from tracker.changelog import ValueCodec
 from tracker.figures import Freshness
 from tracker.held import Held, Live, pack, unpack
+from tracker.index import Index, Search
 
 pytestmark = pytest.mark.no_database
 
@@ -108,3 +109,18 @@ def test_the_staleness_is_from_the_last_records_timestamp_to_when_it_was_read() 
     assert fresh.figures() == {"records": 2, "staleness_s": 2.5, "read_at": T0 + 3}
     fresh.read(T0 + 100, T0 + 4)  # written "later" than read (any client writes any timestamp)
     assert fresh.staleness == 0.0
+
+
+def test_a_row_made_once_after_several_records_reads_as_if_made_at_each() -> None:
+    step_by_step, at_once = Index(timeline.TIMELINES, STUCK_AFTER), Index(timeline.TIMELINES, STUCK_AFTER)
+    whole = saga("m", BROKE_FREE, T0)
+    for n in range(1, len(BROKE_FREE) + 1):
+        part = saga("m", BROKE_FREE[:n], T0)
+        step_by_step.put(part, part["events"][n - 1 :])
+        step_by_step.overview(T0 + n)  # read between records: the row made each time
+        at_once.put(part, part["events"][n - 1 :])
+    assert at_once.pending and at_once.overview(T0 + 9) == step_by_step.overview(T0 + 9)
+    assert at_once.rows == step_by_step.rows == indexed([whole]).rows and not at_once.pending
+    at_once.put(saga("n", DELIVERED[:2], T0))
+    at_once.forget("n")  # forgotten before its row was made: none made
+    assert "n" not in at_once.rows and at_once.search(Search(), T0 + 9)["count"] == 1
