@@ -109,6 +109,11 @@ def _page() -> str:
     return page.replace('/*CHAIN*/{"states": [], "failures": [], "compensations": [], "outcomes": []}', text)
 
 
+def milliseconds(seconds: float | None) -> float | None:
+    """A record's timestamp as the Kafka client gives it (milliseconds): faust gives it in seconds."""
+    return None if seconds is None else seconds * 1000
+
+
 def faust_credentials(options: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
     """The security options every other client takes (engine.broker.security), as faust's credentials."""
     protocol = options.get("security_protocol", "PLAINTEXT")
@@ -185,7 +190,7 @@ def create_app(settings: Settings) -> faust.App:
             return  # a republish's note that a dead letter was re-published: no dead letter
         if letter:
             entry = timeline.parse_dead_letter(
-                message.key, topic, message.headers, partition, message.offset, message.timestamp
+                message.key, topic, message.headers, partition, message.offset, milliseconds(message.timestamp)
             )
         else:
             entry = timeline.parse(value, topic, message.headers, partition, message.offset)
