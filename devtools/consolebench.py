@@ -195,7 +195,7 @@ async def load(bootstrap: str, tracker: ServiceProcess, port: int, count: int) -
     since it started, and its memory as it filled: [sagas held, RSS in MB] at each quarter."""
     ends = await kafka.end_offsets(bootstrap, CAPTURE.all_topics())
     started = time.monotonic()
-    deadline, shown, quarters = started + 120 + count / 200, 0.0, [count * q / 4 for q in range(1, 5)]
+    deadline, shown, quarters = started + 120 + count / 50, 0.0, [count * q / 4 for q in range(1, 5)]
     growth: list[list[float]] = []
     while True:
         if not tracker.alive:
