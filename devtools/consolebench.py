@@ -320,7 +320,7 @@ async def paced(
         return published, time.monotonic() - started
 
     publishing = asyncio.create_task(timed())
-    deadline, published_s, records = started + 120 + 2 * count / rate, None, 0
+    deadline, published_s, records = started + 120 + count / rate + count / 50, None, 0
     while True:
         await asyncio.sleep(1.0)
         if not tracker.alive:
