@@ -116,25 +116,37 @@ def sagas(count: int, now: float, rng: random.Random) -> Iterator[tuple[str, int
         yield saga_id, which, records
 
 
-async def publish(bootstrap: str, count: int, now: float) -> tuple[dict[str, int], str, int]:
-    """Publish ``count`` sagas; returns the sagas per state, a failed saga with the most events,
-    and how many records were published."""
+async def publish(
+    bootstrap: str, count: int, now: float, rate: float | None = None, sent: list[int] | None = None
+) -> tuple[dict[str, int], str, int]:
+    """Publish ``count`` sagas (``rate`` a second, each saga's records at once, when given; as fast as
+    it can else); returns the sagas per state, a failed saga with the most events, and how many
+    records were published. ``sent[0]`` counts the records sent so far."""
     states: Counter[str] = Counter()
     deepest, longest, records = "", 0, 0
-    producer = kafka.producer(bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    sent = sent if sent is not None else [0]
+    producer = kafka.producer(bootstrap, linger_ms=20 if rate is None else 5, max_batch_size=256 * 1024)
+    made = sagas(count, now, random.Random(SEED))
+    if rate is not None:  # made first: the bench spends no CPU making envelopes while the tracker reads
+        made = iter(list(made))
     await producer.start()
+    started = time.monotonic()
     try:
         pending = []
-        for i, (saga_id, which, produced) in enumerate(sagas(count, now, random.Random(SEED)), 1):
+        for i, (saga_id, which, produced) in enumerate(made, 1):
+            if rate is not None and (ahead := started + (i - 1) / rate - time.monotonic()) > 0:
+                await asyncio.sleep(ahead)
             states[MIX[which][0]] += 1
             if MIX[which][0] == "failed" and len(produced) > longest:
                 deepest, longest = saga_id, len(produced)
             for topic, value in produced:
                 pending.append(await producer.send(topic, value, key=saga_id.encode()))
             records += len(produced)
-            if i % 10000 == 0 or i == count:
+            sent[0] = records
+            if i % 10000 == 0 or i == count or (rate is not None and i % max(1, int(rate)) == 0):
                 await asyncio.gather(*pending)
                 pending.clear()
+            if i % 10000 == 0 or i == count:
                 say(f"published {i}/{count} sagas ({records} records)")
     finally:
         await producer.stop()
@@ -183,7 +195,7 @@ async def load(bootstrap: str, tracker: ServiceProcess, port: int, count: int) -
     since it started, and its memory as it filled: [sagas held, RSS in MB] at each quarter."""
     ends = await kafka.end_offsets(bootstrap, CAPTURE.all_topics())
     started = time.monotonic()
-    deadline, shown, quarters = started + 120 + count / 200, 0.0, [count * q / 4 for q in range(1, 5)]
+    deadline, shown, quarters = started + 120 + count / 50, 0.0, [count * q / 4 for q in range(1, 5)]
     growth: list[list[float]] = []
     while True:
         if not tracker.alive:
@@ -267,6 +279,89 @@ def polled(port: int, seconds: float) -> dict[str, float]:
     }  # fmt: skip
 
 
+def read(port: int) -> dict[str, Any]:
+    """What the tracker says it has read: records, the staleness of the last one (``/overview``)."""
+    return dict(overview(port).get("read") or {"records": 0, "staleness_s": None})  # none: an older tracker
+
+
+def window(samples: list[tuple[float, int, int, float | None]], seconds: float) -> list[list[float]]:
+    """Per ``seconds`` of the run: its end, the greatest staleness and lag (records) sampled in it."""
+    found: dict[int, list[float]] = {}
+    for at, sent, done, stale in samples:
+        slot = found.setdefault(int(at // seconds), [0.0, 0.0])
+        slot[0], slot[1] = max(slot[0], stale or 0.0), max(slot[1], sent - done)
+    return [[(k + 1) * seconds, round(v[0], 2), int(v[1])] for k, v in sorted(found.items())]
+
+
+async def paced(
+    settings: Settings, tracker: ServiceProcess, port: int, count: int, rate: float, now: float
+) -> tuple[dict[str, int], str, int, dict[str, Any]]:
+    """``count`` sagas published at ``rate`` a second while the tracker reads them, as the services
+    publish at their maximum: how far behind it reads, sampled every second from its ``/overview``
+    (the staleness of the last record it read; its lag, records published and not read yet), until
+    it has read them all. It keeps up when it has read them all within 5 s of the last publish."""
+    bootstrap = settings.bootstrap
+    deadline = time.monotonic() + 120
+    while not await kafka.groups_stable(bootstrap, [APP_ID]):  # its partitions assigned: it reads
+        if not tracker.alive or time.monotonic() > deadline:
+            raise TimeoutError(f"the tracker did not join its group (alive: {tracker.alive})")
+        await asyncio.sleep(0.5)
+    while True:  # and it answers
+        try:
+            read(port)
+            break
+        except (OSError, http.client.HTTPException):
+            await asyncio.sleep(0.5)
+    say(f"the tracker reads; publishing {count} sagas at {rate:g} a second")
+    sent, samples, started = [0], [], time.monotonic()
+
+    async def timed() -> tuple[tuple[dict[str, int], str, int], float]:
+        published = await publish(bootstrap, count, now, rate, sent)
+        return published, time.monotonic() - started
+
+    publishing = asyncio.create_task(timed())
+    deadline, published_s, records = started + 120 + count / rate + count / 50, None, 0
+    while True:
+        await asyncio.sleep(1.0)
+        if not tracker.alive:
+            raise ChildProcessError(f"the tracker exited ({tracker.proc and tracker.proc.returncode})")
+        done = await asyncio.to_thread(read, port)
+        at = time.monotonic() - started
+        samples.append((at, sent[0], int(done["records"]), done["staleness_s"]))
+        if publishing.done() and published_s is None:
+            (mix, deepest, records), published_s = publishing.result()
+            say(f"published in {published_s:.1f}s; the tracker is {sent[0] - done['records']} records behind")
+        if published_s is not None and done["records"] >= records:
+            drained_s = at
+            break
+        if int(at) % 10 == 0:
+            say(f"{at:.0f}s: staleness {done['staleness_s']} s, {sent[0] - done['records']} records behind")
+        if time.monotonic() > deadline:
+            publishing.cancel()
+            raise TimeoutError(f"the tracker read {done['records']} of {sent[0]} records in {at:.0f}s")
+    during = [x for x in samples if x[0] <= published_s]
+    half = during[len(during) // 2 :] or samples[-1:]
+    stale = [x[3] or 0.0 for x in half]
+    lag = [float(x[1] - x[2]) for x in half]
+    end = during[-1] if during else samples[-1]
+    figures = {
+        "rate_sagas_per_s": rate,
+        "publish_s": round(published_s, 1),
+        "offered_records_per_s": round(records / published_s),
+        "read_records_per_s": round(records / drained_s),
+        "second_half": {
+            "staleness_s": {q: round(quantile(stale, v), 2) for q, v in (("p50", 0.5), ("p99", 0.99))}
+            | {"max": round(max(stale), 2)},
+            "lag_records": {"p50": int(quantile(lag, 0.5)), "max": int(max(lag))},
+        },
+        "at_last_publish": {"staleness_s": end[3], "lag_records": end[1] - end[2]},
+        "drained_s": round(drained_s - published_s, 1),
+        "keeps_up": drained_s - published_s <= 5.0,
+        "by_10s": window(samples, 10.0),  # [seconds, staleness max, lag max]
+    }
+    return mix, deepest, records, figures
+
+
 async def fresh(bootstrap: str) -> None:
     """Refuse a broker whose topics hold records already: the tracker would count them too."""
     ends = await kafka.end_offsets(bootstrap, CAPTURE.all_topics())
@@ -277,23 +372,33 @@ async def fresh(bootstrap: str) -> None:
         )
 
 
-async def measure(settings: Settings, count: int, data: Path) -> dict[str, Any]:
+async def measure(settings: Settings, count: int, data: Path, rate: float | None = None) -> dict[str, Any]:
     bootstrap = settings.bootstrap
     await kafka.ensure_topics(
         bootstrap, CAPTURE.all_topics(), settings.partitions, replication=settings.replication_factor
     )
     await fresh(bootstrap)
     now = time.time()
-    started = time.monotonic()
-    mix, deepest, records = await publish(bootstrap, count, now)
-    published = time.monotonic() - started
     port = free_port()
     tracker = ServiceProcess("tracker", settings, data / "logs", extra_env={"POKESAGA_TRACKER_PORT": str(port)})
-    say(f"published in {published:.1f}s; the tracker reads them (log: {tracker.log_path})")
+    pacing: dict[str, Any] | None = None
     try:
-        tracker.start()
+        if rate is None:  # a backlog: every record published, then the tracker reads them
+            started = time.monotonic()
+            mix, deepest, records = await publish(bootstrap, count, now)
+            published = time.monotonic() - started
+            say(f"published in {published:.1f}s; the tracker reads them (log: {tracker.log_path})")
+            tracker.start()
+        else:  # published at a pace while the tracker reads
+            tracker.start()
+            say(f"the tracker starts (log: {tracker.log_path})")
+            mix, deepest, records, pacing = await paced(settings, tracker, port, count, rate, now)
+            published = pacing["publish_s"]
         ingest_s, growth = await load(bootstrap, tracker, port, count)
+        if pacing is not None:  # from the first record published
+            ingest_s = pacing["publish_s"] + pacing["drained_s"]
         loaded = proc_figures(tracker)
+        freshness = read(port)
         say(f"the tracker read {records} records in {ingest_s:.1f}s; RSS {loaded['rss_mb']} MB; timing requests")
         requested = timings(port, requests(port, count, now, deepest))
         polling = polled(port, min(POLLED, count / 1000))
@@ -311,6 +416,10 @@ async def measure(settings: Settings, count: int, data: Path) -> dict[str, Any]:
         "publish_s": round(published, 1),
         "ingest_s": round(ingest_s, 1),
         "ingest_records_per_s": round(records / ingest_s),
+        "ingest_cpu_s": loaded["cpu_s"],  # the tracker's, from its start (~3 s of it faust's start)
+        "records_per_cpu_s": round(records / max(0.01, loaded["cpu_s"])),
+        "staleness_s": freshness["staleness_s"],  # of the last record read: written to read
+        "paced": pacing,
         "tracker": {"retained": last["retained"], "states": last["states"]} | after,
         "rss_mb_by_sagas": growth,
         "requests": requested,
@@ -320,14 +429,14 @@ async def measure(settings: Settings, count: int, data: Path) -> dict[str, Any]:
     }
 
 
-def run(settings: Settings, count: int) -> int:
+def run(settings: Settings, count: int, rate: float | None = None) -> int:
     """Provision a private broker unless one is configured, bench the console, print one JSON line."""
     data, keep = Path(tempfile.mkdtemp(prefix="pokesaga-consolebench-")), False
     try:
         with provisioned(settings, state=data / "broker") as address:
             say(f"{'using' if settings.kafka_bootstrap_servers else 'private broker at'} {address}")
             live = settings.model_copy(update={"kafka_bootstrap_servers": address, "data_dir": data})
-            figures = asyncio.run(measure(live, count, data))
+            figures = asyncio.run(measure(live, count, data, rate))
     except Exception:
         keep = (data / "logs").exists()  # the tracker ran: its log says why
         if keep:

@@ -5,14 +5,17 @@ participant says it failed and will try again is ``retrying``, attempt n of m.
 
 Its table lives in memory and in its changelog topic (``pokesaga-tracker-sagas-changelog``):
 a restarted tracker recovers the table from the changelog, then goes on from its committed
-offsets, and serves the same timelines. It serves, on ``tracker_port``:
+offsets, and serves the same timelines. A saga's changelog record is written once per commit,
+before the offsets (``tracker.held``), and a finished saga's timeline is held packed. It serves, on ``tracker_port``:
 
 - ``GET /``: the web page (recent sagas, filter by state, a timeline per saga);
+- ``GET /overview``: the choreography with its live figures, and how far behind its topics the
+  tracker reads (``read``: records read, the staleness of the last one; see ``Freshness``);
 - ``GET /sagas?state=STATE&limit=N``: recent sagas, newest first (400 on a bad query);
 - ``GET /sagas/{id}``: one saga's timeline (404 when the tracker never saw it, 400 for an id
   no saga can have);
 - ``GET /metrics``: sagas started, completed by outcome, in flight, retrying, stuck, end-to-end
-  latency, records skipped by reason, changelog entries skipped on recovery by reason.
+  latency, staleness, records skipped by reason, changelog entries skipped on recovery by reason.
 
 A record it cannot place in a timeline (see ``timeline.parse``) is skipped and counted; a
 changelog record that makes no table entry (see ``tracker.changelog``) is skipped on recovery and
@@ -48,6 +51,8 @@ from engine.wire.notices import rfc3339_from_epoch
 from tracker import api, timeline
 from tracker.broker import Broker, shown
 from tracker.changelog import SagaTable
+from tracker.figures import Freshness
+from tracker.held import Held, WriteAtCommit
 from tracker.index import Index
 from tracker.timeline import REASONS, STATES, NotAnEvent
 
@@ -66,6 +71,10 @@ latency = Histogram(
     "pokesaga_tracker_saga_latency_seconds",
     "End-to-end latency: start event time to outcome event time",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+staleness = Gauge(
+    "pokesaga_tracker_staleness_seconds",
+    "Seconds from the last record's timestamp (when it was written) to when the tracker read it",
 )
 retained = Gauge(
     "pokesaga_tracker_sagas_retained", "Sagas the tracker holds (running, or finished within the retention)"
@@ -100,6 +109,11 @@ def _page() -> str:
     return page.replace('/*CHAIN*/{"states": [], "failures": [], "compensations": [], "outcomes": []}', text)
 
 
+def milliseconds(seconds: float | None) -> float | None:
+    """A record's timestamp as the Kafka client gives it (milliseconds): faust gives it in seconds."""
+    return None if seconds is None else seconds * 1000
+
+
 def faust_credentials(options: dict[str, Any]) -> faust.types.auth.CredentialsT | None:
     """The security options every other client takes (engine.broker.security), as faust's credentials."""
     protocol = options.get("security_protocol", "PLAINTEXT")
@@ -131,6 +145,10 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # its changelog records, batched (faust's default sends each alone: a request, a write
+        # to the socket, each); a commit flushes the producer first, so they wait no longer
+        producer_linger=0.05,
+        producer_max_batch_size=512 * 1024,
         broker_session_timeout=10.0,  # a killed tracker's partitions move on within seconds
         topic_replication_factor=replication,
         topic_disable_leader=True,  # no timer runs on the leader only: no leader topic to replicate
@@ -160,21 +178,8 @@ def create_app(settings: Settings) -> faust.App:
     index = Index(timeline.TIMELINES, settings.stuck_after)
     broker = Broker(settings.bootstrap, CAPTURE.groups)
 
-    # Each stored timeline restored once: by key, with the stored value it was restored from
-    # (the memory store hands back the same object until the key is written again).
-    restored: dict[Any, tuple[Any, dict[str, Any]]] = {}
-
-    def restore(key: Any, stored: Any) -> dict[str, Any]:
-        hit = restored.get(key)
-        if hit is not None and hit[0] is stored:
-            return hit[1]
-        found = timeline.restore(stored, key, now=time.time())
-        if stored is not None:  # an id asked for and never seen is not remembered
-            restored[key] = (stored, found)
-        return found
-
-    # The changelog partition each saga's timeline was last written to (its record's partition).
-    partition_of: dict[Any, int] = {}
+    held = Held(sagas, lambda stored, key: timeline.restore(stored, key, now=time.time()))
+    app.sensors.add(WriteAtCommit(held))
     indexed: set[Any] = set()  # every key of the table the index holds (a row, or none: no event yet)
 
     def place(message: Any, value: bytes | None) -> None:
@@ -185,18 +190,16 @@ def create_app(settings: Settings) -> faust.App:
             return  # a republish's note that a dead letter was re-published: no dead letter
         if letter:
             entry = timeline.parse_dead_letter(
-                message.key, topic, message.headers, partition, message.offset, message.timestamp
+                message.key, topic, message.headers, partition, message.offset, milliseconds(message.timestamp)
             )
         else:
             entry = timeline.parse(value, topic, message.headers, partition, message.offset)
         saga_id = entry["saga_id"]
-        current = restore(saga_id, sagas.get(saga_id))
+        current = held.get(saga_id)
         added = timeline.add_dead_letter(current, entry, now) if letter else timeline.add(current, entry, now)
         if not added:
             return  # the same event or dead letter again (a re-publication): nothing new
-        sagas[saga_id] = current
-        restored[saga_id] = (current, current)
-        partition_of[saga_id] = partition
+        current = held.put(saga_id, current, partition)
         kind = None if letter else entry["type"]  # a dead letter is no event: it has no type
         fresh = [e for e in current["events"] if e["id"] == entry["id"]] if kind not in (None, timeline.NOTICE) else []
         index.put(current, fresh)
@@ -209,10 +212,13 @@ def create_app(settings: Settings) -> faust.App:
             if took is not None and took >= 0:
                 latency.observe(took / 1000)
 
+    freshness = Freshness()
+
     @app.agent(source)
     async def observe(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
+            freshness.read(message.timestamp, time.time())
             try:
                 place(message, event.value)
             except NotAnEvent as refused:
@@ -233,14 +239,12 @@ def create_app(settings: Settings) -> faust.App:
         last_full = now
         keys = set(sagas.keys())
         for i, key in enumerate(keys - indexed):
-            stored = sagas.get(key)
-            if stored is not None:
-                index.restored(restore(key, stored))
+            if sagas.get(key) is not None:
+                index.restored(held.get(key))
             if i % 2000 == 1999:
                 await asyncio.sleep(0)
         for key in indexed - keys:
             index.forget(key)
-            restored.pop(key, None)
         indexed.clear()
         indexed.update(keys)
 
@@ -251,6 +255,8 @@ def create_app(settings: Settings) -> faust.App:
         in_flight.set(sum(states[s] for s in WAITING_STATES))
         retrying.set(states["retrying"])
         stuck.set(states["stuck"])
+        if freshness.staleness is not None:
+            staleness.set(freshness.staleness)
 
     @app.timer(interval=2.0)
     async def read_lag() -> None:
@@ -263,17 +269,7 @@ def create_app(settings: Settings) -> faust.App:
     retention = settings.tracker_retention_hours * 3600
 
     def forget(key: Any) -> None:
-        """``key`` gone from the table and the changelog, as ``del sagas[key]`` does inside an agent:
-        a tombstone on the partition its timeline was written to (or that faust's store recovered
-        it from), which a restarted tracker applies and Kafka's compaction drops."""
-        recovered: dict[Any, int] = getattr(sagas.data, "_key_partition", {})
-        partition = partition_of.pop(key, None)
-        if partition is None:
-            partition = recovered.get(key)
-        sagas.send_changelog(partition, key, None, value_serializer="raw")
-        sagas.data.pop(key, None)
-        recovered.pop(key, None)
-        restored.pop(key, None)
+        held.forget(key)
         index.forget(key)
         indexed.discard(key)
 
@@ -282,14 +278,19 @@ def create_app(settings: Settings) -> faust.App:
         """Forget the sagas settled longer ago than the retention: the tracker's memory stays flat."""
         now = time.time()
         for i, key in enumerate(list(sagas.keys())):
-            stored = sagas.get(key)  # as it is now: an event may have come while the sweep yielded
-            if stored is not None and timeline.expired(restore(key, stored), now, retention):
+            # as it is now (an event may have come while the sweep yielded): the index's row says
+            # when it settled; a timeline the index holds no row of is read
+            row = index.rows.get(key)
+            if row is not None:
+                settled = row.settled
+            else:
+                settled = timeline.settled_at(held.get(key)) if sagas.get(key) is not None else None
+            if settled is not None and now - settled > retention:
                 forget(key)
                 forgotten.inc()
-            if i % 2000 == 1999:  # 100,000 sagas take ~1.5 s: the pages and the agent go on meanwhile
+            if i % 2000 == 1999:  # the pages and the agent go on meanwhile
                 await asyncio.sleep(0)
-        for key in partition_of.keys() - set(sagas.keys()):  # moved to another tracker by a rebalance
-            del partition_of[key]
+        held.moved_away()
         retained.set(len(sagas))
 
     # The page first: faust adds its own index at "/" when the server starts, after these; a
@@ -306,7 +307,7 @@ def create_app(settings: Settings) -> faust.App:
         why = api.bad_query(request.query, ())
         if why is not None:
             return refused(web, why)
-        return web.json(overview_of(index, broker, time.time()))
+        return web.json(overview_of(index, broker, time.time()) | {"read": freshness.figures()})
 
     @app.page("/sagas")
     async def list_sagas(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -321,7 +322,7 @@ def create_app(settings: Settings) -> faust.App:
         why = api.bad_saga_id(saga_id) or api.bad_query(request.query, ())
         if why is not None:
             return why
-        found = timeline.view(restore(saga_id, sagas.get(saga_id)), time.time(), settings.stuck_after, restored=True)
+        found = timeline.view(held.get(saga_id), time.time(), settings.stuck_after, restored=True)
         if not found["events"] and not found["dead_letters"]:
             return f"no saga {saga_id!r}: the tracker has seen no event of it"
         return found

@@ -83,3 +83,25 @@ def _bin(ms: float) -> int:
 
 def _middle(b: int) -> float:
     return 0.0 if b < 0 else round(0.01 * GROWTH ** (b + 0.5), 1)
+
+
+class Freshness:
+    """How far behind its topics the tracker reads: the records it has read, and the staleness of
+    the last one, seconds from the record's timestamp (its producer's clock: when it was written)
+    to when the tracker read it, as a user of the console sees it late. None before any record;
+    a timestamp in the future reads as 0 (any client writes any timestamp)."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.staleness: float | None = None
+        self.read_at: float | None = None
+
+    def read(self, timestamp: float | None, now: float) -> None:
+        self.records += 1
+        self.read_at = now
+        if timestamp is not None and math.isfinite(timestamp) and timestamp > 0:
+            self.staleness = max(0.0, now - timestamp)
+
+    def figures(self) -> dict[str, float | int | None]:
+        staleness = None if self.staleness is None else round(self.staleness, 3)
+        return {"records": self.records, "staleness_s": staleness, "read_at": self.read_at}

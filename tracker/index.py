@@ -15,6 +15,7 @@ import binascii
 import bisect
 import json
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tracker.figures import Latencies, Recent
 
 SEPARATOR = "\x00"  # in no searched field (a timeline's strings have no NUL) and in no search
 NO_START = -math.inf
+MAX_SHARED = 64  # a name, a reason: longer text is no value repeated
 
 
 @dataclass(slots=True)
@@ -56,6 +58,7 @@ class Row:
     compensating: bool
     waiting_on: str | None
     retrying: dict[str, Any] | None
+    settled: float | None  # when its retention started (``Timelines.settled_at``), None while kept
 
     @property
     def key(self) -> tuple[float, str]:
@@ -80,7 +83,8 @@ class Index:
     def __init__(self, timelines: Timelines, stuck_after: float) -> None:
         self.timelines = timelines
         self.stuck_after = stuck_after
-        self.rows: dict[str, Row] = {}
+        self._rows: dict[str, Row] = {}
+        self.pending: dict[str, dict[str, Any]] = {}  # timelines changed since their row was made
         self.order: list[Row] = []  # by (started, saga id): oldest first
         self.open: dict[str, Row] = {}  # the rows with no outcome
         self.finished: Counter[str] = Counter()  # held sagas per final state
@@ -93,17 +97,37 @@ class Index:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def rows(self) -> dict[str, Row]:
+        """Every row, by saga id, each made from its timeline as it is now."""
+        self.settle()
+        return self._rows
+
+    def settle(self) -> None:
+        """The rows of the timelines changed since they were made, made: before anything is read."""
+        if self.pending:
+            pending, self.pending = self.pending, {}
+            for timeline in pending.values():
+                self._put(timeline)
+
     # -- keeping the rows ------------------------------------------------------------
 
     def put(self, timeline: dict[str, Any], new: Iterable[dict[str, Any]] = ()) -> None:
-        """The row of ``timeline`` made anew; ``new``: its events just seen (counted in the window)."""
-        old = self.rows.pop(timeline["saga_id"], None)
+        """The row of ``timeline`` to be made anew (when the rows are next read: a saga whose records
+        come one after another has its row made once); ``new``: its events just seen, counted now."""
+        self.pending[timeline["saga_id"]] = timeline
+        for event in new:
+            self._count(event, timeline)
+
+    def _put(self, timeline: dict[str, Any]) -> None:
+        rows = self._rows
+        old = rows.pop(timeline["saga_id"], None)
         row = self._row(timeline) if timeline["events"] else None  # notices or dead letters alone: not listed
         if old is not None:
             self._drop(old, keep_place=row is not None and row.key == old.key)
         if row is None:
             return
-        self.rows[row.saga_id] = row
+        rows[row.saga_id] = row
         if old is None or row.key != old.key:
             bisect.insort(self.order, row, key=_key)
         else:
@@ -114,15 +138,14 @@ class Index:
             self.finished[row.final] += 1
             if row.outcome in self.timelines.failed_outcomes:
                 self.failures[(row.reason or "", row.failed_step or "")] += 1
-        for event in new:
-            self._count(event, row)
 
     def restored(self, timeline: dict[str, Any]) -> None:
         """A timeline the tracker recovered (its changelog): its row, and its recent events counted."""
         self.put(timeline, timeline["events"])
 
     def forget(self, saga_id: str) -> None:
-        row = self.rows.pop(saga_id, None)
+        self.pending.pop(saga_id, None)
+        row = self._rows.pop(saga_id, None)
         if row is not None:
             self._drop(row)
 
@@ -142,7 +165,7 @@ class Index:
                 if self.failures[key] <= 0:
                     del self.failures[key]
 
-    def _count(self, event: dict[str, Any], row: Row) -> None:
+    def _count(self, event: dict[str, Any], timeline: dict[str, Any]) -> None:
         seen = float(event.get("seen_at") or 0.0)
         self.events.add(event["type"], seen)
         if event["type"] == self.timelines.start:
@@ -150,8 +173,9 @@ class Index:
         elif event["type"] in self.timelines.outcomes:
             self.starts.add("finished", seen)
             self.outcomes.add(self.timelines.outcomes[event["type"]], seen)
-            if row.duration_ms is not None:
-                self.latencies.add(row.duration_ms, seen)
+            took = duration_ms(timeline)
+            if took is not None:
+                self.latencies.add(took, seen)
 
     def _row(self, timeline: dict[str, Any]) -> Row:
         t = self.timelines
@@ -162,28 +186,31 @@ class Index:
         held = NEEDS_OPERATOR if t.needs_operator(timeline) else REFUSED if t.refused(timeline) else None
         waiting_on = None if held else t.waiting_on(timeline)  # a dead letter decided it: waits on no one
         notice = None if held else t.retrying(timeline)
-        shown = tuple(timeline.get(f) for f in t.summary_fields)
+        shown = tuple(_shared(timeline.get(f)) for f in t.summary_fields)
         started = instant(timeline.get("started_at")) if any(e["type"] == t.start for e in events) else NO_START
-        searched = tuple(_searchable(s) for s in (timeline["saga_id"], *shown, reason))
+        saga_id = timeline["saga_id"]
+        lowered = _searchable(saga_id)
+        searched = (saga_id if lowered == saga_id else lowered, *(_shared(_searchable(s)) for s in (*shown, reason)))
         return Row(
-            saga_id=timeline["saga_id"],
+            saga_id=saga_id,
             shown=shown,
             searched=searched,
             haystack="".join(SEPARATOR + field for field in searched),
             started=started,
             started_at=timeline.get("started_at"),
             ended_at=timeline.get("ended_at"),
-            outcome=outcome,
+            outcome=_shared(outcome),
             final=t.outcomes[outcome] if outcome else None,
             held=held,
-            reason=reason,
-            failed_step=failure.get("failed_step") if failure else None,
+            reason=_shared(reason),
+            failed_step=_shared(failure.get("failed_step")) if failure else None,
             duration_ms=duration_ms(timeline),
             progress=last_progress(timeline),
             retry_due=next_attempt(notice) if notice else None,
             compensating=any(e["type"] in t.compensating for e in events),
             waiting_on=waiting_on,
             retrying=notice,
+            settled=t.settled_at(timeline),
         )
 
     # -- reading ----------------------------------------------------------------------
@@ -210,6 +237,7 @@ class Index:
         The time range is cut from the ordered rows by bisection; each search term narrows what
         is left in one pass (a list comprehension each: ~50 ns a row); the page is read from the
         newest end, from the cursor on."""
+        self.settle()
         order, stuck_after = self.order, self.stuck_after
         lo = bisect.bisect_left(order, (query.since, ""), key=_key) if query.since is not None else 0
         hi = bisect.bisect_left(order, (query.until, ""), key=_key) if query.until is not None else len(order)
@@ -243,6 +271,7 @@ class Index:
 
     def overview(self, now: float) -> dict[str, Any]:
         """The sagas per state and per participant they wait on, failures by reason, the window's figures."""
+        self.settle()
         states: Counter[str] = Counter(self.finished)
         waiting: dict[str, Counter[str]] = {}
         for row in self.open.values():
@@ -310,6 +339,11 @@ class Search:
 
 def _key(row: Row) -> tuple[float, str]:
     return (row.started, row.saga_id)
+
+
+def _shared(text: Any) -> Any:
+    """One string for each of the values many rows repeat (names, reasons, steps, outcomes)."""
+    return sys.intern(text) if type(text) is str and len(text) <= MAX_SHARED else text
 
 
 def _searchable(text: str | None) -> str:

@@ -32,7 +32,9 @@ def add(commands: Any) -> None:
     )
     load = bench.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=positive, default=200, help="sagas in flight (default 200)")
-    load.add_argument("--rate", type=float, help="sagas started per second, instead of a concurrency")
+    load.add_argument(
+        "--rate", type=float, help="sagas started per second, instead of a concurrency (--console: while it reads)"
+    )
     bench.add_argument("--instances", type=positive, default=1, help="processes per service (default 1)")
     bench.add_argument(
         "--partitions", dest="bench_partitions", type=positive, help="partitions per topic (default: the setting, 3)"
@@ -113,14 +115,17 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.console:
         from devtools import consolebench
 
-        if args.null_relay or args.compare_null or args.stall_one or args.failover or args.rate is not None:
+        if args.null_relay or args.compare_null or args.stall_one or args.failover:
             raise Usage(
                 "pokesaga bench: --console times the tracker alone: not with --null-relay, --compare-null, "
-                "--stall-one, --failover or --rate"
+                "--stall-one or --failover"
             )
+        if args.rate is not None and args.rate <= 0:
+            raise Usage("pokesaga bench: --rate must be above 0")
         stop_on_sigterm()
         partitions = args.bench_partitions or args.partitions or settings.partitions
-        return consolebench.run(settings.model_copy(update={"partitions": partitions}), args.sagas or 100_000)
+        live = settings.model_copy(update={"partitions": partitions})
+        return consolebench.run(live, args.sagas or 100_000, args.rate)  # --rate: published while it reads
     if args.failover:
         from devtools import failover
 

@@ -75,3 +75,23 @@ def test_the_console_bench_times_every_request_with_the_sagas_held(tmp_path: Pat
     assert requests["list"]["matched"] == 300 and requests["failed"]["matched"] == figures["mix"]["failed"]
     assert 0 < requests["reason"]["matched"] < figures["mix"]["failed"]
     assert figures["slowest"]["request"] in requests
+    assert figures["records_per_cpu_s"] > 0 and figures["paced"] is None
+
+
+@pytest.mark.no_database  # the tracker reads topics only
+def test_the_console_bench_at_a_rate_says_how_far_behind_the_tracker_read(tmp_path: Path) -> None:
+    with new_broker(tmp_path / "broker") as bootstrap:
+        env = settings_env(Settings(kafka_bootstrap_servers=bootstrap, data_dir=tmp_path))
+        args = ["bench", "--console", "--sagas", "200", "--rate", "50"]
+        done = subprocess.run(
+            [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout)
+    assert figures["tracker"]["retained"] == 200 and figures["staleness_s"] is not None
+    paced = figures["paced"]
+    assert paced["rate_sagas_per_s"] == 50 and paced["offered_records_per_s"] > 0 and paced["read_records_per_s"] > 0
+    assert {"p50", "p99", "max"} == set(paced["second_half"]["staleness_s"])
+    assert {"p50", "max"} == set(paced["second_half"]["lag_records"])
+    assert isinstance(paced["keeps_up"], bool) and paced["drained_s"] >= 0
+    assert all(len(window) == 3 for window in paced["by_10s"])

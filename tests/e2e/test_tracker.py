@@ -376,6 +376,7 @@ async def test_a_saga_the_services_refused_has_a_page_with_its_dead_letters_and_
     (letter,) = page["dead_letters"]
     assert page["events"] == [] and (letter["topic"], letter["source"]) == ("capture.status.dlq", "capture.status")
     assert "Agumon" in letter["reason"] and letter["consumer"] == "status"
+    assert abs(instant(letter["time"]) - time.time()) < 3600  # when the service dead-lettered it (the broker's)
     commands = [c["command"] for c in page["commands"]]
     assert f"pokesaga dlq replay capture.status --saga {refused} --dry-run" in commands
     status, records = tracked.get(f"/sagas/{refused}/records")
