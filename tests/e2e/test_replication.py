@@ -68,6 +68,7 @@ def made_with_one_replica(bootstrap: str, names: list[str]) -> None:
     asyncio.run(eventually(made, timeout=60, what=f"{names} with one replica"))
 
 
+@pytest.mark.no_database  # the replicas are the broker's: the PostgreSQL pass starts no 3-node cluster
 def test_every_topic_the_services_and_the_tracker_create_has_three_replicas_and_two_in_sync(
     bootstrap: str, tmp_path: Path
 ) -> None:
