@@ -19,6 +19,7 @@ from tests.databases import database_urls, rows
 from tests.support import eventually, http_get
 
 
+@pytest.mark.no_database  # the event loop answering during a backoff; parked rows on PostgreSQL: test_parked, test_loop
 def test_a_record_waiting_to_be_retried_blocks_neither_health_nor_a_stop(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

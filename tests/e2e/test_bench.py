@@ -30,6 +30,7 @@ def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str, 
     assert len(figures["processes"]) == 4 and all(p["rss_mb"] > 0 for p in figures["processes"].values())
 
 
+@pytest.mark.no_database  # a stall holding up only its partition is the broker's; --db postgres: the test above
 def test_the_stall_one_scenario_prints_both_runs_the_ratio_and_the_stalled_saga(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from capture.settings import Settings
 from devtools.processes import settings_env
 from tests import databases
 
 
+@pytest.mark.no_database  # the command's output; the services' work on PostgreSQL is the other e2e tests'
 def test_the_demo_brings_every_saga_to_an_outcome_and_prints_a_summary(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path)
     env = settings_env(databases.with_databases(settings, "demo"))  # SQLite files, or PostgreSQL
