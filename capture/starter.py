@@ -1,4 +1,8 @@
-"""Starting sagas and watching their outcomes, as any client would: through the topics."""
+"""Starting capture sagas and watching their outcomes, as any client would: through the topics.
+
+The envelope of a PokemonEncountered filled from the Pokédex (``start_event``), many of them published at
+once (``publish``, through engine.client), and a watcher of ``capture.outcomes`` for the demo, the bench
+and the tests (``TopicWatcher``)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from contracts import topics
 from contracts.events import PokemonEncountered
+from engine import client
 from engine.broker import kafka
 from engine.wire.envelope import Envelope, wrap
 
@@ -104,11 +109,8 @@ class TopicWatcher:
 
 
 async def publish(bootstrap: str, envelopes: Iterable[Envelope]) -> None:
-    """Produce start events to ``capture.status``, keyed by saga id, acks=all."""
-    producer = kafka.producer(bootstrap)
-    await producer.start()
-    try:
-        futures = [await producer.send(topics.STATUS, env.to_json(), key=env.sagaid.encode()) for env in envelopes]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    """Produce start events to ``capture.status``, keyed by saga id, acks=all (engine.client's, for the
+    capture saga; ``pokesaga start`` is an engine.client.Client)."""
+    from capture.saga import CAPTURE
+
+    await client.publish(CAPTURE, bootstrap, envelopes)

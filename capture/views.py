@@ -4,43 +4,23 @@ Each service answers from its own database only; a service whose database does n
 exist yet answers ``null``. Output is deterministic (sorted), so two views can be diffed.
 
 A saga's view also lists the records of the saga each service holds parked (``parked``, see
-engine.observe.retries): a step being retried, attempt n of m, and the records queued behind it.
+engine.cli.inspection): a step being retried, attempt n of m, and the records queued behind it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
-from engine.observe.retries import attempts_text, parked_records
-from engine.store.db import make_engine
-from engine.wire.text import printable
+from engine.cli.inspection import maximum_attempts_of, parked, parked_lines, read
 from services.combat.tables import CombatRecords
 from services.delivery.tables import DeliveryRecords
 from services.pokeball.tables import PokeballRecords
 from services.status.tables import StatusRecords
-
-
-def _read(settings: Settings, service: str, query: Callable[[Connection], Any]) -> Any:
-    url = settings.db_url(service)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
-        return None  # never create a database just to look at it
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return query(conn)
-    except DBAPIError:
-        return None  # tables not created yet: the service has not run
-    finally:
-        engine.dispose()
 
 
 def _trainer_queries(name: str) -> dict[str, Callable[[Connection], Any]]:
@@ -67,7 +47,7 @@ def _trainer_queries(name: str) -> dict[str, Callable[[Connection], Any]]:
 def trainer(settings: Settings, name: str, services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
     """What each service knows of trainer ``name``."""
     queries = _trainer_queries(name)
-    return {"trainer": name, **{s: _read(settings, s, queries[s]) for s in services}}
+    return {"trainer": name, **{s: read(settings, s, queries[s]) for s in services}}
 
 
 def saga(settings: Settings, saga_id: str, services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
@@ -81,28 +61,17 @@ def saga(settings: Settings, saga_id: str, services: tuple[str, ...] = SERVICES)
         "delivery": lambda conn: DeliveryRecords(conn).get(saga_id),
     }
 
-    def maximum_attempts(consumer: str) -> int | None:
-        participant = CAPTURE.participants.get(consumer)
-        if participant is None:
-            return None
-        return settings.retry_policy(consumer, participant.compensator).maximum_attempts
+    maximum_attempts = maximum_attempts_of(CAPTURE, settings)
 
-    def read(service: str) -> tuple[Any, list[dict[str, Any]]]:
+    def of(service: str) -> tuple[Any, list[dict[str, Any]]]:
         def both(conn: Connection) -> tuple[Any, list[dict[str, Any]]]:
-            return queries[service](conn), _parked(conn, saga_id, maximum_attempts)
+            return queries[service](conn), parked(conn, saga_id, maximum_attempts)
 
-        return _read(settings, service, both) or (None, [])
+        return read(settings, service, both) or (None, [])
 
-    found = {s: read(s) for s in services}
-    parked = [{"service": s, **p} for s in services for p in found[s][1]]
-    return {"saga": saga_id, **{s: found[s][0] for s in services}, "parked": parked}
-
-
-def _parked(conn: Connection, saga_id: str, maximum_attempts: Callable[[str], int | None]) -> list[dict[str, Any]]:
-    try:
-        return parked_records(conn, saga_id, maximum_attempts)
-    except DBAPIError:  # a database from before the parked table: nothing parked
-        return []
+    found = {s: of(s) for s in services}
+    held = [{"service": s, **p} for s in services for p in found[s][1]]
+    return {"saga": saga_id, **{s: found[s][0] for s in services}, "parked": held}
 
 
 def render_trainer(view: dict[str, Any]) -> str:
@@ -130,24 +99,5 @@ def render_saga(view: dict[str, Any]) -> str:
             continue
         shown = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("saga_id", "trainer"))
         lines.append(f"  {service:<9} {shown}")
-    parked = view.get("parked") or []
-    if parked:
-        lines.append("  parked:")
-    for record in parked:
-        lines.append(f"    {printable(_parked_line(record))}")
+    lines += parked_lines(view.get("parked") or [])
     return "\n".join(lines)
-
-
-def _parked_line(record: dict[str, Any]) -> str:
-    """``combat  PokemonParalyzed  retrying: attempt 3 of 5, next attempt at …, last error: …``."""
-    head = f"{record['participant']}  {record['event_type'] or '?'}  {record['reason']}"
-    if record["reason"] == "retrying":
-        said = attempts_text(
-            record["attempts"], record["maximum_attempts"], record["next_attempt_at"], record["last_error"]
-        )
-        return f"{head}: {said}"
-    if record["reason"] == "waiting":
-        return f"{head}: behind the record being retried"
-    if record["reason"] == "rebuilding":
-        return f"{head}: held until {record['participant']} has rebuilt its state"
-    return head

@@ -5,27 +5,53 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from capture.cli.common import Usage, positive, stop_on_sigterm
 from capture.settings import SERVICES, Settings
-from devtools.broker import LocalKafka, provisioned
+from engine.cli.common import Failed, Usage, positive, stop_on_sigterm
+from engine.cli.verb import Cli, Verb
 
 
-def add(commands: Any) -> None:
-    """Add this group's commands to the parser's subcommands."""
+def local_broker(settings: Settings) -> str | None:
+    """The address of the local broker (or cluster) of ``pokesaga kafka start``, while it runs; else None."""
+    from devtools.broker import LocalKafka
+
+    with broker_errors():
+        return LocalKafka.running(settings.kafka_cache_dir).address()
+
+
+@contextmanager
+def broker_errors() -> Iterator[None]:
+    """A local broker that cannot start, or answer: one line, exit code 1."""
+    from devtools.broker import BrokerError
+
+    try:
+        yield
+    except BrokerError as exc:
+        raise Failed(f"pokesaga: error: {exc}") from None
+
+
+def add_kafka(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     broker = commands.add_parser("kafka", help="the local broker or cluster (Apache Kafka jars, KRaft, loopback)")
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.add_argument(
         "--brokers", type=positive, default=1, help="start: nodes, each broker and controller (default 1; 3: a cluster)"
     )
+    return broker
 
+
+def add_demo(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole saga: broker, four services, N captures, summary")
     demo.add_argument("--sagas", type=positive, default=40, help="captures to start (default 40)")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for outcomes")
     demo.add_argument("--seed", type=positive, help="seed of the demo's mix of captures")
     demo.add_argument("--keep", action="store_true", help="keep the services and the tracker running until Ctrl-C")
+    return demo
 
+
+def add_bench(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="the services under load (and the null-relay ceiling); one JSON line")
     bench.add_argument(
         "--sagas", type=positive, help="sagas to time (default 2000; --stall-one: 1000 per run; --console: 100000)"
@@ -68,9 +94,17 @@ def add(commands: Any) -> None:
     bench.add_argument(
         "--console", action="store_true", help="instead: the tracker's console API timed with --sagas held (100000)"
     )
+    return bench
 
 
-def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_kafka(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
+    with broker_errors():
+        return kafka(args, settings)
+
+
+def kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.broker import LocalKafka
+
     if args.brokers < 1:
         raise Usage("pokesaga kafka: --brokers must be 1 or more")
     local = LocalKafka.running(settings.kafka_cache_dir)
@@ -89,18 +123,24 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_demo(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.broker import provisioned
     from devtools.demo import run_demo
 
     stop_on_sigterm()
 
-    with provisioned(settings) as address:
+    with broker_errors(), provisioned(settings) as address:
         print(f"broker: {address}", file=sys.stderr)
         settings = settings.model_copy(update={"kafka_bootstrap_servers": address})
         return asyncio.run(run_demo(settings, args.sagas, args.timeout, args.seed, args.keep))
 
 
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_bench(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
+    with broker_errors():
+        return bench(args, settings)
+
+
+def bench(args: argparse.Namespace, settings: Settings) -> int:
     from devtools.bench import Options, run
 
     if args.peer:
@@ -161,4 +201,4 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run(settings, options, args.null_relay, args.compare_null)
 
 
-COMMANDS = {"kafka": cmd_kafka, "demo": cmd_demo, "bench": cmd_bench}
+VERBS = {"kafka": Verb(add_kafka, cmd_kafka), "demo": Verb(add_demo, cmd_demo), "bench": Verb(add_bench, cmd_bench)}

@@ -8,24 +8,28 @@ from typing import Any
 
 from capture.settings import Settings
 from contracts import jsonschema
+from engine.cli.verb import Cli, Verb
 
 
-def add(commands: Any) -> None:
-    """Add this group's commands to the parser's subcommands."""
+def add_schemas(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
     schemas.add_argument("action", choices=["export"])
+    return schemas
 
+
+def add_docs(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     docs = commands.add_parser("docs", help="draw the choreography from the declaration: Mermaid and AsyncAPI")
     docs.add_argument("--output", metavar="DIR", help="where to write them (default: docs/ of the checkout)")
+    return docs
 
 
-def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_schemas(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     for path in jsonschema.export():
         print(path)
     return 0
 
 
-def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_docs(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     from capture import docs
 
     for path in docs.export(Path(args.output) if args.output else docs.DOCS_DIR):
@@ -33,4 +37,4 @@ def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"schemas": cmd_schemas, "docs": cmd_docs}
+VERBS = {"schemas": Verb(add_schemas, cmd_schemas), "docs": Verb(add_docs, cmd_docs)}

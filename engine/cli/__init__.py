@@ -1,7 +1,14 @@
-"""The ``pokesaga`` command line, by command group. Flags mirror the environment; a flag overrides both.
+"""The command line of any declared saga: ``engine.cli.main(saga, argv)``. Flags mirror the environment; a
+flag overrides both.
 
-sagas (start, trace, inspect) · services (run, db) · recovery (replay, dlq) · dev (kafka, demo,
-bench) · documents (schemas, docs); common.py holds what they share.
+Every saga gets the same verbs, by group: sagas (start, trace, inspect saga) · services (run, db) ·
+recovery (replay, dlq); common.py holds what they share, tracking.py the tracker's. A program adds its
+own verbs — or replaces one of these, by its name — with ``groups``: mappings of a verb's name to a
+``Verb`` (how its parser is added, and what runs it)::
+
+    sys.exit(engine.cli.main(TRANSFER, settings=Settings, prog="python -m examples.transfer"))
+
+Any error ends the command with one line on stderr, never a traceback (see ``main``).
 """
 
 from __future__ import annotations
@@ -9,37 +16,66 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Iterable, Mapping
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from capture.cli import dev, documents, recovery, sagas, services
-from capture.cli.common import Misconfigured, Parser, Usage, positive, settings_from
-from devtools.broker import BrokerError
 from engine.broker import security
+from engine.cli import common
+from engine.cli.common import Failed, LocalBroker, Misconfigured, Parser, Usage, positive, settings_from
+from engine.cli.verb import Cli, Verb
 from engine.observe.health import PortUnavailable
+from engine.saga import Saga
+from engine.settings import Settings
 from engine.store.migrate import SchemaMismatch
 
-GROUPS = (sagas, services, dev, recovery, documents)
-COMMANDS = {name: command for group in GROUPS for name, command in group.COMMANDS.items()}
+__all__ = ["Cli", "Verb", "main"]
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="pokesaga", description="A choreographed capture saga over Apache Kafka.")
+def verbs(groups: Iterable[Mapping[str, Verb]] = ()) -> dict[str, Verb]:
+    """Every saga's verbs, then ``groups``' (one of the same name replaces it, where it stands)."""
+    from engine.cli import recovery, sagas, services
+
+    found: dict[str, Verb] = {}
+    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, *groups):
+        found.update(group)
+    return found
+
+
+def build_parser(cli: Cli, known: Mapping[str, Verb], description: str = "") -> Parser:
+    parser = Parser(prog=cli.prog, description=description or f"The {cli.saga.name} saga, choreographed over Kafka.")
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--data-dir", help="where the SQLite files live (env POKESAGA_DATA_DIR)")
     parser.add_argument("--partitions", type=positive, help="partitions per topic (env POKESAGA_PARTITIONS)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for group in GROUPS:
-        group.add(commands)
+    for verb in known.values():
+        verb.add(commands, cli)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    saga: Saga,
+    argv: list[str] | None = None,
+    *,
+    settings: type[Settings] = Settings,
+    prog: str = "pokesaga",
+    description: str = "",
+    groups: Iterable[Mapping[str, Verb]] = (),
+    local_broker: LocalBroker | None = None,
+) -> int:
+    """Run one command of ``saga``'s command line (``argv``: default sys.argv[1:]); its exit code.
+
+    ``settings``: the saga's settings class (read from the environment, the global flags over it);
+    ``prog``: the program's name; ``groups``: the program's own verbs (see ``Verb``); ``local_broker``:
+    the address of a development broker on this machine, or None, for when KAFKA_BOOTSTRAP_SERVERS is unset."""
+    common.PROG = prog
+    cli = Cli(saga, settings, prog, local_broker)
     try:
-        args = build_parser().parse_args(argv)
+        known = verbs(groups)
+        args = build_parser(cli, known, description).parse_args(argv)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -49,41 +85,44 @@ def main(argv: list[str] | None = None) -> int:
             for handler in logging.getLogger().handlers:
                 handler.addFilter(security.RefusalsSaidElsewhere())
         logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
-        return COMMANDS[args.command](args, settings_from(args))
+        return int(known[args.command].run(cli, args, settings_from(args, settings)))
     except Usage as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
     except Misconfigured as exc:
         print(f"{exc}", file=sys.stderr)
         return exc.code
+    except Failed as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 1
     except PortUnavailable as exc:  # taken between the check and the server's bind
-        print(f"pokesaga: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:
         error = exc.errors()[0]
-        print(f"pokesaga: invalid setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        print(f"{prog}: invalid setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"pokesaga: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KafkaConnectionError as exc:  # a refusal (wrong password, untrusted certificate) said as such
         reason = asyncio.run(security.refusals())
-        print(f"pokesaga: {reason}" if reason else f"pokesaga: error: {exc}", file=sys.stderr)
+        print(f"{prog}: {reason}" if reason else f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except security.AccessRefused as exc:
-        print(f"pokesaga: {exc.args[0]}", file=sys.stderr)
+        print(f"{prog}: {exc.args[0]}", file=sys.stderr)
         return 1
-    except (BrokerError, KafkaError) as exc:
-        print(f"pokesaga: error: {exc}", file=sys.stderr)
+    except KafkaError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except SchemaMismatch as exc:
-        print(f"pokesaga: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:
-        print(f"pokesaga: database unavailable: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"{prog}: database unavailable: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a folder that cannot be made; still one line, not a traceback
-        print(f"pokesaga: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

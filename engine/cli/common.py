@@ -1,5 +1,6 @@
 """What every command shares: errors as one line, the settings from flags and environment,
-the checks made before any connection."""
+the checks made before any connection. ``PROG`` is the program's name every error line starts with
+(``pokesaga``; set by engine.cli.main)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from capture.settings import Settings
-from devtools.broker import LocalKafka
 from engine.broker import security
-from engine.settings import mask_password
+from engine.settings import Settings, mask_password
+
+PROG = "pokesaga"  # the program's name, as its error lines start
 
 
 class Usage(Exception):
@@ -141,7 +142,7 @@ def describe_invalid(exc: ValidationError, args: argparse.Namespace | None = Non
     """The first error of invalid settings, as one line naming the setting."""
     error = exc.errors()[0]
     if not error["loc"]:  # settings that only make sense together: the message names them
-        return cut(f"pokesaga: {error['msg'].removeprefix('Value error, ')}", MAX_LINE)
+        return cut(f"{PROG}: {error['msg'].removeprefix('Value error, ')}", MAX_LINE)
     field, *inner = error["loc"]
     name = setting_name(str(field), args)
     message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
@@ -149,10 +150,11 @@ def describe_invalid(exc: ValidationError, args: argparse.Namespace | None = Non
         given = error["input"]
         message += f" (got {cut(given) if isinstance(given, str) else given!r})"
     where = ".".join(map(str, inner))
-    return cut(f"pokesaga: {name}: {where + ': ' if where else ''}{message}", MAX_LINE)
+    return cut(f"{PROG}: {name}: {where + ': ' if where else ''}{message}", MAX_LINE)
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, kind: type[Settings] = Settings) -> Settings:
+    """The settings of ``kind`` (the saga's class) from the environment, the global flags over it."""
     overrides: dict[str, Any] = {}
     if args.bootstrap_servers:
         overrides["kafka_bootstrap_servers"] = args.bootstrap_servers
@@ -161,20 +163,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.partitions:
         overrides["partitions"] = args.partitions
     try:
-        settings = Settings(**overrides)
+        settings = kind(**overrides)
     except ValidationError as exc:
         raise Misconfigured(describe_invalid(exc, args)) from None
     except SettingsError as exc:  # a value that is not even JSON, e.g. POKESAGA_STEP_RETRY
         found = re.search(r'field "(\w+)"', str(exc))
         field = found[1] if found else "settings"
         example = f"; expected JSON such as {JSON_EXAMPLES[field]}" if field in JSON_EXAMPLES else ""
-        raise Misconfigured(
-            f"pokesaga: {setting_name(field, args)}: not valid JSON ({exc.__cause__}){example}"
-        ) from None
+        raise Misconfigured(f"{PROG}: {setting_name(field, args)}: not valid JSON ({exc.__cause__}){example}") from None
     try:
         security.secure(settings)  # every Kafka client of this process, for these brokers
     except ValueError as exc:  # a CA, certificate or key file that cannot be loaded
-        raise Misconfigured(cut(f"pokesaga: {exc}", MAX_LINE)) from None
+        raise Misconfigured(cut(f"{PROG}: {exc}", MAX_LINE)) from None
     return settings
 
 
@@ -198,14 +198,14 @@ def check_databases(settings: Settings, services: Iterable[str], args: argparse.
         try:
             engine = make_engine(url, **({"connect_args": {"connect_timeout": 10}} if postgres else {}))
         except OSError as exc:  # the folder of a SQLite file given by URL
-            raise Misconfigured(f"pokesaga: {name}: cannot create {exc.filename}: {exc.strerror or exc}", 1) from None
+            raise Misconfigured(f"{PROG}: {name}: cannot create {exc.filename}: {exc.strerror or exc}", 1) from None
         try:
             with engine.connect():
                 pass
         except DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
             raise Misconfigured(
-                f"pokesaga: database unavailable: {name} ({mask_password(url)}): {reason}; is the server running?", 1
+                f"{PROG}: database unavailable: {name} ({mask_password(url)}): {reason}; is the server running?", 1
             ) from None
         finally:
             engine.dispose()
@@ -217,19 +217,19 @@ def check_data_dir(path: Path, name: str, create: bool) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise Misconfigured(f"pokesaga: {name}: {path} is a file; choose a folder pokesaga can write", 1) from None
+            raise Misconfigured(f"{PROG}: {name}: {path} is a file; choose a folder pokesaga can write", 1) from None
         except OSError as exc:
             raise Misconfigured(
-                f"pokesaga: {name}: cannot create {path}: {exc.strerror or exc}; choose a folder pokesaga can write",
+                f"{PROG}: {name}: cannot create {path}: {exc.strerror or exc}; choose a folder pokesaga can write",
                 1,
             ) from None
         if not os.access(path, os.W_OK | os.X_OK):
-            raise Misconfigured(f"pokesaga: {name}: {path} is not writable; choose a folder pokesaga can write", 1)
+            raise Misconfigured(f"{PROG}: {name}: {path} is not writable; choose a folder pokesaga can write", 1)
         return
     existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         what = "is a file" if existing == path.absolute() else f"cannot be a folder: {existing} is a file"
-        raise Misconfigured(f"pokesaga: {name}: {path} {what}; choose a folder pokesaga can write", 1)
+        raise Misconfigured(f"{PROG}: {name}: {path} {what}; choose a folder pokesaga can write", 1)
 
 
 def check_port(port: int | None, host: str, name: str) -> None:
@@ -244,23 +244,33 @@ def check_port(port: int | None, host: str, name: str) -> None:
         except OSError as exc:
             if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
                 raise Misconfigured(
-                    f"pokesaga: POKESAGA_METRICS_HOST: cannot serve on {host}:{port}: {exc.strerror or exc}"
+                    f"{PROG}: POKESAGA_METRICS_HOST: cannot serve on {host}:{port}: {exc.strerror or exc}"
                     "; expected an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
                     1,
                 ) from None
             hint = "another process holds it" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
             raise Misconfigured(
-                f"pokesaga: {name}: cannot serve on {host}:{port}: {hint}; choose another port (0: any free one)", 1
+                f"{PROG}: {name}: cannot serve on {host}:{port}: {hint}; choose another port (0: any free one)", 1
             ) from None
 
 
-def with_broker(settings: Settings, command: str) -> Settings:
-    """``settings`` with a bootstrap address: the configured one, else the local broker's."""
+class Failed(Exception):
+    """A command that could not do its work: one line (the whole message), exit code 1."""
+
+
+LocalBroker = Callable[[Any], str | None]  # takes the settings, of the saga's own class
+S = TypeVar("S", bound=Settings)
+
+
+def with_broker(settings: S, command: str, local: LocalBroker | None = None) -> S:
+    """``settings`` with a bootstrap address: the configured one, else ``local``'s (the address of a
+    development broker running on this machine, when the program has one)."""
     if settings.kafka_bootstrap_servers:
         return settings
-    address = LocalKafka.running(settings.kafka_cache_dir).address()
+    address = local(settings) if local is not None else None
     if address is None:
-        raise Usage(f"pokesaga {command}: no broker: set KAFKA_BOOTSTRAP_SERVERS or run 'pokesaga kafka start'")
+        hint = f" or run '{PROG} kafka start'" if local is not None else ""
+        raise Usage(f"{PROG} {command}: no broker: set KAFKA_BOOTSTRAP_SERVERS{hint}")
     return settings.model_copy(update={"kafka_bootstrap_servers": address})
 
 
@@ -278,7 +288,7 @@ def check_replication(settings: Settings, names: Iterable[str], internal: Iterab
     try:
         wanted = asyncio.run(check())
     except (replication.UnderReplicated, kafka.ReplicationUnavailable) as exc:
-        raise Misconfigured(f"pokesaga: {exc}", 1) from None
+        raise Misconfigured(f"{PROG}: {exc}", 1) from None
     return settings.model_copy(update={"replication_factor": wanted})
 
 

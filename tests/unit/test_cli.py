@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from capture.cli import main
-from capture.cli.common import deadline, duration
 from capture.settings import Settings
 from capture.starter import start_event
 from engine import faults
+from engine.cli.common import deadline, duration
 from engine.observe import health
 from engine.observe.health import PortUnavailable
 

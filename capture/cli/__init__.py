@@ -1,0 +1,27 @@
+"""The ``pokesaga`` command line: the engine's verbs for the capture saga (engine.cli), and its own.
+
+Its own, by group: sagas (start with the Pokédex's flags, inspect trainer) · services (run null-relay.N,
+the bench's chain) · dev (kafka, demo, bench) · documents (schemas, docs). Nothing of devtools is imported
+unless the command needs it (the local broker: only when KAFKA_BOOTSTRAP_SERVERS is unset).
+"""
+
+from __future__ import annotations
+
+from capture.cli import dev, documents, sagas, services
+from capture.saga import CAPTURE
+from capture.settings import Settings
+from engine import cli
+
+GROUPS = (sagas.VERBS, services.VERBS, dev.VERBS, documents.VERBS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(
+        CAPTURE,
+        argv,
+        settings=Settings,
+        prog="pokesaga",
+        description="A choreographed capture saga over Apache Kafka.",
+        groups=GROUPS,
+        local_broker=dev.local_broker,
+    )
