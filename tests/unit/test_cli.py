@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,8 @@ from engine import faults
 from engine.cli.common import deadline, duration
 from engine.observe import health
 from engine.observe.health import PortUnavailable
+
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.parametrize(
@@ -179,3 +185,55 @@ def test_the_start_event_carries_its_deadline_as_an_rfc3339_extension() -> None:
     document = json.loads(start_event("s-1", {"name": "Sacha"}, {"name": "Pidgey"}, deadline=until).to_json())
     assert document["sagadeadline"] == "2099-01-01T10:00:30.500000Z"
     assert "sagadeadline" not in json.loads(start_event("s-2", {"name": "Sacha"}, {"name": "Pidgey"}).to_json())
+
+
+AS_FAR_AS_THE_LOOP = """
+import sys
+from engine.cli import services
+
+def replicated(settings, names, internal=()):
+    return settings
+
+def loop(main, use_uvloop, asked=False):
+    main.close()  # the service's coroutine, handed to the loop: never run
+    print("handed to the loop")
+
+services.check_replication = replicated  # no broker is contacted
+services.run_loop = loop
+from capture.entry import main
+try:
+    code = main()
+finally:
+    print(sorted(name for name in sys.modules if name.split(".")[0] == "devtools"))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["run", "status"], ["run", "compensations.combat"], ["--help"], ["db", "--help"]])
+def test_the_product_cli_imports_nothing_of_devtools_unless_the_command_needs_it(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """``pokesaga run status`` with a broker configured: parsed, settings read, databases and port checked,
+    the service resolved and handed to the loop — and no devtools module (bench, local broker) imported."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "POKESAGA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", AS_FAR_AS_THE_LOOP, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    *said, devtools = done.stdout.splitlines()
+    assert devtools == "[]"
+    if argv[0] == "run":
+        assert said == ["handed to the loop"]
+
+
+def test_without_a_broker_configured_run_looks_for_the_local_one() -> None:
+    """The one case ``run`` needs devtools: KAFKA_BOOTSTRAP_SERVERS unset, it asks for the local broker's address."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["POKESAGA_KAFKA_CACHE_DIR"] = "/nonexistent/pokesaga-kafka"
+    done = subprocess.run(
+        [sys.executable, "-m", "capture", "trace", "x"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "pokesaga trace: no broker: set KAFKA_BOOTSTRAP_SERVERS or run 'pokesaga kafka start'\n",
+    )
