@@ -1,6 +1,6 @@
 """The ``pokesaga`` program's entry: a stop asked for (SIGTERM) while the command line is still being
 loaded is a clean exit, not a death by signal — nothing has started yet. The commands install
-their own handlers once they run (capture.cli.services)."""
+their own handlers once they run (engine.cli.services)."""
 
 from __future__ import annotations
 

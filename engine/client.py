@@ -13,6 +13,7 @@ outcome published after that, and only while ``watch_outcomes`` is on (the defau
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -54,10 +55,15 @@ class Client:
         await kafka.ensure_topics(
             bootstrap, self.saga.all_topics(), self.settings.partitions, 15, self.settings.replication_factor
         )
-        if self.watch_outcomes:
-            self._reader = await watch(bootstrap, self.outcome_topics)
-        self._producer = kafka.producer(bootstrap)
-        await self._producer.start()
+        try:
+            if self.watch_outcomes:
+                self._reader = await watch(bootstrap, self.outcome_topics)
+            self._producer = kafka.producer(bootstrap)
+            await self._producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to tell
+                await self.close()
+            raise
 
     async def close(self) -> None:
         producer, reader, self._producer, self._reader = self._producer, self._reader, None, None

@@ -64,8 +64,10 @@ def add_inspect_saga(what: Any) -> None:
 
 
 def cmd_start(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
-    text = sys.stdin.read() if args.event == "-" else args.event
     kind = cli.saga.start
+    if args.event == "-" and sys.stdin.isatty():  # nothing piped in: say so rather than wait for it
+        raise Usage(f"{cli.prog} start: give the {kind.__name__} event as JSON, as an argument or on stdin")
+    text = sys.stdin.read() if args.event == "-" else args.event
     try:
         event = kind.model_validate_json(text)
     except ValidationError as exc:
