@@ -91,10 +91,12 @@ def cmd_dlq(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> int:
         from engine.broker import kafka
 
-        if dlq not in cli.saga.all_topics() and not await kafka.topic_exists(settings.bootstrap, dlq):
+        exists = await kafka.topic_exists(settings.bootstrap, dlq)
+        if not exists and dlq not in cli.saga.all_topics():
             raise Usage(f"{cli.prog} dlq: no topic {cut(dlq)!r}")
+        # One of the saga's, not made yet (no service has run on this broker): nothing dead-lettered.
         if args.action == "list":
-            letters = await deadletters.list_dead_letters(settings.bootstrap, dlq)
+            letters = await deadletters.list_dead_letters(settings.bootstrap, dlq) if exists else []
             for letter in letters:
                 if args.json:
                     print(json.dumps(letter.as_dict(), sort_keys=True))
@@ -103,8 +105,12 @@ def cmd_dlq(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
             if not args.json:
                 print(f"{len(letters)} dead letter{'s' * (len(letters) != 1)} in {dlq}")
             return 0
-        letters = await deadletters.republish(
-            settings.bootstrap, dlq, dry_run=args.dry_run, saga=args.saga, reason=args.reason
+        letters = (
+            await deadletters.republish(
+                settings.bootstrap, dlq, dry_run=args.dry_run, saga=args.saga, reason=args.reason
+            )
+            if exists
+            else []
         )
         verb = "would re-publish" if args.dry_run else "re-published"
         for letter in letters:
