@@ -14,6 +14,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import replace
 
+from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -90,16 +91,32 @@ async def prepare_rebuild(
                     "false): its consumer groups carry on from where they are", service)  # fmt: skip
     rows = await asyncio.to_thread(state.rows)
     step = saga.participants.get(service)
-    found = {}
+    found, first = {}, set()
     for name in only:
         participant = saga.participants[name]
-        if name not in rows or not await rebuild.position(settings.bootstrap, state, participant, stop):
+        if name not in rows:
+            continue
+        if await _never_read(settings.bootstrap, name):
+            first.add(name)
+        if not await rebuild.position(settings.bootstrap, state, participant, stop):
             continue
         found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
-    if found:
+    if found and set(found) <= first:
+        log.info("%s: first start: a new database, and %s never read a record; reading the topics from the beginning",
+                 service, ", ".join(sorted(found)))  # fmt: skip
+    elif found:
         log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
                     service, ", ".join(sorted(found)))  # fmt: skip
     return found
+
+
+async def _never_read(bootstrap: str, group: str) -> bool:
+    """The consumer group has never been used: no member, no committed offset (Kafka calls it Dead)."""
+    try:
+        state, members = await kafka.group_state(bootstrap, group)
+    except KafkaError:
+        return False  # not known: the warning a rebuild gives is the safe thing to say
+    return state == "Dead" and members == 0
 
 
 class RebuildRefused(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
 
 
-async def test_a_third_step_runs_end_to_end_with_the_compensation(broker: str, tmp_path: Path) -> None:
+async def test_a_third_step_runs_end_to_end_with_the_compensation(
+    broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="engine.worker.run")
     settings = with_databases(Settings(kafka_bootstrap_servers=broker, data_dir=tmp_path), "third")
     stop = asyncio.Event()
     running = asyncio.create_task(run_participants(TOY3, TOY3.participants.values(), settings, stop))
@@ -76,6 +80,14 @@ async def test_a_third_step_runs_end_to_end_with_the_compensation(broker: str, t
         stop.set()
         with contextlib.suppress(Exception):
             await running
+    # Every service starts for the first time: it says so, and warns of no rebuild.
+    said = [r for r in caplog.records if r.name == "engine.worker.run"]
+    assert sorted(r.getMessage().split(":")[0] for r in said if "first start" in r.getMessage()) == [
+        "first",
+        "second",
+        "third",
+    ]
+    assert not [r.getMessage() for r in said if r.levelno >= logging.WARNING]
     assert {saga: seen.type for saga, seen in finished.items()} == {"t-ok-1": "ThirdDone", "t-ok-2": "ThirdDone"}
     assert sorted(failed) == ["t-no-1", "t-second-no"]
     assert not {s for s, seen in done.outcomes.items() if s in failed}  # one outcome each
