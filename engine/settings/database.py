@@ -9,6 +9,7 @@ A service's database is read from the environment in three forms, the narrower w
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -63,8 +64,9 @@ class DatabaseSettings(SettingsGroup):
     databases: dict[str, str] = Field(
         default_factory=dict,
         description="Each service's database, any SQLAlchemy URL with a synchronous driver, by service, as JSON: "
-        '{"pokeball": "postgresql+psycopg://USER:PASSWORD@HOST:5432/pokeball"}; or one service at a time, '
-        "POKESAGA_DATABASES__<SERVICE> or POKESAGA_<SERVICE>_DB_URL. A service not named: a SQLite file in data_dir.",
+        '`{"pokeball": "postgresql+psycopg://USER:PASSWORD@HOST:5432/pokeball"}`; or one service at a time, '
+        "`POKESAGA_DATABASES__<SERVICE>` or `POKESAGA_<SERVICE>_DB_URL`. A service not named: a SQLite file in "
+        "data_dir.",
     )
     inbox_retention_hours: float = Field(
         default=24,
@@ -145,6 +147,17 @@ class DatabaseSettings(SettingsGroup):
             raise ValueError(f"unknown service {service!r}; expected one of {', '.join(self.SERVICES)}")
         return self.databases.get(service) or f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
+    def database_setting(self, service: str) -> str | None:
+        """How the user named the database of ``service``, for a message: its variable
+        (``POKESAGA_STATUS_DB_URL``, ``POKESAGA_DATABASES__STATUS``, ``POKESAGA_DATABASES (status)``),
+        ``databases (status)`` when given as an argument; None when it is its SQLite file in data_dir."""
+        url = self.databases.get(service)
+        if not url:
+            return None
+        variables = database_variables(self.SERVICES, os.environ).get(service, {})
+        where = _where(service, url, variables)
+        return where[0] if len(where) == 1 else f"{where[0]} ({where[1]})"
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's; ``<service>_db_url`` in ``update`` (a URL, or None for the SQLite file)
         changes that service's entry of ``databases``."""
@@ -175,8 +188,14 @@ def _where(service: str, url: str, variables: dict[str, str]) -> tuple[str, ...]
     for variable, value in sorted(variables.items()):
         if value == url:
             return (variable.upper(),)
-    if any(name.upper() == f"{PREFIX}DATABASES" for name in os.environ):
-        return (f"{PREFIX}DATABASES", service)
+    for name, value in os.environ.items():
+        if name.upper() == f"{PREFIX}DATABASES":
+            try:
+                mapping = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(mapping, dict) and {str(k).lower(): v for k, v in mapping.items()}.get(service) == url:
+                return (f"{PREFIX}DATABASES", service)
     return ("databases", service)
 
 

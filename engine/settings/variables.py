@@ -84,7 +84,8 @@ def unknown_variables(settings_cls: type[BaseSettings], environ: Mapping[str, st
             continue  # a database of a service: refused by the validation if the service is unknown
         if not services and DB_URL.fullmatch(upper):
             continue  # no services declared: any service's database
-        unknown.append((variable, closest(upper, known)))
+        close = closest(upper.removeprefix(PREFIX), {name.removeprefix(PREFIX) for name in known})  # the prefix alike
+        unknown.append((variable, PREFIX + close if close else None))
     return unknown
 
 
