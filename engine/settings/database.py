@@ -108,7 +108,7 @@ class DatabaseSettings(SettingsGroup):
             return data
         data = dict(data)
         databases = dict(data.get("databases") or {})
-        for key in [key for key in data if isinstance(key, str) and LEGACY_FIELD.fullmatch(key)]:
+        for key in [key for key in data if _legacy(cls, key)]:
             databases[key.removesuffix("_db_url")] = data.pop(key)
         data["databases"] = databases
         return data
@@ -161,10 +161,10 @@ class DatabaseSettings(SettingsGroup):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's; ``<service>_db_url`` in ``update`` (a URL, or None for the SQLite file)
         changes that service's entry of ``databases``."""
-        if update and any(LEGACY_FIELD.fullmatch(key) for key in update):
+        if update and any(_legacy(type(self), key) for key in update):
             update = dict(update)
             databases = dict(update.get("databases", self.databases))
-            for key in [key for key in update if LEGACY_FIELD.fullmatch(key)]:
+            for key in [key for key in update if _legacy(type(self), key)]:
                 url = update.pop(key)
                 service = key.removesuffix("_db_url")
                 if url:
@@ -181,6 +181,11 @@ class DatabaseSettings(SettingsGroup):
             if match and (not self.SERVICES or match[1] in self.SERVICES):
                 return self.__dict__.get("databases", {}).get(match[1])
             return super().__getattr__(name)
+
+
+def _legacy(cls: type[BaseSettings], key: object) -> bool:
+    """``key`` is a ``<service>_db_url`` no field of ``cls`` is called."""
+    return isinstance(key, str) and bool(LEGACY_FIELD.fullmatch(key)) and key not in cls.model_fields
 
 
 def _where(service: str, url: str, variables: dict[str, str]) -> tuple[str, ...]:

@@ -148,3 +148,14 @@ def test_the_unknown_variables_are_those_of_no_setting_of_the_class() -> None:
         ("POKESAGA_XYZZY", None),
     ]
     assert variables.unknown_variables(Settings, environ) == [("POKESAGA_XYZZY", None)]  # no saga: any service
+
+
+def test_a_field_of_a_saga_called_like_a_database_stays_its_own() -> None:
+    from pydantic import Field
+
+    class Audited(ToySettings):
+        audit_db_url: str = Field(default="", description="Not a service's database: the saga's own setting.")
+
+    settings = Audited(audit_db_url="kept", first_db_url=FIRST)
+    assert settings.audit_db_url == "kept" and settings.databases == {"first": FIRST}
+    assert settings.model_copy(update={"audit_db_url": "again"}).audit_db_url == "again"
