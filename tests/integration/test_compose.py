@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
+from engine.settings.variables import field_variables, known_variables
 from tests.support import doc_section
 
 pytestmark = pytest.mark.no_database
@@ -29,12 +30,10 @@ OURS = {name: c for name, c in CONTAINERS.items() if c.get("image", "").startswi
 
 
 def setting_names() -> set[str]:
-    """Every environment variable Settings reads."""
-    names = set()
+    """Every environment variable Settings reads (POKESAGA_<SERVICE>_DB_URL of each service included)."""
+    names = set(known_variables(Settings))
     for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", None)
-        names |= set(choices) if choices else {f"POKESAGA_{name.upper()}"}
+        names |= set(field_variables(name, field))  # KAFKA_… too
     return names
 
 

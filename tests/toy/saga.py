@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import field_validator
 
 import engine
 from engine import Compensation, Saga, Service, Step
@@ -22,10 +19,4 @@ TOY = Saga(
 )  # fmt: skip
 
 
-class Settings(engine.Settings):
-    SERVICES: ClassVar[tuple[str, ...]] = tuple(TOY.services)
-
-    first_db_url: str | None = None
-    second_db_url: str | None = None
-
-    _valid_urls = field_validator("first_db_url", "second_db_url")(engine.Settings.valid_database_url)
+Settings = engine.Settings.for_saga(TOY)  # the engine's settings, for the toy's two services

@@ -63,4 +63,5 @@ def test_every_service_of_the_declaration_has_its_database_setting() -> None:
     from capture.settings import SERVICES, Settings
 
     assert SERVICES == ("status", "combat", "pokeball", "delivery")
-    assert all(f"{service}_db_url" in Settings.model_fields for service in SERVICES)
+    assert Settings.SERVICES == SERVICES  # what databases, POKESAGA_<SERVICE>_DB_URL and step_retry accept
+    assert Settings(databases={"pokeball": "sqlite:///pokeball.db"}).db_url("pokeball") == "sqlite:///pokeball.db"

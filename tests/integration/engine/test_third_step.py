@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Saga, Service, Step
+from engine import Saga, Service, Settings, Step
 from engine.broker import kafka
 from engine.worker.run import run_participants
 from tests.conftest import new_broker
@@ -23,7 +23,7 @@ from tests.databases import rows, with_databases
 from tests.support import eventually
 from tests.toy.events import FIRST, OUTCOMES
 from tests.toy.kit import Seen, TopicWatcher, asked, produce
-from tests.toy.saga import TOY, Settings
+from tests.toy.saga import TOY
 from tests.toy.third.events import DONE
 from tests.toy.third.handlers import do_third
 from tests.toy.third.tables import StampRecords
@@ -62,7 +62,8 @@ async def test_a_third_step_runs_end_to_end_with_the_compensation(
     broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="engine.worker.run")
-    settings = with_databases(Settings(kafka_bootstrap_servers=broker, data_dir=tmp_path), "third")
+    bound = Settings.for_saga(TOY3)  # the engine's settings, for the saga's three services
+    settings = with_databases(bound(kafka_bootstrap_servers=broker, data_dir=tmp_path), "third")
     stop = asyncio.Event()
     running = asyncio.create_task(run_participants(TOY3, TOY3.participants.values(), settings, stop))
     try:
