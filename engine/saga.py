@@ -201,9 +201,8 @@ class Compensation:
 
     def listening(self, types: list[type[Event]]) -> Compensation:
         """This compensation, undoing ``types`` (unless its listen-set was given by hand)."""
-        if self.handlers:
-            return self
-        assert not isinstance(self.handler, Mapping)
+        if isinstance(self.handler, Mapping):
+            return self  # said by hand
         accepts = tuple(consumed_by(self.handler, f"compensation {self.service.name}:"))
         wrong = [cls.__name__ for cls in types if not issubclass(cls, accepts)]
         if wrong:

@@ -83,25 +83,26 @@ async def prepare_rebuild(
     """Those of ``only`` (participants of ``service``) that are rebuilding, by name; a database
     created empty is turned into a rebuild of each participant of the service, and the groups of
     ``only`` are rewound to the earliest records."""
-    state = rebuild_state(saga, service, engine)
+    state, only = rebuild_state(saga, service, engine), list(only)
+    # A service's first start: its database new, and its consumer groups never used.
+    first = await asyncio.to_thread(state.created) and all([await _never_read(settings.bootstrap, n) for n in only])
     if settings.rebuild_new_databases:
         await asyncio.to_thread(state.expand)
     elif await asyncio.to_thread(state.forget_created):
-        log.warning("%s: its database was created empty; not rebuilt from the topics (POKESAGA_REBUILD_NEW_DATABASES="
-                    "false): its consumer groups carry on from where they are", service)  # fmt: skip
+        if first:
+            log.info("%s: first start: a new database, and its consumer groups never read a record", service)
+        else:
+            log.warning("%s: its database was created empty; not rebuilt from the topics (POKESAGA_REBUILD_NEW_"
+                        "DATABASES=false): its consumer groups carry on from where they are", service)  # fmt: skip
     rows = await asyncio.to_thread(state.rows)
     step = saga.participants.get(service)
-    found, first = {}, set()
+    found = {}
     for name in only:
         participant = saga.participants[name]
-        if name not in rows:
-            continue
-        if await _never_read(settings.bootstrap, name):
-            first.add(name)
-        if not await rebuild.position(settings.bootstrap, state, participant, stop):
+        if name not in rows or not await rebuild.position(settings.bootstrap, state, participant, stop):
             continue
         found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
-    if found and set(found) <= first:
+    if found and first:
         log.info("%s: first start: a new database, and %s never read a record; reading the topics from the beginning",
                  service, ", ".join(sorted(found)))  # fmt: skip
     elif found:
