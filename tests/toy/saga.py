@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import engine
 from engine import Compensation, Saga, Service, Step
 from tests.toy import handlers
