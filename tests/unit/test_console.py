@@ -17,16 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
+from capture import tracking as timeline
 from capture.saga import CAPTURE
+from capture.tracking import NotAnEvent
 from contracts.events import EVENT_TYPES
 from engine.observe import flow
+from engine.tracker import api
+from engine.tracker.broker import shown
+from engine.tracker.figures import Latencies, Recent, percentile
+from engine.tracker.index import Index, Search, decode_cursor, encode_cursor
 from engine.wire.text import saga_argument, saga_option
 from tests.hostile import encode, envelope
-from tracker import api, timeline
-from tracker.broker import shown
-from tracker.figures import Latencies, Recent, percentile
-from tracker.index import Index, Search, decode_cursor, encode_cursor
-from tracker.timeline import NotAnEvent
 
 pytestmark = pytest.mark.no_database
 

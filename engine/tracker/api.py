@@ -9,8 +9,8 @@ import shlex
 from typing import Any
 
 from engine.observe.timeline import CONTROL, bad_saga_id, instant
+from engine.tracker.index import Search, decode_cursor
 from engine.wire.text import saga_argument, saga_option
-from tracker.index import Search, decode_cursor
 
 __all__ = ["Refused", "bad_query", "bad_saga_id", "bad_limit", "search", "commands"]
 
