@@ -9,6 +9,7 @@ Below, the capture saga's timeline functions (the engine's timeline code bound t
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from capture.saga import CAPTURE
@@ -32,6 +33,7 @@ from engine.observe.timeline import (  # noqa: F401  (re-exported: one import fo
     newest_first,
 )
 from engine.tracker.tracking import Display, Tracking
+from engine.wire.text import saga_argument, saga_option
 
 FIELDS = ("trainer", "pokemon")
 LABELS = {"PokemonDelivered": "delivered", "CaptureFailed": "failed"}
@@ -47,7 +49,30 @@ def _line(view: dict[str, Any]) -> str:
     return f"trainer {view['trainer'] or '?'}, {view['pokemon'] or '?'}"
 
 
-DISPLAY = Display(labels=LABELS, fields=FIELDS, shown=_shown, titles={"pokemon": "Pokémon"}, line=_line)
+def commands(view: dict[str, Any], groups_down: set[str]) -> list[dict[str, str]]:
+    """The ``pokesaga`` commands that help with this saga, shell-quoted, ready to copy (the
+    tracker's ``GET /sagas/{id}`` and its page show them)."""
+    saga, option = saga_argument(view["saga_id"]), saga_option(view["saga_id"])
+    found = [{"label": "its timeline, read from the topics (no tracker needed)", "command": f"pokesaga trace {saga}"}]
+    if view["state"] in ("failed", "retrying", "stuck", "compensating", "refused", "needs_operator"):
+        found.append({"label": "what each service's database holds of it", "command": f"pokesaga inspect saga {saga}"})
+    for source in dict.fromkeys(d["source"] for d in view.get("dead_letters", [])):
+        topic = shlex.quote(source)
+        found.append(
+            {"label": f"its dead letters on {source}.dlq, once the cause is fixed: see them first",
+             "command": f"pokesaga dlq replay {topic} {option} --dry-run"}
+        )  # fmt: skip
+        found.append({"label": "then re-publish them", "command": f"pokesaga dlq replay {topic} {option}"})
+    waiting = view.get("waiting_on")
+    if waiting and waiting in groups_down:
+        service = waiting.split(".")[0]
+        found.append({"label": f"no {waiting} is consuming: start it", "command": f"pokesaga run {service}"})
+    return found
+
+
+DISPLAY = Display(
+    labels=LABELS, fields=FIELDS, shown=_shown, titles={"pokemon": "Pokémon"}, line=_line, commands=commands
+)
 TRACKING = Tracking(CAPTURE, DISPLAY)
 TIMELINES = TRACKING.timelines
 

@@ -335,7 +335,7 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
         if isinstance(found, str):
             return refused(web, found, status=404 if found.startswith("no saga") else 400)
         down = {g for g, figures in broker.lag.items() if figures["members"] == 0}
-        return web.json(found | {"commands": api.commands(found, down)})
+        return web.json(found | {"commands": tracking.commands(found, down)})
 
     @app.page("/sagas/{saga_id}/records")
     async def records(web: faust.web.View, request: faust.web.Request, saga_id: str) -> faust.web.Response:

@@ -12,6 +12,9 @@ What the declaration does not say, a saga may add as a ``Display``; every part h
 - ``titles``: a field's column title on the console (by default its name).
 - ``line``: a view's one line of summary under ``trace``'s first (by default each field and its
   value, ``?`` for none).
+- ``commands(view, groups_down)``: the commands that help with a saga, ``[{"label", "command"}]``,
+  shell-quoted, shown on its page (``groups_down``: the participants no consumer serves). The
+  engine knows no saga's command line: by default, none.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Display:
     shown: Shown | None = None
     titles: Mapping[str, str] = field(default_factory=dict)
     line: Callable[[dict[str, Any]], str] | None = None
+    commands: Callable[[dict[str, Any], set[str]], list[dict[str, str]]] | None = None
 
 
 def default_labels(saga: Saga) -> dict[str, str]:
@@ -100,6 +104,10 @@ class Tracking:
         if self.display.line is not None:
             return self.display.line(view)
         return ", ".join(f"{self.titles[name]} {view.get(name) or '?'}" for name in self.fields)
+
+    def commands(self, view: dict[str, Any], groups_down: set[str]) -> list[dict[str, str]]:
+        """The commands that help with the saga of ``view`` (none unless the display says)."""
+        return self.display.commands(view, groups_down) if self.display.commands is not None else []
 
 
 def app_id(saga: Saga) -> str:

@@ -128,6 +128,7 @@ def test_the_tracker_shows_the_saga_it_is_handed(tracked: tuple[Bank, Tracker]) 
         status, view = tracker.get(f"/sagas/{saga_id}")
         assert (status, view["state"]) == (200, state), view
         assert view["events"][0]["type"] == "TransferRequested"
+        assert view["commands"] == []  # the engine knows no saga's command line; the transfer's display says none
     status, listed = tracker.get("/sagas?state=failed")
     assert status == 200 and {s["saga_id"] for s in listed["sagas"]} == {refunded, short}
     assert tracker.get("/sagas?trainer=x")[0] == 400  # no field but the saga's own: capture's are unknown here

@@ -29,6 +29,7 @@ def test_by_default_a_failure_outcome_ends_failed_and_the_other_succeeded() -> N
     assert tracking.graph == flow.graph(TOY)
     assert set(tracking.topics) == {*TOY.topics, TOY.retries_topic, *(f"{t}.dlq" for t in TOY.consumed)}
     assert tracking.chain["succeeded"] == ["succeeded"] and tracking.chain["failed"] == ["failed"]
+    assert tracking.commands({"saga_id": "s", "state": "failed"}, set()) == []  # no command line known
 
 
 def test_a_display_names_the_states_and_the_fields_shown() -> None:
