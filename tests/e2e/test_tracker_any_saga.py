@@ -11,8 +11,10 @@ import asyncio
 import signal
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,9 @@ from engine.observe import flow
 from examples.transfer.saga import TRANSFER
 from examples.transfer.settings import SERVICES, Settings
 from tests.conftest import new_broker
+from tests.e2e.test_console import keep, shown
 from tests.e2e.test_example_transfer import OPENING, Bank, database_urls
+from tests.e2e.test_tracker import chromium
 from tests.support import eventually, http_get, metric_samples, total
 
 pytestmark = pytest.mark.no_database  # the tracker reads topics only: once, on the SQLite pass
@@ -141,3 +145,54 @@ def test_the_tracker_shows_the_saga_it_is_handed(tracked: tuple[Bank, Tracker]) 
     status, page = tracker.get("/")
     assert status == 200
     assert '"saga": "transfer"' in page and '"succeeded": ["succeeded"]' in page and "/*CHAIN*/null" not in page
+
+
+def test_the_console_draws_the_saga_it_is_handed(tracked: tuple[Bank, Tracker], tmp_path: Path) -> None:
+    """In the real headless Chromium: the transfer's graph, its outcomes on the tiles under their
+    own states, its list with no column of another saga, a failed transfer's page."""
+    from selenium.webdriver.common.by import By
+
+    bank, tracker = tracked
+    tag = uuid.uuid4().hex[:6]
+    (moved,) = bank.transfer(f"fay-{tag}", f"gus-{tag}", 5_00)
+    (refused,) = bank.transfer(f"fay-{tag}", f"closed-{tag}", 5_00)
+
+    async def ended() -> bool:
+        views = [tracker.get(f"/sagas/{saga_id}") for saga_id in (moved, refused)]
+        return [(status, view.get("state")) for status, view in views] == [(200, "succeeded"), (200, "failed")]
+
+    asyncio.run(eventually(ended, timeout=90, what="both transfers to end"))
+    states = tracker.get("/overview")[1]["states"]
+    with chromium(tmp_path) as browser:
+        browser.get(f"http://127.0.0.1:{tracker.port}/")
+
+        def tiles(b: Any) -> tuple[bool, Any]:
+            seen = {k: b.find_element(By.ID, f"tile-{k}").text for k in ("succeeded", "failed")}
+            return seen == {"succeeded": str(states["succeeded"]), "failed": str(states["failed"])}, seen
+
+        shown(browser, tiles, "the outcomes on the tiles, under the transfer's states")
+        drawn = [n.get_attribute("data-node") for n in browser.find_elements(By.CSS_SELECTOR, ".node[data-node]")]
+        assert drawn == ["client", *TRANSFER.participants, "outcomes"]
+        keep(browser, "tracker-transfer-overview.png")
+
+        browser.get(f"http://127.0.0.1:{tracker.port}/#/sagas")
+
+        def listed(b: Any) -> tuple[bool, Any]:
+            heads = [th.text for th in b.find_elements(By.CSS_SELECTOR, "#sagas thead th")]
+            rows = {
+                r.get_attribute("data-saga"): r.find_elements(By.TAG_NAME, "td")[1].text
+                for r in b.find_elements(By.CSS_SELECTOR, "tr.saga")
+            }
+            return {moved: "succeeded", refused: "failed"}.items() <= rows.items(), (heads, rows)
+
+        heads, _ = shown(browser, listed, "the two transfers listed with their states")
+        assert [h.lower() for h in heads] == ["saga", "state", "waiting on", "reason", "started (utc)", "duration"]
+
+        browser.get(f"http://127.0.0.1:{tracker.port}/#/saga/{urllib.parse.quote(refused, safe='')}")
+
+        def page(b: Any) -> tuple[bool, Any]:
+            state = b.find_element(By.ID, "saga-state")
+            return (state.text, state.get_attribute("class")) == ("failed", "state failed bad"), state.text
+
+        shown(browser, page, "the refused transfer's page")
+        keep(browser, "tracker-transfer-saga.png")
