@@ -136,7 +136,7 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
     html = page_for(tracking)
     unreadable.install()  # before any consumer: a record the client cannot read comes out marked
     brokers = [f"kafka://{server}" for server in settings.bootstrap.split(",")]
-    replication = settings.replication_factor or 1  # resolved by the caller (see cli check_replication)
+    replication = settings.replication_factor or 1  # resolved by the caller (capture's check_replication, __main__)
     app = faust.App(
         tracking.app_id,
         broker=brokers,
