@@ -93,14 +93,15 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
-    from tracker.trace import find, render
+    from capture.tracking import DISPLAY
+    from engine.tracker.trace import find, render
 
     settings = with_broker(settings, "trace")
-    view = asyncio.run(find(settings.bootstrap, args.saga_id, settings.stuck_after))
+    view = asyncio.run(find(CAPTURE, settings.bootstrap, args.saga_id, settings.stuck_after, DISPLAY))
     if view is None:
         print(f"pokesaga trace: no event of saga {cut(args.saga_id)!r} on the capture topics", file=sys.stderr)
         return 1
-    print(json.dumps(view, indent=2) if args.json else render(view))
+    print(json.dumps(view, indent=2) if args.json else render(CAPTURE, view, DISPLAY))
     return 0
 
 

@@ -39,10 +39,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from capture import bootstrap
 
     if args.service == "tracker":  # the observer: a faust app, not a participant
-        from tracker.app import INTERNAL_TOPICS, run
+        from capture.tracking import DISPLAY
+        from engine.tracker.app import run
+        from engine.tracker.tracking import internal_topics
 
         check_port(settings.tracker_port, settings.metrics_host, "POKESAGA_TRACKER_PORT")
-        return run(check_replication(with_broker(settings, "run"), CAPTURE.all_topics(), INTERNAL_TOPICS))
+        settings = check_replication(with_broker(settings, "run"), CAPTURE.all_topics(), internal_topics(CAPTURE))
+        return run(CAPTURE, settings, DISPLAY)
     if args.service.startswith("null-relay."):  # the bench's passthrough chain
         check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
         return run_relay(args.service, with_broker(settings, "run"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from capture import tracking as timeline
 from capture.saga import CAPTURE
 from contracts import topics
 from contracts.events import EVENT_TYPES
-from tracker import timeline
 
 pytestmark = pytest.mark.no_database
 

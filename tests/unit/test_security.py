@@ -146,7 +146,7 @@ def test_every_security_setting_is_in_the_configuration_table() -> None:
 def test_the_trackers_faust_app_gets_the_same_credentials(ca_file: Path) -> None:
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from tracker.app import faust_credentials
+    from engine.tracker.app import faust_credentials
 
     settings = Settings(
         kafka_security_protocol="SASL_SSL",
