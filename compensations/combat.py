@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, Failure, PokemonHealed, Step
+from contracts.events import Failure, PokemonHealed, Step
 from engine.participant import Rejected, UnitOfWork
 from services.combat.tables import CombatRecords
 
 
-def undo_attack(event: Failure, uow: UnitOfWork[CombatRecords]) -> list[Event]:
+def undo_attack(event: Failure, uow: UnitOfWork[CombatRecords]) -> list[PokemonHealed]:
     """Heal the Pokémon back to the hp it had before the False Swipe."""
     undone, pokemon = event.undone, event.pokemon
     attack = uow.records.get(uow.saga_id)
@@ -17,6 +17,3 @@ def undo_attack(event: Failure, uow: UnitOfWork[CombatRecords]) -> list[Event]:
         undone = (*undone, Step.COMBAT)
         pokemon = pokemon.model_copy(update={"hp": attack["hp_before"]})
     return [PokemonHealed(**event.model_dump(exclude={"undone", "pokemon"}), pokemon=pokemon, undone=undone)]
-
-
-HANDLERS = {"PokemonBrokeFree": undo_attack, "OutOfPokeballs": undo_attack, "PokemonReleased": undo_attack}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contracts.events import DeliveryFailed, Event, PokemonReleased, Step
+from contracts.events import DeliveryFailed, PokemonReleased, Step
 from engine.participant import Rejected, UnitOfWork
 from services.pokeball.tables import PokeballRecords
 
 
-def undo_throw(event: DeliveryFailed, uow: UnitOfWork[PokeballRecords]) -> list[Event]:
+def undo_throw(event: DeliveryFailed, uow: UnitOfWork[PokeballRecords]) -> list[PokemonReleased]:
     """A caught Pokémon that could not be delivered is released, and its ball goes back in the bag."""
     undone = event.undone
     throw = uow.records.get_throw(uow.saga_id)
@@ -20,6 +20,3 @@ def undo_throw(event: DeliveryFailed, uow: UnitOfWork[PokeballRecords]) -> list[
         uow.records.mark_released(uow.saga_id)
         undone = (*undone, Step.POKEBALL)
     return [PokemonReleased(**event.model_dump(exclude={"undone"}), undone=undone)]
-
-
-HANDLERS = {"DeliveryFailed": undo_throw}

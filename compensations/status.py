@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contracts.events import CaptureFailed, Event, Failure, Status, Step
+from contracts.events import CaptureFailed, Failure, Status, Step
 from engine.participant import Rejected, UnitOfWork
 from services.status.tables import StatusRecords
 
 
-def undo_paralyze(event: Failure, uow: UnitOfWork[StatusRecords]) -> list[Event]:
+def undo_paralyze(event: Failure, uow: UnitOfWork[StatusRecords]) -> list[CaptureFailed]:
     """Put back the status the Pokémon had, and end the saga with CaptureFailed."""
     record = uow.records.get(uow.saga_id)
     if record is None:
@@ -17,6 +17,3 @@ def undo_paralyze(event: Failure, uow: UnitOfWork[StatusRecords]) -> list[Event]
         undone = (*undone, Step.STATUS)
         pokemon = pokemon.model_copy(update={"status": Status(record["previous_status"])})
     return [CaptureFailed(**event.model_dump(exclude={"undone", "pokemon"}), pokemon=pokemon, undone=undone)]
-
-
-HANDLERS = {"PokemonFainted": undo_paralyze, "PokemonHealed": undo_paralyze, "ParalysisFailed": undo_paralyze}

@@ -74,7 +74,7 @@ class Pokemon(Model):
             return value
         species = pokedex.lookup(value["name"])
         if species is None:
-            raise ValueError(f"unknown species {value['name']!r} (not in the 151 of the Pokédex)")
+            raise ValueError(pokedex.unknown(value["name"]))
         filled = dict(value, name=species.name)
         level = filled.get("level")
         level = level if isinstance(level, int) and 1 <= level <= 100 else pokedex.DEFAULT_LEVEL

@@ -6,6 +6,7 @@ from which a wild Pokémon's max HP is derived when a start event omits it.
 
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import dataclass
 
@@ -202,3 +203,20 @@ NAMES: tuple[str, ...] = tuple(s.name for s in sorted(SPECIES.values(), key=lamb
 def lookup(name: str) -> Species | None:
     """The species called ``name`` (case, spaces and punctuation ignored), or None."""
     return SPECIES.get(_fold(name))
+
+
+def closest(name: str) -> str | None:
+    """The species ``name`` most likely misspells (``Mewtoo`` → ``Mewtwo``), if one is close enough."""
+    folded = _fold(name[:40])  # a name longer than any species' is no misspelling of one
+    if not folded or len(name) > 40:
+        return None
+    close = difflib.get_close_matches(folded, SPECIES, n=1, cutoff=0.7)
+    return SPECIES[close[0]].name if close else None
+
+
+def unknown(name: str, shown: str | None = None) -> str:
+    """What to say of ``name``, no species: ``unknown Pokémon 'Mewtoo' (did you mean Mewtwo?)``.
+    ``shown``: ``name`` as the message echoes it (cut short, say)."""
+    close = closest(name)
+    hint = f"did you mean {close}?" if close else "not among the 151 of the Pokédex"
+    return f"unknown Pokémon {shown if shown is not None else name!r} ({hint})"

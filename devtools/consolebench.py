@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import start_event
+from capture.tracking import APP_ID, INTERNAL_TOPICS
 from contracts import events, pokedex
 from devtools.bench import proc_figures, quantile
 from devtools.broker import BrokerError, free_port, provisioned
@@ -41,7 +42,6 @@ from engine.broker import kafka
 from engine.events import Event
 from engine.observe.timeline import canonical_rfc3339
 from engine.wire.envelope import wrap
-from tracker.app import APP_ID, INTERNAL_TOPICS
 
 SPREAD = 50 * 60.0  # start times over the last 50 minutes
 TRAINER_COUNT = 5000

@@ -8,7 +8,7 @@ same on every database, so a bad value is refused at the door with the field's n
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -34,9 +34,44 @@ class Event(BaseModel):
 
 
 class FailureEvent(Event):
-    """A step failed, or a compensation passed the failure on."""
+    """A step failed, or a compensation passed the failure on.
+
+    ``failed_step`` left empty is filled in by the engine with the step that published it; on
+    the wire, the engine refuses a ``failed_step`` or an ``undone`` that names no step of the
+    saga, and an ``undone`` longer than its steps."""
 
     reason: Reason
-    failed_step: StepName
+    failed_step: Annotated[str, bounded(64)] = Field(default="", description="The step that failed.")
     detail: Detail = Field(default="", description="What went wrong, for people (e.g. the last error).")
     undone: tuple[StepName, ...] = Field(default=(), max_length=16, description="Steps undone so far, newest first.")
+
+    @classmethod
+    def of(cls, cause: Event, reason: str | None = None, detail: str | None = None, **fields: Any) -> Self:
+        """This failure, carrying ``cause``'s fields: a step's ``WithdrawalFailed.of(event, "no_funds")``,
+        a compensation's ``TransferFailed.of(event, undone=(*event.undone, "withdrawals"))``
+        (a failure passed on keeps its reason, detail and failed step unless told otherwise)."""
+        data = cause.model_dump()
+        if reason is not None:
+            data["reason"] = reason
+        if detail is not None:
+            data["detail"] = detail
+        return cls(**(data | fields))
+
+
+def out_of_bounds(event: FailureEvent, steps: tuple[str, ...]) -> str | None:
+    """What in a failure event names no step of a saga with ``steps``, in one line; None if nothing."""
+    if event.failed_step not in steps:
+        return f"failed_step {event.failed_step!r} is no step of the saga ({', '.join(steps)})"
+    strangers = [name for name in event.undone if name not in steps]
+    if strangers:
+        return f"undone names {strangers[0]!r}, no step of the saga ({', '.join(steps)})"
+    if len(event.undone) > len(steps):
+        return f"undone names {len(event.undone)} steps; the saga has {len(steps)}"
+    return None
+
+
+def attributed(event: Event, step: str) -> Event:
+    """``event``, with ``step`` as its ``failed_step`` if it is a failure event that names none."""
+    if isinstance(event, FailureEvent) and not event.failed_step:
+        return event.model_copy(update={"failed_step": step})
+    return event

@@ -64,6 +64,7 @@ class Participant:
     on_exhausted: GiveUp | None = None
     source: str = ""  # the CloudEvents ``source`` of what it publishes, "<saga>/<name>"
     retries_topic: str = ""  # where it says it parked a record to retry it (engine.wire.notices); "": nowhere
+    steps: tuple[str, ...] = ()  # the saga's steps, in order: what a failure event's failed_step and undone may name
 
     @property
     def compensator(self) -> bool:

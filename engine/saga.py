@@ -1,22 +1,30 @@
 """A saga, declared once: its services, its steps in order, the compensations that unwind them.
 
-Everything else derives from the declaration: the participants and their consumer groups, the
-topics to create, which participant an event waits on, the chain a relay mimics, the documents.
-The engine is handed a ``Saga`` and never imports one.
+A step is declared by its handler: the event it consumes comes from the handler's first
+parameter's annotation, the topic from that event, what it publishes from its return
+annotation (failure events are the step's failures). The rest derives from the declaration:
+the saga's events, each compensator's listen-set, the outcomes, the participants and their
+consumer groups, the topics to create, which participant an event waits on. The engine is
+handed a ``Saga`` and never imports one.
 
-    transfer = Saga(
-        name="transfer",
-        events=(MoneyRequested, Withdrawn, Deposited, DepositFailed, WithdrawalRefunded),
-        steps=(Step(bank, consumes="transfer.withdraw", handlers={"MoneyRequested": withdraw}, give_up=...), ...),
-        compensations=(Compensation(bank, handlers={"DepositFailed": undo_withdraw}),),
-        outcomes=(Deposited, WithdrawalRefunded),
-    )
+    withdrawals = Service("withdrawals", WithdrawalRecords)   # tables and migrations beside it
+    deposits = Service("deposits", DepositRecords)
+    TRANSFER = Saga("transfer", steps=(Step(withdrawals, withdraw, give_up=...), Step(deposits, deposit)),
+                    compensations=(Compensation(withdrawals, undo_withdraw),))
+
+A compensator listens to the failures of the steps after its own, up to the next step that has
+a compensator, and to what that compensator publishes; the first compensator also turns the
+failures of the steps before it (its own included) into the outcome. The outcomes are the last
+step's success and what the first compensator publishes.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,34 +39,131 @@ from engine.wire.deadletter import dead_letters
 
 @dataclass(frozen=True)
 class Service:
-    """A service's own database: its tables, the repository its handlers get, its migrations.
+    """A service's own database: the repository its handlers get, its tables, its migrations.
 
-    ``metadata`` and ``migrations`` hold the service's own tables only: the engine's (inbox, outbox,
-    positions, rebuild, parked) are the engine's, with their own migrations (engine.store.migrate)."""
+    ``metadata`` defaults to the ``metadata`` of the module that defines ``repository`` and
+    ``migrations`` to the ``migrations`` folder beside that module. Both hold the service's own
+    tables only: the engine's (inbox, outbox, positions, rebuild, parked) have their own
+    migrations (engine.store.migrate)."""
 
     name: str
-    metadata: MetaData
     repository: Callable[[Connection], Any]
-    migrations: Path
+    metadata: MetaData = None  # type: ignore[assignment]  # filled in below
+    migrations: Path = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        module = sys.modules.get(getattr(self.repository, "__module__", ""), None)
+        if self.metadata is None:
+            found = getattr(module, "metadata", None)
+            if not isinstance(found, MetaData):
+                raise ValueError(f"service {self.name}: no metadata given, and {self.repository!r}'s module has "
+                                 "no MetaData named 'metadata'")  # fmt: skip
+            object.__setattr__(self, "metadata", found)
+        if self.migrations is None:
+            if module is None or getattr(module, "__file__", None) is None:
+                raise ValueError(f"service {self.name}: no migrations folder given, and none beside its repository")
+            object.__setattr__(self, "migrations", Path(module.__file__).parent / "migrations")
         taken = sorted(set(self.metadata.tables) & set(db.METADATA.tables))
         if taken:
             raise ValueError(f"service {self.name}: the tables {taken} are the engine's (engine.store.db); "
                              "a service's metadata holds only its own")  # fmt: skip
 
 
-@dataclass(frozen=True)
+def _events_in(annotation: Any) -> list[type[Event]]:
+    """The event classes an annotation names: ``A``, ``A | B``, ``list[A | B]``, ``Sequence[A]`` …"""
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, Event) and annotation not in (Event, FailureEvent) else []
+    found: list[type[Event]] = []
+    for arg in typing.get_args(annotation):
+        found += [cls for cls in _events_in(arg) if cls not in found]
+    return found
+
+
+def _hints(function: Callable[..., Any], role: str) -> tuple[Any, Any]:
+    """The annotation of ``function``'s first parameter and of what it returns."""
+    name = getattr(function, "__qualname__", repr(function))
+    try:
+        hints = typing.get_type_hints(function)
+        first = next(iter(inspect.signature(function).parameters))
+    except (NameError, TypeError, StopIteration) as exc:
+        raise ValueError(f"{role} {name}: cannot read its annotations ({exc})") from None
+    return hints.get(first), hints.get("return")
+
+
+def consumed_by(handler: Handler, role: str) -> list[type[Event]]:
+    """The events a handler consumes: its first parameter's annotation (``event: A`` or ``A | B``)."""
+    first, _ = _hints(handler, role)
+    found = _events_in(first)
+    if not found:
+        name = getattr(handler, "__qualname__", repr(handler))
+        raise ValueError(f"{role} {name}: annotate its first parameter with the event it consumes, "
+                         f"e.g. def {name}(event: MyEvent, uow: UnitOfWork[...]) -> list[...]")  # fmt: skip
+    return found
+
+
+def published_by(function: Callable[..., Any], role: str) -> list[type[Event]]:
+    """The events a handler (or ``give_up``) says it returns: ``-> list[A | B]``, ``-> A``."""
+    return _events_in(_hints(function, role)[1])
+
+
+def _failing_with(cls: type[FailureEvent]) -> GiveUp:
+    def give_up(event: Event, uow: Any, reason: str, detail: str) -> FailureEvent:
+        return cls.of(event, reason, detail)
+
+    give_up.__qualname__ = f"give_up_with_{cls.__name__}"
+    return give_up
+
+
+@dataclass(frozen=True, init=False)
 class Step:
-    """One forward step: the topic it consumes, its handlers by event type, and ``give_up``, which
-    records the step's failure and returns its failure event when the step cannot be done."""
+    """One forward step: its service and its handler(s). ``give_up`` records the step's failure
+    and returns its failure event when the step cannot be done (retries exhausted, a deadline);
+    without one, a step with a single failure event returns it, recording nothing.
+
+    What it consumes and publishes is read from the handlers' annotations; ``succeeds_with`` and
+    ``fails_with`` say it where a handler is annotated only ``-> list[Event]``."""
 
     service: Service
-    consumes: str
     handlers: Mapping[str, Handler]
     give_up: GiveUp
-    succeeds_with: tuple[type[Event], ...] = ()
-    fails_with: tuple[type[FailureEvent], ...] = ()
+    consumes: str
+    succeeds_with: tuple[type[Event], ...]
+    fails_with: tuple[type[FailureEvent], ...]
+    reads: tuple[type[Event], ...]
+
+    def __init__(
+        self,
+        service: Service,
+        *handlers: Handler,
+        give_up: GiveUp | None = None,
+        succeeds_with: tuple[type[Event], ...] = (),
+        fails_with: tuple[type[FailureEvent], ...] = (),
+    ) -> None:
+        role = f"step {service.name}:"
+        if not handlers:
+            raise ValueError(f"{role} give it the handler of the event it consumes")
+        reads: dict[type[Event], Handler] = {}
+        for handler in handlers:
+            for cls in consumed_by(handler, role):
+                reads.setdefault(cls, handler)
+        topics = sorted({cls.topic for cls in reads})
+        if len(topics) != 1:
+            raise ValueError(f"{role} its events go to {len(topics)} topics ({', '.join(topics)}); a step reads one")
+        published = [cls for h in handlers for cls in published_by(h, role)]
+        if give_up is not None:
+            published += published_by(give_up, role)
+        succeeds = succeeds_with or tuple(dict.fromkeys(c for c in published if not issubclass(c, FailureEvent)))
+        fails = fails_with or tuple(dict.fromkeys(c for c in published if issubclass(c, FailureEvent)))
+        if give_up is None:
+            if len(fails) != 1:
+                raise ValueError(f"{role} it has {len(fails)} failure events: give it a give_up function "
+                                 "that returns the one to publish when the step cannot be done")  # fmt: skip
+            give_up = _failing_with(fails[0])
+        for name, value in (
+            ("service", service), ("handlers", {cls.__name__: h for cls, h in reads.items()}), ("give_up", give_up),
+            ("consumes", topics[0]), ("succeeds_with", succeeds), ("fails_with", fails), ("reads", tuple(reads)),
+        ):  # fmt: skip
+            object.__setattr__(self, name, value)
 
     @property
     def name(self) -> str:
@@ -67,35 +172,107 @@ class Step:
 
 @dataclass(frozen=True)
 class Compensation:
-    """A service's compensating handlers, by the failure event type each one undoes."""
+    """A service's compensating handler. The failure events it undoes are derived by the saga
+    (see the module's docstring); what it publishes is read from the handler's return annotation.
+    ``handler`` may instead be a mapping of event type → handler, to say the listen-set by hand."""
 
     service: Service
-    handlers: Mapping[str, Handler]
+    handler: Handler | Mapping[str, Handler]
     publishes: tuple[type[FailureEvent], ...] = ()
+    handlers: Mapping[str, Handler] = field(default_factory=dict)  # filled in by the saga
+
+    def __post_init__(self) -> None:
+        role = f"compensation {self.service.name}:"
+        if isinstance(self.handler, Mapping):
+            object.__setattr__(self, "handlers", dict(self.handler))
+            functions = list(dict.fromkeys(self.handler.values()))
+        else:
+            functions = [self.handler]
+        if not self.publishes:
+            found = [c for f in functions for c in published_by(f, role) if issubclass(c, FailureEvent)]
+            if not found:
+                raise ValueError(f"{role} say what it publishes: annotate its handler '-> list[MyFailed]' "
+                                 "or pass publishes=(MyFailed,)")  # fmt: skip
+            object.__setattr__(self, "publishes", tuple(dict.fromkeys(found)))
 
     @property
     def name(self) -> str:
         return f"{self.service.name}.compensations"
 
+    def listening(self, types: list[type[Event]]) -> Compensation:
+        """This compensation, undoing ``types`` (unless its listen-set was given by hand)."""
+        if isinstance(self.handler, Mapping):
+            return self  # said by hand
+        accepts = tuple(consumed_by(self.handler, f"compensation {self.service.name}:"))
+        wrong = [cls.__name__ for cls in types if not issubclass(cls, accepts)]
+        if wrong:
+            raise ValueError(f"compensation {self.service.name}: it undoes {', '.join(wrong)}, but its handler's "
+                             f"event is annotated {' | '.join(c.__name__ for c in accepts)}")  # fmt: skip
+        return replace(self, handlers={cls.__name__: self.handler for cls in types})
+
 
 @dataclass(frozen=True)
 class Saga:
-    """The whole choreography: steps in forward order, compensations in the order they unwind."""
+    """The whole choreography: steps in forward order, compensations (in any order: they unwind
+    newest step first). ``events`` and ``outcomes`` are derived when not given; ``events`` given
+    adds to the derived ones (an event no participant publishes yet, say)."""
 
     name: str
-    events: tuple[type[Event], ...]
     steps: tuple[Step, ...]
-    compensations: tuple[Compensation, ...]
-    outcomes: tuple[type[Event], ...]
+    compensations: tuple[Compensation, ...] = ()
+    events: tuple[type[Event], ...] = ()
+    outcomes: tuple[type[Event], ...] = ()
     data_version: int = 1
     retries: str = ""  # the retry notices' topic; default: "<first topic's prefix>.retries"
 
     def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError(f"saga {self.name}: it has no steps")
+        names = [step.name for step in self.steps]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"saga {self.name}: a service has one step; {', '.join(twice)} has more")
+        object.__setattr__(self, "compensations", self._bound(self.compensations))
+        derived = [  # the way forward, then the failures by step, then the way back
+            *(cls for step in self.steps for cls in (*step.reads, *step.succeeds_with)),
+            *(cls for step in self.steps for cls in step.fails_with),
+            *(cls for comp in self.compensations for cls in comp.publishes),
+        ]
+        object.__setattr__(self, "events", tuple(dict.fromkeys([*derived, *self.events])))
+        if not self.outcomes:
+            first = self.compensations[-1].publishes if self.compensations else ()
+            failures = () if self.compensations else tuple(c for s in self.steps for c in s.fails_with)
+            object.__setattr__(self, "outcomes", tuple(dict.fromkeys([*self.steps[-1].succeeds_with, *first,
+                                                                      *failures])))  # fmt: skip
+        for comp in self.compensations:
+            topics = sorted({self.types[t].topic for t in comp.handlers})
+            if len(topics) != 1:
+                raise ValueError(f"compensation {comp.service.name}: what it undoes goes to {len(topics)} topics "
+                                 f"({', '.join(topics)}); a compensator reads one")  # fmt: skip
         known = set(self.types)
         for participant in self.participants.values():
             unknown = set(participant.handlers) - known
             if unknown:
                 raise ValueError(f"{participant.name} handles {sorted(unknown)}, not events of saga {self.name}")
+
+    def _bound(self, given: tuple[Compensation, ...]) -> tuple[Compensation, ...]:
+        """The compensations, newest step first, each with its listen-set (see the module)."""
+        index = {step.name: i for i, step in enumerate(self.steps)}
+        for comp in given:
+            if comp.service.name not in index:
+                raise ValueError(f"compensation {comp.service.name}: saga {self.name} has no step of that service")
+        by_step = {index[comp.service.name]: comp for comp in given}
+        compensated = sorted(by_step)
+        bound = {}
+        for k, i in enumerate(compensated):
+            after = compensated[k + 1] if k + 1 < len(compensated) else None
+            start = 0 if k == 0 else i + 1
+            end = after if after is not None else len(self.steps) - 1
+            undoes = [cls for step in self.steps[start : end + 1] for cls in step.fails_with]
+            if after is not None:
+                undoes += list(by_step[after].publishes)
+            bound[i] = by_step[i].listening(list(dict.fromkeys(undoes)))
+        return tuple(bound[i] for i in reversed(compensated))
 
     @cached_property
     def types(self) -> dict[str, type[Event]]:
@@ -112,11 +289,12 @@ class Saga:
     @cached_property
     def participants(self) -> dict[str, Participant]:
         """Every consumer group: each step (named for its service), then each compensator."""
+        steps = tuple(step.name for step in self.steps)
         found = {
             step.name: Participant(
                 step.name, step.service.name, (step.consumes,), step.handlers, step.service.metadata,
                 step.service.repository, step.give_up, source=f"{self.name}/{step.name}",
-                retries_topic=self.retries_topic,
+                retries_topic=self.retries_topic, steps=steps,
             )
             for step in self.steps
         }  # fmt: skip
@@ -125,6 +303,7 @@ class Saga:
             found[comp.name] = Participant(
                 comp.name, comp.service.name, (topic,), comp.handlers, comp.service.metadata,
                 comp.service.repository, source=f"{self.name}/{comp.name}", retries_topic=self.retries_topic,
+                steps=steps,
             )  # fmt: skip
         return found
 
@@ -174,8 +353,7 @@ class Saga:
     @cached_property
     def start(self) -> type[Event]:
         """The event that starts a saga: the one the first step handles."""
-        (first,) = self.steps[0].handlers
-        return self.types[first]
+        return self.steps[0].reads[0]
 
     def service_of(self, target: str) -> list[Participant]:
         """A service's name → its step and its compensator; ``compensations.NAME`` → the compensator alone."""

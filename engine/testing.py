@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 
-from engine.events import Event
+from engine.events import Event, attributed
 from engine.participant import UnitOfWork
 from engine.saga import Service
 from engine.settings import Settings
@@ -71,7 +71,12 @@ class HandlerEnvironment:
         event_id = event_id if event_id is not None else f"{saga_id}/{type(event).__name__}"
         with self.engine.begin() as conn:
             uow = UnitOfWork(saga_id, event_id, self.service.repository(conn), self.settings, tuple(recorded))
-            return handler(event, uow, *args)
+            result: Any = handler(event, uow, *args)
+        if isinstance(result, Event):  # a give_up: its failure, with its step filled in as the engine does
+            return attributed(result, self.service.name)  # type: ignore[return-value]
+        if isinstance(result, list):
+            return [attributed(e, self.service.name) if isinstance(e, Event) else e for e in result]  # type: ignore[return-value]
+        return result
 
     @contextlib.contextmanager
     def records(self) -> Iterator[Any]:

@@ -1,14 +1,17 @@
-"""Helpers for tests that talk to the real broker: conditions polled with a deadline."""
+"""Helpers for tests that talk to the real broker: conditions polled with a deadline; and the
+documentation (README.md and docs/*.md), read by the tests that check what it says."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -96,3 +99,45 @@ def total(all_samples: Iterable[Samples], name: str, **labels: str) -> float:
         for (sample, sample_labels), value in found.items()
         if sample == name and labels.items() <= dict(sample_labels).items()
     )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^\s*(```|~~~)")
+HEADING = re.compile(r"^(#{1,6}) (.+?)\s*$")
+
+
+def documentation() -> dict[Path, str]:
+    """README.md, then every docs/*.md, by path: what a reader is shown."""
+    paths = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return {path: path.read_text(encoding="utf-8") for path in paths}
+
+
+def headings(text: str) -> list[tuple[int, int, str]]:
+    """(line index, level, title) of every Markdown heading in ``text``, code blocks excepted."""
+    found, fenced = [], False
+    for index, line in enumerate(text.splitlines()):
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (heading := HEADING.match(line)):
+            found.append((index, len(heading[1]), heading[2]))
+    return found
+
+
+def doc_section(title: str) -> str:
+    """The section headed ``title`` (at any level), in README.md or in whichever docs/*.md it
+    moved to: its heading's line up to the next heading of the same level or higher."""
+    for text in documentation().values():
+        lines = text.splitlines()
+        marks = headings(text)
+        for n, (index, level, name) in enumerate(marks):
+            if name == title:
+                end = next((i for i, lvl, _ in marks[n + 1 :] if lvl <= level), len(lines))
+                return "\n".join(lines[index:end]) + "\n"
+    raise AssertionError(f"no section {title!r} in README.md or docs/*.md")
+
+
+def doc_containing(marker: str) -> str:
+    """The text of the one document (README.md or docs/*.md) that holds ``marker``."""
+    holding = [text for text in documentation().values() if marker in text]
+    assert len(holding) == 1, f"{marker!r} is in {len(holding)} documents, not one"
+    return holding[0]

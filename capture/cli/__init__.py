@@ -10,9 +10,12 @@ from __future__ import annotations
 from capture.cli import dev, documents, sagas, services
 from capture.saga import CAPTURE
 from capture.settings import Settings
+from capture.tracking import DISPLAY
 from engine import cli
+from engine.cli.common import Parser
 
 GROUPS = (sagas.VERBS, services.VERBS, dev.VERBS, documents.VERBS)
+DESCRIPTION = "A choreographed capture saga over Apache Kafka."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         settings=Settings,
         prog="pokesaga",
-        description="A choreographed capture saga over Apache Kafka.",
+        description=DESCRIPTION,
         groups=GROUPS,
         local_broker=dev.local_broker,
+        display=DISPLAY,
     )
+
+
+def build_parser() -> Parser:
+    """``pokesaga``'s parser, as ``main`` builds it (to check a command line without running it)."""
+    program = cli.Cli(CAPTURE, Settings, "pokesaga", dev.local_broker, DISPLAY)
+    return cli.build_parser(program, cli.verbs(GROUPS), DESCRIPTION)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
@@ -30,6 +31,9 @@ from engine.observe.health import PortUnavailable
 from engine.saga import Saga
 from engine.settings import Settings
 from engine.store.migrate import SchemaMismatch
+
+if TYPE_CHECKING:
+    from engine.tracker.tracking import Display
 
 __all__ = ["Cli", "Verb", "main"]
 
@@ -65,14 +69,18 @@ def main(
     description: str = "",
     groups: Iterable[Mapping[str, Verb]] = (),
     local_broker: LocalBroker | None = None,
+    display: Display | None = None,
 ) -> int:
     """Run one command of ``saga``'s command line (``argv``: default sys.argv[1:]); its exit code.
 
     ``settings``: the saga's settings class (read from the environment, the global flags over it);
     ``prog``: the program's name; ``groups``: the program's own verbs (see ``Verb``); ``local_broker``:
-    the address of a development broker on this machine, or None, for when KAFKA_BOOTSTRAP_SERVERS is unset."""
+    the address of a development broker on this machine, or None, for when KAFKA_BOOTSTRAP_SERVERS is unset;
+    ``display``: what the tracker (run tracker, trace) shows of the saga beyond its declaration."""
     common.PROG = prog
-    cli = Cli(saga, settings, prog, local_broker)
+    if not settings.SERVICES:  # the engine's own, or a saga's that names no services: bound to this saga's
+        settings = settings.for_saga(saga)
+    cli = Cli(saga, settings, prog, local_broker, display)
     try:
         known = verbs(groups)
         args = build_parser(cli, known, description).parse_args(argv)

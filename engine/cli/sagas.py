@@ -115,13 +115,12 @@ def outcome_line(outcome: Envelope) -> str:
 
 
 def cmd_trace(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
-    tracking.follows(cli)
     settings = cli.with_broker(settings, "trace")
-    view = asyncio.run(tracking.find(cli.saga, settings.bootstrap, args.saga_id, settings.stuck_after))
+    view = asyncio.run(tracking.find(cli, settings.bootstrap, args.saga_id, settings.stuck_after))
     if view is None:
         print(f"{cli.prog} trace: no event of saga {cut(args.saga_id)!r} on the {family(cli)} topics", file=sys.stderr)
         return 1
-    print(json.dumps(view, indent=2) if args.json else tracking.render(cli.saga, view))
+    print(json.dumps(view, indent=2) if args.json else tracking.render(cli, view))
     return 0
 
 

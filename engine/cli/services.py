@@ -28,8 +28,13 @@ def add_run(commands: Any, cli: Cli) -> argparse.ArgumentParser:
 def add_db(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     services = tuple(cli.saga.services)
     db = commands.add_parser("db", help="the services' database schemas (versioned, Alembic)")
-    db.add_argument("action", choices=["upgrade", "current"], help="upgrade to the newest revision, or show it")
+    db.add_argument(
+        "action",
+        choices=["upgrade", "current", "revision"],
+        help="upgrade to the newest revision, show it, or write the next one from the tables as declared",
+    )
     db.add_argument("service", metavar="SERVICE", choices=[*services, "all"], help=f"{', '.join(services)} or all")
+    db.add_argument("-m", "--message", default="its tables", help="revision: what the new revision does")
     return db
 
 
@@ -40,10 +45,9 @@ def cmd_run(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
 
     saga = cli.saga
     if args.service == "tracker":  # the observer: a faust app, not a participant
-        tracking.follows(cli)
         check_port(settings.tracker_port, settings.metrics_host, "POKESAGA_TRACKER_PORT")
-        internal = tracking.internal_topics(saga)
-        return tracking.run(saga, check_replication(cli.with_broker(settings, "run"), saga.all_topics(), internal))
+        internal = tracking.internal_topics(cli)
+        return tracking.run(cli, check_replication(cli.with_broker(settings, "run"), saga.all_topics(), internal))
     # A wrong name, a database that cannot open, a port taken: said before any connection to the broker.
     participants = saga.service_of(args.service)
     check_databases(settings, dict.fromkeys(p.service for p in participants), args, create=True)
@@ -60,6 +64,12 @@ def cmd_db(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
 
     saga = cli.saga
     services = tuple(saga.services) if args.service == "all" else (args.service,)
+    if args.action == "revision":  # from the declaration alone: no database of the service is opened
+        for service in services:
+            written = migrate.new_revision(saga.services[service], args.message)
+            said = f"wrote {written}" if written else "nothing new (its history makes its tables as declared)"
+            print(f"{service}: {said}")
+        return 0
     check_databases(settings, services, args, create=True)
     for service in services:
         engine = make_engine(settings.db_url(service))

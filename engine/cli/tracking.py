@@ -1,54 +1,37 @@
-"""The tracker's verbs (``run tracker``, ``trace``), each through one function here.
-
-Today the tracker is the top-level ``tracker`` package, and follows the capture saga only: it is
-imported lazily, here and nowhere else in the engine (pyproject's import contracts list these imports
-as the one exception). Once it is ``engine.tracker``, taking the saga, each function below is a
-two-line change: its import, and the saga passed on.
-"""
+"""The tracker's verbs (``run tracker``, ``trace``), each through one function here: the engine's tracker
+(engine.tracker), handed the saga's declaration and the program's ``Display``, if it has one."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.cli.common import PROG, Usage
 from engine.cli.verb import Cli
-from engine.saga import Saga
 from engine.settings import Settings
 
 
-def follows(cli: Cli) -> None:
-    """The tracker follows ``cli``'s saga; else one line (today's tracker follows the capture saga alone)."""
-    from tracker.trace import CAPTURE
-
-    if cli.saga is not CAPTURE:
-        raise Usage(
-            f"{cli.prog or PROG}: the tracker does not follow the {cli.saga.name} saga yet (only the capture saga)"
-        )
-
-
-def internal_topics(saga: Saga) -> tuple[str, ...]:
+def internal_topics(cli: Cli) -> tuple[str, ...]:
     """The tracker's own topics (its changelog), checked for replication before it starts."""
-    from tracker.app import INTERNAL_TOPICS
+    from engine.tracker.tracking import internal_topics
 
-    return tuple(INTERNAL_TOPICS)
+    return internal_topics(cli.saga)
 
 
-def run(saga: Saga, settings: Settings) -> int:
+def run(cli: Cli, settings: Settings) -> int:
     """The tracker in the foreground until SIGTERM or Ctrl-C."""
-    from tracker.app import run
+    from engine.tracker.app import run
 
-    return run(settings)  # type: ignore[arg-type]  # today's takes the capture saga's settings
+    return run(cli.saga, settings, cli.display)
 
 
-async def find(saga: Saga, bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, Any] | None:
+async def find(cli: Cli, bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, Any] | None:
     """One saga's timeline, read from the topics; None when no topic holds an event of it."""
-    from tracker.trace import find
+    from engine.tracker.trace import find
 
-    return await find(bootstrap, saga_id, stuck_after)
+    return await find(cli.saga, bootstrap, saga_id, stuck_after, cli.display)
 
 
-def render(saga: Saga, view: dict[str, Any]) -> str:
+def render(cli: Cli, view: dict[str, Any]) -> str:
     """The timeline as the terminal shows it."""
-    from tracker.trace import render
+    from engine.tracker.trace import render
 
-    return render(view)
+    return render(cli.saga, view, cli.display)

@@ -18,7 +18,9 @@ class BrokerSettings(SettingsGroup):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "POKESAGA_KAFKA_BOOTSTRAP_SERVERS"),
         description="host:port[,host:port]; unset → provision a broker (Docker or local jars).",
     )
-    partitions: int = Field(default=3, ge=1, le=256)
+    partitions: int = Field(
+        default=3, ge=1, le=256, description="Partitions of every topic pokesaga creates (existing topics keep theirs)."
+    )
     replication_factor: int | None = Field(
         default=None,
         ge=1,

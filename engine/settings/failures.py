@@ -32,6 +32,7 @@ class FailureSettings(SettingsGroup):
         default_factory=CompensationRetryPolicy,
         description="Compensators' policy (intervals); the database refusing the change is not retried. How many "
         "attempts: compensation_attempts.",
+        json_schema_extra={"not_shown": ["maximum_attempts"]},  # in the documented default: not read here
     )
     compensation_attempts: int = Field(
         default=20,

@@ -25,4 +25,5 @@ class LocalSettings(SettingsGroup):
     kafka_cache_dir: Path = Field(
         default=Path.home() / ".cache" / "pokesaga",
         description="Where the local broker's jars and state are kept between runs.",
+        json_schema_extra={"shown_default": "`~/.cache/pokesaga`"},
     )

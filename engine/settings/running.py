@@ -23,7 +23,12 @@ class RunningSettings(SettingsGroup):
         default=30.0, gt=0, description="Not alive when the event loop has not run a check for this long."
     )
     batch_size: int = Field(default=500, ge=1, description="Most records handled per transaction.")
-    poll_timeout_ms: int = Field(default=200, ge=1)
+    poll_timeout_ms: int = Field(
+        default=200,
+        ge=1,
+        description="Longest one poll waits for records, in ms; an idle participant deletes its published outbox "
+        "rows within one.",
+    )
     linger_ms: int = Field(default=0, ge=0, description="Producer linger; 0 measured fastest here.")
     uvloop: bool = Field(
         default=True, description="Run the services' event loop on uvloop where it is installed (asyncio's otherwise)."

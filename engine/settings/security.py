@@ -51,10 +51,14 @@ class SecuritySettings(SettingsGroup):
         description="With SASL_SSL or SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
     )
     kafka_sasl_username: str | None = Field(
-        default=None, validation_alias=AliasChoices("KAFKA_SASL_USERNAME", "POKESAGA_KAFKA_SASL_USERNAME")
+        default=None,
+        validation_alias=AliasChoices("KAFKA_SASL_USERNAME", "POKESAGA_KAFKA_SASL_USERNAME"),
+        description="The SASL user name: this service's principal.",
     )
     kafka_sasl_password: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD", "POKESAGA_KAFKA_SASL_PASSWORD")
+        default=None,
+        validation_alias=AliasChoices("KAFKA_SASL_PASSWORD", "POKESAGA_KAFKA_SASL_PASSWORD"),
+        description="The SASL password (never printed).",
     )
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")

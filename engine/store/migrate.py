@@ -35,6 +35,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, inspect, text
+from sqlalchemy.pool import StaticPool
 
 from engine.saga import Service
 from engine.store import db
@@ -161,6 +162,37 @@ def _adopt(conn: Connection, service: Service, before: Revisions) -> Revisions:
         command.stamp(cfg, ScriptDirectory.from_config(cfg).get_base() or "base")
     command.stamp(engine_config(conn), engine_revision_of_tables(conn))
     return _revisions(conn)
+
+
+def new_revision(service: Service, message: str) -> Path | None:
+    """Write ``service``'s next revision: what its tables as declared (``service.metadata``) add to
+    its history, by Alembic's autogenerate on a scratch database at the newest revisions. The file's
+    path; None when the history already makes the tables as declared. Read it before committing it:
+    autogenerate cannot tell a renamed column from one dropped and one added."""
+    service.migrations.mkdir(parents=True, exist_ok=True)
+    scratch = db.make_engine("sqlite://", poolclass=StaticPool)
+    try:
+        upgrade(scratch, service)
+        with scratch.begin() as conn:
+            own = set(service.metadata.tables)
+
+            def include(_obj: object, name: str | None, kind: str, _reflected: bool, _compare: object) -> bool:
+                return kind != "table" or name in own
+
+            opts = {"include_object": include, "compare_type": True}
+            if not compare_metadata(MigrationContext.configure(conn, opts=opts), service.metadata):
+                return None
+            cfg = config(service, conn)
+            cfg.attributes["include_object"] = include
+            before = ScriptDirectory.from_config(cfg).get_current_head()
+            number = int(before) + 1 if before and before.isdigit() else 1 if before is None else None
+            script = command.revision(
+                cfg, message=message, autogenerate=True, rev_id=f"{number:04d}" if number else None
+            )
+    finally:
+        scratch.dispose()
+    assert script is not None and not isinstance(script, list)
+    return Path(script.path)
 
 
 def engine_revision_of_tables(conn: Connection) -> str:

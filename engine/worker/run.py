@@ -14,6 +14,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import replace
 
+from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -82,12 +83,17 @@ async def prepare_rebuild(
     """Those of ``only`` (participants of ``service``) that are rebuilding, by name; a database
     created empty is turned into a rebuild of each participant of the service, and the groups of
     ``only`` are rewound to the earliest records."""
-    state = rebuild_state(saga, service, engine)
+    state, only = rebuild_state(saga, service, engine), list(only)
+    # A service's first start: its database new, and its consumer groups never used.
+    first = await asyncio.to_thread(state.created) and all([await _never_read(settings.bootstrap, n) for n in only])
     if settings.rebuild_new_databases:
         await asyncio.to_thread(state.expand)
     elif await asyncio.to_thread(state.forget_created):
-        log.warning("%s: its database was created empty; not rebuilt from the topics (POKESAGA_REBUILD_NEW_DATABASES="
-                    "false): its consumer groups carry on from where they are", service)  # fmt: skip
+        if first:
+            log.info("%s: first start: a new database, and its consumer groups never read a record", service)
+        else:
+            log.warning("%s: its database was created empty; not rebuilt from the topics (POKESAGA_REBUILD_NEW_"
+                        "DATABASES=false): its consumer groups carry on from where they are", service)  # fmt: skip
     rows = await asyncio.to_thread(state.rows)
     step = saga.participants.get(service)
     found = {}
@@ -96,10 +102,22 @@ async def prepare_rebuild(
         if name not in rows or not await rebuild.position(settings.bootstrap, state, participant, stop):
             continue
         found[name] = Rebuild(settings.bootstrap, state, participant, step.name if step is not None else None)
-    if found:
+    if found and first:
+        log.info("%s: first start: a new database, and %s never read a record; reading the topics from the beginning",
+                 service, ", ".join(sorted(found)))  # fmt: skip
+    elif found:
         log.warning("%s: rebuilding %s from the topics (its database was lost, restored or replayed)",
                     service, ", ".join(sorted(found)))  # fmt: skip
     return found
+
+
+async def _never_read(bootstrap: str, group: str) -> bool:
+    """The consumer group has never been used: no member, no committed offset (Kafka calls it Dead)."""
+    try:
+        state, members = await kafka.group_state(bootstrap, group)
+    except KafkaError:
+        return False  # not known: the warning a rebuild gives is the safe thing to say
+    return state == "Dead" and members == 0
 
 
 class RebuildRefused(Exception):

@@ -5,7 +5,7 @@ Every event carries the transfer itself, so each service needs nothing but the e
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -18,7 +18,6 @@ OUTCOMES = "transfer.outcomes"
 
 AccountId = Annotated[str, bounded(64, min_length=1)]
 Cents = Annotated[int, Field(gt=0, le=1_000_000_000_00, description="Integer cents, at most a billion units.")]
-StepName = Literal["withdrawals", "deposits"]
 
 
 class Transfer(Event):
@@ -45,8 +44,6 @@ class MoneyDeposited(Transfer):
 
 class TransferFailure(Transfer, FailureEvent):
     topic: ClassVar[str] = FAILURES
-    failed_step: StepName
-    undone: tuple[StepName, ...] = Field(default=(), max_length=2)
 
 
 class WithdrawalFailed(TransferFailure):

@@ -1,24 +1,20 @@
-"""The transfer saga's settings: the engine's, its two services' databases, and its one rule.
+"""The transfer saga's settings: the engine's, for its two services, and its one rule.
 
-From the environment like the engine's (``POKESAGA_WITHDRAWALS_DB_URL``, ``POKESAGA_OPENING_BALANCE``).
+From the environment like the engine's (``POKESAGA_OPENING_BALANCE``; each service's database as
+``POKESAGA_DATABASES__WITHDRAWALS`` or ``POKESAGA_WITHDRAWALS_DB_URL``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import engine
+from examples.transfer.saga import TRANSFER
 
-SERVICES: tuple[str, ...] = ("withdrawals", "deposits")
+SERVICES: tuple[str, ...] = tuple(TRANSFER.services)
 
 
 class Settings(engine.Settings):
-    SERVICES: ClassVar[tuple[str, ...]] = SERVICES
+    SERVICES = SERVICES
 
-    withdrawals_db_url: str | None = None
-    deposits_db_url: str | None = None
     opening_balance: int = Field(default=100_00, ge=0, description="Cents in an account seen for the first time.")
-
-    _valid_urls = field_validator("withdrawals_db_url", "deposits_db_url")(engine.Settings.valid_database_url)

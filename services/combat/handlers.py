@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, Failure, PokemonFainted, PokemonParalyzed, PokemonWeakened, Step
+from contracts.events import PokemonFainted, PokemonParalyzed, PokemonWeakened, Step
 from contracts.rng import saga_rng
 from engine.participant import UnitOfWork
 from services.combat import model
 from services.combat.tables import CombatRecords
 
 
-def attack(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords]) -> list[Event]:
+def attack(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords]) -> list[PokemonWeakened | PokemonFainted]:
     """The lead uses False Swipe: never below 1 hp, but a Pokémon at 1 hp faints."""
     hit = model.false_swipe(event.trainer.lead, event.pokemon, saga_rng(uow.saga_id, "damage"))
     uow.records.add(
@@ -30,7 +30,7 @@ def attack(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords]) -> list[Even
     return [PokemonWeakened(trainer=event.trainer, pokemon=weakened, hp_before=hit.hp_before, damage=hit.damage)]
 
 
-def give_up(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords], reason: str, detail: str) -> Failure:
+def give_up(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords], reason: str, detail: str) -> PokemonFainted:
     """The step could not be done (retries exhausted, non-retryable error): record it and fail."""
     uow.records.add(
         saga_id=uow.saga_id,
@@ -46,6 +46,3 @@ def give_up(event: PokemonParalyzed, uow: UnitOfWork[CombatRecords], reason: str
     return PokemonFainted(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.COMBAT, detail=detail
     )
-
-
-HANDLERS = {"PokemonParalyzed": attack}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from contracts.events import DeliveryFailed, Event, Failure, PokemonCaught, PokemonDelivered, Step
+from contracts.events import DeliveryFailed, PokemonCaught, PokemonDelivered, Step
 from engine.participant import UnitOfWork
 from services.delivery import model
 from services.delivery.tables import DeliveryRecords
 
 
-def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[Event]:
+def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[PokemonDelivered | DeliveryFailed]:
     """The party holds party_size, then the PC holds pc_capacity; both full → DeliveryFailed."""
     trainer, pokemon = event.trainer, event.pokemon
     row = {"saga_id": uow.saga_id, "trainer": trainer.name, "pokemon": pokemon.name, "level": pokemon.level}
@@ -28,7 +28,7 @@ def deliver(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords]) -> list[Even
     return [PokemonDelivered(trainer=trainer, pokemon=pokemon, location=location, slot=slot)]
 
 
-def give_up(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords], reason: str, detail: str) -> Failure:
+def give_up(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords], reason: str, detail: str) -> DeliveryFailed:
     """The step could not be done (retries exhausted, non-retryable error): record it and fail."""
     uow.records.add(
         saga_id=uow.saga_id,
@@ -42,6 +42,3 @@ def give_up(event: PokemonCaught, uow: UnitOfWork[DeliveryRecords], reason: str,
     return DeliveryFailed(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.DELIVERY, detail=detail
     )
-
-
-HANDLERS = {"PokemonCaught": deliver}

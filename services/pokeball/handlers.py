@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, Failure, OutOfPokeballs, PokemonBrokeFree, PokemonCaught, PokemonWeakened, Step
+from contracts.events import OutOfPokeballs, PokemonBrokeFree, PokemonCaught, PokemonWeakened, Step
 from contracts.rng import saga_rng
 from engine.participant import UnitOfWork
 from services.pokeball import model
 from services.pokeball.tables import PokeballRecords
 
 
-def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> list[Event]:
+def throw_pokeball(
+    event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]
+) -> list[PokemonCaught | PokemonBrokeFree | OutOfPokeballs]:
     """Every throw uses a ball; the catch roll is the mainline formula, seeded by the saga id."""
     trainer = event.trainer.name
     recorded = uow.recorded[0] if uow.recorded else None  # rebuilding: the bag may be mid-replay
@@ -59,7 +61,7 @@ def throw_pokeball(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords]) -> 
     ]
 
 
-def give_up(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords], reason: str, detail: str) -> Failure:
+def give_up(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords], reason: str, detail: str) -> PokemonBrokeFree:
     """The step could not be done (retries exhausted, non-retryable error): record it; no ball was used."""
     uow.records.add_throw(
         saga_id=uow.saga_id,
@@ -72,6 +74,3 @@ def give_up(event: PokemonWeakened, uow: UnitOfWork[PokeballRecords], reason: st
     return PokemonBrokeFree(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.POKEBALL, detail=detail
     )
-
-
-HANDLERS = {"PokemonWeakened": throw_pokeball}

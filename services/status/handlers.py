@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from contracts.events import Event, Failure, ParalysisFailed, PokemonEncountered, PokemonParalyzed, Step
+from contracts.events import ParalysisFailed, PokemonEncountered, PokemonParalyzed, Step
 from engine.participant import UnitOfWork
 from services.status import model
 from services.status.tables import StatusRecords
 
 
-def paralyze(event: PokemonEncountered, uow: UnitOfWork[StatusRecords]) -> list[Event]:
+def paralyze(event: PokemonEncountered, uow: UnitOfWork[StatusRecords]) -> list[PokemonParalyzed | ParalysisFailed]:
     """Paralyze the Pokémon unless it is Electric-type or fainted."""
     result = model.paralyze(event.pokemon)
     uow.records.add(
@@ -28,7 +28,7 @@ def paralyze(event: PokemonEncountered, uow: UnitOfWork[StatusRecords]) -> list[
     return [PokemonParalyzed(trainer=event.trainer, pokemon=result.pokemon, previous_status=result.previous_status)]
 
 
-def give_up(event: PokemonEncountered, uow: UnitOfWork[StatusRecords], reason: str, detail: str) -> Failure:
+def give_up(event: PokemonEncountered, uow: UnitOfWork[StatusRecords], reason: str, detail: str) -> ParalysisFailed:
     """The step could not be done (retries exhausted, non-retryable error): record it and fail."""
     status = event.pokemon.status.value
     uow.records.add(
@@ -42,6 +42,3 @@ def give_up(event: PokemonEncountered, uow: UnitOfWork[StatusRecords], reason: s
     return ParalysisFailed(
         trainer=event.trainer, pokemon=event.pokemon, reason=reason, failed_step=Step.STATUS, detail=detail
     )
-
-
-HANDLERS = {"PokemonEncountered": paralyze}

@@ -216,3 +216,51 @@ def test_a_port_in_use_is_refused_before_any_broker_connection(tmp_path: Path) -
     with port_held() as port:
         done = pokesaga(user_env(dead, tmp_path / "data", POKESAGA_METRICS_PORT=str(port)), "run", "status")
     refused(done, "POKESAGA_METRICS_PORT", code=1)
+
+
+# -- each service's database, in each of its forms; a variable no setting reads -----------
+
+
+@pytest.mark.parametrize(
+    ("setting", "needles"),
+    [
+        ({"POKESAGA_DATABASES__STATUS": "not-a-url"}, ["pokesaga: POKESAGA_DATABASES__STATUS: could not parse"]),
+        ({"POKESAGA_DATABASES": '{"status": "not-a-url"}'}, ["pokesaga: POKESAGA_DATABASES: status: could not parse"]),
+        ({"POKESAGA_DATABASES": '{"stauts": "sqlite:///x.db"}'}, ["POKESAGA_DATABASES", "did you mean 'status'?"]),
+        ({"POKESAGA_DATABASES": '{"status": '}, ["POKESAGA_DATABASES: not valid JSON"]),
+        (
+            {"POKESAGA_STATUS_DB_URL": "sqlite:///a.db", "POKESAGA_DATABASES__STATUS": "sqlite:///b.db"},
+            ["POKESAGA_DATABASES__STATUS and POKESAGA_STATUS_DB_URL name different databases"],
+        ),
+    ],
+    ids=["nested", "json", "unknown-service", "not-json", "two-forms"],
+)
+def test_a_bad_database_setting_is_named_in_the_form_it_was_given(
+    tmp_path: Path, setting: dict[str, str], needles: list[str]
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    refused(pokesaga(user_env(dead, tmp_path / "data") | setting, "run", "status"), *needles, code=2)
+
+
+def test_each_form_of_a_database_setting_is_used(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # db upgrade needs no broker
+    status, combat, pokeball = (tmp_path / f"{name}.db" for name in ("status", "combat", "pokeball"))
+    env = user_env(dead, tmp_path / "data") | {
+        "POKESAGA_DATABASES": f'{{"pokeball": "sqlite:///{pokeball}", "combat": "sqlite:///{tmp_path}/x.db"}}',
+        "POKESAGA_DATABASES__COMBAT": f"sqlite:///{combat}",  # one service's variable wins over the mapping
+        "POKESAGA_STATUS_DB_URL": f"sqlite:///{status}",
+    }
+    done = pokesaga(env, "db", "upgrade", "all")
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert status.exists() and combat.exists() and pokeball.exists() and not (tmp_path / "x.db").exists()
+    assert (tmp_path / "data" / "delivery.db").exists()  # named nowhere: its SQLite file in the data folder
+
+
+def test_a_misspelt_variable_is_said_once_with_the_setting_meant(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    env = user_env(dead, tmp_path / "data") | {"POKESAGA_PARTITONS": "6", "POKESAGA_TEST_POSTGRES": "unused"}
+    done = pokesaga(env, "db", "upgrade", "all")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].endswith("pokesaga: unknown setting POKESAGA_PARTITONS (did you mean POKESAGA_PARTITIONS?)")

@@ -262,9 +262,6 @@ def test_dlq_list_says_what_is_dead_lettered(bank: Bank) -> None:
     assert done.stdout.splitlines()[-1].endswith(" in transfer.deposit.dlq")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="today's tracker (tracker/) follows the capture saga only; engine.tracker takes the saga"
-)
 def test_trace_shows_the_timeline(bank: Bank) -> None:
     tag = uuid.uuid4().hex[:6]
     saga_id, _ = bank.transfer(f"ivy-{tag}", f"jon-{tag}", 1_00, "--wait")

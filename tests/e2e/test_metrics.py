@@ -6,7 +6,6 @@ import asyncio
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
 from devtools.broker import free_port
 from tests.e2e.conftest import CERTAIN, GROUPS, HARD, Cluster, breaking_free, cluster, produce_raw
-from tests.support import caught_up, eventually, metric_samples, total
+from tests.support import caught_up, doc_containing, eventually, metric_samples, total
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +80,9 @@ def test_every_metric_counts_what_happened(measured: tuple[Cluster, dict[str, in
     assert grew("pokesaga_step_failures_total", reason="retries_exhausted") == 0
     for name in ("pokesaga_step_execution_latency_seconds_count", "pokesaga_outbox_backlog", "pokesaga_consumer_lag"):
         assert total(after, name) >= 0 and any(sample == name for found in after for sample, _ in found)
-    # Every metric the README names is served.
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    named = readme.split("Metrics (prefix `pokesaga_`):", 1)[1].split("\n\n", 1)[0]
+    # Every metric the documentation names is served.
+    marker = "Metrics (prefix `pokesaga_`):"
+    named = doc_containing(marker).split(marker, 1)[1].split("\n\n", 1)[0]
     served = {sample for found in after for sample, _ in found}
     for metric in re.findall(r"`(\w+)`", named):
         wanted = f"pokesaga_{metric}"

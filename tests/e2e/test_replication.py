@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
+from capture.tracking import INTERNAL_TOPICS
 from devtools.broker import LocalKafka, free_port
 from devtools.processes import ServiceProcess
 from engine.broker import kafka
@@ -21,7 +22,6 @@ from tests.conftest import new_cluster
 from tests.e2e.conftest import CERTAIN, cluster
 from tests.e2e.test_configuration import pokesaga, refused, user_env
 from tests.support import eventually, http_get
-from tracker.app import INTERNAL_TOPICS
 
 OURS = [*CAPTURE.all_topics(), *INTERNAL_TOPICS]
 

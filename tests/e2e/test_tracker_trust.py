@@ -23,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from capture.settings import Settings
+from capture.tracking import INTERNAL_TOPICS
 from contracts import topics
 from devtools.broker import free_port
 from devtools.processes import stop_all
@@ -33,7 +34,6 @@ from tests.conftest import new_broker
 from tests.e2e.conftest import Cluster
 from tests.hostile import encode, envelope
 from tests.support import eventually, http_get, metric_samples
-from tracker.app import INTERNAL_TOPICS
 
 pytestmark = pytest.mark.no_database  # the tracker reads topics only: once, on the SQLite pass
 

@@ -1,5 +1,5 @@
 """The container path, checked without a Docker engine: docker-compose.yml, the Dockerfile,
-the Prometheus configuration and the README's instructions against each other and the code.
+the Prometheus configuration and the instructions in docs/containers.md against each other and the code.
 That the image holds and runs every command compose gives it: test_image.py."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
+from engine.settings.variables import field_variables, known_variables
+from tests.support import doc_section
 
 pytestmark = pytest.mark.no_database
 
@@ -24,17 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 CONTAINERS: dict[str, dict[str, Any]] = COMPOSE["services"]
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
-README = (ROOT / "README.md").read_text()
 OURS = {name: c for name, c in CONTAINERS.items() if c.get("image", "").startswith("pokesaga")}
 
 
 def setting_names() -> set[str]:
-    """Every environment variable Settings reads."""
-    names = set()
+    """Every environment variable Settings reads (POKESAGA_<SERVICE>_DB_URL of each service included)."""
+    names = set(known_variables(Settings))
     for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", None)
-        names |= set(choices) if choices else {f"POKESAGA_{name.upper()}"}
+        names |= set(field_variables(name, field))  # KAFKA_… too
     return names
 
 
@@ -124,7 +123,7 @@ def test_every_health_check_probes_the_port_its_container_serves() -> None:
 
 
 def test_the_readme_container_instructions_match_the_compose_file() -> None:
-    section = README.split("## Running as containers", 1)[1].split("\n## ", 1)[0]
+    section = doc_section("Running as containers")
     assert "docker compose up -d --build" in section
     assert "docker compose run --rm cli pokesaga start --wait" in section
     rows = re.findall(r"^\| `([\w-]+)` \| ([^|]+) \|", section, re.M)
@@ -132,7 +131,7 @@ def test_the_readme_container_instructions_match_the_compose_file() -> None:
     assert set(table) == set(CONTAINERS)  # every container documented, none invented
     for name, image in table.items():
         assert CONTAINERS[name]["image"].startswith(image.split(" ")[0]), (name, image)
-    configuration = README.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    configuration = doc_section("Configuration")
     documented = set(re.findall(r"`((?:POKESAGA|KAFKA)_[A-Z_<>]+)`", section + configuration))
     assert {"POKESAGA_METRICS_PORT", "POKESAGA_METRICS_HOST", "KAFKA_BOOTSTRAP_SERVERS"} <= documented
     for variable in documented:
@@ -201,5 +200,5 @@ def test_the_cluster_variant_points_every_service_at_every_broker_with_three_rep
             settings = Settings()
         assert settings.bootstrap.split(",") == [f"{node}:9092" for node in NODES], name
         assert settings.replication_factor == 3, name
-    section = README.split("## Running as containers", 1)[1].split("\n## ", 1)[0]
+    section = doc_section("Running as containers")
     assert "docker compose -f docker-compose.yml -f docker-compose.cluster.yml up -d --build" in section

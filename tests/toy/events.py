@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from engine import Event, FailureEvent, bounded
 
@@ -12,7 +12,6 @@ FAILURES = "toy.failures"
 OUTCOMES = "toy.outcomes"
 
 Name = Annotated[str, bounded(64, min_length=1)]
-StepName = Literal["first", "second"]
 
 
 class Toy(Event):
@@ -38,7 +37,6 @@ class SecondDone(Toy):
 
 class ToyFailure(Toy, FailureEvent):
     topic: ClassVar[str] = FAILURES
-    failed_step: StepName
 
 
 class FirstFailed(ToyFailure):

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from engine import Event, Rejected, UnitOfWork
+from engine import Rejected, UnitOfWork
 from tests.toy.events import Asked, FirstDone, FirstFailed, SecondDone, SecondFailed, ToyFailed, ToyFailure
 from tests.toy.tables import ToyRecords
 
 
-def do_first(event: Asked, uow: UnitOfWork[ToyRecords]) -> list[Event]:
+def do_first(event: Asked, uow: UnitOfWork[ToyRecords]) -> list[FirstDone]:
     """Count the name, mark the saga done."""
     uow.records.add_one(event.name)
     uow.records.mark(uow.saga_id, event.name, "done")
     return [FirstDone(**event.model_dump())]
 
 
-def do_second(event: FirstDone, uow: UnitOfWork[ToyRecords]) -> list[Event]:
+def do_second(event: FirstDone, uow: UnitOfWork[ToyRecords]) -> list[SecondDone | SecondFailed]:
     """Count the name and end the saga, unless the event says to refuse it."""
     if event.refuse:
         uow.records.mark(uow.saga_id, event.name, "failed:refused")
-        return [SecondFailed(**event.model_dump(), reason="refused", failed_step="second")]
+        return [SecondFailed.of(event, "refused")]
     uow.records.add_one(event.name)
     uow.records.mark(uow.saga_id, event.name, "done")
     return [SecondDone(**event.model_dump())]
@@ -26,15 +26,15 @@ def do_second(event: FirstDone, uow: UnitOfWork[ToyRecords]) -> list[Event]:
 
 def give_up_first(event: Asked, uow: UnitOfWork[ToyRecords], reason: str, detail: str) -> FirstFailed:
     uow.records.mark(uow.saga_id, event.name, f"failed:{reason}")
-    return FirstFailed(**event.model_dump(), reason=reason, failed_step="first", detail=detail)
+    return FirstFailed.of(event, reason, detail)
 
 
 def give_up_second(event: FirstDone, uow: UnitOfWork[ToyRecords], reason: str, detail: str) -> SecondFailed:
     uow.records.mark(uow.saga_id, event.name, f"failed:{reason}")
-    return SecondFailed(**event.model_dump(), reason=reason, failed_step="second", detail=detail)
+    return SecondFailed.of(event, reason, detail)
 
 
-def undo_first(event: ToyFailure, uow: UnitOfWork[ToyRecords]) -> list[Event]:
+def undo_first(event: ToyFailure, uow: UnitOfWork[ToyRecords]) -> list[ToyFailed]:
     """Take back the first step's count, if it counted; every failure ends here, once."""
     outcome = uow.records.outcome(uow.saga_id)
     if outcome is None:
@@ -44,4 +44,4 @@ def undo_first(event: ToyFailure, uow: UnitOfWork[ToyRecords]) -> list[Event]:
         uow.records.take_one(event.name)
         uow.records.remark(uow.saga_id, "undone")
         undone = (*undone, "first")
-    return [ToyFailed(**event.model_dump(exclude={"undone"}), undone=undone)]
+    return [ToyFailed.of(event, undone=undone)]

@@ -58,9 +58,11 @@ def first_done(saga_id: str, name: str = "Ann") -> Envelope:
     return wrap(FirstDone(name=name), saga_id=saga_id, source="test", causation_id=f"cause-{saga_id}")
 
 
-def second_failed(saga_id: str, name: str = "Ann", undone: tuple[str, ...] = ()) -> Envelope:
+def second_failed(
+    saga_id: str, name: str = "Ann", undone: tuple[str, ...] = (), failed_step: str = "second"
+) -> Envelope:
     """The second step refused: the compensation's input, on ``toy.failures``."""
-    event = SecondFailed(name=name, refuse=True, reason="refused", failed_step="second", undone=undone)
+    event = SecondFailed(name=name, refuse=True, reason="refused", failed_step=failed_step, undone=undone)
     return wrap(event, saga_id=saga_id, source="test", causation_id=f"done-{saga_id}")
 
 

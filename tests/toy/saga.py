@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar
-
-from pydantic import field_validator
-
 import engine
 from engine import Compensation, Saga, Service, Step
-from tests.toy import events, handlers
-from tests.toy.tables import ToyRecords, metadata
+from tests.toy import handlers
+from tests.toy.tables import ToyRecords
 
-MIGRATIONS = Path(__file__).parent / "migrations"  # both databases have the same tables, so one history
-
-first = Service("first", metadata, ToyRecords, MIGRATIONS)
-second = Service("second", metadata, ToyRecords, MIGRATIONS)
+first = Service("first", ToyRecords)  # both services have the same tables, so one history (tests/toy/migrations)
+second = Service("second", ToyRecords)
 
 TOY = Saga(
-    name="toy",
-    events=(
-        events.Asked, events.FirstDone, events.SecondDone, events.FirstFailed, events.SecondFailed, events.ToyFailed,
-    ),
-    steps=(
-        Step(first, events.FIRST, {"Asked": handlers.do_first}, handlers.give_up_first,
-             succeeds_with=(events.FirstDone,), fails_with=(events.FirstFailed,)),
-        Step(second, events.SECOND, {"FirstDone": handlers.do_second}, handlers.give_up_second,
-             succeeds_with=(events.SecondDone,), fails_with=(events.SecondFailed,)),
-    ),
-    compensations=(
-        Compensation(first, {"FirstFailed": handlers.undo_first, "SecondFailed": handlers.undo_first},
-                     publishes=(events.ToyFailed,)),
-    ),
-    outcomes=(events.SecondDone, events.ToyFailed),
+    "toy",
+    steps=(Step(first, handlers.do_first, give_up=handlers.give_up_first),
+           Step(second, handlers.do_second, give_up=handlers.give_up_second)),
+    compensations=(Compensation(first, handlers.undo_first),),
 )  # fmt: skip
 
 
-class Settings(engine.Settings):
-    SERVICES: ClassVar[tuple[str, ...]] = tuple(TOY.services)
-
-    first_db_url: str | None = None
-    second_db_url: str | None = None
-
-    _valid_urls = field_validator("first_db_url", "second_db_url")(engine.Settings.valid_database_url)
+Settings = engine.Settings.for_saga(TOY)  # the engine's settings, for the toy's two services

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tracker.changelog import BAD_KEY, BAD_VALUE, KeyCodec, ValueCodec, unfit
+from engine.tracker.changelog import BAD_KEY, BAD_VALUE, KeyCodec, ValueCodec, unfit
 
 pytestmark = pytest.mark.no_database
 

@@ -17,16 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
+from capture import tracking as timeline
 from capture.saga import CAPTURE
+from capture.tracking import NotAnEvent
 from contracts.events import EVENT_TYPES
 from engine.observe import flow
+from engine.tracker import api
+from engine.tracker.broker import shown
+from engine.tracker.figures import Latencies, Recent, percentile
+from engine.tracker.index import Index, Search, decode_cursor, encode_cursor
 from engine.wire.text import saga_argument, saga_option
 from tests.hostile import encode, envelope
-from tracker import api, timeline
-from tracker.broker import shown
-from tracker.figures import Latencies, Recent, percentile
-from tracker.index import Index, Search, decode_cursor, encode_cursor
-from tracker.timeline import NotAnEvent
 
 pytestmark = pytest.mark.no_database
 
@@ -166,7 +167,7 @@ def test_refused_and_needs_operator_sagas_are_listed_so_and_wait_on_no_participa
         assert [(s["saga_id"], s["state"], s["waiting_on"]) for s in page["sagas"]] == [(saga_id, state, None)]
         view = timeline.view(refused if state == "refused" else operator, now, STUCK_AFTER)
         assert view["state"] == state and view["waiting_on"] is None
-        assert any(c["command"].startswith("pokesaga inspect saga") for c in api.commands(view, set()))
+        assert any(c["command"].startswith("pokesaga inspect saga") for c in timeline.commands(view, set()))
 
 
 def population(n: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -385,14 +386,14 @@ def test_a_list_query_reads_as_a_search() -> None:
 def test_a_command_to_copy_names_the_saga_as_one_shell_word_whatever_its_id(saga_id: str) -> None:
     view = {"saga_id": saga_id, "state": "failed", "waiting_on": None,
             "dead_letters": [{"source": "capture.failures"}]}  # fmt: skip
-    for command in api.commands(view, set()):
+    for command in timeline.commands(view, set()):
         words = shlex.split(command["command"])
         assert words[0] == "pokesaga" and (saga_id in words or f"--saga={saga_id}" in words)
-    said = [c["command"] for c in api.commands(view, set())]
+    said = [c["command"] for c in timeline.commands(view, set())]
     assert said[0] == f"pokesaga trace {saga_argument(saga_id)}"
     assert f"pokesaga dlq replay capture.failures {saga_option(saga_id)}" in said
     running = {"saga_id": saga_id, "state": "stuck", "waiting_on": "combat.compensations", "dead_letters": []}
-    assert "pokesaga run combat" in [c["command"] for c in api.commands(running, {"combat.compensations"})]
+    assert "pokesaga run combat" in [c["command"] for c in timeline.commands(running, {"combat.compensations"})]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -68,6 +69,23 @@ def test_the_pokedex_has_the_151_first_generation_species() -> None:
     assert pokedex.NAMES[0] == "Bulbasaur" and pokedex.NAMES[-1] == "Mew"
     assert {s.number for s in pokedex.SPECIES.values()} == set(range(1, 152))
     assert all(1 <= s.catch_rate <= 255 for s in pokedex.SPECIES.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("Mewtoo", "Mewtwo"), ("pikachuu", "Pikachu"), ("Charizrd", "Charizard"), ("mr mine", "Mr. Mime")],
+)
+def test_an_unknown_pokemon_is_answered_with_the_species_meant(name: str, meant: str) -> None:
+    assert pokedex.closest(name) == meant
+    assert pokedex.unknown(name) == f"unknown Pokémon {name!r} (did you mean {meant}?)"
+    with pytest.raises(ValidationError, match=rf"unknown Pokémon '{name}' \(did you mean {re.escape(meant)}\?\)"):
+        PokemonEncountered.model_validate({"trainer": {"name": "Sacha"}, "pokemon": {"name": name}})
+
+
+@pytest.mark.parametrize("name", ["Agumon", "", "x" * 10_000])
+def test_a_name_like_no_species_gets_no_guess(name: str) -> None:
+    assert pokedex.closest(name) is None
+    assert pokedex.unknown(name[:10]).endswith("(not among the 151 of the Pokédex)")
 
 
 def test_ids_derive_from_the_cause_so_a_replay_gives_the_same_ids() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from capture import tracking as timeline
 from capture.saga import CAPTURE
 from contracts import topics
 from contracts.events import EVENT_TYPES
-from tracker import timeline
 
 pytestmark = pytest.mark.no_database
 
@@ -63,4 +63,5 @@ def test_every_service_of_the_declaration_has_its_database_setting() -> None:
     from capture.settings import SERVICES, Settings
 
     assert SERVICES == ("status", "combat", "pokeball", "delivery")
-    assert all(f"{service}_db_url" in Settings.model_fields for service in SERVICES)
+    assert Settings.SERVICES == SERVICES  # what databases, POKESAGA_<SERVICE>_DB_URL and step_retry accept
+    assert Settings(databases={"pokeball": "sqlite:///pokeball.db"}).db_url("pokeball") == "sqlite:///pokeball.db"

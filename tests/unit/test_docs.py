@@ -15,10 +15,10 @@ from capture import docs
 from capture.cli import main
 from capture.saga import CAPTURE
 from contracts import jsonschema
+from tests.support import ROOT, doc_containing, doc_section
 
 pytestmark = pytest.mark.no_database
 
-README = Path(__file__).parents[2] / "README.md"
 
 # The compensation chains of DESIGN.md, written out by hand: failure → compensators, in order.
 CHAINS = {
@@ -81,9 +81,10 @@ def test_the_checked_in_docs_match_the_declaration(rendered: dict[str, str]) -> 
     assert not stale, f"docs/ drifted from capture/saga.py ({stale}): run 'pokesaga docs'"
 
 
-def test_the_readme_shows_the_diagram_as_generated(rendered: dict[str, str]) -> None:
+def test_the_docs_show_the_diagram_as_generated(rendered: dict[str, str]) -> None:
     block = f"```mermaid\n{rendered[docs.DIAGRAM]}```\n"
-    assert block in README.read_text(encoding="utf-8"), "README's mermaid block drifted: paste docs/choreography.mmd"
+    shown = doc_containing("```mermaid\n")
+    assert block in shown, "the mermaid block in docs/protocol.md drifted: paste docs/choreography.mmd"
 
 
 def test_rendering_is_deterministic(rendered: dict[str, str]) -> None:
@@ -231,15 +232,13 @@ def test_pokesaga_docs_writes_the_documents_and_prints_their_paths(
 
 def test_every_guarantee_in_the_readme_names_a_test_that_exists() -> None:
     """README's "Guarantees" table: each promise names the test that tries to falsify it."""
-    text = README.read_text()
-    section = text.split("## Guarantees, and where they live", 1)[1].split("\n## ", 1)[0]
+    section = doc_section("Guarantees, and where they live")
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| promise")]
     assert rows, "the Guarantees table is gone"
-    root = README.parent
     for row in rows:
         named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row)
         assert named, f"a promise with no test: {row[:80]}"
         for path, name in named:
-            source = root / path
+            source = ROOT / path
             found = source.exists() and re.search(rf"^(async )?def {name}\(", source.read_text(), re.M)
             assert found, f"README names {path}::{name}, which does not exist"

@@ -13,6 +13,7 @@ import trustme
 from capture.cli import main
 from capture.settings import Settings
 from engine.broker import kafka, security
+from tests.support import doc_section
 
 SECURED = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
 
@@ -134,8 +135,8 @@ def test_a_security_setting_that_cannot_work_is_one_line_naming_it(
     assert line in err
 
 
-def test_every_security_setting_is_in_the_readme_configuration_table() -> None:
-    table = (Path(__file__).parents[2] / "README.md").read_text().split("\n## Configuration\n", 1)[1]
+def test_every_security_setting_is_in_the_configuration_table() -> None:
+    table = doc_section("Configuration")
     names = [n for n in Settings.model_fields if n.startswith(("kafka_ssl_", "kafka_sasl_", "kafka_security_"))]
     assert len(names) == 9
     for name in names:
@@ -145,7 +146,7 @@ def test_every_security_setting_is_in_the_readme_configuration_table() -> None:
 def test_the_trackers_faust_app_gets_the_same_credentials(ca_file: Path) -> None:
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from tracker.app import faust_credentials
+    from engine.tracker.app import faust_credentials
 
     settings = Settings(
         kafka_security_protocol="SASL_SSL",

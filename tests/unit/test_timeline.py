@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from capture import tracking as timeline
 from capture.saga import CAPTURE
+from capture.tracking import MAX_EVENTS, NOTICE, REASONS, NotAnEvent
 from contracts import topics
 from contracts.events import EVENT_TYPES
 from engine.broker.unreadable import UNREADABLE_HEADER
@@ -16,8 +18,6 @@ from engine.retry import MAX_ATTEMPTS, RetryPolicy
 from engine.wire import notices as retrynotice
 from engine.wire.envelope import Envelope
 from tests.hostile import encode, envelope, nested
-from tracker import timeline
-from tracker.timeline import MAX_EVENTS, NOTICE, REASONS, NotAnEvent
 
 pytestmark = pytest.mark.no_database
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from capture import tracking as timeline
+from engine.tracker.changelog import ValueCodec
+from engine.tracker.figures import Freshness
+from engine.tracker.held import Held, Live, pack, unpack
+from engine.tracker.index import Index, Search
 from tests.unit.test_console import BROKE_FREE, DELIVERED, POPULATION, STUCK_AFTER, T0, indexed, saga
-from tracker import timeline
-from tracker.changelog import ValueCodec
-from tracker.figures import Freshness
-from tracker.held import Held, Live, pack, unpack
-from tracker.index import Index, Search
 
 pytestmark = pytest.mark.no_database
 

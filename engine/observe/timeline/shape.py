@@ -33,7 +33,11 @@ class SagaShape:
         self.types = saga.types
         self.outcomes = dict(outcome_states)  # outcome event → the state it ends in
         self.compensating = saga.compensating_types
-        self.states = ("running", "retrying", "compensating", "stuck", REFUSED, NEEDS_OPERATOR, *self.outcomes.values())
+        self.states = tuple(
+            dict.fromkeys(
+                ("running", "retrying", "compensating", "stuck", REFUSED, NEEDS_OPERATOR, *self.outcomes.values())
+            )
+        )  # two outcomes may end in one state
         self.next = saga.handled_by  # who acts next after each event: what a saga stopped there waits on
         self.participants = tuple(saga.participants)  # a timeline keeps a notice of each, at most
         self.compensators = frozenset(c.name for c in saga.compensations)

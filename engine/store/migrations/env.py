@@ -13,6 +13,7 @@ context.configure(
     version_table=config.attributes["version_table"],
     render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
     compare_type=True,
+    include_object=config.attributes.get("include_object"),  # a new revision: the service's own tables only
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 
 from engine.broker.topicids import Incarnations
 from engine.broker.unreadable import unreadable_reason
-from engine.events import Event
+from engine.events import Event, FailureEvent, out_of_bounds
 from engine.store import inbox
 from engine.store.parked import REBUILDING, WAITING, ParkedRecord
 from engine.wire.codec import BadRecord, decode_envelope, decode_event
@@ -91,7 +91,11 @@ def decode(ctx: Context, record: Record) -> Item:
             if known.topic != record.topic:
                 return Item(record, REJECT, reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
             return Item(record, SKIP)  # another participant on this topic handles it
-        return Item(record, APPLY, envelope, decode_event(envelope, ctx.types))
+        event = decode_event(envelope, ctx.types)
+        wrong = out_of_bounds(event, ctx.participant.steps) if isinstance(event, FailureEvent) else None
+        if wrong is not None and ctx.participant.steps:
+            return Item(record, REJECT, reason=f"invalid_data: {envelope.type}: {wrong}")
+        return Item(record, APPLY, envelope, event)
     except BadRecord as bad:
         return Item(record, REJECT, reason=bad.reason)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from engine.events import Event, FailureEvent
+from engine.events import Event, FailureEvent, attributed
 from engine.observe import tracing
 from engine.participant import UnitOfWork
 from engine.store import inbox
@@ -139,6 +139,7 @@ class Pass(ABC):
         ctx, rows = self.ctx, []
         on_the_topics = {e.id for e in ctx.recorded(cause)}  # a recorded decision is published already
         for event in produced:
+            event = attributed(event, ctx.participant.service)
             envelope = wrap(
                 event, saga_id=cause.sagaid, source=ctx.participant.source, causation_id=cause.id,
                 deadline=cause.sagadeadline, validate=False,  # the cause was validated, and so was the event

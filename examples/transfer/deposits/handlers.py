@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from engine import Event, UnitOfWork
+from engine import UnitOfWork
 from examples.transfer.deposits import model
 from examples.transfer.deposits.tables import DepositRecords
 from examples.transfer.events import DepositFailed, MoneyDeposited, MoneyWithdrawn
 
 
-def deposit(event: MoneyWithdrawn, uow: UnitOfWork[DepositRecords]) -> list[Event]:
+def deposit(event: MoneyWithdrawn, uow: UnitOfWork[DepositRecords]) -> list[MoneyDeposited | DepositFailed]:
     """Credit the account unless it is closed."""
     if model.is_closed(event.to_account):
         uow.records.add(saga_id=uow.saga_id, account_id=event.to_account, amount=event.amount,
                         outcome="failed:account_closed")  # fmt: skip
-        return [DepositFailed(**event.model_dump(), reason="account_closed", failed_step="deposits")]
+        return [DepositFailed.of(event, "account_closed")]
     account = uow.records.account(event.to_account, uow.settings.opening_balance)
     account.deposit(event.amount)
     uow.records.save(event.to_account, account)
     uow.records.add(saga_id=uow.saga_id, account_id=event.to_account, amount=event.amount, outcome="deposited")
     return [MoneyDeposited(**event.model_dump())]
-
-
-def give_up(event: MoneyWithdrawn, uow: UnitOfWork[DepositRecords], reason: str, detail: str) -> DepositFailed:
-    """The step could not be done (retries exhausted, non-retryable error): record it; nothing was credited."""
-    uow.records.add(saga_id=uow.saga_id, account_id=event.to_account, amount=event.amount, outcome=f"failed:{reason}")
-    return DepositFailed(**event.model_dump(), reason=reason, failed_step="deposits", detail=detail)
-
-
-HANDLERS = {"MoneyWithdrawn": deposit}

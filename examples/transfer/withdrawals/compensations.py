@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from engine import Event, Rejected, UnitOfWork
+from engine import Rejected, UnitOfWork
 from examples.transfer.events import TransferFailed, TransferFailure
 from examples.transfer.withdrawals.tables import WithdrawalRecords
 
 
-def undo_withdraw(event: TransferFailure, uow: UnitOfWork[WithdrawalRecords]) -> list[Event]:
+def undo_withdraw(event: TransferFailure, uow: UnitOfWork[WithdrawalRecords]) -> list[TransferFailed]:
     """Put the money back in the account it left, if it left; every failure ends here, once."""
     withdrawal = uow.records.get(uow.saga_id)
     if withdrawal is None:
@@ -19,7 +19,4 @@ def undo_withdraw(event: TransferFailure, uow: UnitOfWork[WithdrawalRecords]) ->
         uow.records.save(withdrawal["account_id"], account)
         uow.records.mark(uow.saga_id, "refunded")
         undone = (*undone, "withdrawals")
-    return [TransferFailed(**event.model_dump(exclude={"undone"}), undone=undone)]
-
-
-HANDLERS = {"DepositFailed": undo_withdraw, "WithdrawalFailed": undo_withdraw}
+    return [TransferFailed.of(event, undone=undone)]

@@ -52,14 +52,14 @@ def test_run_names_the_saga_services_when_given_another(capsys: pytest.CaptureFi
 
 
 def test_a_local_broker_is_asked_for_only_when_none_is_configured(capsys: pytest.CaptureFixture[str]) -> None:
-    asked: list[str] = []
+    asked: list[tuple[str, ...]] = []
 
     def local(settings: Settings) -> str | None:
-        asked.append(type(settings).__name__)
+        asked.append(settings.SERVICES)  # the saga's settings, bound to its services
         return None
 
     assert toy("start", '{"name": "a"}', local_broker=local) == 2
-    assert asked == ["Settings"]
+    assert asked == [tuple(TOY.services)]
     assert capsys.readouterr().err == "toy start: no broker: set KAFKA_BOOTSTRAP_SERVERS or run 'toy kafka start'\n"
 
 

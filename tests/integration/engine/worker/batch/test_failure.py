@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from engine import Event, UnitOfWork
 from engine.retry import RetryPolicy
 from engine.wire.deadletter import ATTEMPTS_HEADER, REASON_HEADER, dead_letters
 from tests import databases
-from tests.toy.events import FAILURES
+from tests.toy.events import FAILURES, ToyFailed, ToyFailure
 from tests.toy.handlers import do_second, undo_first
 from tests.toy.kit import (
     FAST,
@@ -128,9 +129,13 @@ async def test_a_compensation_that_keeps_failing_is_a_dead_letter_after_its_atte
 async def test_a_compensation_whose_own_event_is_invalid_is_a_dead_letter_at_once(settings: Settings) -> None:
     step = processor_for("first", settings)
     await applied(step, [Rec(asked("full-1", name="Ful").to_json())])
-    failed = second_failed("full-1", "Ful", undone=("second",) * 16)  # as many steps undone as an event may say
-    processor = processor_for("first.compensations", settings)
-    result = await applied(processor, [Rec(failed.to_json(), topic=FAILURES)])
+
+    def undo_too_much(event: ToyFailure, uow: UnitOfWork[Any]) -> list[Event]:
+        undo_first(event, uow)  # its undoing, to be rolled back with the attempt
+        return [ToyFailed.of(event, undone=("first",) * 17)]  # more than an event may say
+
+    processor = processor_for("first.compensations", settings, SecondFailed=undo_too_much)
+    result = await applied(processor, [Rec(second_failed("full-1", "Ful").to_json(), topic=FAILURES)])
     assert result.retries == [] and result.parked == 0
     (row,) = result.outbox
     headers = dict(row.headers)
@@ -142,6 +147,29 @@ async def test_a_compensation_whose_own_event_is_invalid_is_a_dead_letter_at_onc
     assert headers[ATTEMPTS_HEADER] == "1"
     assert list(result.operator) == ["full-1"]
     assert (tally(step, "Ful"), marked(step, "full-1")) == (1, "done")  # the undoing rolled back with the attempt
+
+
+@pytest.mark.parametrize(
+    ("failed_step", "undone", "reason"),
+    [
+        ("third", (), "failed_step 'third' is no step of the saga (first, second)"),
+        ("second", ("first", "zeroth"), "undone names 'zeroth', no step of the saga (first, second)"),
+        ("second", ("first", "second", "first"), "undone names 3 steps; the saga has 2"),
+    ],
+)
+async def test_a_failure_naming_steps_the_saga_does_not_have_is_a_dead_letter_and_undoes_nothing(
+    settings: Settings, failed_step: str, undone: tuple[str, ...], reason: str
+) -> None:
+    """The bounds of failed_step and undone come from the declaration: no event type spells them."""
+    step = processor_for("first", settings)
+    await applied(step, [Rec(asked("odd-1", name="Odd").to_json())])
+    failed = second_failed("odd-1", "Odd", undone=undone, failed_step=failed_step)
+    processor = processor_for("first.compensations", settings)
+    result = await applied(processor, [Rec(failed.to_json(), topic=FAILURES)])
+    (row,) = result.outbox
+    assert row.topic == dead_letters(FAILURES)
+    assert dict(row.headers)[REASON_HEADER] == f"invalid_data: SecondFailed: {reason}"
+    assert (tally(step, "Odd"), marked(step, "odd-1")) == (1, "done")  # nothing was undone
 
 
 async def test_a_compensation_for_a_saga_its_service_never_saw_is_a_dead_letter(settings: Settings) -> None:

@@ -5,14 +5,12 @@ and given once."""
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any
 
 from engine.observe.timeline import CONTROL, bad_saga_id, instant
-from engine.wire.text import saga_argument, saga_option
-from tracker.index import Search, decode_cursor
+from engine.tracker.index import Search, decode_cursor
 
-__all__ = ["Refused", "bad_query", "bad_saga_id", "bad_limit", "search", "commands"]
+__all__ = ["Refused", "bad_query", "bad_saga_id", "bad_limit", "search"]
 
 MAX_LIMIT = 1000
 MAX_SEARCH = 200
@@ -97,23 +95,3 @@ def _time(query: Any, name: str) -> float | None:
     if at == float("-inf"):
         raise Refused(f"{name} must be an RFC 3339 date-time (2026-12-03T14:00:00Z), got {shown(text)}")
     return at
-
-
-def commands(view: dict[str, Any], groups_down: set[str]) -> list[dict[str, str]]:
-    """The commands that help with this saga, shell-quoted, ready to copy."""
-    saga, option = saga_argument(view["saga_id"]), saga_option(view["saga_id"])
-    found = [{"label": "its timeline, read from the topics (no tracker needed)", "command": f"pokesaga trace {saga}"}]
-    if view["state"] in ("failed", "retrying", "stuck", "compensating", "refused", "needs_operator"):
-        found.append({"label": "what each service's database holds of it", "command": f"pokesaga inspect saga {saga}"})
-    for source in dict.fromkeys(d["source"] for d in view.get("dead_letters", [])):
-        topic = shlex.quote(source)
-        found.append(
-            {"label": f"its dead letters on {source}.dlq, once the cause is fixed: see them first",
-             "command": f"pokesaga dlq replay {topic} {option} --dry-run"}
-        )  # fmt: skip
-        found.append({"label": "then re-publish them", "command": f"pokesaga dlq replay {topic} {option}"})
-    waiting = view.get("waiting_on")
-    if waiting and waiting in groups_down:
-        service = waiting.split(".")[0]
-        found.append({"label": f"no {waiting} is consuming: start it", "command": f"pokesaga run {service}"})
-    return found

@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 
-from tracker.changelog import SagaTable
+from engine.tracker.changelog import SagaTable
 
 Restore = Callable[[Any, Any], dict[str, Any]]  # (stored value, key) -> a usable timeline
 

@@ -1,9 +1,11 @@
-"""``pokesaga trace SAGA_ID``: one saga's timeline in the terminal, read from the topics.
+"""A trace (``pokesaga trace SAGA_ID``): one saga's timeline in the terminal, read from the topics.
+``find`` and ``render`` take the saga's declaration (and what it shows beyond it, a ``Display``),
+as the tracker does: this module imports no saga.
 
 The same timeline the tracker serves, built by the same code, but straight from the
 topics: it needs no tracker running (the participants' retry notices included, so a saga
 retrying at a participant reads ``retrying``, attempt n of m). A record keyed with the saga's id
-that is no pokesaga event (see ``timeline.parse``) is skipped, and the count of them said in one
+that is no event of the saga (see ``Timelines.parse``) is skipped, and the count of them said in one
 line on stderr.
 """
 
@@ -14,26 +16,29 @@ import time
 from collections import Counter
 from typing import Any
 
-from capture.saga import CAPTURE
 from engine.broker import kafka
 from engine.observe.retries import attempts_text
+from engine.observe.timeline import NotAnEvent
+from engine.saga import Saga
+from engine.tracker.tracking import Display, Tracking
 from engine.wire.text import printable
-from tracker import timeline
-from tracker.timeline import NotAnEvent
 
 # Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, bidirectional overrides.
 
 
-async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, Any] | None:
-    """The saga's timeline view, or None when no topic holds an event of it.
+async def find(
+    saga: Saga, bootstrap: str, saga_id: str, stuck_after: float, display: Display | None = None
+) -> dict[str, Any] | None:
+    """The timeline view of saga ``saga_id`` of ``saga``, or None when no topic holds an event of it.
 
     Records of the saga that are no event are skipped; one line on stderr says how many."""
+    timeline = Tracking(saga, display).timelines
     found = timeline.new(saga_id)
     key = saga_id.encode("utf-8", "surrogateescape")  # the id as typed, whatever the terminal's bytes
     skipped: Counter[str] = Counter()
-    topics = list(CAPTURE.topics)
-    if await kafka.topic_exists(bootstrap, CAPTURE.retries_topic):  # created by a newer service
-        topics.append(CAPTURE.retries_topic)
+    topics = list(saga.topics)
+    if await kafka.topic_exists(bootstrap, saga.retries_topic):  # created by a newer service
+        topics.append(saga.retries_topic)
     async for record in kafka.scan_to_end(bootstrap, topics):
         if record.key != key:
             continue
@@ -54,15 +59,13 @@ async def find(bootstrap: str, saga_id: str, stuck_after: float) -> dict[str, An
     return timeline.view(found, time.time(), stuck_after) if found["events"] else None
 
 
-def render(view: dict[str, Any]) -> str:
-    """The view as a table; every value from an event is shown, never acted on by the terminal."""
+def render(saga: Saga, view: dict[str, Any], display: Display | None = None) -> str:
+    """The view (of a saga of ``saga``) as a table; every value from an event is shown, never acted
+    on by the terminal."""
+    summary = Tracking(saga, display).line(view)
     took = f" in {view['duration_ms']:.1f} ms" if view["duration_ms"] is not None else ""
     waiting = f", waiting on {view['waiting_on']}" if view["waiting_on"] else ""
-    lines = [
-        f"saga {view['saga_id']}: {view['state']}{took}{waiting}",
-        f"trainer {view['trainer'] or '?'}, {view['pokemon'] or '?'}",
-        "",
-    ]
+    lines = [f"saga {view['saga_id']}: {view['state']}{took}{waiting}", *([summary] if summary else []), ""]
     rows: list[tuple[str, ...]] = [("time", "event", "service", "topic", "detail")]
     for e in view["events"]:
         detail = " · ".join(
@@ -77,7 +80,7 @@ def render(view: dict[str, Any]) -> str:
         rows.append((str(e.get("time") or ""), e["type"], e["service"], e["topic"], detail))
     rows = [tuple(printable(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines[:2] = [printable(line) for line in lines[:2]]
+    lines = [printable(line) for line in lines]  # the head: the id, the summary from the start event
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
     notice = view.get("retrying")
     if notice:

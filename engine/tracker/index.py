@@ -31,7 +31,7 @@ from engine.observe.timeline import (
     last_progress,
     next_attempt,
 )
-from tracker.figures import Latencies, Recent
+from engine.tracker.figures import Latencies, Recent
 
 SEPARATOR = "\x00"  # in no searched field (a timeline's strings have no NUL) and in no search
 NO_START = -math.inf

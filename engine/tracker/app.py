@@ -1,12 +1,18 @@
-"""The tracker: a faust-streaming app that reads every capture topic and keeps, per saga, its
-timeline, its state and its end-to-end latency. It observes only: it never publishes a command.
-It also reads the participants' retry notices (``capture.retries``): a saga whose next
-participant says it failed and will try again is ``retrying``, attempt n of m.
+"""The tracker: a faust-streaming app that reads every topic of the saga it is handed and keeps,
+per saga, its timeline, its state and its end-to-end latency. It observes only: it never publishes
+a command. It also reads the participants' retry notices (the saga's retries topic): a saga whose
+next participant says it failed and will try again is ``retrying``, attempt n of m.
 
-Its table lives in memory and in its changelog topic (``pokesaga-tracker-sagas-changelog``):
+It imports no saga: ``run(saga, settings, display)`` and ``create_app`` take the declaration (and
+what a saga shows beyond it, ``tracking.Display``), and everything saga-specific is built from them
+once per app (``tracking.Tracking``): the topics it reads, the graph on its page, its app id
+(``<saga name>-tracker``, the consumer group) and its changelog.
+
+Its table lives in memory and in its changelog topic (``<saga name>-tracker-sagas-changelog``):
 a restarted tracker recovers the table from the changelog, then goes on from its committed
 offsets, and serves the same timelines. A saga's changelog record is written once per commit,
-before the offsets (``tracker.held``), and a finished saga's timeline is held packed. It serves, on ``tracker_port``:
+before the offsets (``engine.tracker.held``), and a finished saga's timeline is held packed.
+It serves, on ``tracker_port``:
 
 - ``GET /``: the web page (recent sagas, filter by state, a timeline per saga);
 - ``GET /overview``: the choreography with its live figures, and how far behind its topics the
@@ -18,7 +24,7 @@ before the offsets (``tracker.held``), and a finished saga's timeline is held pa
   latency, staleness, records skipped by reason, changelog entries skipped on recovery by reason.
 
 A record it cannot place in a timeline (see ``timeline.parse``) is skipped and counted; a
-changelog record that makes no table entry (see ``tracker.changelog``) is skipped on recovery and
+changelog record that makes no table entry (see ``engine.tracker.changelog``) is skipped on recovery and
 counted; a timeline its table holds is restored (``timeline.restore``) before it is used, so
 nothing on the topics or in the changelog can stop it observing or serving.
 
@@ -41,20 +47,19 @@ from typing import Any, cast
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from capture.saga import CAPTURE
-from capture.settings import Settings
 from engine.broker import kafka, security, unreadable
-from engine.observe import flow
-from engine.observe.timeline import WAITING_STATES
-from engine.wire.deadletter import dead_letters, is_republish_marker
+from engine.observe.timeline import NOTICE, REASONS, WAITING_STATES, NotAnEvent, duration_ms
+from engine.saga import Saga
+from engine.settings import Settings
+from engine.tracker import api
+from engine.tracker.broker import Broker, shown
+from engine.tracker.changelog import SagaTable
+from engine.tracker.figures import Freshness
+from engine.tracker.held import Held, WriteAtCommit
+from engine.tracker.index import Index
+from engine.tracker.tracking import Display, Tracking
+from engine.wire.deadletter import is_republish_marker
 from engine.wire.notices import rfc3339_from_epoch
-from tracker import api, timeline
-from tracker.broker import Broker, shown
-from tracker.changelog import SagaTable
-from tracker.figures import Freshness
-from tracker.held import Held, WriteAtCommit
-from tracker.index import Index
-from tracker.timeline import REASONS, STATES, NotAnEvent
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +93,18 @@ skipped = Counter(
 for _reason in REASONS:
     skipped.labels(_reason)  # every reason served from the start, at 0
 
-APP_ID = "pokesaga-tracker"
-INTERNAL_TOPICS = (f"{APP_ID}-sagas-changelog",)  # the table's changelog (faust names it so)
-GRAPH = flow.graph(CAPTURE)
-DEAD_LETTER_TOPICS = tuple(dead_letters(t) for t in CAPTURE.consumed)
 RECONCILE_EVERY = 30.0  # seconds between full comparisons of the index with the table
 
 
 @functools.cache
-def _page() -> str:
-    """The page, its legend filled in from the saga's declaration (script-safe JSON)."""
-    chain = {
-        "states": list(timeline.STATES),
-        "failures": sorted({cls.__name__ for step in CAPTURE.steps for cls in step.fails_with}),
-        "compensations": sorted(timeline.COMPENSATING - {cls.__name__ for s in CAPTURE.steps for cls in s.fails_with}),
-        "outcomes": sorted(timeline.OUTCOMES),
-    }
-    text = json.dumps(chain).replace("<", "\\u003c")
-    page = resources.files("tracker").joinpath("page.html").read_text()
-    return page.replace('/*CHAIN*/{"states": [], "failures": [], "compensations": [], "outcomes": []}', text)
+def _template() -> str:
+    return resources.files("engine.tracker").joinpath("page.html").read_text()
+
+
+def page_for(tracking: Tracking) -> str:
+    """The page, its legend and columns filled in from the saga's declaration (script-safe JSON)."""
+    text = json.dumps(tracking.chain).replace("<", "\\u003c")
+    return _template().replace("/*CHAIN*/null", text)
 
 
 def milliseconds(seconds: float | None) -> float | None:
@@ -129,12 +127,18 @@ def faust_credentials(options: dict[str, Any]) -> faust.types.auth.CredentialsT 
     return None
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(saga: Saga, settings: Settings, display: Display | None = None) -> faust.App:
+    """The tracker of ``saga``, as a faust app (``run`` runs it); ``display`` is what it shows of
+    the saga beyond its declaration (see ``tracking.Display``: every part has a default)."""
+    tracking = Tracking(saga, display)
+    timeline = tracking.timelines
+    dead_letter_topics = frozenset(tracking.dead_letter_topics)
+    html = page_for(tracking)
     unreadable.install()  # before any consumer: a record the client cannot read comes out marked
     brokers = [f"kafka://{server}" for server in settings.bootstrap.split(",")]
-    replication = settings.replication_factor or 1  # resolved by the caller (see cli check_replication)
+    replication = settings.replication_factor or 1  # resolved by the caller (capture's check_replication, __main__)
     app = faust.App(
-        APP_ID,
+        tracking.app_id,
         broker=brokers,
         broker_credentials=faust_credentials(security.options_for(settings.bootstrap)),
         store="memory://",
@@ -167,16 +171,14 @@ def create_app(settings: Settings) -> faust.App:
         ),
     )
     source = app.topic(
-        *CAPTURE.topics,
-        CAPTURE.retries_topic,
-        *DEAD_LETTER_TOPICS,
+        *tracking.topics,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
     )
-    index = Index(timeline.TIMELINES, settings.stuck_after)
-    broker = Broker(settings.bootstrap, CAPTURE.groups)
+    index = Index(timeline, settings.stuck_after)
+    broker = Broker(settings.bootstrap, saga.groups)
 
     held = Held(sagas, lambda stored, key: timeline.restore(stored, key, now=time.time()))
     app.sensors.add(WriteAtCommit(held))
@@ -185,7 +187,7 @@ def create_app(settings: Settings) -> faust.App:
     def place(message: Any, value: bytes | None) -> None:
         """Add one record to its saga's timeline, and count it; NotAnEvent when it has no place."""
         topic, partition, now = message.topic, message.partition, time.time()
-        letter = topic in DEAD_LETTER_TOPICS
+        letter = topic in dead_letter_topics
         if letter and is_republish_marker(message.headers, value):
             return  # a republish's note that a dead letter was re-published: no dead letter
         if letter:
@@ -201,14 +203,14 @@ def create_app(settings: Settings) -> faust.App:
             return  # the same event or dead letter again (a re-publication): nothing new
         current = held.put(saga_id, current, partition)
         kind = None if letter else entry["type"]  # a dead letter is no event: it has no type
-        fresh = [e for e in current["events"] if e["id"] == entry["id"]] if kind not in (None, timeline.NOTICE) else []
+        fresh = [e for e in current["events"] if e["id"] == entry["id"]] if kind not in (None, NOTICE) else []
         index.put(current, fresh)
         indexed.add(saga_id)
-        if kind == timeline.TIMELINES.start:
+        if kind == timeline.start:
             started.inc()
-        elif kind in timeline.OUTCOMES:
+        elif kind in timeline.outcomes:
             completed.labels(kind).inc()
-            took = timeline.duration_ms(current)
+            took = duration_ms(current)
             if took is not None and took >= 0:
                 latency.observe(took / 1000)
 
@@ -297,7 +299,7 @@ def create_app(settings: Settings) -> faust.App:
     # route added first is the one served (and aiohttp refuses a second "/" right after a first).
     @app.page("/")
     async def page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.html(_page())
+        return web.html(html)
 
     def refused(web: faust.web.View, why: str, status: int = 400) -> faust.web.Response:
         return web.json({"error": why}, status=status)
@@ -307,12 +309,12 @@ def create_app(settings: Settings) -> faust.App:
         why = api.bad_query(request.query, ())
         if why is not None:
             return refused(web, why)
-        return web.json(overview_of(index, broker, time.time()) | {"read": freshness.figures()})
+        return web.json(overview_of(tracking, index, broker, time.time()) | {"read": freshness.figures()})
 
     @app.page("/sagas")
     async def list_sagas(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         try:
-            query = api.search(request.query, STATES, timeline.FIELDS)
+            query = api.search(request.query, timeline.states, tracking.fields)
         except api.Refused as why:
             return refused(web, str(why))
         return web.json(index.search(query, time.time()))
@@ -333,7 +335,7 @@ def create_app(settings: Settings) -> faust.App:
         if isinstance(found, str):
             return refused(web, found, status=404 if found.startswith("no saga") else 400)
         down = {g for g, figures in broker.lag.items() if figures["members"] == 0}
-        return web.json(found | {"commands": api.commands(found, down)})
+        return web.json(found | {"commands": tracking.commands(found, down)})
 
     @app.page("/sagas/{saga_id}/records")
     async def records(web: faust.web.View, request: faust.web.Request, saga_id: str) -> faust.web.Response:
@@ -363,7 +365,7 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def overview_of(index: Index, broker: Broker, now: float) -> dict[str, Any]:
+def overview_of(tracking: Tracking, index: Index, broker: Broker, now: float) -> dict[str, Any]:
     """``GET /overview``: the choreography from the declaration, with the live figures on it."""
     figures = index.overview(now)
     per_minute = figures.pop("per_minute")
@@ -373,17 +375,18 @@ def overview_of(index: Index, broker: Broker, now: float) -> dict[str, Any]:
     }
     return {
         "at": rfc3339_from_epoch(now),
-        "nodes": GRAPH["nodes"],
-        "edges": [edge | {"per_minute": per_minute.get(edge["event"], 0)} for edge in GRAPH["edges"]],
+        "saga": tracking.saga.name,
+        "nodes": tracking.graph["nodes"],
+        "edges": [edge | {"per_minute": per_minute.get(edge["event"], 0)} for edge in tracking.graph["edges"]],
         "participants": participants,
         "lag": {"read_at": broker.read_at, "error": broker.error},
         **figures,
     }
 
 
-def run(settings: Settings) -> int:
-    """Run the tracker in the foreground until SIGTERM or Ctrl-C."""
-    app = create_app(settings)
+def run(saga: Saga, settings: Settings, display: Display | None = None) -> int:
+    """Run the tracker of ``saga`` in the foreground until SIGTERM or Ctrl-C."""
+    app = create_app(saga, settings, display)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -1,1 +1,0 @@
-"""The saga tracker: a read model of every saga, built only by reading the topics."""
