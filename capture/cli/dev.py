@@ -180,7 +180,7 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.rate is not None and args.rate <= 0:
         raise Usage("pokesaga bench: --rate must be above 0")
     if args.db == "postgres" and not all(
-        getattr(settings, f"{s}_db_url") for s in ("status", "combat", "pokeball", "delivery")
+        settings.databases.get(s) for s in ("status", "combat", "pokeball", "delivery")
     ):
         raise Usage("pokesaga bench: --db postgres needs POKESAGA_<SERVICE>_DB_URL set for each of the four services")
     options = Options(

@@ -46,7 +46,7 @@ def cmd_start(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     from capture.starter import Outcome
 
     if pokedex.lookup(args.pokemon) is None:
-        raise Usage(f"pokesaga start: unknown Pokémon {cut(args.pokemon)!r} (not among the 151 of the Pokédex)")
+        raise Usage(f"pokesaga start: {pokedex.unknown(args.pokemon, shown=cut(args.pokemon))}")
     pokemon = {"name": args.pokemon, "level": args.level, "hp": args.hp, "max_hp": args.max_hp, "status": args.status}
     trainer = {"name": args.trainer, "lead": {"name": args.lead, "level": args.lead_level}}
     try:

@@ -186,8 +186,8 @@ def check_databases(settings: Settings, services: Iterable[str], args: argparse.
 
     for service in services:
         url = settings.db_url(service)
-        override = getattr(settings, f"{service}_db_url")
-        name = f"POKESAGA_{service.upper()}_DB_URL" if override else setting_name("data_dir", args)
+        override = settings.database_setting(service)  # the variable that named it, if any
+        name = override or setting_name("data_dir", args)
         sqlite = make_url(url).get_backend_name() == "sqlite"
         if sqlite and not override:
             check_data_dir(settings.data_dir, name, create)

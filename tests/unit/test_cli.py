@@ -29,6 +29,7 @@ ROOT = Path(__file__).parents[2]
         (["frobnicate"], "invalid choice"),
         (["start", "--trainer", "Sacha", "--pokemon"], "--pokemon"),
         (["start", "--pokemon", "Agumon", "--trainer", "Sacha"], "unknown Pokémon"),
+        (["start", "--pokemon", "Mewtoo", "--trainer", "Sacha"], "unknown Pokémon 'Mewtoo' (did you mean Mewtwo?)"),
         (["start", "--pokemon", "Mew", "--trainer", "Sacha", "--level", "abc"], "whole number"),
         (["start", "--pokemon", "Mew", "--trainer", "Sacha", "--level", "101"], "less than or equal to 100"),
         (["start", "--pokemon", "Mew", "--trainer", ""], "at least 1 character"),
