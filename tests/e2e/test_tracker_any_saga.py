@@ -1,5 +1,5 @@
-"""The tracker takes the saga it is handed: run on the transfer example (``python -m engine.tracker
-examples.transfer.saga:TRANSFER``, no Pokémon anywhere), it draws that saga's choreography and
+"""The tracker takes the saga it is handed: run on the transfer example (``python -m examples.transfer run
+tracker``, no Pokémon anywhere), it draws that saga's choreography and
 counts its outcomes under the states its declaration gives them (succeeded, failed).
 
 The module runs on a broker of its own, so what the tracker counts is exactly what it started.
@@ -33,7 +33,8 @@ pytestmark = pytest.mark.no_database  # the tracker reads topics only: once, on 
 
 
 class Tracker:
-    """``python -m engine.tracker examples.transfer.saga:TRANSFER``, in a process of its own."""
+    """``python -m examples.transfer run tracker`` (the engine's verb, for the saga it is handed), in a
+    process of its own."""
 
     def __init__(self, bank: Bank, port: int) -> None:
         log = bank.settings.data_dir / "logs" / "tracker.log"
@@ -42,7 +43,7 @@ class Tracker:
         self.port = port
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "engine.tracker", "examples.transfer.saga:TRANSFER"],
+                [sys.executable, "-m", "examples.transfer", "run", "tracker"],
                 env=bank.env(POKESAGA_TRACKER_PORT=str(port), POKESAGA_STUCK_AFTER="600"),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
