@@ -14,7 +14,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import replace
 
-from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
+from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -111,22 +111,21 @@ async def prepare_rebuild(
     return found
 
 
-async def _never_read(bootstrap: str, group: str, patience: float = 10) -> bool:
+async def _never_read(bootstrap: str, group: str, patience: float = 30) -> bool:
     """The consumer group has never been used: no member, no committed offset (Kafka calls it Dead).
 
     On a new broker no group has a coordinator until the offsets topic is made (the first request for
-    one makes it): that is waited for, up to ``patience`` seconds."""
+    one makes it) and loaded: an error is asked again, up to ``patience`` seconds; then it is not
+    known, and the warning a rebuild gives is the safe thing to say."""
     until = asyncio.get_running_loop().time() + patience
     while True:
         try:
             state, members = await kafka.group_state(bootstrap, group)
-        except GroupCoordinatorNotAvailableError:
+        except KafkaError:
             if asyncio.get_running_loop().time() < until:
                 await asyncio.sleep(0.5)
                 continue
             return False
-        except KafkaError:
-            return False  # not known: the warning a rebuild gives is the safe thing to say
         return state == "Dead" and members == 0
 
 
