@@ -13,8 +13,8 @@ import pytest
 
 from capture.saga import CAPTURE
 from capture.settings import Settings
-from devtools.broker import LocalKafka, provisioned
 from engine.broker import kafka
+from engine.local.broker import LocalKafka, provisioned
 from tests import databases
 
 # The suites share brokers, and their services start on new databases: by default a new database

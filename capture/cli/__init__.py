@@ -1,8 +1,9 @@
 """The ``pokesaga`` command line: the engine's verbs for the capture saga (engine.cli), and its own.
 
 Its own, by group: sagas (start with the Pokédex's flags, inspect trainer) · services (run null-relay.N,
-the bench's chain) · dev (kafka, demo, bench) · documents (schemas, docs). Nothing of devtools is imported
-unless the command needs it (the local broker: only when KAFKA_BOOTSTRAP_SERVERS is unset).
+the bench's chain) · dev (kafka, demo, bench) · documents (schemas, docs). Nothing of the bench (bench) or of
+the local broker (engine.local) is imported unless the command needs it (the local broker: only when
+KAFKA_BOOTSTRAP_SERVERS is unset).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from engine.cli.verb import Cli, Verb
 
 def local_broker(settings: Settings) -> str | None:
     """The address of the local broker (or cluster) of ``pokesaga kafka start``, while it runs; else None."""
-    from devtools.broker import LocalKafka
+    from engine.local.broker import LocalKafka
 
     with broker_errors():
         return LocalKafka.running(settings.kafka_cache_dir).address()
@@ -25,7 +25,7 @@ def local_broker(settings: Settings) -> str | None:
 @contextmanager
 def broker_errors() -> Iterator[None]:
     """A local broker that cannot start, or answer: one line, exit code 1."""
-    from devtools.broker import BrokerError
+    from engine.local.broker import BrokerError
 
     try:
         yield
@@ -103,7 +103,7 @@ def cmd_kafka(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
 
 
 def kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from devtools.broker import LocalKafka
+    from engine.local.broker import LocalKafka
 
     if args.brokers < 1:
         raise Usage("pokesaga kafka: --brokers must be 1 or more")
@@ -124,8 +124,8 @@ def kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
-    from devtools.broker import provisioned
-    from devtools.demo import run_demo
+    from capture.demo import run_demo
+    from engine.local.broker import provisioned
 
     stop_on_sigterm()
 
@@ -141,10 +141,10 @@ def cmd_bench(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
 
 
 def bench(args: argparse.Namespace, settings: Settings) -> int:
-    from devtools.bench import Options, run
+    from bench.load import Options, run
 
     if args.peer:
-        from devtools import peers
+        from bench import peers
 
         if args.console or args.failover or args.null_relay or args.stall_one or args.rate is not None:
             raise Usage("pokesaga bench: --peer runs the services at a concurrency: not with --console, "
@@ -153,7 +153,7 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
         if needs:
             raise Usage(needs)
     if args.console:
-        from devtools import consolebench
+        from bench import console
 
         if args.null_relay or args.compare_null or args.stall_one or args.failover:
             raise Usage(
@@ -165,9 +165,9 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
         stop_on_sigterm()
         partitions = args.bench_partitions or args.partitions or settings.partitions
         live = settings.model_copy(update={"partitions": partitions})
-        return consolebench.run(live, args.sagas or 100_000, args.rate)  # --rate: published while it reads
+        return console.run(live, args.sagas or 100_000, args.rate)  # --rate: published while it reads
     if args.failover:
-        from devtools import failover
+        from bench import failover
 
         stop_on_sigterm()
         return failover.run(settings, max(1, args.rounds), args.static_membership)

@@ -21,7 +21,7 @@ def cmd_run(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_relay(target: str, settings: Settings) -> int:
-    from devtools.relay import CHAIN, run_chain
+    from bench.relay import CHAIN, run_chain
     from engine.observe import health
 
     hop = target.removeprefix("null-relay.")

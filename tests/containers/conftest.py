@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.broker import free_port
+from engine.local.broker import free_port
 from tests.containers.stack import ROOT, Stack, run
 
 PORTS = ("HOST_PORT_KAFKA", "HOST_PORT_POSTGRES", "HOST_PORT_TRACKER", "HOST_PORT_PROMETHEUS")

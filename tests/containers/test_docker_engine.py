@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devtools.broker import docker_available, free_port
+from engine.local.broker import docker_available, free_port
 
 
 def pokesaga(engine: dict[str, str], tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

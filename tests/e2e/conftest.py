@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaProducer
 
 from capture import views
 from capture.bootstrap import GROUP_TOPICS
+from capture.processes import ServiceProcess, settings_env, stop_all
 from capture.settings import SERVICES, Settings
 from contracts.events import Pokemon, Status
 from contracts.rng import saga_rng
-from devtools.processes import ServiceProcess, settings_env, stop_all
 from engine.broker import kafka
 from services.combat.model import false_swipe
 from services.pokeball.model import shakes

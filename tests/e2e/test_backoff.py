@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from capture.processes import ServiceProcess
 from capture.settings import Settings
 from capture.starter import publish, start_event
-from devtools.broker import free_port
-from devtools.processes import ServiceProcess
+from engine.local.broker import free_port
 from tests.conftest import new_broker
 from tests.databases import database_urls, rows
 from tests.support import eventually, http_get

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from capture.processes import settings_env
 from capture.settings import Settings
-from devtools.processes import settings_env
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import bench_figures

@@ -2,7 +2,7 @@
 and a wrong password or an untrusted certificate is one clear line and a non-zero exit, at once.
 
 The module runs a local broker of its own with a SASL_SSL listener (SCRAM-SHA-512, a CA made
-for the run): see devtools.secured."""
+for the run): see engine.local.secured."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 import trustme
 
 from capture.settings import Settings
-from devtools.broker import LocalKafka, free_port
-from devtools.secured import SecuredListener
 from engine.broker import kafka, security
+from engine.local.broker import LocalKafka, free_port
+from engine.local.secured import SecuredListener
 from tests import databases
 from tests.e2e.conftest import CERTAIN, cluster, pokesaga
 from tests.support import eventually, http_get

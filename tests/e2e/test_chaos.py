@@ -23,7 +23,7 @@ from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from devtools.broker import free_port
+from engine.local.broker import free_port
 from engine.wire.envelope import Envelope
 from tests.databases import rows
 from tests.e2e.conftest import GROUPS, Cluster, cluster

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from capture.processes import settings_env
 from capture.settings import Settings
-from devtools.broker import free_port
-from devtools.processes import settings_env
 from engine import faults
+from engine.local.broker import free_port
 
 pytestmark = pytest.mark.no_database  # every test brings its own database URL, or none
 

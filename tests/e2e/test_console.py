@@ -22,7 +22,7 @@ import pytest
 
 from capture.saga import CAPTURE
 from capture.starter import publish, start_event
-from devtools.broker import free_port
+from engine.local.broker import free_port
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, breaking_free, cluster
 from tests.e2e.test_tracker import ARTIFACTS, Tracked, chromium, linear

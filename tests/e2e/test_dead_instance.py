@@ -21,9 +21,9 @@ from aiokafka.errors import KafkaError
 from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from devtools.broker import free_port
 from engine import faults
 from engine.broker import kafka
+from engine.local.broker import free_port
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster

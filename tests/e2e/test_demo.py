@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from capture.processes import settings_env
 from capture.settings import Settings
-from devtools.processes import settings_env
 from tests import databases
 
 

@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 
 from capture import views
+from capture.processes import ServiceProcess
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from capture.starter import publish, start_event
 from contracts import topics
-from devtools.processes import ServiceProcess
 from engine.broker import kafka
 from engine.wire.envelope import Envelope, caused_id, legacy_caused_id
 from tests import databases

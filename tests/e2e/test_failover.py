@@ -27,8 +27,8 @@ import pytest
 from capture.saga import CAPTURE
 from capture.starter import TopicWatcher, publish
 from contracts import topics
-from devtools.broker import LocalKafka
 from engine.broker import kafka
+from engine.local.broker import LocalKafka
 from tests.conftest import new_cluster
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_chaos import Disruptor, FollowUp, monkey, run_under, sagas

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from capture.processes import ServiceProcess
 from capture.settings import Settings
-from devtools.broker import LocalKafka, chosen_broker, free_port
-from devtools.processes import ServiceProcess
+from engine.local.broker import LocalKafka, chosen_broker, free_port
 from tests.databases import with_databases
 from tests.support import eventually, http_get
 

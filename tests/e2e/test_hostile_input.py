@@ -31,8 +31,8 @@ from capture.saga import CAPTURE
 from capture.settings import SERVICES
 from capture.starter import start_event
 from contracts import topics
-from devtools.broker import free_port
 from engine.broker import kafka
+from engine.local.broker import free_port
 from engine.wire.envelope import start_event_id
 from engine.worker import rebuild as history
 from tests import hostile

@@ -12,7 +12,7 @@ import pytest
 from capture.settings import SERVICES
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from devtools.broker import free_port
+from engine.local.broker import free_port
 from tests.e2e.conftest import CERTAIN, GROUPS, HARD, Cluster, breaking_free, cluster, produce_raw
 from tests.support import caught_up, doc_containing, eventually, metric_samples, total
 

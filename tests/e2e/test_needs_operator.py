@@ -18,7 +18,7 @@ from capture.settings import Settings
 from capture.starter import Outcome, TopicWatcher, publish, start_event
 from contracts import topics
 from contracts.events import PokemonFainted
-from devtools.broker import free_port
+from engine.local.broker import free_port
 from engine.store.db import make_engine
 from engine.wire.deadletter import ATTEMPTS_HEADER, REASON_HEADER
 from engine.wire.envelope import wrap

@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 
 from capture.bootstrap import PARTICIPANTS
+from capture.processes import ServiceProcess
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import publish, start_event
 from contracts import topics
 from contracts.events import CaptureFailed, ParalysisFailed, PokemonEncountered, Step
-from devtools.broker import free_port
-from devtools.processes import ServiceProcess
+from engine.local.broker import free_port
 from engine.wire import notices as retrynotice
 from engine.wire.envelope import Envelope, wrap
 from engine.worker import rebuild as history

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from capture.processes import ServiceProcess
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import TopicWatcher, publish, start_event
 from capture.tracking import INTERNAL_TOPICS
-from devtools.broker import LocalKafka, free_port
-from devtools.processes import ServiceProcess
 from engine.broker import kafka
+from engine.local.broker import LocalKafka, free_port
 from tests.conftest import new_cluster
 from tests.e2e.conftest import CERTAIN, cluster
 from tests.e2e.test_configuration import pokesaga, refused, user_env

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from capture.processes import ServiceProcess
 from capture.saga import CAPTURE
 from capture.starter import TopicWatcher, publish, start_event
 from capture.tracking import APP_ID, DEAD_LETTER_TOPICS, instant
 from contracts import topics
-from devtools.broker import free_port
-from devtools.processes import ServiceProcess
+from engine.local.broker import free_port
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, HARD, Cluster, breaking_free, cluster, hand_written, pokesaga, produce_raw
 from tests.support import Samples, caught_up, eventually, http_get, metric_samples

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from devtools.broker import free_port
+from engine.local.broker import free_port
 from engine.observe import flow
 from examples.transfer.saga import TRANSFER
 from examples.transfer.settings import SERVICES, Settings

@@ -16,8 +16,8 @@ import pytest
 
 from capture.starter import TopicWatcher, publish, start_event
 from contracts import topics
-from devtools.broker import free_port
 from engine.broker import kafka
+from engine.local.broker import free_port
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, Cluster, cluster
 from tests.support import eventually, http_get, metric_samples

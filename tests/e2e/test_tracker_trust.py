@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from capture.processes import stop_all
 from capture.settings import Settings
 from capture.tracking import INTERNAL_TOPICS
 from contracts import topics
-from devtools.broker import free_port
-from devtools.processes import stop_all
 from engine.broker import kafka
+from engine.local.broker import free_port
 from engine.ops import deadletters
 from engine.wire.deadletter import DLQ_HEADER_PREFIX, dead_letters
 from tests.conftest import new_broker

@@ -19,9 +19,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import BigInteger, Boolean, Engine, Integer, String, insert, inspect, text
 
 from capture.bootstrap import open_database
+from capture.processes import settings_env
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
-from devtools.processes import settings_env
 from engine.store import migrate
 from engine.store.db import METADATA as ENGINE_TABLES
 from tests import databases

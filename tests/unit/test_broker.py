@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from capture.settings import Settings
-from devtools.broker import BrokerError, LocalKafka, _cluster_id, chosen_broker, free_port, provisioned
+from engine.local.broker import BrokerError, LocalKafka, _cluster_id, chosen_broker, free_port, provisioned
 
 DASH = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # URL-safe base64 of a first byte 0xF8..0xFB is '-'
 PLAIN = uuid.UUID("6f1c2b8e-52a4-4bd2-8f0c-3d5b1f0c1a77")

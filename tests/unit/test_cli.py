@@ -205,30 +205,32 @@ from capture.entry import main
 try:
     code = main()
 finally:
-    print(sorted(name for name in sys.modules if name.split(".")[0] == "devtools"))
+    print(sorted(n for n in sys.modules if n.split(".")[0] == "bench" or n.split(".")[:2] == ["engine", "local"]))
 sys.exit(code)
 """
 
 
 @pytest.mark.parametrize("argv", [["run", "status"], ["run", "compensations.combat"], ["--help"], ["db", "--help"]])
-def test_the_product_cli_imports_nothing_of_devtools_unless_the_command_needs_it(
+def test_the_product_cli_imports_neither_the_bench_nor_the_local_broker_unless_the_command_needs_it(
     argv: list[str], tmp_path: Path
 ) -> None:
     """``pokesaga run status`` with a broker configured: parsed, settings read, databases and port checked,
-    the service resolved and handed to the loop — and no devtools module (bench, local broker) imported."""
+    the service resolved and handed to the loop — and no module of the bench (bench) or of the local broker
+    (engine.local) imported."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "POKESAGA_DATA_DIR": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-c", AS_FAR_AS_THE_LOOP, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-    *said, devtools = done.stdout.splitlines()
-    assert devtools == "[]"
+    *said, development = done.stdout.splitlines()
+    assert development == "[]"
     if argv[0] == "run":
         assert said == ["handed to the loop"]
 
 
 def test_without_a_broker_configured_run_looks_for_the_local_one() -> None:
-    """The one case ``run`` needs devtools: KAFKA_BOOTSTRAP_SERVERS unset, it asks for the local broker's address."""
+    """The one case ``run`` needs the local broker (engine.local): KAFKA_BOOTSTRAP_SERVERS unset, it asks for its
+    address."""
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["POKESAGA_KAFKA_CACHE_DIR"] = "/nonexistent/pokesaga-kafka"
     done = subprocess.run(

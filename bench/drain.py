@@ -1,6 +1,6 @@
 """How long a participant takes to apply a backlog of parked records (what queued during a rebuild).
 
-    python -m devtools.drainbench 10000 100000 [--data-dir DIR]
+    python -m bench.drain 10000 100000 [--data-dir DIR]
 
 For each count: a new pokeball database on SQLite, that many records parked (one saga each, as a
 rebuild parks what queued), then the loop's own calls until none is left — ``parked_records``

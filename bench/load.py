@@ -3,7 +3,7 @@
 Services run as separate processes (``--instances`` each); a driver publishes start events
 at a target concurrency or rate and times each saga from publish to outcome. Per-step
 figures come from each process's ``/metrics``; CPU and memory from ``/proc``. One JSON line.
-``--stall-one`` (one saga's step stalls: do the others wait?) is in ``devtools/stall.py``.
+``--stall-one`` (one saga's step stalls: do the others wait?) is in ``bench/stall.py``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import storage
+from bench.relay import CHAIN
 from capture.bootstrap import GROUP_TOPICS
+from capture.processes import ServiceProcess, stop_all
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from capture.starter import Outcome, TopicWatcher, start_event
 from contracts import topics
-from devtools import storage
-from devtools.broker import free_port, provisioned
-from devtools.processes import ServiceProcess, stop_all
-from devtools.relay import CHAIN
 from engine.broker import kafka
+from engine.local.broker import free_port, provisioned
 from engine.wire.envelope import Envelope
 
 RELAY_GROUPS = {f"null-relay.{source}": [source] for source in CHAIN[:-1]}
@@ -49,10 +49,10 @@ class Options:
     db: str = "sqlite"
     failure_mix: float = 0.0
     warmup: int = 100
-    stall_one: bool = False  # devtools.stall: one saga's step stalls, do the others wait?
+    stall_one: bool = False  # bench.stall: one saga's step stalls, do the others wait?
     stall_step: str = "combat"
     stall_seconds: float = 10.0
-    peer: str | None = None  # devtools.peers: the same workload on a peer, after ours, and the ratios
+    peer: str | None = None  # bench.peers: the same workload on a peer, after ours, and the ratios
 
 
 @dataclass
@@ -303,7 +303,7 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
     }
     try:
         if options.stall_one:
-            from devtools.stall import stall_one
+            from bench.stall import stall_one
 
             return header | await stall_one(settings, options, data)
         if null_relay:
@@ -314,7 +314,7 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
             figures["null_relay"] = {k: ceiling[k] for k in ("sagas_per_s", "e2e_ms", "cpu_ms_per_saga", "processes")}
             figures["ratio_to_null"] = round(figures["sagas_per_s"] / ceiling["sagas_per_s"], 3)
         if options.peer:
-            from devtools import peers
+            from bench import peers
 
             figures |= await peers.compare(options.peer, settings, options, data / "peer", figures)
         return figures

@@ -29,17 +29,17 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from bench.load import proc_figures, quantile
+from capture.demo import TRAINERS
+from capture.processes import ServiceProcess, stop_all
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import start_event
 from capture.tracking import APP_ID, INTERNAL_TOPICS
 from contracts import events, pokedex
-from devtools.bench import proc_figures, quantile
-from devtools.broker import BrokerError, free_port, provisioned
-from devtools.demo import TRAINERS
-from devtools.processes import ServiceProcess, stop_all
 from engine.broker import kafka
 from engine.events import Event
+from engine.local.broker import BrokerError, free_port, provisioned
 from engine.observe.timeline import canonical_rfc3339
 from engine.wire.envelope import wrap
 

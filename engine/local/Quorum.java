@@ -1,5 +1,5 @@
 // The KRaft voter set of a local cluster, through Kafka's own Admin client (the jars the local
-// broker runs on; the JDK runs this file as it is, no build step). devtools/kraft.py calls it:
+// broker runs on; the JDK runs this file as it is, no build step). engine/local/kraft.py calls it:
 //
 //   java -cp 'LIB/*' Quorum.java BOOTSTRAP describe
 //       one line per voter:     voter ID DIRECTORY_ID LOG_END_OFFSET

@@ -20,9 +20,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.load import EASY, Options, Run, drive, e2e_figures, proc_figures, topology, workload
 from capture.settings import Settings
 from capture.starter import start_event
-from devtools.bench import EASY, Options, Run, drive, e2e_figures, proc_figures, topology, workload
 
 PREFIX = "stall-"  # every stalled saga's id starts with it (then the run's id)
 

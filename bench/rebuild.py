@@ -1,6 +1,6 @@
 """How much memory and time a rebuild's history takes: loaded from the topics, then looked up.
 
-    python -m devtools.rebuildbench 10000 200000 [--code DIR ...] [--batch 500]
+    python -m bench.rebuild 10000 200000 [--code DIR ...] [--batch 500]
 
 For each count, on a private local broker (or ``KAFKA_BOOTSTRAP_SERVERS``), two new topics: the
 pokeball participant's input (one ``PokemonWeakened`` per saga) and its history (the
@@ -142,10 +142,10 @@ def measure(code: Path, bootstrap: str, inputs: str, outputs: str, batch: int) -
     args = [sys.executable, str(Path(__file__).resolve()), "--child", bootstrap, inputs, outputs, str(batch)]
     done = subprocess.run(args, env=env, cwd=code, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"rebuildbench: the rebuild in {code} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"bench.rebuild: the rebuild in {code} failed:\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if Path(figures["engine"]) != code.resolve():
-        raise SystemExit(f"rebuildbench: {code} ran the engine of {figures['engine']}")
+        raise SystemExit(f"bench.rebuild: {code} ran the engine of {figures['engine']}")
     return figures
 
 
@@ -165,7 +165,7 @@ def main() -> None:
         print(json.dumps(figures), flush=True)
         return
     from capture.settings import Settings
-    from devtools.broker import provisioned
+    from engine.local.broker import provisioned
 
     codes = args.code or [ROOT]
     settings = Settings()

@@ -1,6 +1,6 @@
 """The local transaction of each hop alone: CPU per saga in the four services, no broker.
 
-    python -m devtools.hopbench [--sagas 5000] [--batch 200] [--rounds 3] [--data-dir DIR]
+    python -m bench.hop [--sagas 5000] [--batch 200] [--rounds 3] [--data-dir DIR]
 
 Each round: new SQLite databases for the four services; ``--sagas`` start events applied by
 status in batches of ``--batch`` (the loop's own ``apply``, then its outbox rows marked sent as the
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.load import EASY
 from capture.bootstrap import PARTICIPANTS, engine_for
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import start_event
 from contracts import topics
-from devtools.bench import EASY
 from engine.store.outbox import OutboxRow
 from engine.worker.batch.processor import BatchProcessor
 

@@ -23,13 +23,13 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from capture.processes import ServiceProcess
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from capture.starter import start_event
 from contracts import topics
-from devtools.broker import provisioned
-from devtools.processes import ServiceProcess
 from engine.broker import kafka
+from engine.local.broker import provisioned
 
 SERVICE = "status"
 WAYS = ("sigkill", "sigkill_then_restart", "sigterm")

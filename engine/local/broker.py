@@ -30,10 +30,10 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from capture.settings import Settings
-from devtools.kraft import Node, NodeError, take_voter_place
-from devtools.secured import SecuredListener
 from engine.broker import kafka
+from engine.local.kraft import Node, NodeError, take_voter_place
+from engine.local.secured import SecuredListener
+from engine.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
 SLF4J_VERSION = "1.7.36"  # the slf4j-api the Kafka jars use
@@ -115,7 +115,7 @@ class LocalKafka:
         brokers: int = 1,
         secured: SecuredListener | None = None,
     ) -> None:
-        """``secured``: a single broker gets that SASL_SSL listener too (see devtools.secured)."""
+        """``secured``: a single broker gets that SASL_SSL listener too (see engine.local.secured)."""
         if brokers < 1:
             raise BrokerError(f"a cluster has at least one broker, not {brokers}")
         if secured is not None and brokers != 1:

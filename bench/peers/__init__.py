@@ -29,7 +29,7 @@ def missing(peer: str) -> str | None:
 async def compare(peer: str, settings: Settings, options: Any, data: Path, ours: dict[str, Any]) -> dict[str, Any]:
     """Run ``peer`` under ``options``' load; its figures and the ratios of ours to it. Cancelled (an
     interrupt), the peer's threads finish the sagas they hold and stop, so the bench can end."""
-    from devtools.peers import dbos
+    from bench.peers import dbos
 
     print(f"pokesaga bench: the same workload on the peer, {peer}, on {options.db}", file=sys.stderr)
     stop = threading.Event()

@@ -27,10 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SetWorkflowID, SQLAlchemyDatasource
 
+from bench.load import e2e_figures, workload
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from contracts.events import EVENT_TYPES
-from devtools.bench import e2e_figures, workload
 from engine.participant import Handler, UnitOfWork
 from engine.saga import Service
 from engine.wire.envelope import Envelope

@@ -10,13 +10,13 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from capture.processes import ServiceProcess, stop_all
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from capture.starter import Outcome, TopicWatcher, publish, start_event
 from contracts import pokedex
-from devtools.broker import bindable, free_port
-from devtools.processes import ServiceProcess, stop_all
 from engine.broker import kafka
+from engine.local.broker import bindable, free_port
 from engine.wire.envelope import Envelope
 
 TRAINERS = ("Ash", "Misty", "Brock", "Gary", "Erika", "Sabrina", "Blaine", "Koga")
