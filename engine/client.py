@@ -84,6 +84,10 @@ class Client:
             )
         if isinstance(deadline, timedelta):
             deadline = datetime.now(UTC) + deadline
+        if deadline is not None and deadline <= datetime.now(UTC):
+            raise ValueError(f"the deadline {deadline.isoformat()} is already past")
+        if saga_id is not None:
+            check_saga_id(saga_id)
         saga_id = saga_id or str(uuid.uuid4())
         return wrap(event, saga_id=saga_id, source=self.source, causation_id=None, deadline=deadline)
 
@@ -160,3 +164,17 @@ async def publish(saga: Saga, bootstrap: str, envelopes: Iterable[Envelope]) -> 
         await send(producer, saga, envelopes)
     finally:
         await producer.stop()
+
+
+MAX_SAGA_ID = 200  # the envelope's subject
+
+
+def check_saga_id(saga_id: str) -> str:
+    """``saga_id``, or ValueError saying why it cannot name a saga (empty, too long, a control character)."""
+    if not saga_id:
+        raise ValueError("a saga id cannot be empty")
+    if len(saga_id) > MAX_SAGA_ID:
+        raise ValueError(f"a saga id is at most {MAX_SAGA_ID} characters; this one has {len(saga_id)}")
+    if not saga_id.isprintable():
+        raise ValueError(f"a saga id is printable text; {saga_id[:40]!r} is not")
+    return saga_id

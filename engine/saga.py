@@ -21,6 +21,7 @@ step's success and what the first compensator publishes.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -52,6 +53,9 @@ class Service:
     migrations: Path = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name):
+            raise ValueError(f"service {self.name!r:.80}: a service's name is 1 to 64 letters, digits, '_' or '-' "
+                             "(it names consumer groups, databases and failed steps)")  # fmt: skip
         module = sys.modules.get(getattr(self.repository, "__module__", ""), None)
         if self.metadata is None:
             found = getattr(module, "metadata", None)
@@ -249,6 +253,17 @@ class Saga:
             if len(topics) != 1:
                 raise ValueError(f"compensation {comp.service.name}: what it undoes goes to {len(topics)} topics "
                                  f"({', '.join(topics)}); a compensator reads one")  # fmt: skip
+        acting: dict[str, str] = {}
+        for participant in self.participants.values():
+            for name in participant.handlers:
+                if name in acting:
+                    raise ValueError(f"saga {self.name}: {name} is acted on by {acting[name]} and {participant.name}; "
+                                     "an event has one participant that acts on it")  # fmt: skip
+                acting[name] = participant.name
+        starts_as_failure = [c.__name__ for s in self.steps for c in s.reads if issubclass(c, FailureEvent)]
+        if starts_as_failure:
+            raise ValueError(f"saga {self.name}: a step consumes {starts_as_failure[0]}, a failure event: failures "
+                             "go to the compensations")  # fmt: skip
         known = set(self.types)
         for participant in self.participants.values():
             unknown = set(participant.handlers) - known
@@ -261,6 +276,9 @@ class Saga:
         for comp in given:
             if comp.service.name not in index:
                 raise ValueError(f"compensation {comp.service.name}: saga {self.name} has no step of that service")
+        twice = sorted({c.service.name for c in given if [g.service.name for g in given].count(c.service.name) > 1})
+        if twice:
+            raise ValueError(f"compensation {twice[0]}: given twice; a service has one compensator")
         by_step = {index[comp.service.name]: comp for comp in given}
         compensated = sorted(by_step)
         bound = {}
@@ -271,6 +289,9 @@ class Saga:
             undoes = [cls for step in self.steps[start : end + 1] for cls in step.fails_with]
             if after is not None:
                 undoes += list(by_step[after].publishes)
+            if not undoes and not isinstance(by_step[i].handler, Mapping):
+                raise ValueError(f"compensation {self.steps[i].name}: no step from it on can fail, so it has "
+                                 "nothing to undo; drop it")  # fmt: skip
             bound[i] = by_step[i].listening(list(dict.fromkeys(undoes)))
         return tuple(bound[i] for i in reversed(compensated))
 

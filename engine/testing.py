@@ -74,8 +74,9 @@ class HandlerEnvironment:
             result: Any = handler(event, uow, *args)
         if isinstance(result, Event):  # a give_up: its failure, with its step filled in as the engine does
             return attributed(result, self.service.name)  # type: ignore[return-value]
-        if isinstance(result, list):
-            return [attributed(e, self.service.name) if isinstance(e, Event) else e for e in result]  # type: ignore[return-value]
+        if isinstance(result, (list, tuple)):
+            filled = [attributed(e, self.service.name) if isinstance(e, Event) else e for e in result]
+            return type(result)(filled)  # type: ignore[return-value]
         return result
 
     @contextlib.contextmanager

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import math
 import os
 import re
 import signal
@@ -90,6 +91,27 @@ def duration(text: str) -> timedelta:
         return timedelta(seconds=seconds)
     except OverflowError:
         raise ValueError(f"{cut(text)!r} is too long a duration") from None
+
+
+def saga_id(text: str) -> str:
+    """A saga id given on the command line: printable, 1 to 200 characters."""
+    from engine.client import check_saga_id
+
+    try:
+        return check_saga_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds(text: str) -> float:
+    """A number of seconds above 0 (not nan, not infinite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0; got {cut(text)!r}")
+    return value
 
 
 def deadline(text: str) -> datetime:

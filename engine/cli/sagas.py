@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.cli import inspection, tracking
-from engine.cli.common import MAX_LINE, Parser, Usage, check_databases, cut, deadline
+from engine.cli.common import MAX_LINE, Parser, Usage, check_databases, cut, deadline, saga_id, seconds
 from engine.cli.verb import Cli, Verb
 from engine.settings import Settings
 from engine.wire.envelope import Envelope
@@ -20,7 +20,7 @@ from engine.wire.text import printable
 
 def add_deadline_and_wait(start: argparse.ArgumentParser) -> None:
     """``--saga-id``, ``--deadline``, ``--wait`` and ``--timeout``: what every saga's start takes."""
-    start.add_argument("--saga-id", help="default: a new UUID")
+    start.add_argument("--saga-id", type=saga_id, help="default: a new UUID")
     start.add_argument(
         "--deadline",
         type=deadline,
@@ -29,7 +29,7 @@ def add_deadline_and_wait(start: argparse.ArgumentParser) -> None:
         "a step reached later fails with deadline_exceeded and the saga unwinds",
     )
     start.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
-    start.add_argument("--timeout", type=float, default=60.0, help="seconds to --wait (default 60)")
+    start.add_argument("--timeout", type=seconds, default=60.0, help="seconds to --wait (default 60)")
 
 
 def add_start(commands: Any, cli: Cli) -> argparse.ArgumentParser:

@@ -169,6 +169,10 @@ def new_revision(service: Service, message: str) -> Path | None:
     its history, by Alembic's autogenerate on a scratch database at the newest revisions. The file's
     path; None when the history already makes the tables as declared. Read it before committing it:
     autogenerate cannot tell a renamed column from one dropped and one added."""
+    if not message.strip() or not message.isprintable() or '"' in message or "\\" in message or len(message) > 200:
+        raise ValueError(
+            f"a revision's message is one line of at most 200 characters, no quote or backslash: {message!r:.80}"
+        )
     service.migrations.mkdir(parents=True, exist_ok=True)
     scratch = db.make_engine("sqlite://", poolclass=StaticPool)
     try:

@@ -84,8 +84,10 @@ async def prepare_rebuild(
     created empty is turned into a rebuild of each participant of the service, and the groups of
     ``only`` are rewound to the earliest records."""
     state, only = rebuild_state(saga, service, engine), list(only)
-    # A service's first start: its database new, and its consumer groups never used.
-    first = await asyncio.to_thread(state.created) and all([await _never_read(settings.bootstrap, n) for n in only])
+    # A service's first start: its database new, and every consumer group of the service never used
+    # (not only those starting here: a compensator started alone has often read nothing yet).
+    groups = [p.name for p in saga.service_of(service)]
+    first = await asyncio.to_thread(state.created) and all([await _never_read(settings.bootstrap, g) for g in groups])
     if settings.rebuild_new_databases:
         await asyncio.to_thread(state.expand)
     elif await asyncio.to_thread(state.forget_created):
@@ -112,7 +114,9 @@ async def prepare_rebuild(
 
 
 async def _never_read(bootstrap: str, group: str, patience: float = 30) -> bool:
-    """The consumer group has never been used: no member, no committed offset (Kafka calls it Dead).
+    """The consumer group has never been used: no member, no committed offset (Kafka calls it Dead;
+    so does it a group whose offsets expired, down longer than the brokers' offsets.retention.minutes:
+    then the new database is rebuilt from the earliest records all the same, said as a first start).
 
     On a new broker no group has a coordinator until the offsets topic is made (the first request for
     one makes it) and loaded: an error is asked again, up to ``patience`` seconds; then it is not

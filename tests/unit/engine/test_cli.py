@@ -36,6 +36,11 @@ def toy(*argv: str, **options: Any) -> int:
         (["start", '{"name": "a"}'], "toy start: no broker: set KAFKA_BOOTSTRAP_SERVERS\n"),
         (["dlq", "list", "toy.first"], "toy dlq: no broker: set KAFKA_BOOTSTRAP_SERVERS\n"),
         (["frobnicate"], "toy: argument command: invalid choice: 'frobnicate' (choose from "),
+        (["start", "{}", "--saga-id", ""], "toy start: argument --saga-id: a saga id cannot be empty\n"),
+        (["start", "{}", "--saga-id", "x" * 300], "toy start: argument --saga-id: a saga id is at most 200 characters"),
+        (["start", "{}", "--saga-id", "a\nb"], "toy start: argument --saga-id: a saga id is printable text"),
+        (["start", "{}", "--timeout", "nan"], "toy start: argument --timeout: expected a number of seconds above 0"),
+        (["start", "{}", "--timeout", "-5"], "toy start: argument --timeout: expected a number of seconds above 0"),
     ],
 )
 def test_each_error_is_one_line_named_after_the_program(

@@ -83,6 +83,38 @@ def test_failure_of_carries_the_cause_and_keeps_a_passed_on_failure_s_words() ->
         ),
         (lambda: Saga("toy", steps=(TOY.steps[0], TOY.steps[0])), "saga toy: a service has one step; first has more"),
         (lambda: Saga("toy", steps=()), "saga toy: it has no steps"),
+        (
+            lambda: Saga("toy", steps=TOY.steps, compensations=(Compensation(first, handlers.undo_first),) * 2),
+            "compensation first: given twice; a service has one compensator",
+        ),
+        (
+            lambda: Saga(
+                "toy", steps=TOY.steps, compensations=(*TOY.compensations, Compensation(second, handlers.undo_first))
+            ),
+            "compensation second: no step from it on can fail, so it has nothing to undo; drop it",
+        ),
+        (
+            lambda: Saga(
+                "toy",
+                steps=(
+                    *TOY.steps,
+                    Step(Service("again", ToyRecords), handlers.do_first, give_up=handlers.give_up_first),
+                ),
+            ),
+            "saga toy: Asked is acted on by first and again; an event has one participant that acts on it",
+        ),
+        (
+            lambda: Saga(
+                "toy",
+                steps=(
+                    *TOY.steps,
+                    Step(Service("late", ToyRecords), undoes_only_second, give_up=handlers.give_up_first),
+                ),
+            ),
+            "saga toy: a step consumes SecondFailed, a failure event: failures go to the compensations",
+        ),
+        (lambda: Service("no.dots", ToyRecords), "service 'no.dots': a service's name is 1 to 64 letters"),
+        (lambda: Service("x" * 65, ToyRecords), "a service's name is 1 to 64 letters"),
         (lambda: Service("third", ToyRecords, metadata=None, migrations=None), None),  # found beside ToyRecords
     ],
 )

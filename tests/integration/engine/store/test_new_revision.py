@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, inspect
 from sqlalchemy.pool import StaticPool
 
@@ -46,3 +47,13 @@ def test_revisions_follow_the_declared_tables(tmp_path: Path) -> None:
     assert "down_revision = '0001'" in second.read_text()
     assert columns(grown) == {"notes": ["saga_id", "text", "stars"]}
     assert sorted(p.name[:4] for p in folder.glob("*.py")) == ["0001", "0002"]
+
+
+@pytest.mark.parametrize("message", ['evil """ quote', "path C:\\x\\new", "two\nlines", "", "x" * 201])
+def test_a_message_that_would_not_make_a_revision_file_is_refused_and_nothing_is_written(
+    tmp_path: Path, message: str
+) -> None:
+    folder = tmp_path / "migrations"
+    with pytest.raises(ValueError, match="a revision's message is one line"):
+        migrate.new_revision(notes_service(folder), message)
+    assert not list(folder.glob("*.py"))
