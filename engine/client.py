@@ -84,8 +84,6 @@ class Client:
             )
         if isinstance(deadline, timedelta):
             deadline = datetime.now(UTC) + deadline
-        if deadline is not None and deadline <= datetime.now(UTC):
-            raise ValueError(f"the deadline {deadline.isoformat()} is already past")
         if saga_id is not None:
             check_saga_id(saga_id)
         saga_id = saga_id or str(uuid.uuid4())
