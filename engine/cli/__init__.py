@@ -92,6 +92,9 @@ def main(
         if args.command != "run" and not args.verbose:  # a refusal is this command's one line
             for handler in logging.getLogger().handlers:
                 handler.addFilter(security.RefusalsSaidElsewhere())
+            # A refused connection leaves aiokafka's read future unretrieved; asyncio would log it, with
+            # a traceback, when it is collected (often after the one line, at exit): not for a user.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
         return int(known[args.command].run(cli, args, settings_from(args, settings)))
     except Usage as exc:
