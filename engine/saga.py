@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData
 
+from engine import versions
 from engine.events import Event, FailureEvent
 from engine.participant import GiveUp, Handler, Participant
 from engine.store import db
@@ -226,7 +227,6 @@ class Saga:
     compensations: tuple[Compensation, ...] = ()
     events: tuple[type[Event], ...] = ()
     outcomes: tuple[type[Event], ...] = ()
-    data_version: int = 1
     retries: str = ""  # the retry notices' topic; default: "<first topic's prefix>.retries"
 
     def __post_init__(self) -> None:
@@ -264,6 +264,8 @@ class Saga:
         if starts_as_failure:
             raise ValueError(f"saga {self.name}: a step consumes {starts_as_failure[0]}, a failure event: failures "
                              "go to the compensations")  # fmt: skip
+        for cls in self.events:
+            versions.check(cls)
         known = set(self.types)
         for participant in self.participants.values():
             unknown = set(participant.handlers) - known
