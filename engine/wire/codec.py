@@ -26,6 +26,10 @@ class BadRecord(Exception):
         self.reason = f"{kind}: {detail}"
 
 
+class TooNew(BadRecord):
+    """An event of a version newer than its type here (engine.versions): not this reader's to read yet."""
+
+
 def _summary(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:3]:
@@ -69,7 +73,7 @@ def decode_event(envelope: Envelope, types: Mapping[str, type[Event]]) -> Event:
     cls = types[envelope.type]
     too_new = versions.newer(cls, envelope.dataversion)
     if too_new is not None:
-        raise BadRecord(versions.NEWER_VERSION, too_new.split(": ", 1)[1])
+        raise TooNew(versions.NEWER_VERSION, too_new.split(": ", 1)[1])
     try:
         data = envelope.data
         if envelope.dataversion < cls.dataversion:

@@ -23,6 +23,7 @@ from engine.participant import UnitOfWork
 from engine.store import inbox
 from engine.store.outbox import event_row
 from engine.store.parked import NEWER_VERSION, REBUILDING, WAITING, ParkedRecord
+from engine.wire import notices
 from engine.wire.codec import decode_event
 from engine.wire.deadletter import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.wire.envelope import Envelope, caused_ids, wrap
@@ -106,6 +107,12 @@ class Pass(ABC):
                         printable(envelope.sagaid, 200), item.reason)  # fmt: skip
             self.write([], [ctx.parked.row(record, envelope, NEWER_VERSION, 1, due_at, item.reason)])
             self.result.parked += 1
+            if ctx.participant.retries_topic:  # observers (the tracker) show the saga waiting, and why
+                said = notices.notice(
+                    envelope, participant=ctx.name, source=ctx.participant.source, attempt=1, maximum_attempts=0,
+                    next_attempt_at=due_at, error=item.reason,
+                )  # fmt: skip
+                self.write([], [], [event_row(ctx.name, said, ctx.participant.retries_topic, [])])
         self.blocked.add(envelope.sagaid)
         self.result.held.append(envelope.type)
         self.result.next_due = min(self.result.next_due or due_at, due_at)
