@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from engine import schemas
@@ -27,7 +28,7 @@ def add_schemas(commands: Any, cli: Cli, more: dict[str, str] | None = None) -> 
     return parser
 
 
-def directory(cli: Cli, action: str) -> Any:
+def directory(cli: Cli, action: str) -> Path:
     if cli.saga.schemas is None:
         raise Failed(f"{cli.prog} schemas {action}: saga {cli.saga.name} keeps no released schemas: "
                      "declare where, Saga(..., schemas=Path(...))")  # fmt: skip
@@ -58,12 +59,20 @@ def cmd_release(cli: Cli) -> int:
               "breaks its readers needs a new version (dataversion + 1, an upcaster)", file=sys.stderr)  # fmt: skip
         return 1
     for path in done.written:
-        print(path)
+        print(shown(path))
     for path in done.kept:
-        print(f"{path}: kept as released (the model's schema differs, compatibly)", file=sys.stderr)
+        print(f"{shown(path)}: kept as released (the model's schema differs, compatibly)", file=sys.stderr)
     if not done.written:
         print(f"{cli.prog} schemas release: nothing to release: every event's current version is released")
     return 0
+
+
+def shown(path: Path) -> Path:
+    """``path`` from the working directory, when it is under it (as a checkout's files are)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def cmd_schemas(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
