@@ -30,6 +30,10 @@ Schema = dict[str, Any]
 UPPER = ("maxLength", "maximum", "exclusiveMaximum", "maxItems", "maxProperties")
 LOWER = ("minLength", "minimum", "exclusiveMinimum", "minItems", "minProperties")
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+SHAPES: dict[str, type | tuple[type, ...]] = {
+    "properties": dict, "$defs": dict, "required": list, "enum": list, "prefixItems": list, "anyOf": list,
+    "oneOf": list, "allOf": list, "items": (dict, bool), "additionalProperties": (dict, bool),
+}  # fmt: skip
 
 
 class Side:
@@ -43,25 +47,23 @@ class Side:
     def resolve(self, node: Any) -> Schema:
         """``node`` with its ``$ref`` (and a lone ``allOf``) merged in; its own keywords win."""
         seen: set[str] = set()
-        while isinstance(node, dict):
+        node = schema(node)
+        while True:
             if "$ref" in node:
                 ref = node["$ref"]
                 if not isinstance(ref, str) or not ref.startswith("#/") or ref in seen:
-                    raise ValueError(f"cannot resolve $ref {ref!r}")
+                    raise ValueError(f"cannot resolve $ref {json.dumps(ref)[:60]}")
                 seen.add(ref)
                 target: Any = self.root
                 for part in ref[2:].split("/"):
                     if not isinstance(target, dict) or part not in target:
                         raise ValueError(f"$ref {ref!r} leads nowhere")
                     target = target[part]
-                node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+                node = {**schema(target), **{k: v for k, v in node.items() if k != "$ref"}}
             elif isinstance(node.get("allOf"), list) and len(node["allOf"]) == 1:
-                node = {**node["allOf"][0], **{k: v for k, v in node.items() if k != "allOf"}}
+                node = {**schema(node["allOf"][0]), **{k: v for k, v in node.items() if k != "allOf"}}
             else:
-                return node
-        if node is True:
-            return {}
-        raise ValueError(f"a schema is an object, not {json.dumps(node)[:40]}")
+                return checked(node)
 
     def branches(self, node: Any) -> list[Schema]:
         """The alternatives ``node`` accepts: its ``anyOf``/``oneOf`` flattened, a list of types split."""
@@ -73,6 +75,27 @@ class Side:
         if isinstance(node.get("type"), list):
             return [{**node, "type": t} for t in node["type"]]
         return [node]
+
+
+def schema(node: Any) -> Schema:
+    """``node`` as a schema: an object (``true``: anything); else ``ValueError`` in one line."""
+    if node is True:
+        return {}
+    if not isinstance(node, dict):
+        raise ValueError(f"a schema is an object, not {json.dumps(node)[:40]}")
+    return node
+
+
+def checked(node: Schema) -> Schema:
+    """``node``, if its keywords have the shapes JSON Schema gives them; else ``ValueError`` in one line."""
+    for keyword, shape in SHAPES.items():
+        if keyword in node and not isinstance(node[keyword], shape):
+            raise ValueError(f"{keyword} is {json.dumps(node[keyword])[:40]}, not a JSON Schema's {keyword}")
+    types = node.get("type", [])
+    for name in [*(types if isinstance(types, list) else [types]), *node.get("required", [])]:
+        if not isinstance(name, str):
+            raise ValueError(f"type and required hold names, not {json.dumps(name)[:40]}")
+    return node
 
 
 def kind(node: Schema) -> str:

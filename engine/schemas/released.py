@@ -56,7 +56,7 @@ def read(directory: Path) -> Released:
                 continue
             try:
                 schema = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
                 released.unreadable.append(f"{path}: cannot be read: {str(exc).splitlines()[0]}")
                 continue
             released.schemas.setdefault(folder.name, {})[int(match.group(1))] = schema
@@ -83,7 +83,7 @@ def check(types: Mapping[str, type[Event]], released: Released, release: str) ->
             continue
         try:
             problems += breaking(name, current, have[current], cls.model_json_schema())
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             problems.append(f"{name} v{current}: the released schema cannot be compared: {exc}")
     return problems
 
@@ -115,7 +115,7 @@ def release(types: Mapping[str, type[Event]], directory: Path) -> Release:
             kept.append(path_of(directory, name, version))
             try:
                 refused += breaking(name, version, have[version], json.loads(text))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 refused.append(f"{name} v{version}: the released schema cannot be compared: {exc}")
     if released.unreadable or refused:
         raise ValueError("\n".join([*released.unreadable, *refused]))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, create_model
 
@@ -164,6 +164,24 @@ def test_a_maximum_breaks_exactly_when_it_is_lowered(released: int, current: int
 def test_a_schema_that_cannot_be_resolved_is_one_line() -> None:
     with pytest.raises(ValueError, match="^\\$ref '#/\\$defs/Gone' leads nowhere$"):
         breaking("Thing", 1, {"properties": {"a": {"$ref": "#/$defs/Gone"}}}, {"properties": {"a": {}}})
+
+
+KEYWORDS = ["type", "properties", "required", "items", "prefixItems", "anyOf", "allOf", "$ref", "enum", "const",
+            "maximum", "pattern", "additionalProperties", "$defs", "x"]  # fmt: skip
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.sampled_from(["#/$defs/x", "object"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYWORDS), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ANY_JSON)
+def test_a_released_file_of_any_json_is_compared_or_refused_in_one_line(released: Any) -> None:
+    try:
+        assert isinstance(breaking("Asked", 1, released, Asked.model_json_schema()), list)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
 
 
 class Three(Event):
