@@ -10,6 +10,7 @@ from typing import Any
 from engine import schemas
 from engine.cli.common import Failed
 from engine.cli.verb import Cli, Verb
+from engine.schemas.released import shown
 from engine.settings import Settings
 
 ACTIONS = {
@@ -55,8 +56,8 @@ def cmd_release(cli: Cli) -> int:
     except ValueError as exc:
         for line in str(exc).splitlines():
             print(line, file=sys.stderr)
-        print(f"{cli.prog} schemas release: nothing written; a released version is never rewritten: a change that "
-              "breaks its readers needs a new version (dataversion + 1, an upcaster)", file=sys.stderr)  # fmt: skip
+        print(f"{cli.prog} schemas release: nothing written (a released version is never rewritten: a change that "
+              "breaks its readers needs a new version, dataversion + 1 and an upcaster)", file=sys.stderr)  # fmt: skip
         return 1
     for path in done.written:
         print(shown(path))
@@ -65,14 +66,6 @@ def cmd_release(cli: Cli) -> int:
     if not done.written:
         print(f"{cli.prog} schemas release: nothing to release: every event's current version is released")
     return 0
-
-
-def shown(path: Path) -> Path:
-    """``path`` from the working directory, when it is under it (as a checkout's files are)."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
 
 
 def cmd_schemas(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:

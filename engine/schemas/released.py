@@ -30,13 +30,22 @@ def path_of(directory: Path, name: str, version: int) -> Path:
     return directory / name / f"v{version}.json"
 
 
+def shown(path: Path) -> Path:
+    """``path`` from the working directory, when it is under it (as a checkout's files are)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except (OSError, ValueError):
+        return path
+
+
 @dataclass
 class Released:
     """What a directory of released schemas holds: event type → version → schema, and what in it
-    cannot be read (one line each)."""
+    cannot be read (one line each; ``broken``: the versions whose file it is)."""
 
     schemas: dict[str, dict[int, Any]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    broken: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def versions(self) -> int:
@@ -52,12 +61,13 @@ def read(directory: Path) -> Released:
         for path in sorted(folder.glob("*.json")):
             match = FILE.fullmatch(path.name)
             if match is None:
-                released.unreadable.append(f"{path}: not a released schema's name (v<N>.json, N from 1)")
+                released.unreadable.append(f"{shown(path)}: not a released schema's name (v<N>.json, N from 1)")
                 continue
             try:
                 schema = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-                released.unreadable.append(f"{path}: cannot be read: {str(exc).splitlines()[0]}")
+                released.unreadable.append(f"{shown(path)}: cannot be read: {(str(exc) or repr(exc)).splitlines()[0]}")
+                released.broken.add((folder.name, int(match.group(1))))
                 continue
             released.schemas.setdefault(folder.name, {})[int(match.group(1))] = schema
     return released
@@ -73,13 +83,15 @@ def check(types: Mapping[str, type[Event]], released: Released, release: str) ->
                         "be read; keep the event type")  # fmt: skip
     for name, cls in types.items():
         have, current = released.schemas.get(name, {}), cls.dataversion
-        for version in sorted(v for v in have if v > current):
+        present = set(have) | {v for n, v in released.broken if n == name}
+        for version in sorted(v for v in present if v > current):
             problems.append(f"{name} v{version}: released, but the model is version {current} (dataversion)")
         for version in range(1, current):
-            if version not in have:
+            if version not in present:
                 problems.append(f"{name} v{version}: not among the released files; versions 1 to {current} should be")
-        if current not in have:
+        if current not in present:
             problems.append(f"{name} v{current}: not released yet: run `{release}`")
+        if current not in have:
             continue
         try:
             problems += breaking(name, current, have[current], cls.model_json_schema())

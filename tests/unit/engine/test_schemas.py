@@ -257,6 +257,7 @@ def test_a_file_that_is_no_released_schema_is_one_line(tmp_path: Path) -> None:
     lines = check({"Asked": Asked}, read(tmp_path), "")
     assert lines[0] == f"{tmp_path}/Asked/latest.json: not a released schema's name (v<N>.json, N from 1)"
     assert lines[1].startswith(f"{tmp_path}/Asked/v1.json: cannot be read: Expecting property name")
+    assert len(lines) == 2  # v1 is there, if unreadable: not "not released yet"
 
 
 def toy(tmp_path: Path | None, *argv: str) -> int:
@@ -280,8 +281,8 @@ def test_schemas_check_and_release_on_the_command_line(tmp_path: Path, capsys: p
     assert toy(tmp_path, "release") == 1
     assert capsys.readouterr().err.splitlines() == [
         "Asked v1: nickname: field removed",
-        "toy schemas release: nothing written; a released version is never rewritten: a change that breaks its "
-        "readers needs a new version (dataversion + 1, an upcaster)",
+        "toy schemas release: nothing written (a released version is never rewritten: a change that breaks its "
+        "readers needs a new version, dataversion + 1 and an upcaster)",
     ]
 
 
