@@ -220,7 +220,8 @@ class Compensation:
 class Saga:
     """The whole choreography: steps in forward order, compensations (in any order: they unwind
     newest step first). ``events`` and ``outcomes`` are derived when not given; ``events`` given
-    adds to the derived ones (an event no participant publishes yet, say)."""
+    adds to the derived ones (an event no participant publishes yet, say). ``schemas``: the directory
+    of its events' released schemas (``<EventType>/v<N>.json``, engine.schemas), if it keeps them."""
 
     name: str
     steps: tuple[Step, ...]
@@ -228,6 +229,7 @@ class Saga:
     events: tuple[type[Event], ...] = ()
     outcomes: tuple[type[Event], ...] = ()
     retries: str = ""  # the retry notices' topic; default: "<first topic's prefix>.retries"
+    schemas: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.steps:
