@@ -96,14 +96,25 @@ async def test_an_upgraded_instance_takes_what_an_old_one_held(settings: Setting
         assert ToyRecords(conn).outcome("nv-up") == "done:v2:nv-up"
 
 
-async def test_a_record_held_past_the_bound_is_dead_lettered_as_newer_version(settings: Settings) -> None:
+async def test_a_record_held_past_the_bound_is_dead_lettered_and_applied_once_replayed_to_an_upgraded_one(
+    settings: Settings,
+) -> None:
     settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01, "newer_version_hold_hours": 1e-6})
-    first = build("1", "first", settings)
-    await applied(first, [Rec(newer(asked("nv-dl").to_json()), topic=FIRST)])
-    records, _ = await _due(first)
-    result = await applied(first, records)
-    assert result.dead_letters == [f"{NEWER}; held 1e-06 h, no instance took it"]
-    assert not parked_reasons(first) and not result.held
+    value = wrap(
+        evolve.FirstDone(name="Dot", stamp="v2:nv-dl"), saga_id="nv-dl", source="t", causation_id="c"
+    ).to_json()
+    old = build("1", "second", settings)
+    await applied(old, [Rec(value)])
+    records, _ = await _due(old)
+    result = await applied(old, records)
+    said = "newer_version: FirstDone version 2; this instance reads up to version 1"
+    assert result.dead_letters == [f"{said}; held 1e-06 h, no instance took it"]
+    assert not parked_reasons(old) and not result.held
+    # `pokesaga dlq replay` puts the record back on its topic once the service is upgraded: applied.
+    new = build("2", "second", settings)
+    assert outcomes(await applied(new, [Rec(value)])) == ["SecondDone"]
+    with new.engine.connect() as conn:
+        assert ToyRecords(conn).outcome("nv-dl") == "done:v2:nv-dl"
 
 
 async def test_an_older_record_is_upcast_and_a_pinned_producer_publishes_the_older_version(
