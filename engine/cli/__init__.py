@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
+from engine import versions
 from engine.broker import security
 from engine.cli import common
 from engine.cli.common import Failed, LocalBroker, Misconfigured, Parser, Usage, positive, settings_from
@@ -97,7 +98,9 @@ def main(
             # a traceback, when it is collected (often after the one line, at exit): not for a user.
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
-        return int(known[args.command].run(cli, args, settings_from(args, settings)))
+        given = settings_from(args, settings)
+        versions.check_pins(given.publish_versions, saga.types, "POKESAGA_PUBLISH_VERSIONS")  # before connecting
+        return int(known[args.command].run(cli, args, given))
     except Usage as exc:
         print(f"{exc}", file=sys.stderr)
         return 2

@@ -3,16 +3,19 @@ newer ones refused as such, a pinned older version published."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import Event, FailureEvent, Saga, Service, Step, UnitOfWork, added, versions
+import engine
+from engine import Event, FailureEvent, Saga, Service, Step, UnitOfWork, added, cli, versions
 from engine.wire.codec import BadRecord, TooNew, decode_event
 from engine.wire.envelope import wrap
 from tests.toy import events as v1
+from tests.toy.evolve import V2
 from tests.toy.evolve import FirstDone as FirstDoneV2
 from tests.toy.tables import ToyRecords
 
@@ -135,3 +138,22 @@ def test_added_names_its_fields() -> None:
     with pytest.raises(ValueError, match="name the fields"):
         added()
     assert repr(added("a", "b")) == "added('a', 'b')"
+
+
+@pytest.mark.parametrize(
+    ("pins", "said"),
+    [
+        (
+            '{"FirstDon": 1}',
+            "POKESAGA_PUBLISH_VERSIONS names 'FirstDon', no event of the saga (did you mean FirstDone?)",
+        ),
+        ('{"FirstDone": 3}', "POKESAGA_PUBLISH_VERSIONS: FirstDone has versions 1 to 2, not 3"),
+    ],
+)
+def test_a_pin_that_cannot_work_stops_the_command_in_one_line_before_any_connection(
+    pins: str, said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("POKESAGA_PUBLISH_VERSIONS", pins)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens: it would wait, not refuse
+    code = cli.main(V2, ["--data-dir", str(tmp_path), "run", "first"], settings=engine.Settings.for_saga(V2))
+    assert (code, capsys.readouterr().err) == (2, f"pokesaga: error: {said}\n")
