@@ -117,7 +117,8 @@ def parked_line(record: dict[str, Any]) -> str:
     if record["reason"] == "waiting":
         return f"{head}: behind the record being retried"
     if record["reason"] == "newer_version":
-        return f"{head}: {record['last_error'] or 'a version newer than it reads'}; held for an upgraded instance"
+        said = (record["last_error"] or "").removeprefix("newer_version: ") or "a version newer than it reads"
+        return f"{head}: {said}; held for an upgraded instance"
     if record["reason"] == "rebuilding":
         return f"{head}: held until {record['participant']} has rebuilt its state"
     return head

@@ -60,7 +60,8 @@ async def test_a_start_event_of_a_newer_version_is_held_and_shown_not_applied_as
     assert json.loads(notice.value)["data"]["error"] == NEWER  # the tracker shows the saga waiting, and why
     view = inspection.saga(TOY, settings, "nv-1")
     (line,) = [line for line in inspection.render_saga(view).splitlines() if "Asked" in line]
-    assert line.strip() == f"first  Asked  newer_version: {NEWER}; held for an upgraded instance"
+    said = "Asked version 2; this instance reads up to version 1"
+    assert line.strip() == f"first  Asked  newer_version: {said}; held for an upgraded instance"
 
     # Looked at again by an instance that still cannot read it: held again, nothing else.
     records, _ = await _due(first)
