@@ -9,11 +9,14 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 import engine
 from engine import Event, FailureEvent, Saga, Service, Step, UnitOfWork, added, cli, versions
+from engine.observe.sensor import LoopSensor
 from engine.wire.codec import BadRecord, TooNew, decode_event
 from engine.wire.envelope import wrap
+from engine.worker.batch.result import BatchResult
 from tests.toy import events as v1
 from tests.toy.evolve import V2
 from tests.toy.evolve import FirstDone as FirstDoneV2
@@ -157,3 +160,10 @@ def test_a_pin_that_cannot_work_stops_the_command_in_one_line_before_any_connect
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens: it would wait, not refuse
     code = cli.main(V2, ["--data-dir", str(tmp_path), "run", "first"], settings=engine.Settings.for_saga(V2))
     assert (code, capsys.readouterr().err) == (2, f"pokesaga: error: {said}\n")
+
+
+def test_each_hold_is_counted_by_participant_and_type() -> None:
+    labels = {"participant": "held-unit", "type": "FirstDone"}
+    before = REGISTRY.get_sample_value("pokesaga_held_newer_version_total", labels) or 0.0
+    LoopSensor("held-unit", compensator=False).on_applied(BatchResult(held=["FirstDone", "FirstDone"], parked=2))
+    assert REGISTRY.get_sample_value("pokesaga_held_newer_version_total", labels) == before + 2
