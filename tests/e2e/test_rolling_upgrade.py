@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -33,7 +32,7 @@ from engine.wire.envelope import Envelope
 from engine.wire.notices import TYPE as NOTICE
 from tests import databases
 from tests.conftest import new_broker
-from tests.support import caught_up, eventually
+from tests.support import caught_up, eventually, terminate
 from tests.toy.events import FIRST, OUTCOMES
 from tests.toy.evolve import V2
 from tests.toy.kit import asked
@@ -74,15 +73,7 @@ class Fleet:
         self.builds[instance] = build
 
     def stop(self, instance: str) -> int:
-        process = self.processes.pop(instance)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return terminate(self.processes.pop(instance))
 
     def upgrade(self, instance: str) -> None:
         """Stop the instance, start it again as build 2, and wait until its groups are stable."""
