@@ -20,10 +20,8 @@ step's success and what the first compensator publishes.
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -34,6 +32,7 @@ from sqlalchemy import Connection, MetaData
 
 from engine import versions
 from engine.events import Event, FailureEvent
+from engine.handlers import consumed_by, published_by
 from engine.participant import GiveUp, Handler, Participant
 from engine.store import db
 from engine.wire.deadletter import dead_letters
@@ -74,41 +73,9 @@ class Service:
                              "a service's metadata holds only its own")  # fmt: skip
 
 
-def _events_in(annotation: Any) -> list[type[Event]]:
-    """The event classes an annotation names: ``A``, ``A | B``, ``list[A | B]``, ``Sequence[A]`` …"""
-    if isinstance(annotation, type):
-        return [annotation] if issubclass(annotation, Event) and annotation not in (Event, FailureEvent) else []
-    found: list[type[Event]] = []
-    for arg in typing.get_args(annotation):
-        found += [cls for cls in _events_in(arg) if cls not in found]
-    return found
-
-
-def _hints(function: Callable[..., Any], role: str) -> tuple[Any, Any]:
-    """The annotation of ``function``'s first parameter and of what it returns."""
-    name = getattr(function, "__qualname__", repr(function))
-    try:
-        hints = typing.get_type_hints(function)
-        first = next(iter(inspect.signature(function).parameters))
-    except (NameError, TypeError, StopIteration) as exc:
-        raise ValueError(f"{role} {name}: cannot read its annotations ({exc})") from None
-    return hints.get(first), hints.get("return")
-
-
-def consumed_by(handler: Handler, role: str) -> list[type[Event]]:
-    """The events a handler consumes: its first parameter's annotation (``event: A`` or ``A | B``)."""
-    first, _ = _hints(handler, role)
-    found = _events_in(first)
-    if not found:
-        name = getattr(handler, "__qualname__", repr(handler))
-        raise ValueError(f"{role} {name}: annotate its first parameter with the event it consumes, "
-                         f"e.g. def {name}(event: MyEvent, uow: UnitOfWork[...]) -> list[...]")  # fmt: skip
-    return found
-
-
-def published_by(function: Callable[..., Any], role: str) -> list[type[Event]]:
-    """The events a handler (or ``give_up``) says it returns: ``-> list[A | B]``, ``-> A``."""
-    return _events_in(_hints(function, role)[1])
+def _repeated(names: list[str]) -> list[str]:
+    """The names given more than once, sorted."""
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 def _failing_with(cls: type[FailureEvent]) -> GiveUp:
@@ -235,7 +202,7 @@ class Saga:
         if not self.steps:
             raise ValueError(f"saga {self.name}: it has no steps")
         names = [step.name for step in self.steps]
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = _repeated(names)
         if twice:
             raise ValueError(f"saga {self.name}: a service has one step; {', '.join(twice)} has more")
         object.__setattr__(self, "compensations", self._bound(self.compensations))
@@ -280,7 +247,7 @@ class Saga:
         for comp in given:
             if comp.service.name not in index:
                 raise ValueError(f"compensation {comp.service.name}: saga {self.name} has no step of that service")
-        twice = sorted({c.service.name for c in given if [g.service.name for g in given].count(c.service.name) > 1})
+        twice = _repeated([c.service.name for c in given])
         if twice:
             raise ValueError(f"compensation {twice[0]}: given twice; a service has one compensator")
         by_step = {index[comp.service.name]: comp for comp in given}
