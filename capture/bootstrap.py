@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from capture.saga import CAPTURE
 from capture.settings import Settings
 from engine.participant import Participant
-from engine.worker import run
+from engine.worker import prepare, run
 
 PARTICIPANTS: dict[str, Participant] = CAPTURE.participants
 GROUP_TOPICS: dict[str, list[str]] = CAPTURE.groups  # each participant's consumer group and the topics it reads
@@ -24,7 +24,7 @@ def resolve(target: str) -> list[Participant]:
 
 def open_database(service: str, settings: Settings) -> tuple[Engine, bool]:
     """The service's engine, migrated; and whether its database was new (a rebuild)."""
-    return run.open_database(CAPTURE.services[service], settings)
+    return prepare.open_database(CAPTURE.services[service], settings)
 
 
 def engine_for(service: str, settings: Settings) -> Engine:

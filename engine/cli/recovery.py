@@ -52,7 +52,7 @@ def show(moves: list[Any]) -> None:
 
 def cmd_replay(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     from engine.ops import offsets
-    from engine.worker import run
+    from engine.worker import prepare
 
     participants = cli.saga.service_of(args.service)
     settings = cli.with_broker(settings, "replay")
@@ -68,10 +68,10 @@ def cmd_replay(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
         try:
             # The rebuild is marked first, with where it re-reads from: a ``replay`` interrupted
             # after this is finished by the service itself at its start.
-            moves = await run.begin_rebuild(cli.saga, moves, settings, earliest=args.to_earliest)
+            moves = await prepare.begin_rebuild(cli.saga, moves, settings, earliest=args.to_earliest)
             show(moves)
             await offsets.reset(settings.bootstrap, moves)
-        except (offsets.GroupActive, run.RebuildRefused) as exc:
+        except (offsets.GroupActive, prepare.RebuildRefused) as exc:
             print(f"{cli.prog} replay: {exc}", file=sys.stderr)
             return 1
         print(f"moved {len(moves)} partitions; start {args.service} to rebuild from them")

@@ -26,7 +26,7 @@ from contracts import topics
 from engine.broker import kafka
 from engine.ops import offsets
 from engine.wire.envelope import Envelope
-from engine.worker import run
+from engine.worker import prepare
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import CERTAIN, GROUPS, Cluster, cluster, pokesaga
@@ -295,7 +295,7 @@ async def test_a_replay_interrupted_before_it_moved_the_offsets_is_finished_by_t
         assert "only --to-earliest can rebuild it" in refused.stderr
         participants = [CAPTURE.participants["delivery"]]
         moves = await offsets.plan_reset(rebuilds.settings.bootstrap, participants, earliest=True)
-        await run.begin_rebuild(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.reset
+        await prepare.begin_rebuild(CAPTURE, moves, rebuilds.settings, earliest=True)  # and no offsets.reset
         await start(rebuilds, "delivery")()
 
     await outage(

@@ -23,7 +23,7 @@ from engine.retry import RetryPolicy
 from engine.settings import Settings
 from engine.wire.envelope import Envelope, wrap
 from engine.wire.record import Record
-from engine.worker import run
+from engine.worker import prepare
 from engine.worker.batch.processor import BatchProcessor
 from engine.worker.batch.result import BatchResult
 from engine.worker.loop import ParticipantLoop
@@ -73,7 +73,7 @@ def with_deadline(envelope: Envelope, seconds_from_now: float) -> Envelope:
 
 def engine_for(service: str, settings: Settings) -> Engine:
     """The service's engine, its tables migrated."""
-    return run.open_database(TOY.services[service], settings)[0]
+    return prepare.open_database(TOY.services[service], settings)[0]
 
 
 def processor_for(name: str, settings: Settings, **handlers: Handler) -> BatchProcessor:

@@ -61,7 +61,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def test_a_third_step_runs_end_to_end_with_the_compensation(
     broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="engine.worker.run")
+    caplog.set_level(logging.INFO, logger="engine.worker.prepare")
     bound = Settings.for_saga(TOY3)  # the engine's settings, for the saga's three services
     settings = with_databases(bound(kafka_bootstrap_servers=broker, data_dir=tmp_path), "third")
     stop = asyncio.Event()
@@ -82,7 +82,7 @@ async def test_a_third_step_runs_end_to_end_with_the_compensation(
         with contextlib.suppress(Exception):
             await running
     # Every service starts for the first time: it says so, and warns of no rebuild.
-    said = [r for r in caplog.records if r.name == "engine.worker.run"]
+    said = [r for r in caplog.records if r.name == "engine.worker.prepare"]
     assert sorted(r.getMessage().split(":")[0] for r in said if "first start" in r.getMessage()) == [
         "first",
         "second",
