@@ -2,7 +2,7 @@
 flag overrides both.
 
 Every saga gets the same verbs, by group: sagas (start, trace, inspect saga) · services (run, db) ·
-recovery (replay, dlq); common.py holds what they share, tracking.py the tracker's. A program adds its
+recovery (replay, dlq) · access (acls); common.py holds what they share, tracking.py the tracker's. A program adds its
 own verbs — or replaces one of these, by its name — with ``groups``: mappings of a verb's name to a
 ``Verb`` (how its parser is added, and what runs it)::
 
@@ -40,10 +40,10 @@ __all__ = ["Cli", "Verb", "main"]
 
 def verbs(groups: Iterable[Mapping[str, Verb]] = ()) -> dict[str, Verb]:
     """Every saga's verbs, then ``groups``' (one of the same name replaces it, where it stands)."""
-    from engine.cli import recovery, sagas, services
+    from engine.cli import access, recovery, sagas, services
 
     found: dict[str, Verb] = {}
-    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, *groups):
+    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, access.VERBS, *groups):
         found.update(group)
     return found
 
