@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from engine.broker import kafka
 from engine.saga import Saga
 from engine.wire.deadletter import dead_letters
+from engine.wire.text import printable
 
 TRACKER = "tracker"
 STARTER = "starter"
@@ -167,7 +168,7 @@ async def apply(bootstrap: str, acls: list[Acl], topics: list[str], partitions: 
     Adding an ACL that exists changes nothing, so this may run again after the declaration
     changed (it never removes one: ``kafka-acls.sh --remove`` does)."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import for_code
+    from aiokafka.errors import ClusterAuthorizationFailedError, for_code
     from aiokafka.protocol.admin import CreateAclsRequest
 
     await kafka.ensure_topics(bootstrap, topics, partitions)
@@ -179,8 +180,11 @@ async def apply(bootstrap: str, acls: list[Acl], topics: list[str], partitions: 
             )
             response = await admin._send_request(request)  # aiokafka 0.14 has the request, not the call
             for code, message in (tuple(r)[:2] for r in response.creation_responses):
+                if code == ClusterAuthorizationFailedError.errno:
+                    raise ApplyFailed("the brokers refused to add ACLs: only an administrator may (ALTER on the "
+                                      "cluster); run it with a super user's credentials")  # fmt: skip
                 if code:
-                    said = f"{for_code(code).__name__}{f' ({message})' if message else ''}"
+                    said = f"{for_code(code).__name__}{f' ({printable(message, 200)})' if message else ''}"
                     rule = f"{acl.principal} {acl.operation} {acl.resource} {acl.name}"
                     raise ApplyFailed(f"the brokers refused the ACL {rule}: {said}")
         return len(acls)
