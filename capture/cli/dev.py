@@ -126,10 +126,11 @@ def kafka(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
         stopped = [k.stop() for k in (local, LocalKafka(settings.kafka_cache_dir), secured) if k.address()]
         print("stopped" if stopped else "not running")
     else:
-        running = [found for k in (local,) if (found := k.address())]
+        running = []
         port = secured.state / "secured.port"
         if secured.address() and port.exists():  # its clients' listener; the PLAINTEXT one is the admin's
             running.append(f"localhost:{port.read_text().strip()} (secured; admin: {secured.address()})")
+        running += [found for k in (local,) if (found := k.address())]  # the plain one's address last
         if not running:
             print("not running")
             return 1
@@ -163,11 +164,11 @@ def start_secured(cli: Cli, settings: Settings) -> int:
     security.secure(admin)
     added = asyncio.run(acls.apply(listener.address, found, cli.saga.all_topics(), settings.partitions))
     folder = local.state / "credentials"
-    print(listener.address)
     print(f"credentials: {folder}/PRINCIPAL.env, for {', '.join([*names, ADMIN])} (admin: the super user; "
           f"{ADMIN}.properties for kafka-acls.sh)")  # fmt: skip
     print(f"ACLs: {added} added, derived from the saga's declaration ('pokesaga acls' shows them)")
     print(f"a service runs as itself: (set -a; . {folder}/{names[0]}.env; pokesaga run {names[0]})")
+    print(listener.address)  # last, as every start prints it
     return 0
 
 
