@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorization
 from pydantic import SecretStr
 
 from capture import views
+from capture.processes import stop_all
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
 from engine.broker import kafka, security
@@ -95,7 +96,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             port = free_port()
             login = {"POKESAGA_TRACKER_PORT": str(port), "POKESAGA_TRACKER_TOKEN": TOKEN}
             running.start("tracker", **listener.environment("tracker"), **login)
-            yield Secured(listener, running, port)
+            try:
+                yield Secured(listener, running, port)
+            finally:  # over TLS a consumer's close awaits the TLS shutdown, up to asyncio's (and uvloop's)
+                # 30 s when the broker is slow to answer it: more than the 30 s the cluster gives by default
+                stop_all(list(running.processes.values()), timeout=60)
     finally:
         local.stop()
 
