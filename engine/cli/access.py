@@ -42,7 +42,9 @@ def cmd_acls(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     if args.apply:
         settings = cli.with_broker(settings, "acls --apply")
         try:
-            added = asyncio.run(acls.apply(settings.bootstrap, found, cli.saga.all_topics(), settings.partitions))
+            topics = cli.saga.all_topics()
+            replication = settings.replication_factor
+            added = asyncio.run(acls.apply(settings.bootstrap, found, topics, settings.partitions, replication))
         except acls.ApplyFailed as exc:
             raise Failed(f"{cli.prog}: {exc}") from None
         print(f"added {added} ACLs for {len(acls.principals(found))} principals on {settings.bootstrap}")

@@ -162,8 +162,11 @@ class ApplyFailed(Exception):
     """The brokers refused an ACL (no authorizer, not an administrator); the message is one line."""
 
 
-async def apply(bootstrap: str, acls: list[Acl], topics: list[str], partitions: int) -> int:
-    """Make the missing ``topics`` (as a service would), then add every ACL; how many were sent.
+async def apply(
+    bootstrap: str, acls: list[Acl], topics: list[str], partitions: int, replication: int | None = None
+) -> int:
+    """Make the missing ``topics`` (as a service would: ``replication``, unset: as the cluster allows),
+    then add every ACL; how many were sent.
 
     Adding an ACL that exists changes nothing, so this may run again after the declaration
     changed (it never removes one: ``kafka-acls.sh --remove`` does)."""
@@ -171,7 +174,7 @@ async def apply(bootstrap: str, acls: list[Acl], topics: list[str], partitions: 
     from aiokafka.errors import ClusterAuthorizationFailedError, for_code
     from aiokafka.protocol.admin import CreateAclsRequest
 
-    await kafka.ensure_topics(bootstrap, topics, partitions)
+    await kafka.ensure_topics(bootstrap, topics, partitions, replication=replication)
 
     async def add(admin: AIOKafkaAdminClient) -> int:
         for acl in acls:
