@@ -137,6 +137,15 @@ def test_each_service_runs_as_its_own_principal_and_the_tracker_follows_every_sa
 
     asyncio.run(eventually(tracked, timeout=60, what="the tracker, as itself, to follow every saga"))
 
+    async def lag_read() -> bool:  # the participants' groups described, their offsets read: as the tracker may
+        status, overview = get(secured.tracker_port, "/overview", BEARER)
+        return (
+            status == 200 and overview["lag"]["read_at"] is not None and overview["lag"]["error"] is None
+            and all(p["members"] for p in overview["participants"].values())
+        )  # fmt: skip
+
+    asyncio.run(eventually(lag_read, timeout=30, what="the tracker to read every group's lag and members"))
+
 
 def test_a_client_without_credentials_is_refused(secured: Secured) -> None:
     anonymous = {"KAFKA_SASL_MECHANISM": "", "KAFKA_SASL_USERNAME": "", "KAFKA_SASL_PASSWORD": ""}
