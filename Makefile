@@ -33,6 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pokesaga schemas check
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

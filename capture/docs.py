@@ -179,7 +179,11 @@ def asyncapi(saga: Saga = CAPTURE) -> dict[str, Any]:
                     {
                         "type": "object",
                         "required": ["type", "data"],
-                        "properties": {"type": {"const": name}, "data": _ref("components", "schemas", name)},
+                        "properties": {
+                            "type": {"const": name},
+                            "dataversion": {"const": cls.dataversion},
+                            "data": _ref("components", "schemas", name),
+                        },
                     },
                 ]
             },
@@ -228,14 +232,14 @@ def asyncapi(saga: Saga = CAPTURE) -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": saga.name,
-            "version": str(saga.data_version),
+            "version": str(max(cls.dataversion for cls in saga.types.values())),
             "description": (
                 f"The {saga.name} saga's choreography, generated from its declaration by `pokesaga docs`:"
                 " do not edit. Every topic is a channel, every event type a message. A message is a"
                 " structured-mode CloudEvents 1.0 JSON document whose `type` is the event type and whose"
                 " `data` is the event; the Kafka record key is the saga id. Each participant (a step, or a"
                 " compensator) receives the events it handles and sends the events it publishes."
-                " The version is the events' `dataversion`."
+                " Each message's `dataversion` is its event's current version; the document's is the highest."
             ),
         },
         "defaultContentType": "application/json",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from compensations.combat import undo_attack
 from compensations.pokeball import undo_throw
 from compensations.status import undo_paralyze
+from contracts.jsonschema import RELEASED_DIR
 from engine.saga import Compensation, Saga, Service, Step
 from services.combat import handlers as combat_step
 from services.combat.tables import CombatRecords
@@ -33,4 +34,5 @@ CAPTURE = Saga(
     ),
     compensations=(Compensation(pokeball, undo_throw), Compensation(combat, undo_attack),
                    Compensation(status, undo_paralyze)),
+    schemas=RELEASED_DIR,
 )  # fmt: skip

@@ -16,6 +16,7 @@ from contracts.events import EVENT_TYPES
 from engine.wire.envelope import Envelope
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
+RELEASED_DIR = SCHEMA_DIR / "released"  # one file per event and version: `pokesaga schemas check`
 
 
 def render() -> dict[str, str]:

@@ -4,7 +4,8 @@ A saga hands the engine its declaration and nothing else; the engine never impor
 What a saga's code uses (the rest is the engine's own business):
 
 - ``Saga``, ``Step``, ``Compensation``, ``Service``: the declaration (``engine.saga``);
-- ``Event``, ``FailureEvent``, ``bounded``: what its events are (``engine.events``);
+- ``Event``, ``FailureEvent``, ``bounded``, ``added``: what its events are, and how a new version
+  of one reads the older ones (``engine.events``, ``engine.versions``);
 - ``UnitOfWork``, ``Rejected``: what a handler receives, and how it refuses a record
   (``engine.participant``);
 - ``Settings``: the engine's settings, for the saga to extend (``engine.settings``);
@@ -13,7 +14,7 @@ What a saga's code uses (the rest is the engine's own business):
 - ``HandlerEnvironment``: one handler run on its service's tables, no broker (``engine.testing``).
 """
 
-from engine.events import Event, FailureEvent, bounded
+from engine.events import Event, FailureEvent, added, bounded
 from engine.participant import Rejected, UnitOfWork
 from engine.saga import Compensation, Saga, Service, Step
 from engine.settings import Settings
@@ -33,6 +34,7 @@ __all__ = [
     "Settings",
     "Step",
     "UnitOfWork",
+    "added",
     "bounded",
     "serve",
     "wrap",

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from engine import versions
 from engine.broker import kafka
 from engine.events import Event
 from engine.saga import Saga
@@ -35,6 +36,7 @@ class Client:
     def __init__(self, saga: Saga, settings: Settings, *, source: str = "", watch_outcomes: bool = True) -> None:
         self.saga = saga
         self.settings = settings
+        versions.check_pins(settings.publish_versions, saga.types, "POKESAGA_PUBLISH_VERSIONS")
         self.source = source or f"{saga.name}/client"
         self.watch_outcomes = watch_outcomes
         self.outcome_topics = sorted({event.topic for event in saga.outcomes})
@@ -87,7 +89,8 @@ class Client:
         if saga_id is not None:
             check_saga_id(saga_id)
         saga_id = saga_id or str(uuid.uuid4())
-        return wrap(event, saga_id=saga_id, source=self.source, causation_id=None, deadline=deadline)
+        pinned = self.settings.publish_versions.get(type(event).__name__)
+        return wrap(event, saga_id=saga_id, source=self.source, causation_id=None, deadline=deadline, version=pinned)
 
     async def start(
         self, event: Event, saga_id: str | None = None, deadline: datetime | timedelta | None = None

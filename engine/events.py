@@ -8,6 +8,7 @@ same on every database, so a bad value is refused at the door with the field's n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -25,12 +26,23 @@ Detail = Annotated[str, bounded(2000)]
 StepName = Annotated[str, bounded(64, min_length=1)]
 
 
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class Event(BaseModel):
-    """Base of every saga event. Fields added by a newer producer are ignored, not rejected."""
+    """Base of every saga event. Fields added by a newer producer are ignored, not rejected.
+
+    ``dataversion`` is this shape's version (the envelope's ``dataversion``); ``upcasters`` turn
+    each older version's data into the next's: ``{1: f}`` makes version 1 data version 2 data. An
+    upcaster that only adds fields with defaults is ``added("field", ...)``: a service pinned to
+    the older version (``POKESAGA_PUBLISH_VERSIONS``) can then publish it, the fields dropped
+    (engine.versions)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     topic: ClassVar[str]
+    dataversion: ClassVar[int] = 1
+    upcasters: ClassVar[Mapping[int, Upcaster]] = {}
 
 
 class FailureEvent(Event):
@@ -75,3 +87,24 @@ def attributed(event: Event, step: str) -> Event:
     if isinstance(event, FailureEvent) and not event.failed_step:
         return event.model_copy(update={"failed_step": step})
     return event
+
+
+class Added:
+    """An upcaster that adds ``fields`` with their defaults (the model fills them in): the data is
+    unchanged on the way up, and dropping them is the way down."""
+
+    def __init__(self, *fields: str) -> None:
+        if not fields:
+            raise ValueError("added(): name the fields the new version adds")
+        self.fields = fields
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    def __repr__(self) -> str:
+        return f"added({', '.join(map(repr, self.fields))})"
+
+
+def added(*fields: str) -> Added:
+    """The upcaster of a version that only adds ``fields``, each with a default."""
+    return Added(*fields)

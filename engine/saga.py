@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData
 
+from engine import versions
 from engine.events import Event, FailureEvent
 from engine.participant import GiveUp, Handler, Participant
 from engine.store import db
@@ -219,15 +220,16 @@ class Compensation:
 class Saga:
     """The whole choreography: steps in forward order, compensations (in any order: they unwind
     newest step first). ``events`` and ``outcomes`` are derived when not given; ``events`` given
-    adds to the derived ones (an event no participant publishes yet, say)."""
+    adds to the derived ones (an event no participant publishes yet, say). ``schemas``: the directory
+    of its events' released schemas (``<EventType>/v<N>.json``, engine.schemas), if it keeps them."""
 
     name: str
     steps: tuple[Step, ...]
     compensations: tuple[Compensation, ...] = ()
     events: tuple[type[Event], ...] = ()
     outcomes: tuple[type[Event], ...] = ()
-    data_version: int = 1
     retries: str = ""  # the retry notices' topic; default: "<first topic's prefix>.retries"
+    schemas: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -264,6 +266,8 @@ class Saga:
         if starts_as_failure:
             raise ValueError(f"saga {self.name}: a step consumes {starts_as_failure[0]}, a failure event: failures "
                              "go to the compensations")  # fmt: skip
+        for cls in self.events:
+            versions.check(cls)
         known = set(self.types)
         for participant in self.participants.values():
             unknown = set(participant.handlers) - known

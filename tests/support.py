@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -141,3 +143,16 @@ def doc_containing(marker: str) -> str:
     holding = [text for text in documentation().values() if marker in text]
     assert len(holding) == 1, f"{marker!r} is in {len(holding)} documents, not one"
     return holding[0]
+
+
+def terminate(process: subprocess.Popen[bytes], grace: float = 30) -> int:
+    """Stop ``process`` as an operator would: SIGTERM; SIGKILL if it has not left within ``grace``
+    seconds. Its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

@@ -1,4 +1,4 @@
-"""What the saga says, written down: schemas, docs."""
+"""What the saga says, written down: schemas (export, and the engine's check and release), docs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 
 from capture.settings import Settings
 from contracts import jsonschema
+from engine.cli import schemas
 from engine.cli.verb import Cli, Verb
+
+EXPORT = {"export": "rewrite contracts/schemas/ (the envelope's and each event's current schema)"}
 
 
 def add_schemas(commands: Any, cli: Cli) -> argparse.ArgumentParser:
-    schemas = commands.add_parser("schemas", help="JSON Schemas of the envelope and events")
-    schemas.add_argument("action", choices=["export"])
-    return schemas
+    return schemas.add_schemas(commands, cli, EXPORT)
 
 
 def add_docs(commands: Any, cli: Cli) -> argparse.ArgumentParser:
@@ -24,6 +25,8 @@ def add_docs(commands: Any, cli: Cli) -> argparse.ArgumentParser:
 
 
 def cmd_schemas(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
+    if args.action != "export":
+        return schemas.cmd_schemas(cli, args, settings)
     for path in jsonschema.export():
         print(path)
     return 0

@@ -2,9 +2,10 @@
 flag overrides both.
 
 Every saga gets the same verbs, by group: sagas (start, trace, inspect saga) · services (run, db) ·
-recovery (replay, dlq) · access (acls); common.py holds what they share, tracking.py the tracker's. A program adds its
-own verbs — or replaces one of these, by its name — with ``groups``: mappings of a verb's name to a
-``Verb`` (how its parser is added, and what runs it)::
+recovery (replay, dlq) · schemas (check, release: for a saga that keeps its released schemas) · access
+(acls); common.py holds what they share, tracking.py the tracker's. A program adds its own verbs — or
+replaces one of these, by its name — with ``groups``: mappings of a verb's name to a ``Verb`` (how its
+parser is added, and what runs it)::
 
     sys.exit(engine.cli.main(TRANSFER, settings=Settings, prog="python -m examples.transfer"))
 
@@ -23,6 +24,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
+from engine import versions
 from engine.broker import security
 from engine.cli import common
 from engine.cli.common import Failed, LocalBroker, Misconfigured, Parser, Usage, positive, settings_from
@@ -40,10 +42,10 @@ __all__ = ["Cli", "Verb", "main"]
 
 def verbs(groups: Iterable[Mapping[str, Verb]] = ()) -> dict[str, Verb]:
     """Every saga's verbs, then ``groups``' (one of the same name replaces it, where it stands)."""
-    from engine.cli import access, recovery, sagas, services
+    from engine.cli import access, recovery, sagas, schemas, services
 
     found: dict[str, Verb] = {}
-    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, access.VERBS, *groups):
+    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, schemas.VERBS, access.VERBS, *groups):
         found.update(group)
     return found
 
@@ -96,7 +98,9 @@ def main(
             # a traceback, when it is collected (often after the one line, at exit): not for a user.
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         logging.getLogger("alembic").setLevel(logging.WARNING if not args.verbose else logging.INFO)
-        return int(known[args.command].run(cli, args, settings_from(args, settings)))
+        given = settings_from(args, settings)
+        versions.check_pins(given.publish_versions, saga.types, "POKESAGA_PUBLISH_VERSIONS")  # before connecting
+        return int(known[args.command].run(cli, args, given))
     except Usage as exc:
         print(f"{exc}", file=sys.stderr)
         return 2

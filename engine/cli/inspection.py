@@ -116,6 +116,9 @@ def parked_line(record: dict[str, Any]) -> str:
         return f"{head}: {said}"
     if record["reason"] == "waiting":
         return f"{head}: behind the record being retried"
+    if record["reason"] == "newer_version":
+        said = (record["last_error"] or "").removeprefix("newer_version: ") or "a version newer than it reads"
+        return f"{head}: {said}; held for an upgraded instance"
     if record["reason"] == "rebuilding":
         return f"{head}: held until {record['participant']} has rebuilt its state"
     return head

@@ -32,6 +32,12 @@ schedule_to_start = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 retries = Counter("pokesaga_retries_total", "Handler attempts retried under the retry policy", ["participant", "error"])
+held_newer = Counter(
+    "pokesaga_held_newer_version_total",
+    "Records held (parked, reason newer_version) because their event's version is newer than this instance "
+    "reads; counted each time one is held again",
+    ["participant", "type"],
+)
 step_failures = Counter(
     "pokesaga_step_failures_total", "Failure events a step published, by reason", ["participant", "reason"]
 )

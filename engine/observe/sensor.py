@@ -30,6 +30,7 @@ class _Result(Protocol):
     skipped: int
     dead_letters: list[str]
     retries: list[str]
+    held: list[str]
     failures: list[str]
     compensations: list[bool]
     operator: dict[str, tuple[str, str]]
@@ -64,6 +65,8 @@ class LoopSensor:
             metrics.dead_letters.labels(name, reason.split(":", 1)[0]).inc()
         for error in result.retries:
             metrics.retries.labels(name, error).inc()
+        for type_ in result.held:
+            metrics.held_newer.labels(name, type_).inc()
         for reason in result.failures:
             metrics.step_failures.labels(name, reason).inc()
         for undone in result.compensations:

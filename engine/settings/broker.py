@@ -51,6 +51,12 @@ class BrokerSettings(SettingsGroup):
         description="Largest record pokesaga publishes (value and headers). Keep it under the topics' "
         "max.message.bytes (1 MiB by default): an event that would exceed it fails the record that caused it.",
     )
+    publish_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description="During a rollout, publish these events at an older version, by event type, as JSON: "
+        '`{"CombatWon": 1}`; the fields added since are dropped (each has a default). Unset: every event at its '
+        "current version. See docs/evolving-events.md.",
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -42,6 +42,20 @@ class FailureSettings(SettingsGroup):
         "compensation_failed) and its saga shown as needing an operator; one whose own output can never be valid "
         "is dead-lettered at once.",
     )
+    newer_version_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A record of a version newer than this instance reads is held (parked, reason newer_version, "
+        "its saga's later records behind it) and looked at again this often, in case an upgraded instance can "
+        "take it.",
+    )
+    newer_version_hold_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="A record held for a newer version longer than this is dead-lettered (reason newer_version): "
+        "its saga then waits for a person (`pokesaga dlq replay` once upgraded).",
+    )
     crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
 
     @field_validator("faults")

@@ -33,6 +33,7 @@ from engine.wire.record import Record
 REBUILDING = "rebuilding"  # the reason a record is parked while its participant rebuilds
 RETRYING = "retrying"  # its handler failed; tried again when due
 WAITING = "waiting"  # behind its saga's parked record
+NEWER_VERSION = "newer_version"  # its event's version is newer than this instance reads (engine.versions)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ParkedRecord:
     headers: Sequence[tuple[str, bytes | None]]
     attempts: int = 0  # failed tries so far
     saga_id: str = ""
+    parked_at: float = 0.0  # epoch seconds
 
 
 class Parked:
@@ -181,13 +183,15 @@ class Parked:
             allowed.add(row_id)
         return allowed
 
-    def retry_later(self, conn: Connection, row_id: int, attempts: int, due_at: float, error: str) -> None:
-        """A parked record failed again: its attempts, when it is next due, the error."""
+    def retry_later(
+        self, conn: Connection, row_id: int, attempts: int, due_at: float, error: str, reason: str = RETRYING
+    ) -> None:
+        """A parked record failed again (or is held again): its attempts, when it is next due, the error."""
         t = self.table
         conn.execute(
             update(t)
             .where(t.c.id == row_id, t.c.consumer == self.consumer)
-            .values(reason=RETRYING, attempts=attempts, due_at=due_at, last_error=error[:MAX_ERROR])
+            .values(reason=reason, attempts=attempts, due_at=due_at, last_error=error[:MAX_ERROR])
         )
 
     def lock(self, conn: Connection) -> None:
@@ -225,5 +229,5 @@ def _record(row: dict[str, Any]) -> ParkedRecord:
     headers = [(str(k), None if v is None else base64.b64decode(v)) for k, v in row["headers"]]
     return ParkedRecord(
         row["id"], row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"], row["value"], headers,
-        row["attempts"] or 0, row["saga_id"],
+        row["attempts"] or 0, row["saga_id"], row["parked_at"] or 0.0,
     )  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
+from engine import versions
 from engine.events import Event
 from engine.wire.envelope import Envelope
 
@@ -23,6 +24,10 @@ class BadRecord(Exception):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.reason = f"{kind}: {detail}"
+
+
+class TooNew(BadRecord):
+    """An event of a version newer than its type here (engine.versions): not this reader's to read yet."""
 
 
 def _summary(error: ValidationError) -> str:
@@ -63,9 +68,17 @@ def _decode_carefully(value: bytes) -> Envelope:
 
 
 def decode_event(envelope: Envelope, types: Mapping[str, type[Event]]) -> Event:
-    """The event in ``envelope.data``, of its type in ``types`` (check it is there before calling)."""
+    """The event in ``envelope.data``, of its type in ``types`` (check it is there before calling),
+    upcast from an older version; ``newer_version`` when its version is newer than the type's."""
+    cls = types[envelope.type]
+    too_new = versions.newer(cls, envelope.dataversion)
+    if too_new is not None:
+        raise TooNew(versions.NEWER_VERSION, too_new.split(": ", 1)[1])
     try:
-        return types[envelope.type].model_validate(envelope.data)
+        data = envelope.data
+        if envelope.dataversion < cls.dataversion:
+            data = versions.upcast(cls, envelope.dataversion, dict(data))
+        return cls.model_validate(data)
     except ValidationError as exc:
         raise BadRecord("invalid_data", f"{envelope.type}: {_summary(exc)}") from None
     except Exception as exc:

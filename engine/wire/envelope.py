@@ -24,9 +24,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from engine import versions
 from engine.events import Event, bounded
 
-DATA_VERSION = 1  # a saga may declare another (Saga.data_version)
+DATA_VERSION = 1  # an envelope that says none holds version 1 of its event (engine.versions)
 
 # Namespace of every id pokesaga derives (uuid5).
 NAMESPACE = uuid.UUID("5a6a0b55-2f0e-4c39-9a0e-7d3b6b1e0c61")
@@ -132,11 +133,14 @@ def wrap(
     time: datetime | None = None,
     deadline: datetime | None = None,
     validate: bool = True,
+    version: int | None = None,
 ) -> Envelope:
     """Put ``event`` in an envelope. Without ``event_id``, the id derives from the saga and the cause.
     ``deadline``: the saga's (``sagadeadline``), passed on from the cause. ``validate=False`` when
-    every part was validated already (a participant's event caused by an envelope it decoded)."""
+    every part was validated already (a participant's event caused by an envelope it decoded).
+    ``version``: an older version of the event to publish (engine.versions.check_pins checked it)."""
     type_ = type(event).__name__
+    dataversion, data = versions.outgoing(event, version)
     if event_id is None:
         event_id = caused_id(saga_id, causation_id, type_) if causation_id else start_event_id(saga_id, type_)
     return (Envelope if validate else Envelope.model_construct)(
@@ -148,7 +152,7 @@ def wrap(
         subject=saga_id,
         sagaid=saga_id,
         causationid=causation_id,
-        dataversion=DATA_VERSION,
+        dataversion=dataversion,
         sagadeadline=deadline,
-        data=event.model_dump(mode="json"),
+        data=data,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,7 @@ from examples.transfer.saga import TRANSFER
 from examples.transfer.settings import SERVICES, Settings
 from tests import databases
 from tests.conftest import new_broker
-from tests.support import caught_up, eventually
+from tests.support import caught_up, eventually, terminate
 
 OPENING = 100_00  # every new account's balance, in cents (the default)
 
@@ -79,15 +78,7 @@ class Bank:
 
     def stop(self, service: str) -> int:
         """SIGTERM; SIGKILL if it has not left within 30 s. Its exit code."""
-        process = self.processes[service]
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return terminate(self.processes[service])
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """``python -m examples.transfer ARGS``, as a user runs it."""

@@ -642,3 +642,21 @@ def test_a_saga_id_no_request_can_name_is_skipped_not_kept() -> None:
     with pytest.raises(timeline.NotAnEvent) as refused:
         timeline.parse(encode(event("tab\there", "e", "PokemonEncountered")), topics.STATUS, [], 0, 0)
     assert refused.value.reason == "invalid_data"
+
+
+def test_an_event_of_a_newer_version_is_shown_and_the_participant_holding_it_says_why() -> None:
+    """A producer upgraded before the tracker: its version 2 event (a field this reader does not
+    know, another that no longer validates here) is on the timeline, not refused; the participant
+    that holds it for an upgrade says so in a notice, shown as the saga's wait."""
+    found = paralyzed()
+    newer = event("s", "weak", "PokemonWeakened", cause="par", time="2026-11-23T10:00:02Z",
+                  data={"hp_before": "twenty", "critical": True}, dataversion=2)  # fmt: skip
+    held = notice("s", "n1", "weak", participant="pokeball", event_type="PokemonWeakened", maximum_attempts=0,
+                  error="newer_version: PokemonWeakened version 2; this instance reads up to version 1")  # fmt: skip
+    assert read(found, newer, held) == [True, True]
+    view = timeline.view(found, NOW, 60)
+    assert [e["type"] for e in view["events"]][-1] == "PokemonWeakened"
+    assert (view["state"], view["waiting_on"]) == ("retrying", "pokeball")
+    assert view["retrying"]["error"].startswith("newer_version: PokemonWeakened version 2")
+    with pytest.raises(NotAnEvent, match="invalid_data"):  # the same data at version 1 is refused as it was
+        timeline.parse(encode(newer | {"dataversion": 1}), topics.POKEBALL)

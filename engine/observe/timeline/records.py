@@ -5,6 +5,7 @@ record the client could read); anything else is ``NotAnEvent`` with a reason fro
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from engine.broker.unreadable import unreadable_reason
@@ -28,7 +29,7 @@ from engine.observe.timeline.fields import (
 )
 from engine.observe.timeline.shape import SagaShape
 from engine.observe.timeline.times import canonical_rfc3339
-from engine.wire.codec import BadRecord, decode_envelope, decode_event
+from engine.wire.codec import BadRecord, TooNew, decode_envelope, decode_event
 from engine.wire.deadletter import DLQ_HEADER_PREFIX, DLQ_SUFFIX
 from engine.wire.envelope import Envelope
 from engine.wire.notices import MAX_ERROR, rfc3339_from_epoch
@@ -59,7 +60,8 @@ class Reading(SagaShape):
                 raise NotAnEvent("unknown_type", f"{envelope.type[:MAX_TYPE]!r} is no event of the saga")
             if known.topic != topic:
                 raise NotAnEvent("wrong_topic", f"{envelope.type} belongs on {known.topic}")
-            decode_event(envelope, self.types)
+            with contextlib.suppress(TooNew):  # a newer producer's: shown, though this reader cannot check it
+                decode_event(envelope, self.types)
         except BadRecord as bad:
             raise NotAnEvent(bad.kind, bad.reason) from None
         data = envelope.data

@@ -7,6 +7,7 @@ from datetime import UTC
 
 from sqlalchemy import Engine
 
+from engine import versions
 from engine.events import Event
 from engine.faults import FaultInjector
 from engine.participant import Participant
@@ -36,6 +37,8 @@ class Context:
         self.types = types  # every event of the saga, by type name
         self.engine = engine
         self.settings = settings
+        versions.check_pins(settings.publish_versions, types, "POKESAGA_PUBLISH_VERSIONS")
+        self.pins = settings.publish_versions  # events published at an older version (engine.versions)
         # Rebuilding (engine.worker.rebuild): what it published before, by cause id. Only records with a
         # recorded decision are applied; the others are parked until the rebuild ends. The history
         # is on disk, a batch's read at a time (engine.worker.history).
@@ -46,7 +49,8 @@ class Context:
         self.inbox = Inbox(inbox_table, participant.name, parked_table, positions_table(participant.metadata))
         self.outbox = Outbox(outbox_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
-        self.parked = Parked(parked_table, participant.name, self.policy.maximum_interval)
+        horizon = max(self.policy.maximum_interval, settings.newer_version_wait_seconds)
+        self.parked = Parked(parked_table, participant.name, horizon)
         self.faults = FaultInjector(settings.faults, participant.name, stall=settings.stall)
         # Outbox rows published and acknowledged, not yet deleted: the next transaction deletes them
         # (engine.worker.batch.transaction), or the loop when it has nothing else to do.

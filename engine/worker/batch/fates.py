@@ -11,7 +11,9 @@ In this order:
   under another id: **reject** (one saga's ids never silence or replay another's);
 - its participant is rebuilding and has no recorded decision for it, or its saga has a record
   parked: **park**, to be applied later, in arrival order (engine.store.parked);
-- otherwise: **apply**.
+- otherwise: **apply** — or, when its event's version is newer than this instance reads, **hold**
+  it (``apply`` with no event and a ``newer_version`` reason: engine.worker.batch.passes parks it
+  for an upgraded instance, its saga's later records behind it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
+from engine import versions
 from engine.broker.topicids import Incarnations
 from engine.broker.unreadable import unreadable_reason
 from engine.events import Event, FailureEvent, out_of_bounds
@@ -91,6 +94,9 @@ def decode(ctx: Context, record: Record) -> Item:
             if known.topic != record.topic:
                 return Item(record, REJECT, reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
             return Item(record, SKIP)  # another participant on this topic handles it
+        too_new = versions.newer(ctx.types[envelope.type], envelope.dataversion)
+        if too_new is not None:
+            return Item(record, APPLY, envelope, None, too_new)  # held, not misread (Pass.hold)
         event = decode_event(envelope, ctx.types)
         wrong = out_of_bounds(event, ctx.participant.steps) if isinstance(event, FailureEvent) else None
         if wrong is not None and ctx.participant.steps:

@@ -22,7 +22,8 @@ from engine.observe import tracing
 from engine.participant import UnitOfWork
 from engine.store import inbox
 from engine.store.outbox import event_row
-from engine.store.parked import REBUILDING, WAITING, ParkedRecord
+from engine.store.parked import NEWER_VERSION, REBUILDING, WAITING, ParkedRecord
+from engine.wire import notices
 from engine.wire.codec import decode_event
 from engine.wire.deadletter import RECORD_OVERHEAD, dead_letter_row, dead_letters, headers_size
 from engine.wire.envelope import Envelope, caused_ids, wrap
@@ -78,12 +79,43 @@ class Pass(ABC):
             self.result.duplicates += 1
         elif item.action == REJECT:
             self.dead_letter(item, item.reason)
+        elif item.action == APPLY and item.event is None:
+            self.hold(item)
         elif item.action == PARK:
             assert item.envelope is not None
             self.write([], [self.ctx.parked.row(item.record, item.envelope, item.reason or REBUILDING)])
             self.result.parked += 1
         else:
             self.apply(item)
+
+    def hold(self, item: Item) -> None:
+        """A record whose event is newer than this instance reads (``item.reason``): parked, its saga's
+        later records behind it, looked at again every ``newer_version_wait_seconds`` until an
+        instance that reads it takes it; dead-lettered once held ``newer_version_hold_hours``."""
+        ctx, record, envelope, settings = self.ctx, item.record, item.envelope, self.ctx.settings
+        assert envelope is not None
+        now = time.time()
+        if isinstance(record, ParkedRecord) and now - record.parked_at > settings.newer_version_hold_hours * 3600:
+            self.dead_letter(item, f"{item.reason}; held {settings.newer_version_hold_hours:g} h, no instance took it")
+            return
+        due_at = now + settings.newer_version_wait_seconds
+        if isinstance(record, ParkedRecord):
+            ctx.parked.retry_later(self.conn, record.id, record.attempts + 1, due_at, item.reason, NEWER_VERSION)
+            self.kept.add(record.id)
+        else:
+            log.warning("%s: holding %s of saga %s until an upgraded instance takes it: %s", ctx.name, envelope.type,
+                        printable(envelope.sagaid, 200), item.reason)  # fmt: skip
+            self.write([], [ctx.parked.row(record, envelope, NEWER_VERSION, 1, due_at, item.reason)])
+            self.result.parked += 1
+            if ctx.participant.retries_topic:  # observers (the tracker) show the saga waiting, and why
+                said = notices.notice(
+                    envelope, participant=ctx.name, source=ctx.participant.source, attempt=1, maximum_attempts=0,
+                    next_attempt_at=due_at, error=item.reason,
+                )  # fmt: skip
+                self.write([], [], [event_row(ctx.name, said, ctx.participant.retries_topic, [])])
+        self.blocked.add(envelope.sagaid)
+        self.result.held.append(envelope.type)
+        self.result.next_due = min(self.result.next_due or due_at, due_at)
 
     def dead_letter(self, item: Item, reason: str, attempts: int | None = None) -> None:
         """``item``'s dead letter, in the outbox. A record refused at the door is also marked in the
@@ -143,6 +175,7 @@ class Pass(ABC):
             envelope = wrap(
                 event, saga_id=cause.sagaid, source=ctx.participant.source, causation_id=cause.id,
                 deadline=cause.sagadeadline, validate=False,  # the cause was validated, and so was the event
+                version=ctx.pins.get(type(event).__name__),
             )  # fmt: skip
             if on_the_topics and on_the_topics.intersection(caused_ids(cause.sagaid, cause.id, envelope.type)):
                 continue  # recorded under this id, or under the one derived before the saga id was in it

@@ -22,6 +22,7 @@ class BatchResult:
     retries: list[str] = field(default_factory=list)  # error type of each retry
     failures: list[str] = field(default_factory=list)  # reason of each step failure published
     compensations: list[bool] = field(default_factory=list)  # True: something undone; False: a no-op
+    held: list[str] = field(default_factory=list)  # event type of each record held for a newer version
     parked: int = 0  # records newly parked (a parked record put off again is not counted twice)
     # Sagas whose compensation was dead-lettered: saga id -> (reason, the dead-letter topic)
     operator: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -38,6 +39,7 @@ class BatchResult:
         self.retries += other.retries
         self.failures += other.failures
         self.compensations += other.compensations
+        self.held += other.held
         self.parked += other.parked
         self.operator.update(other.operator)
         if other.next_due is not None:

@@ -91,7 +91,8 @@ def test_a_program_adds_its_own_verbs_and_replaces_one_by_its_name(capsys: pytes
     assert toy("hello", "world", groups=groups) == 3
     assert toy("trace", groups=groups) == 0
     assert ran == [(TOY.name, "world"), ("toy", "trace")]
-    assert list(cli.verbs(groups)) == ["start", "trace", "inspect", "run", "db", "replay", "dlq", "acls", "hello"]
+    verbs = ["start", "trace", "inspect", "run", "db", "replay", "dlq", "schemas", "acls", "hello"]
+    assert list(cli.verbs(groups)) == verbs
 
 
 def test_inspect_saga_reads_no_database_that_does_not_exist(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
