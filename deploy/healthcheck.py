@@ -21,8 +21,12 @@ def main() -> int:
         url = f"http://127.0.0.1:{os.environ.get('POKESAGA_TRACKER_PORT', '6066')}/sagas?limit=1"
     else:
         url = f"http://127.0.0.1:{os.environ.get('POKESAGA_METRICS_PORT', '9100')}/health/live"
+    request = urllib.request.Request(url)
+    token = os.environ.get("POKESAGA_TRACKER_TOKEN")
+    if what == "tracker" and token:  # the console behind its login
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
+        with urllib.request.urlopen(request, timeout=2) as answer:
             return 0 if answer.status == 200 else 1
     except OSError as exc:
         print(f"{what}: {url}: {exc}", file=sys.stderr)

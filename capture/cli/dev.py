@@ -39,6 +39,12 @@ def add_kafka(commands: Any, cli: Cli) -> argparse.ArgumentParser:
     broker.add_argument(
         "--brokers", type=positive, default=1, help="start: nodes, each broker and controller (default 1; 3: a cluster)"
     )
+    broker.add_argument(
+        "--secure",
+        action="store_true",
+        help="start: the secured broker apart (TLS + SCRAM, the standard authorizer), a principal per service "
+        "with its ACLs; its credentials in env files",
+    )
     return broker
 
 
@@ -99,27 +105,70 @@ def add_bench(commands: Any, cli: Cli) -> argparse.ArgumentParser:
 
 def cmd_kafka(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     with broker_errors():
-        return kafka(args, settings)
+        return kafka(cli, args, settings)
 
 
-def kafka(args: argparse.Namespace, settings: Settings) -> int:
+def kafka(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     from engine.local.broker import LocalKafka
 
     if args.brokers < 1:
         raise Usage("pokesaga kafka: --brokers must be 1 or more")
+    if args.secure and (args.action != "start" or args.brokers != 1):
+        raise Usage("pokesaga kafka: --secure starts one secured broker (stop and status find it without)")
     local = LocalKafka.running(settings.kafka_cache_dir)
+    secured = LocalKafka(settings.kafka_cache_dir, state=settings.kafka_cache_dir / "secured")
+    if args.action == "start" and args.secure:
+        return start_secured(cli, settings)
     if args.action == "start":
         address = LocalKafka(settings.kafka_cache_dir, brokers=args.brokers).start()
         print(address)
     elif args.action == "stop":
-        stopped = [k.stop() for k in (local, LocalKafka(settings.kafka_cache_dir)) if k.address()]
+        stopped = [k.stop() for k in (local, LocalKafka(settings.kafka_cache_dir), secured) if k.address()]
         print("stopped" if stopped else "not running")
     else:
-        running = local.address()
-        if running is None:
+        running = []
+        port = secured.state / "secured.port"
+        if secured.address() and port.exists():  # its clients' listener; the PLAINTEXT one is the admin's
+            running.append(f"localhost:{port.read_text().strip()} (secured; admin: {secured.address()})")
+        running += [found for k in (local,) if (found := k.address())]  # the plain one's address last
+        if not running:
             print("not running")
             return 1
-        print(running)
+        print("\n".join(running))
+    return 0
+
+
+def start_secured(cli: Cli, settings: Settings) -> int:
+    """The secured broker, its principals' ACLs added as its administrator; where their credentials are."""
+    from pydantic import SecretStr
+
+    from engine.broker import security
+    from engine.local.broker import secured_kafka
+    from engine.local.secured import ADMIN
+    from engine.ops import acls
+
+    found = acls.derive(cli.saga)
+    names = [p.removeprefix("User:") for p in acls.principals(found)]
+    local, listener = secured_kafka(settings.kafka_cache_dir, names)
+    local.start()
+    admin = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": listener.address,
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_ssl_cafile": listener.ca_file,
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+            "kafka_sasl_username": ADMIN,
+            "kafka_sasl_password": SecretStr(listener.users[ADMIN]),
+        }
+    )
+    security.secure(admin)
+    added = asyncio.run(acls.apply(listener.address, found, cli.saga.all_topics(), settings.partitions))
+    folder = local.state / "credentials"
+    print(f"credentials: {folder}/PRINCIPAL.env, for {', '.join([*names, ADMIN])} (admin: the super user; "
+          f"{ADMIN}.properties for kafka-acls.sh)")  # fmt: skip
+    print(f"ACLs: {added} added, derived from the saga's declaration ('pokesaga acls' shows them)")
+    print(f"a service runs as itself: (set -a; . {folder}/{names[0]}.env; pokesaga run {names[0]})")
+    print(listener.address)  # last, as every start prints it
     return 0
 
 

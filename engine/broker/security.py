@@ -132,8 +132,27 @@ async def refusal(bootstrap: str) -> str | None:
             if said is not None and (reason := _certificate_refused(server, said, bootstrap in _CERTIFIED)):
                 return reason
             continue  # not answering: nothing to tell about security
-        conn.close()
+        try:
+            if options["security_protocol"] == "SSL" and not await _answers_without_sasl(conn):
+                return (
+                    f"{server} asks for SASL credentials, and KAFKA_SECURITY_PROTOCOL is SSL: set SASL_SSL, "
+                    "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                )
+        finally:
+            conn.close()
     return None
+
+
+async def _answers_without_sasl(conn: Any) -> bool:
+    """A broker that answers a request with no SASL handshake before: a SASL_SSL listener answers
+    only ApiVersions (what ``create_conn`` asks), then closes the connection."""
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    try:
+        await asyncio.wait_for(conn.send(MetadataRequest([])), PROBE_TIMEOUT)
+    except (OSError, KafkaError, TimeoutError):
+        return False
+    return True
 
 
 async def _after_handshake(host: str, port: int, context: ssl.SSLContext) -> ssl.SSLError | None:

@@ -2,10 +2,10 @@
 flag overrides both.
 
 Every saga gets the same verbs, by group: sagas (start, trace, inspect saga) · services (run, db) ·
-recovery (replay, dlq) · schemas (check, release: for a saga that keeps its released schemas); common.py
-holds what they share, tracking.py the tracker's. A program adds its own verbs — or replaces one of
-these, by its name — with ``groups``: mappings of a verb's name to a ``Verb`` (how its parser is added,
-and what runs it)::
+recovery (replay, dlq) · schemas (check, release: for a saga that keeps its released schemas) · access
+(acls); common.py holds what they share, tracking.py the tracker's. A program adds its own verbs — or
+replaces one of these, by its name — with ``groups``: mappings of a verb's name to a ``Verb`` (how its
+parser is added, and what runs it)::
 
     sys.exit(engine.cli.main(TRANSFER, settings=Settings, prog="python -m examples.transfer"))
 
@@ -42,10 +42,10 @@ __all__ = ["Cli", "Verb", "main"]
 
 def verbs(groups: Iterable[Mapping[str, Verb]] = ()) -> dict[str, Verb]:
     """Every saga's verbs, then ``groups``' (one of the same name replaces it, where it stands)."""
-    from engine.cli import recovery, sagas, schemas, services
+    from engine.cli import access, recovery, sagas, schemas, services
 
     found: dict[str, Verb] = {}
-    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, schemas.VERBS, *groups):
+    for group in (sagas.VERBS, services.VERBS, recovery.VERBS, schemas.VERBS, access.VERBS, *groups):
         found.update(group)
     return found
 

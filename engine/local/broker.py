@@ -25,14 +25,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
 from engine.broker import kafka
 from engine.local.kraft import Node, NodeError, take_voter_place
-from engine.local.secured import SecuredListener
+from engine.local.secured import ADMIN, SecuredListener, passwords
 from engine.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
@@ -433,6 +433,27 @@ def _cluster_id(new_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
         encoded = base64.urlsafe_b64encode(new_uuid().bytes).decode().rstrip("=")
         if not encoded.startswith("-"):
             return encoded
+
+
+def secured_kafka(
+    cache_dir: Path, principals: Iterable[str], state: Path | None = None
+) -> tuple[LocalKafka, SecuredListener]:
+    """The local secured broker (``pokesaga kafka start --secure``), in ``state`` (default: the cache's
+    ``secured`` folder), apart from the plain one: a SASL_SSL listener with Kafka's standard authorizer,
+    a SCRAM user for each of ``principals`` and ``admin`` (its super user), their passwords made on
+    its first start and kept in ``credentials/<principal>.env`` (see engine.local.secured).
+
+    Users are written into its storage when it is first formatted: a principal added later needs
+    the state folder removed (and the broker made anew)."""
+    state = state or cache_dir / "secured"
+    port_file = state / "secured.port"
+    port = int(port_file.read_text()) if port_file.exists() else free_port()
+    users = passwords(state / "credentials", [*principals, ADMIN])
+    listener = SecuredListener(state / "tls", port, users, authorizer=True)
+    state.mkdir(parents=True, exist_ok=True)
+    port_file.write_text(str(port))
+    listener.write_credentials(state / "credentials")
+    return LocalKafka(cache_dir, state=state, secured=listener), listener
 
 
 BROKERS = ("local", "docker")

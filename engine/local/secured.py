@@ -5,14 +5,26 @@ itself speaks.
 Kafka reads PEM as it is (``ssl.keystore.type=PEM``): no JKS keystore. The SCRAM users are
 written into the metadata when the storage is formatted (``kafka-storage format --add-scram``),
 so they exist before the broker first answers. Needs ``trustme`` (a dev dependency).
+
+With ``authorizer``, the broker runs Kafka's standard authorizer (KRaft's StandardAuthorizer): no
+ACL, no access (``allow.everyone.if.no.acl.found=false``), but for its super users: ``admin`` (a
+SCRAM user of the secured listener) and ``ANONYMOUS``, the principal of the broker's own PLAINTEXT
+and CONTROLLER listeners on 127.0.0.1 — the broker speaks to its controller there, so that one stays
+the administrator's: whatever runs on this machine and connects there is a super user. The services
+connect to the secured listener, each as itself (``write_credentials``: one env file per principal).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENER = "SECURED"
+ADMIN = "admin"  # the secured listener's super user: applies the ACLs, runs the operators' commands
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 MTLS = "MUTUAL"
 SCRAM = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
@@ -30,6 +42,7 @@ class SecuredListener:
     users: dict[str, str] = field(default_factory=dict)
     name: str = "localhost"
     mtls_port: int | None = None
+    authorizer: bool = False  # Kafka's standard authorizer: only what an ACL allows, but for the super users
 
     @property
     def ca_file(self) -> Path:
@@ -98,8 +111,14 @@ class SecuredListener:
             f"{mtls}.ssl.truststore.location={self.ca_file}",
             f"{mtls}.ssl.client.auth=required",
         ]
+        authorized = [
+            f"authorizer.class.name={AUTHORIZER}",
+            f"super.users=User:ANONYMOUS;User:{ADMIN}",  # ANONYMOUS: the loopback PLAINTEXT and CONTROLLER listeners
+            "allow.everyone.if.no.acl.found=false",
+        ]
         return [
             f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{LISTENER}:SASL_SSL,{MTLS}:SSL",
+            *(authorized if self.authorizer else []),
             *(mutual if self.mtls_port else []),
             f"{prefix}.sasl.enabled.mechanisms={','.join(SCRAM)},PLAIN",
             *(
@@ -121,6 +140,54 @@ class SecuredListener:
             for mechanism in SCRAM
             for arg in ("--add-scram", _scram(mechanism, name, password))
         ]
+
+    def environment(self, user: str) -> dict[str, str]:
+        """What a client connecting as ``user`` sets: the variables every pokesaga client reads."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.address,
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SSL_CAFILE": str(self.ca_file),
+            "KAFKA_SASL_MECHANISM": SCRAM[0],
+            "KAFKA_SASL_USERNAME": user,
+            "KAFKA_SASL_PASSWORD": self.users[user],
+        }
+
+    def write_credentials(self, folder: Path) -> list[Path]:
+        """One env file per user, ``<user>.env``, readable by its owner alone (``set -a; . status.env``),
+        and ``admin.properties`` for Kafka's own tools (``kafka-acls.sh --command-config``)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for user in self.users:
+            lines = [f"{name}={value}" for name, value in self.environment(user).items()]
+            written.append(_private(folder / f"{user}.env", "\n".join(lines) + "\n"))
+        if ADMIN in self.users:
+            jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
+                    f'password="{self.users[ADMIN]}";')  # fmt: skip
+            properties = ["security.protocol=SASL_SSL", f"sasl.mechanism={SCRAM[0]}", f"sasl.jaas.config={jaas}",
+                          "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca_file}"]  # fmt: skip
+            written.append(_private(folder / f"{ADMIN}.properties", "\n".join(properties) + "\n"))
+        return written
+
+
+def passwords(folder: Path, users: Iterable[str]) -> dict[str, str]:
+    """Each user's password: the one its env file in ``folder`` holds (the broker knows it already),
+    else a new random one."""
+    found = {}
+    for user in dict.fromkeys(users):
+        kept = folder / f"{user}.env"
+        lines = kept.read_text().splitlines() if kept.exists() else []
+        old = [line.split("=", 1)[1] for line in lines if line.startswith("KAFKA_SASL_PASSWORD=")]
+        found[user] = old[0] if old else secrets.token_urlsafe(24)
+    return found
+
+
+def _private(path: Path, text: str) -> Path:
+    """``text`` written to ``path``, which only its owner may read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)  # a file that was there before keeps its mode otherwise
+    return path
 
 
 def _scram(mechanism: str, name: str, password: str) -> str:

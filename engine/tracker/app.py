@@ -12,7 +12,8 @@ Its table lives in memory and in its changelog topic (``<saga name>-tracker-saga
 a restarted tracker recovers the table from the changelog, then goes on from its committed
 offsets, and serves the same timelines. A saga's changelog record is written once per commit,
 before the offsets (``engine.tracker.held``), and a finished saga's timeline is held packed.
-It serves, on ``tracker_port``:
+It serves, on ``tracker_port`` (all but ``/metrics`` behind a login when ``tracker_token`` is set: see
+``engine.tracker.login``):
 
 - ``GET /``: the web page (recent sagas, filter by state, a timeline per saga);
 - ``GET /overview``: the choreography with its live figures, and how far behind its topics the
@@ -51,7 +52,7 @@ from engine.broker import kafka, security, unreadable
 from engine.observe.timeline import NOTICE, REASONS, WAITING_STATES, NotAnEvent, duration_ms
 from engine.saga import Saga
 from engine.settings import Settings
-from engine.tracker import api
+from engine.tracker import api, login
 from engine.tracker.broker import Broker, shown
 from engine.tracker.changelog import SagaTable
 from engine.tracker.figures import Freshness
@@ -297,7 +298,21 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
 
     # The page first: faust adds its own index at "/" when the server starts, after these; a
     # route added first is the one served (and aiohttp refuses a second "/" right after a first).
+    token = settings.tracker_token.get_secret_value() if settings.tracker_token is not None else None
+
+    def logged_in(handler: Any) -> Any:
+        """``handler``, answering only a request that carries the console's token (engine.tracker.login)."""
+
+        @functools.wraps(handler)
+        async def checked(web: faust.web.View, request: faust.web.Request, **kwargs: Any) -> faust.web.Response:
+            if not login.allowed(request.headers.get("Authorization"), token):
+                return web.json({"error": login.ASKED}, status=401, headers={"WWW-Authenticate": login.CHALLENGE})
+            return await handler(web, request, **kwargs)
+
+        return checked
+
     @app.page("/")
+    @logged_in
     async def page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.html(html)
 
@@ -305,6 +320,7 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
         return web.json({"error": why}, status=status)
 
     @app.page("/overview")
+    @logged_in
     async def overview(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         why = api.bad_query(request.query, ())
         if why is not None:
@@ -312,6 +328,7 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
         return web.json(overview_of(tracking, index, broker, time.time()) | {"read": freshness.figures()})
 
     @app.page("/sagas")
+    @logged_in
     async def list_sagas(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         try:
             query = api.search(request.query, timeline.states, tracking.fields)
@@ -330,6 +347,7 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
         return found
 
     @app.page("/sagas/{saga_id}")
+    @logged_in
     async def one_saga(web: faust.web.View, request: faust.web.Request, saga_id: str) -> faust.web.Response:
         found = one(saga_id, request)
         if isinstance(found, str):
@@ -338,6 +356,7 @@ def create_app(saga: Saga, settings: Settings, display: Display | None = None) -
         return web.json(found | {"commands": tracking.commands(found, down)})
 
     @app.page("/sagas/{saga_id}/records")
+    @logged_in
     async def records(web: faust.web.View, request: faust.web.Request, saga_id: str) -> faust.web.Response:
         found = one(saga_id, request)
         if isinstance(found, str):

@@ -43,6 +43,9 @@ ROOT = Path(__file__).parents[2]
         (["run", "pikachu"], "unknown service"),
         (["inspect", "gym", "x"], "invalid choice"),
         (["kafka", "restart"], "invalid choice"),
+        (["kafka", "stop", "--secure"], "--secure starts one secured broker"),
+        (["kafka", "start", "--secure", "--brokers", "3"], "--secure starts one secured broker"),
+        (["acls", "--tracker", "status"], "principal User:status would be two roles'"),
     ],
 )
 def test_a_wrong_argument_gets_a_one_line_error(

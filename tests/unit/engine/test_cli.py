@@ -91,7 +91,8 @@ def test_a_program_adds_its_own_verbs_and_replaces_one_by_its_name(capsys: pytes
     assert toy("hello", "world", groups=groups) == 3
     assert toy("trace", groups=groups) == 0
     assert ran == [(TOY.name, "world"), ("toy", "trace")]
-    assert list(cli.verbs(groups)) == ["start", "trace", "inspect", "run", "db", "replay", "dlq", "schemas", "hello"]
+    verbs = ["start", "trace", "inspect", "run", "db", "replay", "dlq", "schemas", "acls", "hello"]
+    assert list(cli.verbs(groups)) == verbs
 
 
 def test_inspect_saga_reads_no_database_that_does_not_exist(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -116,3 +117,27 @@ def test_the_client_wraps_the_start_event_with_its_saga_id_and_deadline() -> Non
     assert client.outcome_topics == ["toy.outcomes"]
     with pytest.raises(ValueError, match="FirstDone does not start the toy saga; expected Asked"):
         client.envelope(FirstDone(name="a"))
+
+
+def test_acls_prints_the_table_then_a_kafka_acls_line_each_with_no_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    assert toy("--bootstrap-servers", "b:9096", "acls") == 0
+    table, commands = capsys.readouterr().out.split("\n\n")
+    assert table.splitlines()[0].split() == ["PRINCIPAL", "OPERATION", "RESOURCE", "NAME", "WHY"]
+    assert "User:second   Write      Topic     toy.outcomes" in table
+    lines = commands.strip().splitlines()
+    assert len(lines) == len(table.splitlines()) - 1
+    start = "kafka-acls.sh --bootstrap-server b:9096 --add --allow-principal User:"
+    assert all(line.startswith(start) for line in lines)
+    assert toy("acls", "--commands", "--command-config", "admin.properties") == 0
+    only = capsys.readouterr().out.strip().splitlines()
+    assert only and all(" --command-config admin.properties --add " in line for line in only)
+    assert toy("acls", "--json") == 0
+    assert {"principal", "resource", "name", "operation", "why"} == set(json.loads(capsys.readouterr().out)[0])
+
+
+def test_acls_refuses_a_principal_two_roles_would_share_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert toy("acls", "--starter", "first") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("toy acls: principal User:first would be two roles'") and err.count("\n") == 1
+    assert toy("acls", "--apply") == 2  # where to apply them: said before anything is done
+    assert capsys.readouterr().err == "toy acls --apply: no broker: set KAFKA_BOOTSTRAP_SERVERS\n"
