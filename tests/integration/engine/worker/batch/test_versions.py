@@ -10,6 +10,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from engine.cli import inspection
 from engine.saga import Saga
 from engine.store.parked import ParkedRecord
@@ -143,3 +145,28 @@ async def _due(processor: BatchProcessor, timeout: float = 10) -> tuple[list[Par
         if records or time.monotonic() > deadline:
             return records, next_due
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.xfail(strict=True, reason="a parked record held sends no notice")
+async def test_a_record_parked_for_another_reason_then_held_is_shown_as_held(settings: Settings) -> None:
+    """A newer record that waited first (parked while its participant rebuilt, or behind its saga's
+    record being retried) is held when its turn comes. It was held in silence: no retry notice said
+    newer_version, so the tracker never showed the saga waiting for an upgrade, nor why."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01})
+    saga = evolve.BUILDS["1"]
+    participant = saga.participants["second"]
+    rebuilding = BatchProcessor(
+        participant, saga.types, engine_for(participant.service, settings), settings, history={}
+    )
+    parked = await applied(rebuilding, [Rec(newer(first_done("nv-rb", name="Rhea").to_json()))])
+    assert parked.parked == 1 and not parked.held and parked_reasons(rebuilding) == [("nv-rb", "rebuilding", 0)]
+    rebuilding.rebuilt()
+    records, _ = await _due(rebuilding)
+    held = await applied(rebuilding, records)
+    assert held.held == ["FirstDone"] and parked_reasons(rebuilding) == [("nv-rb", "newer_version", 1)]
+    (notice,) = [row for row in held.outbox if row.topic == TOY.retries_topic]
+    said = "newer_version: FirstDone version 2; this instance reads up to version 1"
+    assert json.loads(notice.value)["data"]["error"] == said
+    # Held again: said once, not at every look.
+    records, _ = await _due(rebuilding)
+    assert not (await applied(rebuilding, records)).outbox
