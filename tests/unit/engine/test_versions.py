@@ -208,7 +208,6 @@ class Renamed(Event):
     inner: Nested
 
 
-@pytest.mark.xfail(strict=True, reason="upcast hands the upcaster the envelope's nested data")
 def test_an_upcaster_that_changes_its_input_leaves_the_record_as_it_was_read() -> None:
     """The record's envelope is read again (the careful pass after the optimistic one, a rebuild's
     recorded decisions for each attempt, the tracker showing its data): an upcaster that changed the
