@@ -51,6 +51,7 @@ class ParkedRecord:
     attempts: int = 0  # failed tries so far
     saga_id: str = ""
     parked_at: float = 0.0  # epoch seconds
+    reason: str = ""  # why it is parked (REBUILDING, RETRYING, WAITING, NEWER_VERSION)
 
 
 class Parked:
@@ -229,5 +230,5 @@ def _record(row: dict[str, Any]) -> ParkedRecord:
     headers = [(str(k), None if v is None else base64.b64decode(v)) for k, v in row["headers"]]
     return ParkedRecord(
         row["id"], row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"], row["value"], headers,
-        row["attempts"] or 0, row["saga_id"], row["parked_at"] or 0.0,
+        row["attempts"] or 0, row["saga_id"], row["parked_at"] or 0.0, row["reason"] or "",
     )  # fmt: skip

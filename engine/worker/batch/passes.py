@@ -103,10 +103,13 @@ class Pass(ABC):
             ctx.parked.retry_later(self.conn, record.id, record.attempts + 1, due_at, item.reason, NEWER_VERSION)
             self.kept.add(record.id)
         else:
-            log.warning("%s: holding %s of saga %s until an upgraded instance takes it: %s", ctx.name, envelope.type,
-                        printable(envelope.sagaid, 200), item.reason)  # fmt: skip
             self.write([], [ctx.parked.row(record, envelope, NEWER_VERSION, 1, due_at, item.reason)])
             self.result.parked += 1
+        if not isinstance(record, ParkedRecord) or record.reason != NEWER_VERSION:
+            # Held for the first time (read now, or parked until now for another reason: behind its
+            # saga's record being retried, or while its participant rebuilt): said once, not at each look.
+            log.warning("%s: holding %s of saga %s until an upgraded instance takes it: %s", ctx.name, envelope.type,
+                        printable(envelope.sagaid, 200), item.reason)  # fmt: skip
             if ctx.participant.retries_topic:  # observers (the tracker) show the saga waiting, and why
                 said = notices.notice(
                     envelope, participant=ctx.name, source=ctx.participant.source, attempt=1, maximum_attempts=0,

@@ -10,8 +10,6 @@ import asyncio
 import json
 import time
 
-import pytest
-
 from engine.cli import inspection
 from engine.saga import Saga
 from engine.store.parked import ParkedRecord
@@ -147,7 +145,6 @@ async def _due(processor: BatchProcessor, timeout: float = 10) -> tuple[list[Par
         await asyncio.sleep(0.01)
 
 
-@pytest.mark.xfail(strict=True, reason="a parked record held sends no notice")
 async def test_a_record_parked_for_another_reason_then_held_is_shown_as_held(settings: Settings) -> None:
     """A newer record that waited first (parked while its participant rebuilt, or behind its saga's
     record being retried) is held when its turn comes. It was held in silence: no retry notice said
