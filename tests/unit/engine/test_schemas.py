@@ -200,7 +200,7 @@ def released(**schemas: dict[int, Any]) -> Released:
 def test_the_set_says_what_is_missing_gone_or_ahead() -> None:
     now = Three.model_json_schema()
     types = {"Three": Three, "Asked": Asked}
-    problems = check(types, released(Three={1: {}, 3: now, 4: now}, Gone={1: {}}), "toy schemas release")
+    problems = check(types, released(Three={1: now, 3: now, 4: now}, Gone={1: {}}), "toy schemas release")
     assert problems == [
         "Gone: released (v1) but no event of the saga: its recorded events could not be read; keep the event type",
         "Three v4: released, but the model is version 3 (dataversion)",
@@ -209,9 +209,16 @@ def test_the_set_says_what_is_missing_gone_or_ahead() -> None:
     ]
 
 
-def test_older_versions_are_not_compared_field_by_field() -> None:
+class ThreeConverted(Three):
+    """Three, each older version read through an upcaster of its own."""
+
+    upcasters = {1: lambda d: {"a": str(d.get("x", ""))}, 2: lambda d: {"a": d}}
+
+
+def test_older_versions_read_through_upcasters_of_their_own_are_not_compared_field_by_field() -> None:
     older = {1: {"required": ["x"], "properties": {"x": {"type": "integer"}}}, 2: {"type": "string"}}
-    assert check({"Three": Three}, released(Three={**older, 3: Three.model_json_schema()}), "") == []
+    now = ThreeConverted.model_json_schema()
+    assert check({"ThreeConverted": ThreeConverted}, released(ThreeConverted={**older, 3: now}), "") == []
 
 
 def test_release_writes_the_current_versions_once_then_nothing(tmp_path: Path) -> None:
@@ -313,7 +320,6 @@ class WasA(Event):
     a: str
 
 
-@pytest.mark.xfail(strict=True, reason="only the current version is compared")
 def test_an_older_version_read_through_added_alone_is_compared_field_by_field() -> None:
     """``added`` changes nothing on the way up: a version 1 record is read by the current model as it
     was written. A version 2 that retyped (or removed) a field of version 1 under ``added`` broke every
