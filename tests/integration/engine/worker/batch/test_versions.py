@@ -10,6 +10,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from engine.cli import inspection
 from engine.saga import Saga
 from engine.store.parked import ParkedRecord
@@ -167,3 +169,20 @@ async def test_a_record_parked_for_another_reason_then_held_is_shown_as_held(set
     # Held again: said once, not at every look.
     records, _ = await _due(rebuilding)
     assert not (await applied(rebuilding, records)).outbox
+
+
+@pytest.mark.xfail(strict=True, reason="dead-lettered as any record is: no saga reported")
+async def test_a_compensation_held_past_the_bound_is_a_saga_needing_an_operator(settings: Settings) -> None:
+    """A compensator's record held until the bound is a compensation that cannot be applied: its
+    dead letter stops the unwinding, and the saga needs a person (the loud log line, the metric), as
+    for any compensation dead-lettered. It was dead-lettered as a refused record, in silence."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01, "newer_version_hold_hours": 1e-6})
+    undo = build("1", "first.compensations", settings)
+    await applied(undo, [Rec(newer(second_failed("nv-op", name="Opal").to_json()), topic=FAILURES)])
+    records, _ = await _due(undo)
+    result = await applied(undo, records)
+    said = (
+        "newer_version: SecondFailed version 2; this instance reads up to version 1; held 1e-06 h, no instance took it"
+    )
+    assert result.dead_letters == [said]
+    assert result.operator == {"nv-op": (said, f"{FAILURES}.dlq")}
