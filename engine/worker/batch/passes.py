@@ -96,7 +96,11 @@ class Pass(ABC):
         assert envelope is not None
         now = time.time()
         if isinstance(record, ParkedRecord) and now - record.parked_at > settings.newer_version_hold_hours * 3600:
-            self.dead_letter(item, f"{item.reason}; held {settings.newer_version_hold_hours:g} h, no instance took it")
+            reason = f"{item.reason}; held {settings.newer_version_hold_hours:g} h, no instance took it"
+            if ctx.participant.compensator:  # a compensation not applied: the unwinding stops here
+                self.needs_operator(item, reason, None)
+            else:
+                self.dead_letter(item, reason)
             return
         due_at = now + settings.newer_version_wait_seconds
         if isinstance(record, ParkedRecord):

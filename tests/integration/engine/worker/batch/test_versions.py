@@ -10,8 +10,6 @@ import asyncio
 import json
 import time
 
-import pytest
-
 from engine.cli import inspection
 from engine.saga import Saga
 from engine.store.parked import ParkedRecord
@@ -171,7 +169,6 @@ async def test_a_record_parked_for_another_reason_then_held_is_shown_as_held(set
     assert not (await applied(rebuilding, records)).outbox
 
 
-@pytest.mark.xfail(strict=True, reason="dead-lettered as any record is: no saga reported")
 async def test_a_compensation_held_past_the_bound_is_a_saga_needing_an_operator(settings: Settings) -> None:
     """A compensator's record held until the bound is a compensation that cannot be applied: its
     dead letter stops the unwinding, and the saga needs a person (the loud log line, the metric), as
