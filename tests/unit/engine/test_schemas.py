@@ -333,3 +333,31 @@ def test_an_older_version_read_through_added_alone_is_compared_field_by_field() 
         upcasters = {1: lambda d: {**d, "a": len(d["a"])}}
 
     assert check({"Converted": Converted}, released(Converted={1: v1, 2: Converted.model_json_schema()}), "") == []
+
+
+class Widened(Event):
+    """Version 2 says it only added ``c``, yet ``a`` takes longer text than version 1 did."""
+
+    topic: ClassVar[str] = "toy.first"
+    dataversion: ClassVar[int] = 2
+    upcasters = {1: added("c")}
+    a: Annotated[str, Field(max_length=200)]
+    c: str = ""
+
+
+class ShortA(Event):
+    topic: ClassVar[str] = "toy.first"
+    a: Annotated[str, Field(max_length=64)]
+
+
+@pytest.mark.xfail(strict=True, reason="what a pinned producer publishes is not held against the older version")
+def test_what_a_producer_pinned_to_an_older_version_publishes_must_be_read_by_that_versions_readers() -> None:
+    """A producer pinned to version 1 (POKESAGA_PUBLISH_VERSIONS) publishes version 2's data with the
+    added fields dropped: version 1's readers must take it. A bound widened under ``added`` let a pinned
+    producer publish text of 200 characters that every version 1 reader dead-letters; the check passed."""
+    v1 = ShortA.model_json_schema()
+    problems = check({"Widened": Widened}, released(Widened={1: v1, 2: Widened.model_json_schema()}), "")
+    assert problems == [
+        "Widened v1: a: maxLength lowered from 200 to 64 (version 2 published pinned to v1, the fields "
+        "added since dropped: a version 1 reader refuses it)"
+    ]
