@@ -93,13 +93,31 @@ def check(types: Mapping[str, type[Event]], released: Released, release: str) ->
             problems.append(f"{name} v{current}: not released yet: run `{release}`")
         # The current version, and each older one read through added(...) alone: that upcaster changes
         # nothing, so the current model reads such a version's records as they were written.
+        # Each such older version is also what a producer pinned to it publishes (engine.versions.outgoing:
+        # the current data, the fields added since dropped): that version's readers must take it.
         compared = [v for v in sorted(have) if v <= current and all_added(cls, v)]
         for version in compared:
+            now = cls.model_json_schema()
             try:
-                problems += breaking(name, version, have[version], cls.model_json_schema())
+                problems += breaking(name, version, have[version], now)
+                if version < current:
+                    pinned = f"version {current} published pinned to v{version}, the fields added since dropped"
+                    # A field the older version does not name is ignored by its readers (extra="ignore").
+                    lines = [line for line in breaking(name, version, without(now, cls, version), have[version])
+                             if not line.endswith(": field removed")]  # fmt: skip
+                    problems += [f"{line} ({pinned}: a version {version} reader refuses it)" for line in lines]
             except (ValueError, RecursionError) as exc:
                 problems.append(f"{name} v{version}: the released schema cannot be compared: {exc}")
-    return problems
+    return list(dict.fromkeys(problems))
+
+
+def without(schema: dict[str, Any], cls: type[Event], version: int) -> dict[str, Any]:
+    """``schema`` (``cls``'s current one) without the fields added since ``version``: what a producer
+    pinned to ``version`` publishes."""
+    dropped = {f for v in range(version, cls.dataversion) for f in getattr(cls.upcasters.get(v), "fields", ())}
+    properties = {k: v for k, v in (schema.get("properties") or {}).items() if k not in dropped}
+    required = [k for k in schema.get("required") or () if k not in dropped]
+    return {**schema, "properties": properties, "required": required}
 
 
 def all_added(cls: type[Event], version: int) -> bool:
