@@ -183,3 +183,24 @@ async def test_a_compensation_held_past_the_bound_is_a_saga_needing_an_operator(
     )
     assert result.dead_letters == [said]
     assert result.operator == {"nv-op": (said, f"{FAILURES}.dlq")}
+
+
+async def test_an_old_and_an_upgraded_instance_taking_the_same_due_held_record_apply_it_once(
+    settings: Settings,
+) -> None:
+    """Both instances of the service read the held record as due; the old one holds it again first,
+    so the upgraded one's copy of it is no longer due (the parked records' lock): nothing applied
+    twice, nothing lost; the upgraded instance takes it at its next look."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.5})
+    value = wrap(evolve.FirstDone(name="Twin", stamp="v2:nv-2i"), saga_id="nv-2i", source="t", causation_id="c")
+    old, new = build("1", "second", settings), build("2", "second", settings)
+    await applied(old, [Rec(value.to_json())])
+    (seen_by_old, _), (seen_by_new, _) = await _due(old), await _due(new)
+    assert [r.id for r in seen_by_old] == [r.id for r in seen_by_new]
+    assert (await applied(old, seen_by_old)).held == ["FirstDone"]
+    late = await applied(new, seen_by_new)
+    assert not late.outbox and not late.held and tally(new, "Twin") == 0
+    records, _ = await _due(new)
+    assert outcomes(await applied(new, records)) == ["SecondDone"]
+    records, _ = await _due(old, timeout=0.2)
+    assert not records and tally(new, "Twin") == 1 and not parked_reasons(new)
