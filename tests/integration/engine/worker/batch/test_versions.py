@@ -10,6 +10,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from engine.cli import inspection
 from engine.saga import Saga
 from engine.store.parked import ParkedRecord
@@ -204,3 +206,26 @@ async def test_an_old_and_an_upgraded_instance_taking_the_same_due_held_record_a
     assert outcomes(await applied(new, records)) == ["SecondDone"]
     records, _ = await _due(old, timeout=0.2)
     assert not records and tally(new, "Twin") == 1 and not parked_reasons(new)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the hold's bound counts from when the record was first parked (rebuilding, waiting), not from its "
+    "first hold: held for less than newer_version_hold_hours, or not at all, before its dead letter",
+)
+async def test_the_holds_bound_counts_from_the_first_hold_not_from_an_earlier_park(settings: Settings) -> None:
+    """A record parked while its participant rebuilt (or behind its saga's record being retried) for
+    longer than the bound is dead-lettered at its first look, never held: an upgraded instance had no
+    chance to take it."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01, "newer_version_hold_hours": 0.5 / 3600})
+    saga = evolve.BUILDS["1"]
+    participant = saga.participants["second"]
+    rebuilding = BatchProcessor(
+        participant, saga.types, engine_for(participant.service, settings), settings, history={}
+    )
+    await applied(rebuilding, [Rec(newer(first_done("nv-bd", name="Bea").to_json()))])
+    await asyncio.sleep(0.6)  # the rebuild took longer than the bound
+    rebuilding.rebuilt()
+    records, _ = await _due(rebuilding)
+    first_look = await applied(rebuilding, records)
+    assert first_look.held == ["FirstDone"] and not first_look.dead_letters
