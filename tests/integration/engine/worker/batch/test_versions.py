@@ -10,8 +10,6 @@ import asyncio
 import json
 import time
 
-import pytest
-
 from engine.cli import inspection
 from engine.saga import Saga
 from engine.store.parked import ParkedRecord
@@ -208,11 +206,6 @@ async def test_an_old_and_an_upgraded_instance_taking_the_same_due_held_record_a
     assert not records and tally(new, "Twin") == 1 and not parked_reasons(new)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the hold's bound counts from when the record was first parked (rebuilding, waiting), not from its "
-    "first hold: held for less than newer_version_hold_hours, or not at all, before its dead letter",
-)
 async def test_the_holds_bound_counts_from_the_first_hold_not_from_an_earlier_park(settings: Settings) -> None:
     """A record parked while its participant rebuilt (or behind its saga's record being retried) for
     longer than the bound is dead-lettered at its first look, never held: an upgraded instance had no
