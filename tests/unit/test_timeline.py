@@ -662,11 +662,6 @@ def test_an_event_of_a_newer_version_is_shown_and_the_participant_holding_it_say
         timeline.parse(encode(newer | {"dataversion": 1}), topics.POKEBALL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hold's notice announces the next look (newer_version_wait_seconds) and is said once: the tracker "
-    "calls the saga stuck, its reason gone, stuck_after past that look, while it is held for up to a day",
-)
 def test_a_saga_held_for_a_newer_version_is_shown_held_with_its_reason_while_it_is_held() -> None:
     """The participant holds the record up to newer_version_hold_hours (24 h), looking again every
     newer_version_wait_seconds (10 s) without a new notice. A minute later the console said ``stuck``,
@@ -678,4 +673,5 @@ def test_a_saga_held_for_a_newer_version_is_shown_held_with_its_reason_while_it_
                   "up to version 1")  # fmt: skip
     read(found, newer, held)
     later = timeline.view(found, NOW + 3600, 60)
-    assert later["state"] != "stuck" and later["retrying"]["error"].startswith("newer_version")
+    assert later["state"] == "retrying" and later["retrying"]["error"].startswith("newer_version")
+    assert timeline.view(found, NOW + 86_400 + 120, 60)["state"] == "stuck"  # past a day's hold: dead-lettered
