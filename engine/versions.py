@@ -11,6 +11,7 @@ version since only added fields with defaults (``engine.events.added``).
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -55,7 +56,11 @@ def newer(cls: type[Event], version: int) -> str | None:
 
 
 def upcast(cls: type[Event], version: int, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` of ``cls`` at ``version`` (not newer than ``cls``'s), as the current version's."""
+    """``data`` of ``cls`` at ``version`` (not newer than ``cls``'s), as the current version's. The
+    upcasters are given a copy: one that changes what it is given in place leaves ``data`` (a record's
+    envelope, read again by the careful pass, a rebuild or the tracker) as it was read."""
+    if version < cls.dataversion:
+        data = copy.deepcopy(data)
     for v in range(version, cls.dataversion):
         data = cls.upcasters[v](data)
     return data

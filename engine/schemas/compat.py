@@ -14,9 +14,12 @@ a ``pattern`` changed). Compatible: an optional field added (it has a default), 
 bounds widened, a type widened (``integer`` to ``number``, a branch added), titles, descriptions
 and defaults changed. Objects are compared by their shape, not by their model's name.
 
-Only the current version is compared field by field. An older version is read through the event's
-upcasters (``engine.versions.check`` makes sure there is one from each older version), so its
-released file is a record of what was written then, not a shape the current model must accept.
+The current version is compared field by field, and so is an older version read through
+``added(...)`` alone (engine.schemas.released: that upcaster changes nothing), both ways (a producer
+pinned to it publishes the current data, the added fields dropped). An older version behind
+an upcaster of its own is read through it (``engine.versions.check`` makes sure there is one from each
+older version), so its released file is a record of what was written then, not a shape the current
+model must accept.
 """
 
 from __future__ import annotations

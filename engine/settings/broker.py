@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, StrictInt, ValidationInfo, field_validator
 
 from engine.settings.base import SettingsGroup
 
@@ -51,7 +51,7 @@ class BrokerSettings(SettingsGroup):
         description="Largest record pokesaga publishes (value and headers). Keep it under the topics' "
         "max.message.bytes (1 MiB by default): an event that would exceed it fails the record that caused it.",
     )
-    publish_versions: dict[str, int] = Field(
+    publish_versions: dict[str, StrictInt] = Field(  # true is no version (pydantic alone would read 1)
         default_factory=dict,
         description="During a rollout, publish these events at an older version, by event type, as JSON: "
         '`{"CombatWon": 1}`; the fields added since are dropped (each has a default). Unset: every event at its '

@@ -51,6 +51,7 @@ class ParkedRecord:
     attempts: int = 0  # failed tries so far
     saga_id: str = ""
     parked_at: float = 0.0  # epoch seconds
+    reason: str = ""  # why it is parked (REBUILDING, RETRYING, WAITING, NEWER_VERSION)
 
 
 class Parked:
@@ -184,14 +185,25 @@ class Parked:
         return allowed
 
     def retry_later(
-        self, conn: Connection, row_id: int, attempts: int, due_at: float, error: str, reason: str = RETRYING
+        self,
+        conn: Connection,
+        row_id: int,
+        attempts: int,
+        due_at: float,
+        error: str,
+        reason: str = RETRYING,
+        parked_at: float | None = None,
     ) -> None:
-        """A parked record failed again (or is held again): its attempts, when it is next due, the error."""
+        """A parked record failed again (or is held again): its attempts, when it is next due, the error;
+        ``parked_at``: parked anew for ``reason`` since then (held for a newer version after waiting)."""
         t = self.table
+        values: dict[str, Any] = {"reason": reason, "attempts": attempts, "due_at": due_at}
+        if parked_at is not None:
+            values["parked_at"] = parked_at
         conn.execute(
             update(t)
             .where(t.c.id == row_id, t.c.consumer == self.consumer)
-            .values(reason=reason, attempts=attempts, due_at=due_at, last_error=error[:MAX_ERROR])
+            .values(**values, last_error=error[:MAX_ERROR])
         )
 
     def lock(self, conn: Connection) -> None:
@@ -229,5 +241,5 @@ def _record(row: dict[str, Any]) -> ParkedRecord:
     headers = [(str(k), None if v is None else base64.b64decode(v)) for k, v in row["headers"]]
     return ParkedRecord(
         row["id"], row["topic"], row["partition"], row["offset"], row["timestamp"], row["key"], row["value"], headers,
-        row["attempts"] or 0, row["saga_id"], row["parked_at"] or 0.0,
+        row["attempts"] or 0, row["saga_id"], row["parked_at"] or 0.0, row["reason"] or "",
     )  # fmt: skip

@@ -77,7 +77,7 @@ def decode_event(envelope: Envelope, types: Mapping[str, type[Event]]) -> Event:
     try:
         data = envelope.data
         if envelope.dataversion < cls.dataversion:
-            data = versions.upcast(cls, envelope.dataversion, dict(data))
+            data = versions.upcast(cls, envelope.dataversion, data)
         return cls.model_validate(data)
     except ValidationError as exc:
         raise BadRecord("invalid_data", f"{envelope.type}: {_summary(exc)}") from None

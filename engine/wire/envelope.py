@@ -55,6 +55,13 @@ def _deadline(value: Any) -> Any:
     raise ValueError("sagadeadline must be an RFC 3339 date-time, e.g. 2026-11-23T10:00:30Z")
 
 
+def _version(value: Any) -> Any:
+    # JSON's true or false is no version; pydantic alone would take true as 1 (engine.versions).
+    if isinstance(value, bool):
+        raise ValueError("dataversion must be a whole number, not a boolean")
+    return value
+
+
 class Envelope(BaseModel):
     """A CloudEvent carrying one saga event in ``data``. Unknown extensions are kept."""
 
@@ -69,7 +76,7 @@ class Envelope(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     sagaid: Id = Field(description="The saga id; also the record key.")
     causationid: Id | None = Field(default=None, description="Id of the event that caused this one.")
-    dataversion: int = Field(default=DATA_VERSION, ge=1, le=1000)
+    dataversion: Annotated[int, BeforeValidator(_version)] = Field(default=DATA_VERSION, ge=1, le=1000)
     sagadeadline: Annotated[datetime | None, BeforeValidator(_deadline)] = Field(
         default=None, description="When the saga must be over (RFC 3339); passed on by every step."
     )

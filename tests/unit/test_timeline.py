@@ -660,3 +660,18 @@ def test_an_event_of_a_newer_version_is_shown_and_the_participant_holding_it_say
     assert view["retrying"]["error"].startswith("newer_version: PokemonWeakened version 2")
     with pytest.raises(NotAnEvent, match="invalid_data"):  # the same data at version 1 is refused as it was
         timeline.parse(encode(newer | {"dataversion": 1}), topics.POKEBALL)
+
+
+def test_a_saga_held_for_a_newer_version_is_shown_held_with_its_reason_while_it_is_held() -> None:
+    """The participant holds the record up to newer_version_hold_hours (24 h), looking again every
+    newer_version_wait_seconds (10 s) without a new notice. A minute later the console said ``stuck``,
+    no reason shown, and the stuck gauge counted it: an operator paged for a deployment order."""
+    found = paralyzed()
+    newer = event("s", "weak", "PokemonWeakened", cause="par", time="2026-11-23T10:00:02Z", dataversion=2)
+    held = notice("s", "n1", "weak", participant="pokeball", event_type="PokemonWeakened", maximum_attempts=0,
+                  next_attempt_at=NEXT_AT, error="newer_version: PokemonWeakened version 2; this instance reads "
+                  "up to version 1")  # fmt: skip
+    read(found, newer, held)
+    later = timeline.view(found, NOW + 3600, 60)
+    assert later["state"] == "retrying" and later["retrying"]["error"].startswith("newer_version")
+    assert timeline.view(found, NOW + 86_400 + 120, 60)["state"] == "stuck"  # past a day's hold: dead-lettered

@@ -17,6 +17,7 @@ from typing import Any
 from engine.observe.retries import MAX_WAIT
 from engine.observe.timeline.shape import COMPENSATION_FAILED, NEEDS_OPERATOR, REFUSED, SagaShape
 from engine.observe.timeline.times import instant
+from engine.versions import NEWER_VERSION
 
 WAITING_STATES = ("running", "retrying", "compensating", "stuck")  # the states of a saga that waits on a participant
 
@@ -37,7 +38,11 @@ def last_seen(timeline: dict[str, Any]) -> float:
 def next_attempt(notice: dict[str, Any]) -> float:
     """When a notice's next attempt is due, as far as it can be believed: the time it announces,
     but no later than ``MAX_WAIT`` after the tracker read it. From the notice's own fields only,
-    so a timeline restored from the table is in the same state."""
+    so a timeline restored from the table is in the same state. A record held for a newer version
+    (engine.versions) is said once and looked at again, in silence, until an upgraded instance takes
+    it or its hold ends (a day by default): its saga waits, with that reason, ``MAX_WAIT`` from then."""
+    if str(notice.get("error", "")).startswith(f"{NEWER_VERSION}:"):
+        return float(notice["seen_at"]) + MAX_WAIT
     return min(instant(notice["next_attempt_at"]), float(notice["seen_at"]) + MAX_WAIT)
 
 

@@ -95,18 +95,28 @@ class Pass(ABC):
         ctx, record, envelope, settings = self.ctx, item.record, item.envelope, self.ctx.settings
         assert envelope is not None
         now = time.time()
-        if isinstance(record, ParkedRecord) and now - record.parked_at > settings.newer_version_hold_hours * 3600:
-            self.dead_letter(item, f"{item.reason}; held {settings.newer_version_hold_hours:g} h, no instance took it")
+        first = not isinstance(record, ParkedRecord) or record.reason != NEWER_VERSION  # held for the first time
+        held_since = record.parked_at if isinstance(record, ParkedRecord) and not first else now
+        if now - held_since > settings.newer_version_hold_hours * 3600:
+            reason = f"{item.reason}; held {settings.newer_version_hold_hours:g} h, no instance took it"
+            if ctx.participant.compensator:  # a compensation not applied: the unwinding stops here
+                self.needs_operator(item, reason, None)
+            else:
+                self.dead_letter(item, reason)
             return
         due_at = now + settings.newer_version_wait_seconds
         if isinstance(record, ParkedRecord):
-            ctx.parked.retry_later(self.conn, record.id, record.attempts + 1, due_at, item.reason, NEWER_VERSION)
+            # Parked until now for another reason (behind its saga's record being retried, or while its
+            # participant rebuilt): the hold's bound counts from now.
+            since = now if first else None
+            ctx.parked.retry_later(self.conn, record.id, record.attempts + 1, due_at, item.reason, NEWER_VERSION, since)
             self.kept.add(record.id)
         else:
-            log.warning("%s: holding %s of saga %s until an upgraded instance takes it: %s", ctx.name, envelope.type,
-                        printable(envelope.sagaid, 200), item.reason)  # fmt: skip
             self.write([], [ctx.parked.row(record, envelope, NEWER_VERSION, 1, due_at, item.reason)])
             self.result.parked += 1
+        if first:  # read now, or parked until now for another reason: said once, not at each look
+            log.warning("%s: holding %s of saga %s until an upgraded instance takes it: %s", ctx.name, envelope.type,
+                        printable(envelope.sagaid, 200), item.reason)  # fmt: skip
             if ctx.participant.retries_topic:  # observers (the tracker) show the saga waiting, and why
                 said = notices.notice(
                     envelope, participant=ctx.name, source=ctx.participant.source, attempt=1, maximum_attempts=0,

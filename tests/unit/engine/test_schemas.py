@@ -200,7 +200,7 @@ def released(**schemas: dict[int, Any]) -> Released:
 def test_the_set_says_what_is_missing_gone_or_ahead() -> None:
     now = Three.model_json_schema()
     types = {"Three": Three, "Asked": Asked}
-    problems = check(types, released(Three={1: {}, 3: now, 4: now}, Gone={1: {}}), "toy schemas release")
+    problems = check(types, released(Three={1: now, 3: now, 4: now}, Gone={1: {}}), "toy schemas release")
     assert problems == [
         "Gone: released (v1) but no event of the saga: its recorded events could not be read; keep the event type",
         "Three v4: released, but the model is version 3 (dataversion)",
@@ -209,9 +209,16 @@ def test_the_set_says_what_is_missing_gone_or_ahead() -> None:
     ]
 
 
-def test_older_versions_are_not_compared_field_by_field() -> None:
+class ThreeConverted(Three):
+    """Three, each older version read through an upcaster of its own."""
+
+    upcasters = {1: lambda d: {"a": str(d.get("x", ""))}, 2: lambda d: {"a": d}}
+
+
+def test_older_versions_read_through_upcasters_of_their_own_are_not_compared_field_by_field() -> None:
     older = {1: {"required": ["x"], "properties": {"x": {"type": "integer"}}}, 2: {"type": "string"}}
-    assert check({"Three": Three}, released(Three={**older, 3: Three.model_json_schema()}), "") == []
+    now = ThreeConverted.model_json_schema()
+    assert check({"ThreeConverted": ThreeConverted}, released(ThreeConverted={**older, 3: now}), "") == []
 
 
 def test_release_writes_the_current_versions_once_then_nothing(tmp_path: Path) -> None:
@@ -295,3 +302,84 @@ def test_a_saga_without_released_schemas_is_told_so_in_one_line(capsys: pytest.C
     assert capsys.readouterr().err == (
         "toy schemas: argument action: invalid choice: 'frobnicate' (choose from 'check', 'release')\n"
     )
+
+
+class Retyped(Event):
+    """Version 2 says it only added ``c`` (``added``), yet ``a`` became a number."""
+
+    topic: ClassVar[str] = "toy.first"
+    dataversion: ClassVar[int] = 2
+    upcasters = {1: added("c")}
+    a: int
+    c: str = ""
+
+
+class WasA(Event):
+    topic: ClassVar[str] = "toy.first"
+    dataversion: ClassVar[int] = 1
+    a: str
+
+
+def test_an_older_version_read_through_added_alone_is_compared_field_by_field() -> None:
+    """``added`` changes nothing on the way up: a version 1 record is read by the current model as it
+    was written. A version 2 that retyped (or removed) a field of version 1 under ``added`` broke every
+    recorded version 1 record, and ``schemas check`` passed it: only the current version was compared."""
+    v1 = WasA.model_json_schema()
+    problems = check({"Retyped": Retyped}, released(Retyped={1: v1, 2: Retyped.model_json_schema()}), "")
+    assert problems == [
+        "Retyped v1: a: retyped from string to integer",
+        "Retyped v1: a: retyped from integer to string (version 2 published pinned to v1, the fields added since "
+        "dropped: a version 1 reader refuses it)",
+    ]
+
+    # The same change under an upcaster of its own is the upcaster's to make right: not compared.
+    class Converted(Retyped):
+        upcasters = {1: lambda d: {**d, "a": len(d["a"])}}
+
+    assert check({"Converted": Converted}, released(Converted={1: v1, 2: Converted.model_json_schema()}), "") == []
+
+
+class Widened(Event):
+    """Version 2 says it only added ``c``, yet ``a`` takes longer text than version 1 did."""
+
+    topic: ClassVar[str] = "toy.first"
+    dataversion: ClassVar[int] = 2
+    upcasters = {1: added("c")}
+    a: Annotated[str, Field(max_length=200)]
+    c: str = ""
+
+
+class ShortA(Event):
+    topic: ClassVar[str] = "toy.first"
+    a: Annotated[str, Field(max_length=64)]
+
+
+def test_what_a_producer_pinned_to_an_older_version_publishes_must_be_read_by_that_versions_readers() -> None:
+    """A producer pinned to version 1 (POKESAGA_PUBLISH_VERSIONS) publishes version 2's data with the
+    added fields dropped: version 1's readers must take it. A bound widened under ``added`` let a pinned
+    producer publish text of 200 characters that every version 1 reader dead-letters; the check passed."""
+    v1 = ShortA.model_json_schema()
+    problems = check({"Widened": Widened}, released(Widened={1: v1, 2: Widened.model_json_schema()}), "")
+    assert problems == [
+        "Widened v1: a: maxLength lowered from 200 to 64 (version 2 published pinned to v1, the fields "
+        "added since dropped: a version 1 reader refuses it)"
+    ]
+
+    # What a version 1 reader ignores (a field it does not name, at any depth) is no problem.
+    class Lead(BaseModel):
+        name: str = ""
+
+    class WithLead(ShortA):
+        lead: Lead = Lead()
+
+    class MoreLead(Lead):
+        level: int = 0
+
+    class Grown(WithLead):
+        dataversion: ClassVar[int] = 2
+        upcasters = {1: added("c")}
+        lead: MoreLead = MoreLead()
+        c: str = ""
+
+    v1 = WithLead.model_json_schema()
+    assert check({"Grown": Grown}, released(Grown={1: v1, 2: Grown.model_json_schema()}), "") == []

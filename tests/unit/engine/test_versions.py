@@ -3,6 +3,7 @@ newer ones refused as such, a pinned older version published."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,11 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from pydantic import BaseModel
 
 import engine
 from engine import Event, FailureEvent, Saga, Service, Step, UnitOfWork, added, cli, versions
 from engine.observe.sensor import LoopSensor
-from engine.wire.codec import BadRecord, TooNew, decode_event
+from engine.wire.codec import BadRecord, TooNew, decode_envelope, decode_event
 from engine.wire.envelope import wrap
 from engine.worker.batch.result import BatchResult
 from tests.toy import events as v1
@@ -167,3 +169,59 @@ def test_each_hold_is_counted_by_participant_and_type() -> None:
     before = REGISTRY.get_sample_value("pokesaga_held_newer_version_total", labels) or 0.0
     LoopSensor("held-unit", compensator=False).on_applied(BatchResult(held=["FirstDone", "FirstDone"], parked=2))
     assert REGISTRY.get_sample_value("pokesaga_held_newer_version_total", labels) == before + 2
+
+
+@pytest.mark.parametrize(
+    "written",
+    [True, "true", False],
+)
+def test_a_dataversion_of_true_or_false_is_no_version(written: object) -> None:
+    """JSON's true is no version; pydantic's lax int took it as 1, and a record of unknown version was
+    applied as version 1 (a consumer at version 2 upcast it): refused at the door instead."""
+    doc = json.loads(wrap(v1.Asked(name="Ann"), saga_id="s", source="t", causation_id=None).to_json())
+    doc["dataversion"] = written
+    with pytest.raises(BadRecord) as refused:
+        decode_envelope(json.dumps(doc).encode())
+    assert refused.value.kind == "not_cloudevent" and "dataversion" in refused.value.reason
+
+
+@pytest.mark.parametrize(("written", "read"), [(2, 2), ("2", 2), (2.0, 2), (1000, 1000)])
+def test_a_dataversion_is_a_whole_number_however_written(written: object, read: int) -> None:
+    doc = json.loads(wrap(v1.Asked(name="Ann"), saga_id="s", source="t", causation_id=None).to_json())
+    doc["dataversion"] = written
+    assert decode_envelope(json.dumps(doc).encode()).dataversion == read
+
+
+class Nested(BaseModel):
+    old: int = 0
+    new: int = 0
+
+
+class Renamed(Event):
+    """Version 2 renamed ``inner.old`` to ``inner.new``, with an upcaster that changes what it is given
+    in place (a nested dict), as a hurried one would."""
+
+    topic: ClassVar[str] = "t.renamed"
+    dataversion: ClassVar[int] = 2
+    upcasters = {1: lambda d: (d["inner"].__setitem__("new", d["inner"].pop("old")), d)[1]}
+
+    inner: Nested
+
+
+def test_an_upcaster_that_changes_its_input_leaves_the_record_as_it_was_read() -> None:
+    """The record's envelope is read again (the careful pass after the optimistic one, a rebuild's
+    recorded decisions for each attempt, the tracker showing its data): an upcaster that changed the
+    envelope's nested data in place made the second reading fail (KeyError: the field was gone)."""
+    envelope = wrap(Renamed(inner=Nested(new=5)), saga_id="s", source="t", causation_id=None)
+    old = envelope.model_copy(update={"dataversion": 1, "data": {"inner": {"old": 5}}})
+    first = decode_event(old, {"Renamed": Renamed})
+    assert old.data == {"inner": {"old": 5}}
+    assert decode_event(old, {"Renamed": Renamed}) == first == Renamed(inner=Nested(new=5))
+
+
+@pytest.mark.parametrize("pin", ["true", "1.5", '"one"'])
+def test_a_pin_that_is_no_whole_number_is_refused(pin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's typo (``{"FirstDone": true}``) pinned the producer to version 1, in silence."""
+    monkeypatch.setenv("POKESAGA_PUBLISH_VERSIONS", f'{{"FirstDone": {pin}}}')
+    with pytest.raises(ValueError, match="publish_versions"):
+        engine.Settings.for_saga(V2)()

@@ -143,3 +143,82 @@ async def _due(processor: BatchProcessor, timeout: float = 10) -> tuple[list[Par
         if records or time.monotonic() > deadline:
             return records, next_due
         await asyncio.sleep(0.01)
+
+
+async def test_a_record_parked_for_another_reason_then_held_is_shown_as_held(settings: Settings) -> None:
+    """A newer record that waited first (parked while its participant rebuilt, or behind its saga's
+    record being retried) is held when its turn comes. It was held in silence: no retry notice said
+    newer_version, so the tracker never showed the saga waiting for an upgrade, nor why."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01})
+    saga = evolve.BUILDS["1"]
+    participant = saga.participants["second"]
+    rebuilding = BatchProcessor(
+        participant, saga.types, engine_for(participant.service, settings), settings, history={}
+    )
+    parked = await applied(rebuilding, [Rec(newer(first_done("nv-rb", name="Rhea").to_json()))])
+    assert parked.parked == 1 and not parked.held and parked_reasons(rebuilding) == [("nv-rb", "rebuilding", 0)]
+    rebuilding.rebuilt()
+    records, _ = await _due(rebuilding)
+    held = await applied(rebuilding, records)
+    assert held.held == ["FirstDone"] and parked_reasons(rebuilding) == [("nv-rb", "newer_version", 1)]
+    (notice,) = [row for row in held.outbox if row.topic == TOY.retries_topic]
+    said = "newer_version: FirstDone version 2; this instance reads up to version 1"
+    assert json.loads(notice.value)["data"]["error"] == said
+    # Held again: said once, not at every look.
+    records, _ = await _due(rebuilding)
+    assert not (await applied(rebuilding, records)).outbox
+
+
+async def test_a_compensation_held_past_the_bound_is_a_saga_needing_an_operator(settings: Settings) -> None:
+    """A compensator's record held until the bound is a compensation that cannot be applied: its
+    dead letter stops the unwinding, and the saga needs a person (the loud log line, the metric), as
+    for any compensation dead-lettered. It was dead-lettered as a refused record, in silence."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01, "newer_version_hold_hours": 1e-6})
+    undo = build("1", "first.compensations", settings)
+    await applied(undo, [Rec(newer(second_failed("nv-op", name="Opal").to_json()), topic=FAILURES)])
+    records, _ = await _due(undo)
+    result = await applied(undo, records)
+    said = (
+        "newer_version: SecondFailed version 2; this instance reads up to version 1; held 1e-06 h, no instance took it"
+    )
+    assert result.dead_letters == [said]
+    assert result.operator == {"nv-op": (said, f"{FAILURES}.dlq")}
+
+
+async def test_an_old_and_an_upgraded_instance_taking_the_same_due_held_record_apply_it_once(
+    settings: Settings,
+) -> None:
+    """Both instances of the service read the held record as due; the old one holds it again first,
+    so the upgraded one's copy of it is no longer due (the parked records' lock): nothing applied
+    twice, nothing lost; the upgraded instance takes it at its next look."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.5})
+    value = wrap(evolve.FirstDone(name="Twin", stamp="v2:nv-2i"), saga_id="nv-2i", source="t", causation_id="c")
+    old, new = build("1", "second", settings), build("2", "second", settings)
+    await applied(old, [Rec(value.to_json())])
+    (seen_by_old, _), (seen_by_new, _) = await _due(old), await _due(new)
+    assert [r.id for r in seen_by_old] == [r.id for r in seen_by_new]
+    assert (await applied(old, seen_by_old)).held == ["FirstDone"]
+    late = await applied(new, seen_by_new)
+    assert not late.outbox and not late.held and tally(new, "Twin") == 0
+    records, _ = await _due(new)
+    assert outcomes(await applied(new, records)) == ["SecondDone"]
+    records, _ = await _due(old, timeout=0.2)
+    assert not records and tally(new, "Twin") == 1 and not parked_reasons(new)
+
+
+async def test_the_holds_bound_counts_from_the_first_hold_not_from_an_earlier_park(settings: Settings) -> None:
+    """A record parked while its participant rebuilt (or behind its saga's record being retried) for
+    longer than the bound is dead-lettered at its first look, never held: an upgraded instance had no
+    chance to take it."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 0.01, "newer_version_hold_hours": 0.5 / 3600})
+    saga = evolve.BUILDS["1"]
+    participant = saga.participants["second"]
+    rebuilding = BatchProcessor(
+        participant, saga.types, engine_for(participant.service, settings), settings, history={}
+    )
+    await applied(rebuilding, [Rec(newer(first_done("nv-bd", name="Bea").to_json()))])
+    await asyncio.sleep(0.6)  # the rebuild took longer than the bound
+    rebuilding.rebuilt()
+    records, _ = await _due(rebuilding)
+    first_look = await applied(rebuilding, records)
+    assert first_look.held == ["FirstDone"] and not first_look.dead_letters
