@@ -14,6 +14,8 @@ from engine.faults import parse_faults, parse_stall
 from engine.retry import MAX_ATTEMPTS, CompensationRetryPolicy, RetryPolicy
 from engine.settings.base import SettingsGroup, did_you_mean
 
+HOLD_LONGEST_WAIT = 300.0  # seconds between two looks at a record held for a newer version, at most
+
 
 class FailureSettings(SettingsGroup):
     faults: str | None = Field(
@@ -47,8 +49,8 @@ class FailureSettings(SettingsGroup):
         gt=0,
         le=3600,
         description="A record of a version newer than this instance reads is held (parked, reason newer_version, "
-        "its saga's later records behind it) and looked at again this often, in case an upgraded instance can "
-        "take it.",
+        "its saga's later records behind it) and looked at again after this long, then twice as long each time, "
+        "at most 5 minutes apart (or this long, if longer); an instance starting looks at once.",
     )
     newer_version_hold_hours: float = Field(
         default=24.0,
@@ -57,6 +59,12 @@ class FailureSettings(SettingsGroup):
         "its saga then waits for a person (`pokesaga dlq replay` once upgraded).",
     )
     crash_at: str | None = Field(default=None, description="A named crash point; off by default.")
+
+    def newer_version_wait(self, holds: int) -> float:
+        """How long a record held ``holds`` times already waits before the next look: doubling from
+        ``newer_version_wait_seconds``, at most ``HOLD_LONGEST_WAIT`` (or that setting, if longer)."""
+        longest = max(self.newer_version_wait_seconds, HOLD_LONGEST_WAIT)
+        return min(self.newer_version_wait_seconds * 2 ** min(holds, 32), longest)
 
     @field_validator("faults")
     @classmethod

@@ -206,6 +206,14 @@ class Parked:
             .values(**values, last_error=error[:MAX_ERROR])
         )
 
+    def wake(self, engine: Engine, reason: str) -> int:
+        """Every head parked for ``reason`` is due now (an upgraded instance starting takes what its
+        older siblings held for it, without waiting for their next look); how many."""
+        t = self.table
+        query = update(t).where(t.c.consumer == self.consumer, t.c.reason == reason, t.c.due_at.is_not(None))
+        with engine.begin() as conn:
+            return conn.execute(query.values(due_at=time.time())).rowcount or 0
+
     def lock(self, conn: Connection) -> None:
         """Take this consumer's parked records for the transaction (PostgreSQL: an advisory lock;
         SQLite's write lock, taken when the transaction begins, already does it)."""

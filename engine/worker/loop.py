@@ -78,6 +78,9 @@ class ParticipantLoop:
         await self.producer.start()
         try:
             await self.flush_outbox()
+            woken = await asyncio.to_thread(self.processor.wake_held)
+            if woken:
+                log.info("%s: %d records held for a newer version: looking at them now", self.name, woken)
             await self.consumer.start()
             await self.topics.first_read()
             pruner = asyncio.create_task(self._prune_inbox(stop))

@@ -49,7 +49,7 @@ class Context:
         self.inbox = Inbox(inbox_table, participant.name, parked_table, positions_table(participant.metadata))
         self.outbox = Outbox(outbox_table, participant.name)
         self.policy = settings.retry_policy(participant.name, participant.compensator)
-        horizon = max(self.policy.maximum_interval, settings.newer_version_wait_seconds)
+        horizon = max(self.policy.maximum_interval, settings.newer_version_wait(64))
         self.parked = Parked(parked_table, participant.name, horizon)
         self.faults = FaultInjector(settings.faults, participant.name, stall=settings.stall)
         # Outbox rows published and acknowledged, not yet deleted: the next transaction deletes them

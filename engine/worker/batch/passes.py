@@ -90,7 +90,8 @@ class Pass(ABC):
 
     def hold(self, item: Item) -> None:
         """A record whose event is newer than this instance reads (``item.reason``): parked, its saga's
-        later records behind it, looked at again every ``newer_version_wait_seconds`` until an
+        later records behind it, looked at again after ``newer_version_wait_seconds``, then twice as
+        long each time (an instance starting looks at once: engine.store.parked ``wake``), until an
         instance that reads it takes it; dead-lettered once held ``newer_version_hold_hours``."""
         ctx, record, envelope, settings = self.ctx, item.record, item.envelope, self.ctx.settings
         assert envelope is not None
@@ -104,7 +105,8 @@ class Pass(ABC):
             else:
                 self.dead_letter(item, reason)
             return
-        due_at = now + settings.newer_version_wait_seconds
+        holds = record.attempts if isinstance(record, ParkedRecord) and not first else 0  # looks so far
+        due_at = now + settings.newer_version_wait(holds)
         if isinstance(record, ParkedRecord):
             # Parked until now for another reason (behind its saga's record being retried, or while its
             # participant rebuilt): the hold's bound counts from now.

@@ -31,7 +31,7 @@ from engine.events import Event
 from engine.participant import Participant
 from engine.settings import Settings
 from engine.store.outbox import OutboxRow
-from engine.store.parked import ParkedRecord
+from engine.store.parked import NEWER_VERSION, ParkedRecord
 from engine.wire.envelope import Envelope
 from engine.wire.record import Record
 from engine.worker.batch import transaction
@@ -153,6 +153,11 @@ class BatchProcessor:
         with self.engine.connect() as conn:
             self.guard.check(conn, self.ctx.rebuilding, always=True)  # the database still ours?
             return self.parked.due(conn, time.time(), limit), self.parked.next_due(conn)
+
+    def wake_held(self) -> int:
+        """Records held for a newer version are due now: this instance may read them (it has just
+        started, perhaps upgraded); how many."""
+        return self.parked.wake(self.engine, NEWER_VERSION)
 
     def restart_positions(self, starts: Mapping[tuple[str, int], tuple[str, int]]) -> None:
         """Partitions of a topic made again: their positions start over at ``starts`` ((topic,

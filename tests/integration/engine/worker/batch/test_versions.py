@@ -222,3 +222,19 @@ async def test_the_holds_bound_counts_from_the_first_hold_not_from_an_earlier_pa
     records, _ = await _due(rebuilding)
     first_look = await applied(rebuilding, records)
     assert first_look.held == ["FirstDone"] and not first_look.dead_letters
+
+
+async def test_an_instance_starting_looks_at_once_at_what_its_siblings_held(settings: Settings) -> None:
+    """Held records are looked at less and less often (a client can write many); an upgraded instance
+    starting makes them due at once, not at the old instances' next look."""
+    settings = settings.model_copy(update={"newer_version_wait_seconds": 600})
+    assert [settings.newer_version_wait(n) for n in (0, 1, 2, 10)] == [600, 600, 600, 600]  # this long, at least
+    quick = settings.model_copy(update={"newer_version_wait_seconds": 10})
+    assert [quick.newer_version_wait(n) for n in (0, 1, 2, 5, 50)] == [10, 20, 40, 300, 300]
+    old, new = build("1", "second", settings), build("2", "second", settings)
+    value = wrap(evolve.FirstDone(name="Eve", stamp="v2:nv-wake"), saga_id="nv-wake", source="t", causation_id="c")
+    assert (await applied(old, [Rec(value.to_json())])).held == ["FirstDone"]
+    assert new.parked_records(100)[0] == []  # due in ten minutes
+    assert new.wake_held() == 1
+    records, _ = new.parked_records(100)
+    assert outcomes(await applied(new, records)) == ["SecondDone"]
