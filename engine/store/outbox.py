@@ -1,8 +1,8 @@
 """The outbox: what a participant must publish, written in the same local transaction as the
 inbox row and the state change; published in order (acks=all) after the commit, then deleted.
-Rows a crash left unsent are published again at start-up, and by any running instance of the
-participant once they have waited longer than a grace period (engine.worker.flusher); consumers dedupe
-by event id.
+Rows a crash left unsent are published again at start-up when no other instance of the participant
+runs, and by any running instance of the participant once they have waited longer than a grace period
+(engine.worker.flusher); consumers dedupe by event id.
 """
 
 from __future__ import annotations

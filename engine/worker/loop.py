@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from engine import faults
+from engine.broker import kafka
 from engine.observe.sensor import LoopSensor
 from engine.settings import Settings
 from engine.worker.batch.errors import Interrupted, StartedOver, Unverified
@@ -198,8 +199,21 @@ class ParticipantLoop:
             log.warning("%s: offset commit failed (%r); records will be redelivered", self.name, exc)
 
     async def flush_outbox(self) -> None:
-        """Publish what a previous run committed but did not get to publish."""
+        """Publish what a previous run committed but did not get to publish: at once when no other
+        instance of the participant runs (its group has no member). When one does, the rows may be
+        its own, published and about to be deleted (an instance starting beside a busy one, as in a
+        rolling restart): publishing them would only copy them; the flusher publishes those still
+        there after the grace period (engine.worker.flusher)."""
         pending = await asyncio.to_thread(self.processor.pending)
-        if pending:
-            log.info("%s: flushing %d unsent outbox rows", self.name, len(pending))
-            await self.publisher.publish(pending)
+        if not pending:
+            return
+        try:
+            _, members = await kafka.group_state(self.settings.bootstrap, self.name)
+        except KafkaError:
+            members = -1  # not known: the flusher's grace is the safe way
+        if members:
+            log.info("%s: %d unsent outbox rows, and another instance may be publishing them: published once "
+                     "older than %gs", self.name, len(pending), self.settings.outbox_grace_seconds)  # fmt: skip
+            return
+        log.info("%s: flushing %d unsent outbox rows", self.name, len(pending))
+        await self.publisher.publish(pending)
