@@ -325,15 +325,24 @@ class LocalKafka:
         return ports if all(bindable(p) for p in ports) else None
 
     def stop(self, timeout: float = 30) -> bool:
-        """Stop every node cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
+        """Stop every node cleanly (SIGTERM, then SIGKILL to those still running ``timeout`` seconds
+        later: one deadline for the whole cluster, not one per node); False if none ran."""
         stopped = [node for node in self.nodes if node.pid() is not None]
         for node in stopped:  # all at once: the last controllers would wait for a quorum that is gone
             node.send(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for node in stopped:
-            node.kill(signal.SIGTERM, timeout)
+            node.kill(signal.SIGTERM, max(0.0, deadline - time.monotonic()))
         if stopped:
             self.address_file.unlink(missing_ok=True)
         return bool(stopped)
+
+    def discard(self) -> None:
+        """SIGKILL every node, for a cluster whose state is thrown away next: a clean stop's
+        leadership moves and log flushes would serve no one."""
+        for node in self.nodes:
+            node.kill(signal.SIGKILL)
+        self.address_file.unlink(missing_ok=True)
 
     # -- one node of a cluster, for failover drills ---------------------------------------
 

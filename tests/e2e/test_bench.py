@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,18 +17,27 @@ from tests.conftest import new_broker
 from tests.e2e.conftest import bench_figures
 
 
-def test_the_bench_prints_one_json_line_with_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_the_bench_prints_ours_and_the_peers_figures_in_one_json_line(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """One run for both: the services started once (the bulk of a bench's time), then the same
+    workload on DBOS Transact (``--peer dbos``, tests/e2e/test_bench_peer.py for its refusal)."""
     settings = databases.with_databases(Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path), "bench")
-    args = ["--sagas", "60", "--concurrency", "20", "--warmup", "5", "--failure-mix", "0.25"]
-    args += ["--db", "postgres" if databases.BACKEND == "postgresql" else "sqlite"]
-    figures = bench_figures(settings, *args)
-    assert figures["sagas"] == 60 and figures["sagas_per_s"] > 0 and figures["db"] == args[-1]
-    assert sum(figures["outcomes"].values()) == 60
-    assert figures["outcomes"]["CaptureFailed"] == 15  # every fourth saga fails
+    db = "postgres" if databases.BACKEND == "postgresql" else "sqlite"
+    # Every fifth saga fails, at status and at combat in turn: both ways of unwinding run on both sides.
+    args = ["--peer", "dbos", "--sagas", "60", "--concurrency", "20", "--warmup", "5", "--failure-mix", "0.2"]
+    figures = bench_figures(settings, *args, "--db", db)
+    assert figures["sagas"] == 60 and figures["sagas_per_s"] > 0 and figures["db"] == db
+    assert figures["outcomes"] == {"PokemonDelivered": 48, "CaptureFailed": 12}
     assert set(figures["e2e_ms"]) == {"p50", "p95", "p99", "max"}
     assert set(figures["steps"]) >= {"status", "combat", "pokeball", "delivery"}
     assert {"schedule_to_start_mean_ms", "execution_mean_ms"} <= set(figures["steps"]["pokeball"])
     assert len(figures["processes"]) == 4 and all(p["rss_mb"] > 0 for p in figures["processes"].values())
+    peer: dict[str, Any] = figures["peer"]
+    assert peer["db"] == db and peer["name"] == "dbos" and peer["version"]
+    assert peer["sagas"] == 60 and figures["concurrency"] == peer["concurrency"] == 20
+    assert peer["outcomes"] == figures["outcomes"]
+    assert peer["sagas_per_s"] > 0 and set(peer["e2e_ms"]) == {"p50", "p95", "p99", "max"}
+    assert peer["cpu_s"] >= 0 and peer["rss_mb"] > 0
+    assert set(figures["ratio_to_peer"]) == {"sagas_per_s"} and figures["ratio_to_peer"]["sagas_per_s"] > 0
 
 
 @pytest.mark.no_database  # a stall holding up only its partition is the broker's; --db postgres: the test above

@@ -4,8 +4,10 @@ never one that reads as an option to ``kafka-storage format``."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -16,6 +18,7 @@ import pytest
 
 from capture.settings import Settings
 from engine.local.broker import BrokerError, LocalKafka, _cluster_id, chosen_broker, free_port, provisioned
+from engine.local.kraft import Node
 
 DASH = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # URL-safe base64 of a first byte 0xF8..0xFB is '-'
 PLAIN = uuid.UUID("6f1c2b8e-52a4-4bd2-8f0c-3d5b1f0c1a77")
@@ -89,6 +92,55 @@ def test_a_local_cluster_runs_a_dynamic_quorum_of_every_node_on_loopback(tmp_pat
     before = [n.listening() for n in local.nodes]
     local._configure()  # configured again (a restart): the same ports, which clients and the quorum know
     assert [n.listening() for n in local.nodes] == before
+
+
+def deaf_nodes(local: LocalKafka) -> list[subprocess.Popen[str]]:
+    """A process per node that the node's pid file names and that ignores SIGTERM, as a Kafka
+    node does whose clean shutdown waits for a controller that is gone; returned once it does."""
+    ignoring = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(600)"
+    processes = []
+    for node in local.nodes:
+        node.folder.mkdir(parents=True)
+        argv = [sys.executable, "-c", ignoring, "kafka.Kafka", str(node.config)]  # what Node.pid() looks for
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline() == "\n"  # SIGTERM ignored from now on
+        node.pid_file.write_text(str(process.pid))
+        processes.append(process)
+    return processes
+
+
+def gone(process: subprocess.Popen[str]) -> bool:
+    """``process`` has ended (reaped here unless the node's kill reaped it already)."""
+    with contextlib.suppress(ChildProcessError):
+        process.wait(5)
+    return not Path(f"/proc/{process.pid}").exists()
+
+
+def test_a_cluster_stop_gives_all_its_nodes_one_deadline_not_one_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = LocalKafka(Settings().kafka_cache_dir, state=tmp_path, brokers=3)
+    processes = deaf_nodes(local)
+    given: list[float] = []
+    kill = Node.kill
+
+    def spied(node: Node, sig: int = signal.SIGKILL, timeout: float = 30) -> bool:
+        given.append(timeout)
+        return kill(node, sig, timeout)
+
+    monkeypatch.setattr(Node, "kill", spied)
+    assert local.stop(timeout=1)
+    assert given[0] <= 1 and given[1:] == [0, 0]  # the first waited the whole deadline out: none left for the others
+    assert [node.pid() for node in local.nodes] == [None] * 3
+    assert all(gone(process) for process in processes)  # they ignore SIGTERM: SIGKILLed
+
+
+def test_a_discarded_cluster_is_killed_without_waiting_for_a_clean_stop(tmp_path: Path) -> None:
+    local = LocalKafka(Settings().kafka_cache_dir, state=tmp_path, brokers=3)
+    processes = deaf_nodes(local)
+    local.discard()
+    assert [node.pid() for node in local.nodes] == [None] * 3
+    assert all(gone(process) for process in processes)  # they ignore SIGTERM: SIGKILLed
 
 
 def test_a_single_broker_keeps_its_static_quorum_of_one(tmp_path: Path) -> None:
