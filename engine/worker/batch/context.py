@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from engine import versions
 from engine.events import Event
@@ -55,6 +55,14 @@ class Context:
         # Outbox rows published and acknowledged, not yet deleted: the next transaction deletes them
         # (engine.worker.batch.transaction), or the loop when it has nothing else to do.
         self.sent: set[int] = set()
+
+    def delete_sent(self, conn: Connection) -> list[int]:
+        """The rows published and acknowledged since the last transaction, deleted in ``conn``'s: the
+        ids to take out of ``sent`` once it has committed (a crash before the commit publishes them
+        again, and consumers drop the copy)."""
+        sent = list(self.sent)
+        self.outbox.delete(conn, sent)
+        return sent
 
     def recorded(self, cause: Envelope) -> list[Envelope]:
         """What this participant published for ``cause`` before (rebuilding): its recorded decision."""

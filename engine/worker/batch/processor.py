@@ -185,7 +185,7 @@ class BatchProcessor:
     def mark_sent(self) -> None:
         """Delete the rows published since the last transaction, in a transaction of their own (when
         no batch comes to do it: idle, or stopping)."""
-        sent = list(self.ctx.sent)
-        if sent:
-            self.outbox.mark_sent(self.engine, sent)
+        if self.ctx.sent:
+            with self.engine.begin() as conn:
+                sent = self.ctx.delete_sent(conn)
             self.ctx.sent.difference_update(sent)

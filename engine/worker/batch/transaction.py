@@ -37,10 +37,9 @@ def run(
 ) -> BatchResult:
     """``records`` through one pass of ``kind``, committed; what it did."""
     unparked = [record.id for record in records if isinstance(record, ParkedRecord)]
-    sent = list(ctx.sent)
     with ctx.engine.begin() as conn:
         guard.check(conn, ctx.rebuilding)
-        ctx.outbox.delete(conn, sent)
+        sent = ctx.delete_sent(conn)
         if unparked:
             ctx.parked.lock(conn)  # one instance at a time applies the parked records
             due = ctx.parked.still_due(conn, unparked, time.time())
