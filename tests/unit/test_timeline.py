@@ -279,9 +279,9 @@ def test_retention_runs_on_the_trackers_clock_whatever_time_a_client_wrote(writt
         assert timeline.expired(found, seen + 3601, 3600)  # a time in the future does not keep it
 
 
-def letter(source: str, reason: str, offset: int = 0) -> dict[str, Any]:
+def letter(source: str, reason: str, offset: int = 0, consumer: str = "x") -> dict[str, Any]:
     """A dead letter of ``source``'s, as the tracker reads it from ``<source>.dlq``."""
-    headers = [("pokesaga.dlq.reason", reason.encode()), ("pokesaga.dlq.consumer", b"x")]
+    headers = [("pokesaga.dlq.reason", reason.encode()), ("pokesaga.dlq.consumer", consumer.encode())]
     return timeline.parse_dead_letter(b"s", source + ".dlq", headers, 0, offset, NOW * 1000)
 
 
@@ -318,6 +318,20 @@ def test_a_dead_lettered_compensation_needs_an_operator_and_is_kept_until_an_out
     read(found, event("s", "out", "CaptureFailed", cause="faint", time="2026-11-23T10:05:00Z"), seen=NOW + 50)
     assert timeline.view(found, NOW + 60, 60)["state"] == "failed"  # replayed once fixed: it ends
     assert timeline.settled_at(found) == NOW + 50
+
+
+def test_a_compensation_held_for_a_newer_version_until_its_hold_ended_needs_an_operator() -> None:
+    """A compensator that never met an instance reading the failure's version dead-letters it: the
+    unwinding stopped there, as for a compensation that failed. A step's expired hold does not."""
+    held = "newer_version: PokemonFainted version 2; this instance reads up to version 1; held 24 h, nobody took it"
+    for consumer, state in (("status.compensations", "needs_operator"), ("combat", "stuck")):
+        found = build(
+            event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+            event("s", "par", "PokemonParalyzed", cause="start", time="2026-11-23T10:00:01Z", data=PAR),
+            event("s", "faint", "PokemonFainted", cause="par", time="2026-11-23T10:00:02Z"),
+        )
+        timeline.add_dead_letter(found, letter(topics.FAILURES, held, consumer=consumer), NOW)
+        assert timeline.view(found, NOW + 10**6, 60)["state"] == state, consumer
 
 
 def test_a_compensation_failed_dead_letter_of_no_saga_seen_is_forgotten() -> None:

@@ -60,15 +60,22 @@ class States(SagaShape):
         notice = timeline["retries"].get(participant) if participant else None
         return notice if notice is not None and notice["causation"] == last["id"] else None
 
+    def stops_unwinding(self, dead_letter: dict[str, Any]) -> bool:
+        """A dead letter of a compensation not done: one that failed on its data (its reason starts
+        ``compensation_failed``), or one a compensator held for a newer version until its hold ended
+        (``newer_version``, dead-lettered by a compensator: engine.versions)."""
+        reason = dead_letter["reason"]
+        held = reason.startswith(f"{NEWER_VERSION}:") and dead_letter.get("consumer") in self.compensators
+        return reason.startswith(COMPENSATION_FAILED) or held
+
     def needs_operator(self, timeline: dict[str, Any]) -> bool:
-        """A saga with no outcome whose compensation a participant dead-lettered because it failed
-        on its data (a dead letter whose reason starts ``compensation_failed``): the unwinding
-        stopped there, and only an operator (a fix, then ``pokesaga dlq replay``) moves it on. Only
-        a saga the tracker saw start: such a dead letter alone (anyone can write one) is a fragment,
-        forgotten like any other."""
+        """A saga with no outcome whose compensation a participant dead-lettered (``stops_unwinding``):
+        the unwinding stopped there, and only an operator (a fix or an upgrade, then ``pokesaga dlq
+        replay``) moves it on. Only a saga the tracker saw start: such a dead letter alone (anyone
+        can write one) is a fragment, forgotten like any other."""
         return (
             timeline["outcome"] is None
-            and any(d["reason"].startswith(COMPENSATION_FAILED) for d in timeline["dead_letters"])
+            and any(self.stops_unwinding(d) for d in timeline["dead_letters"])
             and any(e["type"] == self.start for e in timeline["events"])
         )
 
