@@ -68,6 +68,7 @@ class Access:
     driver: str
     services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     security: Mapping[str, Any] = field(default_factory=dict)
+    broker_pid: int | None = None  # a local broker's process: its CPU over the timed sagas is reported
 
 
 @dataclass
@@ -227,14 +228,19 @@ def step_figures(ports: list[int]) -> dict[str, dict[str, float]]:
     return figures
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a live process has used, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = 100.0  # USER_HZ
+    return (int(stat[11]) + int(stat[12])) / ticks
+
+
 def proc_figures(process: ServiceProcess) -> dict[str, float]:
     """CPU seconds and resident memory of a live process, from /proc."""
     pid = process.proc.pid if process.proc else 0
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = 100.0  # USER_HZ
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return {"cpu_s": round((int(stat[11]) + int(stat[12])) / ticks, 2), "rss_mb": round(rss_kb / 1024, 1)}
+    return {"cpu_s": round(cpu_seconds(pid), 2), "rss_mb": round(rss_kb / 1024, 1)}
 
 
 async def _wait_stable(bootstrap: str, groups: dict[str, list[str]], timeout: float = 90) -> None:
@@ -293,7 +299,13 @@ async def measure(
         if options.warmup:
             await drive(bootstrap, workload(options.warmup, options.failure_mix, f"w{run_id}"), options)
         before = [proc_figures(p)["cpu_s"] for p, _ in processes]  # start-up and warm-up: not counted
+        broker_pid = access.broker_pid if access else None
+        broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         result = await drive(bootstrap, workload(options.sagas, options.failure_mix, run_id), options)
+        broker_cpu = {}
+        if broker_pid:  # the broker's CPU over the timed sagas, a saga
+            spent = cpu_seconds(broker_pid) - broker_before
+            broker_cpu["broker_cpu_ms_per_saga"] = round(1000 * spent / max(1, options.sagas), 3)
         per_process = {f"{p.target}#{i}": proc_figures(p) for i, (p, _) in enumerate(processes)}
         for figures, cpu in zip(per_process.values(), before, strict=True):
             figures["cpu_s_timed"] = round(figures["cpu_s"] - cpu, 2)
@@ -307,6 +319,7 @@ async def measure(
         "sagas_per_s": round(len(lat) / result.elapsed, 1),
         "e2e_ms": e2e_figures(lat),
         "cpu_ms_per_saga": round(1000 * timed_cpu / max(1, options.sagas), 3),
+        **broker_cpu,
         "steps": steps,
         "processes": per_process,
         "outcomes": dict(result.outcomes),

@@ -32,7 +32,7 @@ from engine.local.secured import SCRAM
 from engine.ops import acls
 
 DRIVER = acls.STARTER  # the driver starts sagas and reads their outcomes: the starter's rights, no more
-COMPARED = ("sagas_per_s", "e2e_ms", "cpu_ms_per_saga", "steps", "processes", "outcomes")
+COMPARED = ("sagas_per_s", "e2e_ms", "cpu_ms_per_saga", "broker_cpu_ms_per_saga", "steps", "processes", "outcomes")
 
 
 @contextlib.contextmanager
@@ -54,7 +54,8 @@ def secured_broker(settings: Settings, state: Path, partitions: int) -> Iterator
         security.secure(driver)  # this process's clients of the secured listener: the driver's
         described = {"protocol": "SASL_SSL", "sasl_mechanism": SCRAM[0], "acls": len(rules),
                      "principals": [*SERVICES, DRIVER]}  # fmt: skip
-        yield admin, Access(listener.address, {s: listener.environment(s) for s in SERVICES}, described)
+        each = {s: listener.environment(s) for s in SERVICES}
+        yield admin, Access(listener.address, each, described, local.pid())
     finally:
         local.stop()
 
@@ -64,8 +65,9 @@ async def secured(settings: Settings, options: Options, data: Path, access: Acce
     ``settings.bootstrap``: the broker's PLAINTEXT listener."""
     plain, described = None, {"security": dict(access.security)}
     if options.compare_secure:
+        through = Access(settings.bootstrap, broker_pid=access.broker_pid)  # the administrator's listener
         plain = await measure(settings.model_copy(update={"data_dir": data / "plaintext"}), options, False,
-                              data / "plaintext")  # fmt: skip
+                              data / "plaintext", through)  # fmt: skip
     figures = await measure(settings.model_copy(update={"data_dir": data / "secured"}), options, False,
                             data / "secured", access)  # fmt: skip
     if plain is None:
@@ -77,14 +79,16 @@ async def secured(settings: Settings, options: Options, data: Path, access: Acce
 
 def ratios(secured: dict[str, Any], plain: dict[str, Any]) -> dict[str, float | None]:
     """The secured run's figures over the plaintext run's: throughput (below 1: the security costs
-    that share), latency percentiles and CPU a saga (above 1: that much longer, or more)."""
+    that share), latency percentiles, the services' and the broker's CPU a saga (above 1: that much
+    longer, or more)."""
 
     def over(ours: float, theirs: float) -> float | None:
         return round(ours / theirs, 3) if theirs else None
 
     found = {"sagas_per_s": over(secured["sagas_per_s"], plain["sagas_per_s"])}
     found |= {q: over(secured["e2e_ms"][q], plain["e2e_ms"][q]) for q in ("p50", "p95", "p99")}
-    found["cpu_ms_per_saga"] = over(secured["cpu_ms_per_saga"], plain["cpu_ms_per_saga"])
+    for cpu in ("cpu_ms_per_saga", "broker_cpu_ms_per_saga"):
+        found[cpu] = over(secured[cpu], plain[cpu])
     return found
 
 
