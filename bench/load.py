@@ -3,7 +3,9 @@
 Services run as separate processes (``--instances`` each); a driver publishes start events
 at a target concurrency or rate and times each saga from publish to outcome. Per-step
 figures come from each process's ``/metrics``; CPU and memory from ``/proc``. One JSON line.
-``--stall-one`` (one saga's step stalls: do the others wait?) is in ``bench/stall.py``.
+``--stall-one`` (one saga's step stalls: do the others wait?) is in ``bench/stall.py``; ``--secure``
+and ``--compare-secure`` (the same over TLS and SCRAM, each service as its own principal) in
+``bench/secure.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,20 @@ class Options:
     stall_step: str = "combat"
     stall_seconds: float = 10.0
     peer: str | None = None  # bench.peers: the same workload on a peer, after ours, and the ratios
+    secure: bool = False  # bench.secure: on a private secured broker, each service as its own principal
+    compare_secure: bool = False  # bench.secure: the plaintext listener of the same broker first, and the ratios
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the bench's clients reach the broker when it is not the administrator's address: the
+    driver's bootstrap address, each service's environment (its own credentials), and what they
+    are, for the report."""
+
+    driver: str
+    services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    security: Mapping[str, Any] = field(default_factory=dict)
+    broker_pid: int | None = None  # a local broker's process: its CPU over the timed sagas is reported
 
 
 @dataclass
@@ -212,14 +228,19 @@ def step_figures(ports: list[int]) -> dict[str, dict[str, float]]:
     return figures
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a live process has used, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = 100.0  # USER_HZ
+    return (int(stat[11]) + int(stat[12])) / ticks
+
+
 def proc_figures(process: ServiceProcess) -> dict[str, float]:
     """CPU seconds and resident memory of a live process, from /proc."""
     pid = process.proc.pid if process.proc else 0
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = 100.0  # USER_HZ
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return {"cpu_s": round((int(stat[11]) + int(stat[12])) / ticks, 2), "rss_mb": round(rss_kb / 1024, 1)}
+    return {"cpu_s": round(cpu_seconds(pid), 2), "rss_mb": round(rss_kb / 1024, 1)}
 
 
 async def _wait_stable(bootstrap: str, groups: dict[str, list[str]], timeout: float = 90) -> None:
@@ -232,10 +253,17 @@ async def _wait_stable(bootstrap: str, groups: dict[str, list[str]], timeout: fl
 
 @contextlib.asynccontextmanager
 async def topology(
-    settings: Settings, options: Options, null_relay: bool, data: Path, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    options: Options,
+    null_relay: bool,
+    data: Path,
+    extra_env: dict[str, str] | None = None,
+    access: Access | None = None,
 ) -> AsyncIterator[list[tuple[ServiceProcess, int]]]:
     """The services (or the null relay) running, ``options.instances`` processes each, in their
-    consumer groups; yields each process with its metrics port, and stops them all after."""
+    consumer groups; yields each process with its metrics port, and stops them all after.
+    ``settings.bootstrap`` is where the bench looks as an administrator (topics, groups);
+    ``access``: each service's own environment over it (its address and credentials)."""
     bootstrap = settings.bootstrap
     replication = settings.replication_factor
     await kafka.ensure_topics(bootstrap, CAPTURE.all_topics(), options.partitions, replication=replication)
@@ -248,7 +276,8 @@ async def topology(
                 # New databases on a broker that may hold earlier traffic: measured as a fresh
                 # deployment, not as a rebuild of what was there.
                 env = {"POKESAGA_METRICS_PORT": str(port), "POKESAGA_REBUILD_NEW_DATABASES": "false"}
-                process = ServiceProcess(target, settings, data / "logs", extra_env=env | (extra_env or {}))
+                env |= (extra_env or {}) | dict(access.services.get(target, {}) if access else {})
+                process = ServiceProcess(target, settings, data / "logs", extra_env=env)
                 process.log_path = data / "logs" / f"{target}-{n}.log"
                 processes.append((process, port))
                 process.start()
@@ -258,16 +287,25 @@ async def topology(
         stop_all([p for p, _ in processes])
 
 
-async def measure(settings: Settings, options: Options, null_relay: bool, data: Path) -> dict[str, Any]:
-    """One topology (the services, or the null relay) under the load of ``options``."""
-    bootstrap = settings.bootstrap
-    async with topology(settings, options, null_relay, data) as processes:
+async def measure(
+    settings: Settings, options: Options, null_relay: bool, data: Path, access: Access | None = None
+) -> dict[str, Any]:
+    """One topology (the services, or the null relay) under the load of ``options``; ``access``:
+    the driver and the services reach the broker that way (bench.secure)."""
+    bootstrap = access.driver if access else settings.bootstrap
+    async with topology(settings, options, null_relay, data, access=access) as processes:
         run_id = str(int(time.time() * 1000))
         total = options.sagas + options.warmup  # what the databases hold at the end
         if options.warmup:
             await drive(bootstrap, workload(options.warmup, options.failure_mix, f"w{run_id}"), options)
         before = [proc_figures(p)["cpu_s"] for p, _ in processes]  # start-up and warm-up: not counted
+        broker_pid = access.broker_pid if access else None
+        broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         result = await drive(bootstrap, workload(options.sagas, options.failure_mix, run_id), options)
+        broker_cpu = {}
+        if broker_pid:  # the broker's CPU over the timed sagas, a saga
+            spent = cpu_seconds(broker_pid) - broker_before
+            broker_cpu["broker_cpu_ms_per_saga"] = round(1000 * spent / max(1, options.sagas), 3)
         per_process = {f"{p.target}#{i}": proc_figures(p) for i, (p, _) in enumerate(processes)}
         for figures, cpu in zip(per_process.values(), before, strict=True):
             figures["cpu_s_timed"] = round(figures["cpu_s"] - cpu, 2)
@@ -281,13 +319,16 @@ async def measure(settings: Settings, options: Options, null_relay: bool, data: 
         "sagas_per_s": round(len(lat) / result.elapsed, 1),
         "e2e_ms": e2e_figures(lat),
         "cpu_ms_per_saga": round(1000 * timed_cpu / max(1, options.sagas), 3),
+        **broker_cpu,
         "steps": steps,
         "processes": per_process,
         "outcomes": dict(result.outcomes),
     } | stored
 
 
-async def bench(settings: Settings, options: Options, null_relay: bool, compare_null: bool) -> dict[str, Any]:
+async def bench(
+    settings: Settings, options: Options, null_relay: bool, compare_null: bool, access: Access | None = None
+) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="pokesaga-bench-"))
     update: dict[str, Any] = {"data_dir": data, "partitions": options.partitions}
     if options.db == "sqlite":  # new files in a temporary folder, whatever URLs the environment names
@@ -306,6 +347,10 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
             from bench.stall import stall_one
 
             return header | await stall_one(settings, options, data)
+        if access is not None:
+            from bench.secure import secured
+
+            return header | await secured(settings, options, data, access)
         if null_relay:
             return header | await measure(settings, options, True, data)
         figures = header | await measure(settings, options, False, data)
@@ -324,6 +369,10 @@ async def bench(settings: Settings, options: Options, null_relay: bool, compare_
 
 def run(settings: Settings, options: Options, null_relay: bool, compare_null: bool) -> int:
     """Provision a private broker unless one is configured, bench, print one JSON line."""
+    if options.secure or options.compare_secure:
+        from bench import secure
+
+        return secure.run(settings, options)
     if settings.kafka_bootstrap_servers:
         print(f"pokesaga bench: using {settings.kafka_bootstrap_servers}: its capture topics get bench traffic",
               file=sys.stderr)  # fmt: skip

@@ -81,6 +81,15 @@ def add_bench(commands: Any, cli: Cli) -> argparse.ArgumentParser:
         choices=["dbos"],
         help="also the same workload on a peer (DBOS Transact), same database kind, and the ratios (extra: peers)",
     )
+    secure = bench.add_mutually_exclusive_group()
+    secure.add_argument(
+        "--secure",
+        action="store_true",
+        help="on a private secured broker (TLS + SCRAM, the ACLs): each service as its own principal",
+    )
+    secure.add_argument(
+        "--compare-secure", action="store_true", help="also its plaintext listener first, and the ratios"
+    )
     bench.add_argument(
         "--stall-one",
         action="store_true",
@@ -201,6 +210,8 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
         needs = peers.missing(args.peer)
         if needs:
             raise Usage(needs)
+    if args.secure or args.compare_secure:
+        check_secure(args, settings)
     if args.console:
         from bench import console
 
@@ -245,9 +256,26 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
         stall_step=args.stall_step,
         stall_seconds=args.stall_seconds,
         peer=args.peer,
+        secure=args.secure,
+        compare_secure=args.compare_secure,
     )
     stop_on_sigterm()  # once the arguments are known to be good
     return run(settings, options, args.null_relay, args.compare_null)
+
+
+def check_secure(args: argparse.Namespace, settings: Settings) -> None:
+    """``--secure`` and ``--compare-secure`` run the services on a private secured broker: alone."""
+    import importlib.util
+
+    flag = "--secure" if args.secure else "--compare-secure"
+    others = ("--null-relay", "--compare-null", "--stall-one", "--peer", "--console", "--failover")
+    if any(getattr(args, other.lstrip("-").replace("-", "_")) for other in others):
+        raise Usage(f"pokesaga bench: {flag} runs the services on a secured broker: not with {', '.join(others)}")
+    if settings.kafka_bootstrap_servers or settings.kafka_security_protocol != "PLAINTEXT":
+        raise Usage(f"pokesaga bench: {flag} starts a private secured local broker: unset KAFKA_BOOTSTRAP_SERVERS "
+                    "and KAFKA_SECURITY_PROTOCOL (a broker of yours: pokesaga bench with its settings)")  # fmt: skip
+    if importlib.util.find_spec("trustme") is None:
+        raise Usage(f"pokesaga bench: {flag} makes the broker's certificates with trustme: pip install trustme")
 
 
 VERBS = {"kafka": Verb(add_kafka, cmd_kafka), "demo": Verb(add_demo, cmd_demo), "bench": Verb(add_bench, cmd_bench)}

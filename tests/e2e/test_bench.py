@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import Any
 import pytest
 
 from capture.processes import settings_env
-from capture.settings import Settings
+from capture.saga import CAPTURE
+from capture.settings import SERVICES, Settings
+from engine.ops import acls
 from tests import databases
 from tests.conftest import new_broker
 from tests.e2e.conftest import bench_figures
@@ -106,3 +110,31 @@ def test_the_console_bench_at_a_rate_says_how_far_behind_the_tracker_read(tmp_pa
     assert {"p50", "max"} == set(paced["second_half"]["lag_records"])
     assert isinstance(paced["keeps_up"], bool) and paced["drained_s"] >= 0
     assert all(len(window) == 3 for window in paced["by_10s"])
+
+
+@pytest.mark.no_database  # TLS and SCRAM cost the same whatever the database: SQLite
+def test_the_bench_compares_the_secured_broker_with_its_plaintext_listener_in_one_json_line(tmp_path: Path) -> None:
+    """``--compare-secure``: a private secured broker, the services first through its plaintext
+    listener, then each as its own principal over TLS with the declaration's ACLs in force."""
+    if shutil.which("java") is None or shutil.which("mvn") is None:
+        pytest.skip("the secured broker is a local one: a JDK 17 and Maven (make system-deps)")
+    env = {k: v for k, v in os.environ.items() if k.removeprefix("POKESAGA_") not in ("KAFKA_BOOTSTRAP_SERVERS",
+           "KAFKA_SECURITY_PROTOCOL")} | {"POKESAGA_DATA_DIR": str(tmp_path)}  # fmt: skip
+    args = ["bench", "--compare-secure", "--sagas", "20", "--concurrency", "10", "--warmup", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = done.stdout.strip().splitlines()
+    figures = json.loads(line)
+    assert figures["security"] == {
+        "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "acls": len(acls.derive(CAPTURE)),
+        "principals": [*SERVICES, "starter"],
+    }  # fmt: skip
+    for run in (figures, figures["plaintext"]):  # every saga finished, on both listeners
+        assert run["outcomes"] == {"PokemonDelivered": 20}
+        assert run["sagas_per_s"] > 0 and set(run["e2e_ms"]) == {"p50", "p95", "p99", "max"}
+        assert set(run["processes"]) == {f"{s}#{i}" for i, s in enumerate(SERVICES)}
+    ratios = figures["ratio_to_plaintext"]
+    assert set(ratios) == {"sagas_per_s", "p50", "p95", "p99", "cpu_ms_per_saga", "broker_cpu_ms_per_saga"}
+    assert all(ratios[figure] > 0 for figure in ("sagas_per_s", "p50", "p95", "p99")), ratios  # CPU: may round to 0

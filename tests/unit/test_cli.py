@@ -40,6 +40,8 @@ ROOT = Path(__file__).parents[2]
         (["start", "--deadline", f"{10**30}d"], "too long a duration"),
         (["bench", "--stall-one", "--null-relay"], "--stall-one runs the services"),
         (["bench", "--stall-one", "--stall-seconds", "0"], "--stall-seconds must be above 0"),
+        (["bench", "--compare-secure", "--compare-null"], "--compare-secure runs the services on a secured broker"),
+        (["--bootstrap-servers", "localhost:9", "bench", "--secure"], "--secure starts a private secured local"),
         (["run", "pikachu"], "unknown service"),
         (["inspect", "gym", "x"], "invalid choice"),
         (["kafka", "restart"], "invalid choice"),
