@@ -113,14 +113,16 @@ def test_the_console_bench_at_a_rate_says_how_far_behind_the_tracker_read(tmp_pa
 
 
 @pytest.mark.no_database  # TLS and SCRAM cost the same whatever the database: SQLite
-def test_the_bench_compares_the_secured_broker_with_its_plaintext_listener_in_one_json_line(tmp_path: Path) -> None:
-    """``--compare-secure``: a private secured broker, the services first through its plaintext
-    listener, then each as its own principal over TLS with the declaration's ACLs in force."""
+def test_the_bench_on_the_secured_broker_runs_each_service_as_its_own_principal(tmp_path: Path) -> None:
+    """``--secure``: a private secured broker, each service as its own principal over TLS with the
+    declaration's ACLs in force; every saga finishes. (``--compare-secure`` is this run twice more,
+    through the same broker's plaintext listener too, and the ratios of ``bench.secure.ratios``: its
+    two more start-ups of every service are left to the bench itself, and the ratios to a unit test.)"""
     if shutil.which("java") is None or shutil.which("mvn") is None:
         pytest.skip("the secured broker is a local one: a JDK 17 and Maven (make system-deps)")
     env = {k: v for k, v in os.environ.items() if k.removeprefix("POKESAGA_") not in ("KAFKA_BOOTSTRAP_SERVERS",
            "KAFKA_SECURITY_PROTOCOL")} | {"POKESAGA_DATA_DIR": str(tmp_path)}  # fmt: skip
-    args = ["bench", "--compare-secure", "--sagas", "20", "--concurrency", "10", "--warmup", "2"]
+    args = ["bench", "--secure", "--sagas", "20", "--concurrency", "10", "--warmup", "2"]
     done = subprocess.run(
         [sys.executable, "-m", "capture.cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
@@ -131,10 +133,7 @@ def test_the_bench_compares_the_secured_broker_with_its_plaintext_listener_in_on
         "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "acls": len(acls.derive(CAPTURE)),
         "principals": [*SERVICES, "starter"],
     }  # fmt: skip
-    for run in (figures, figures["plaintext"]):  # every saga finished, on both listeners
-        assert run["outcomes"] == {"PokemonDelivered": 20}
-        assert run["sagas_per_s"] > 0 and set(run["e2e_ms"]) == {"p50", "p95", "p99", "max"}
-        assert set(run["processes"]) == {f"{s}#{i}" for i, s in enumerate(SERVICES)}
-    ratios = figures["ratio_to_plaintext"]
-    assert set(ratios) == {"sagas_per_s", "p50", "p95", "p99", "cpu_ms_per_saga", "broker_cpu_ms_per_saga"}
-    assert all(ratios[figure] > 0 for figure in ("sagas_per_s", "p50", "p95", "p99")), ratios  # CPU: may round to 0
+    assert figures["outcomes"] == {"PokemonDelivered": 20}  # every saga finished
+    assert figures["sagas_per_s"] > 0 and set(figures["e2e_ms"]) == {"p50", "p95", "p99", "max"}
+    assert set(figures["processes"]) == {f"{s}#{i}" for i, s in enumerate(SERVICES)}
+    assert figures["broker_cpu_ms_per_saga"] >= 0 and "plaintext" not in figures
