@@ -53,7 +53,8 @@ def cmd_run(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
     check_databases(settings, dict.fromkeys(p.service for p in participants), args, create=True)
     check_port(settings.metrics_port, settings.metrics_host, "POKESAGA_METRICS_PORT")
     settings = check_replication(cli.with_broker(settings, "run"), saga.all_topics())
-    run_loop(run.serve(saga, args.service, settings), settings.uvloop, "uvloop" in settings.model_fields_set)
+    asked = "uvloop" in settings.model_fields_set
+    run_loop(run.serve(saga, args.service, settings), settings.uvloop, asked, settings.kafka_tls)
     signal.signal(signal.SIGTERM, exit_cleanly)  # asyncio restored the default on the way out
     return 0
 

@@ -31,7 +31,9 @@ class RunningSettings(SettingsGroup):
     )
     linger_ms: int = Field(default=0, ge=0, description="Producer linger; 0 measured fastest here.")
     uvloop: bool = Field(
-        default=True, description="Run the services' event loop on uvloop where it is installed (asyncio's otherwise)."
+        default=True,
+        description="Run the services' event loop on uvloop where it is installed (asyncio's otherwise); never over "
+        "TLS, where uvloop closes each connection only after a 30 s shutdown timeout.",
     )
     inline_batch_max: int = Field(
         default=8, ge=0, description="Batches up to this many records are applied on the event loop, not a thread."

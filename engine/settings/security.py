@@ -82,12 +82,16 @@ class SecuritySettings(SettingsGroup):
             raise ValueError(f"no such file: {value}" if not value.exists() else f"{value} is not a file")
         return value
 
+    @property
+    def kafka_tls(self) -> bool:
+        """Whether the clients speak TLS to the brokers (SSL or SASL_SSL)."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
     @model_validator(mode="after")
     def _security_whole(self) -> Self:
         """Security settings that only make sense together: refused, not ignored (a CA file with
         PLAINTEXT would send everything in clear while the operator believes it encrypted)."""
-        protocol = self.kafka_security_protocol
-        tls = protocol in ("SSL", "SASL_SSL")
+        protocol, tls = self.kafka_security_protocol, self.kafka_tls
         sasl = protocol.startswith("SASL_")
         given = {
             "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
