@@ -13,7 +13,7 @@ COPY . .
 # Wheels the host built (wheels/, for the base image's Python) are the only source when present.
 RUN python3 -m venv /opt/build \
     && if ls wheels/*.whl >/dev/null 2>&1; then source="--no-index --find-links wheels"; else source=""; fi \
-    && /opt/build/bin/pip wheel --quiet --disable-pip-version-check $source --wheel-dir /wheels '.[postgres]'
+    && /opt/build/bin/pip wheel --quiet --disable-pip-version-check $source --wheel-dir /wheels '.[postgres,tls]'
 
 # -- the image: no network from here on ----------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY --from=wheels /wheels /tmp/wheels
 RUN python3 -m venv /opt/pokesaga \
-    && /opt/pokesaga/bin/pip install --quiet --no-index --find-links /tmp/wheels 'pokesaga[postgres]' \
+    && /opt/pokesaga/bin/pip install --quiet --no-index --find-links /tmp/wheels 'pokesaga[postgres,tls]' \
     && rm -rf /tmp/wheels \
     && useradd --create-home --uid 10001 pokesaga
 COPY deploy/healthcheck.py /usr/local/bin/pokesaga-healthcheck

@@ -4,7 +4,8 @@ itself speaks.
 
 Kafka reads PEM as it is (``ssl.keystore.type=PEM``): no JKS keystore. The SCRAM users are
 written into the metadata when the storage is formatted (``kafka-storage format --add-scram``),
-so they exist before the broker first answers. Needs ``trustme`` (a dev dependency).
+so they exist before the broker first answers. Needs ``trustme`` (a dev dependency, and the image's
+``tls`` extra: the compose file's secured variant makes its certificates with it).
 
 With ``authorizer``, the broker runs Kafka's standard authorizer (KRaft's StandardAuthorizer): no
 ACL, no access (``allow.everyone.if.no.acl.found=false``), but for its super users: ``admin`` (a
@@ -33,8 +34,9 @@ SCRAM = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 class SecuredListener:
     """``users`` (name → password) may connect on ``port`` over TLS; clients trust ``ca_file``.
 
-    It listens on 127.0.0.1 and is known by ``name``, the one name its certificate holds: a
-    client that connects by the address checks that the certificate names it, and is refused.
+    It listens on 127.0.0.1 and is known by ``name``, the one name its certificate holds (with
+    ``aliases``, the other host names and IP addresses it is reached by, if any): a client that
+    connects by the address checks that the certificate names it, and is refused.
     ``mtls_port``: a second listener, SSL with a client certificate required (mutual TLS)."""
 
     folder: Path
@@ -43,6 +45,7 @@ class SecuredListener:
     name: str = "localhost"
     mtls_port: int | None = None
     authorizer: bool = False  # Kafka's standard authorizer: only what an ACL allows, but for the super users
+    aliases: tuple[str, ...] = ()  # other names of the broker in its certificate (a container's, 127.0.0.1)
 
     @property
     def ca_file(self) -> Path:
@@ -72,13 +75,13 @@ class SecuredListener:
         return f"127.0.0.1:{self.port}"
 
     def make_certificates(self) -> None:
-        """A CA, and the broker's certificate for ``name`` signed by it."""
+        """A CA, and the broker's certificate for ``name`` (and ``aliases``) signed by it."""
         import trustme
         from cryptography.hazmat.primitives import serialization
 
         self.folder.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA()
-        leaf = ca.issue_cert(self.name)
+        leaf = ca.issue_cert(self.name, *self.aliases)
         ca.cert_pem.write_to_path(str(self.ca_file))
         key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
         pkcs8 = key.private_bytes(  # the only unencrypted key form Kafka's PEM store reads
@@ -161,12 +164,16 @@ class SecuredListener:
             lines = [f"{name}={value}" for name, value in self.environment(user).items()]
             written.append(_private(folder / f"{user}.env", "\n".join(lines) + "\n"))
         if ADMIN in self.users:
-            jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
-                    f'password="{self.users[ADMIN]}";')  # fmt: skip
-            properties = ["security.protocol=SASL_SSL", f"sasl.mechanism={SCRAM[0]}", f"sasl.jaas.config={jaas}",
-                          "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca_file}"]  # fmt: skip
-            written.append(_private(folder / f"{ADMIN}.properties", "\n".join(properties) + "\n"))
+            written.append(_private(folder / f"{ADMIN}.properties", "\n".join(self.tool_properties(ADMIN)) + "\n"))
         return written
+
+    def tool_properties(self, user: str, ca_file: Path | None = None) -> list[str]:
+        """A client file for Kafka's own tools (``--command-config``) connecting as ``user``; ``ca_file``:
+        where the tools find the CA (default: where it was made)."""
+        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" '
+                f'password="{self.users[user]}";')  # fmt: skip
+        return ["security.protocol=SASL_SSL", f"sasl.mechanism={SCRAM[0]}", f"sasl.jaas.config={jaas}",
+                "ssl.truststore.type=PEM", f"ssl.truststore.location={ca_file or self.ca_file}"]  # fmt: skip
 
 
 def passwords(folder: Path, users: Iterable[str]) -> dict[str, str]:

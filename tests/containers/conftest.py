@@ -14,10 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.local.broker import free_port
-from tests.containers.stack import ROOT, Stack, run
-
-PORTS = ("HOST_PORT_KAFKA", "HOST_PORT_POSTGRES", "HOST_PORT_TRACKER", "HOST_PORT_PROMETHEUS")
+from tests.containers.stack import ROOT, Stack, brought_up, run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,12 +56,5 @@ def compose_files(engine: dict[str, str]) -> str:
 def stack(engine: dict[str, str], compose_files: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``docker compose up -d`` on free host ports, every long-running container healthy; at the
     end ``docker compose down -v``, checked to leave nothing of the project behind."""
-    ports = {name: free_port() for name in PORTS}
-    env = engine | {"COMPOSE_FILE": compose_files, "COMPOSE_PROJECT_NAME": f"pokesaga-suite-{os.getpid()}"}
-    env |= {name: str(port) for name, port in ports.items()}
-    stack = Stack(env, ports, tmp_path_factory.mktemp("containers"))
-    try:
-        stack.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
+    with brought_up(engine, compose_files, "pokesaga-suite", tmp_path_factory.mktemp("containers")) as stack:
         yield stack
-    finally:
-        stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)

@@ -12,7 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from capture.settings import SERVICES
+from engine.local.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTCOMES = "capture.outcomes"
 START = "capture.status"
 LONG_RUNNING = ("kafka", "postgres", "status", "combat", "pokeball", "delivery", "tracker")
+PORTS = ("HOST_PORT_KAFKA", "HOST_PORT_POSTGRES", "HOST_PORT_TRACKER", "HOST_PORT_PROMETHEUS")
 
 
 def until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
@@ -115,22 +118,43 @@ class Stack:
             )
         return env
 
-    def pokesaga(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def pokesaga(self, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+        """The host's ``pokesaga`` with ``cli_env``, and ``extra`` variables (a principal's credentials)."""
         cli = Path(sys.executable).parent / "pokesaga"
-        return run(str(cli), *args, env=self.cli_env(), timeout=120, check=check)
+        return run(str(cli), *args, env=self.cli_env() | extra, timeout=120, check=check)
 
-    def http(self, port: str, path: str) -> tuple[int, bytes]:
+    def http(self, port: str, path: str, **headers: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.ports[port]}{path}", headers=headers)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[port]}{path}", timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=5) as answer:
                 return answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
         except OSError:
             return 0, b""
 
-    def json(self, port: str, path: str) -> Any:
-        status, body = self.http(port, path)
+    def json(self, port: str, path: str, **headers: str) -> Any:
+        status, body = self.http(port, path, **headers)
         return json.loads(body) if status == 200 else None
+
+
+@contextmanager
+def brought_up(engine: dict[str, str], files: str, name: str, data: Path) -> Iterator[Stack]:
+    """The compose project of ``files`` (COMPOSE_FILE), named ``name`` and this process's id, up on
+    free host ports with every long-running container healthy; ``docker compose down -v`` at the end."""
+    ports = {port: free_port() for port in PORTS}
+    env = engine | {"COMPOSE_FILE": files, "COMPOSE_PROJECT_NAME": f"{name}-{os.getpid()}"}
+    env |= {port: str(number) for port, number in ports.items()}
+    stack = Stack(env, ports, data)
+    try:
+        try:
+            stack.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
+        except AssertionError as failed:  # what the containers said, to see why
+            logs = stack.compose("logs", "--tail", "15", "--no-color", timeout=60, check=False).stdout
+            raise AssertionError(f"{failed}\n{stack.compose('ps', '--all', check=False).stdout}{logs}") from None
+        yield stack
+    finally:
+        stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
 
 
 def start_event(saga_id: str, trainer: str, pokemon: str) -> bytes:
@@ -144,8 +168,8 @@ def start_event(saga_id: str, trainer: str, pokemon: str) -> bytes:
     return json.dumps(document).encode()
 
 
-async def _publish(bootstrap: str, events: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def _publish(bootstrap: str, events: list[tuple[str, bytes]], client: dict[str, Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client)
     await producer.start()
     try:
         for key, value in events:
@@ -154,20 +178,21 @@ async def _publish(bootstrap: str, events: list[tuple[str, bytes]]) -> None:
         await producer.stop()
 
 
-def publish(bootstrap: str, events: list[tuple[str, bytes]]) -> None:
-    """(saga id, document) pairs to the start topic, with a plain producer: no pokesaga code."""
-    asyncio.run(_publish(bootstrap, events))
+def publish(bootstrap: str, events: list[tuple[str, bytes]], **client: Any) -> None:
+    """(saga id, document) pairs to the start topic, with a plain producer: no pokesaga code.
+    ``client``: aiokafka's options (a secured broker's TLS and SASL)."""
+    asyncio.run(_publish(bootstrap, events, client))
 
 
-async def _outcomes(bootstrap: str) -> dict[str, set[tuple[str, str]]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _outcomes(bootstrap: str, client: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([OUTCOMES])
     finally:
         await admin.close()
     partitions = [TopicPartition(OUTCOMES, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -185,7 +210,8 @@ async def _outcomes(bootstrap: str) -> dict[str, set[tuple[str, str]]]:
         await consumer.stop()
 
 
-def outcomes(bootstrap: str) -> dict[str, set[tuple[str, str]]]:
+def outcomes(bootstrap: str, **client: Any) -> dict[str, set[tuple[str, str]]]:
     """Saga id → the distinct (event id, type) of its outcomes on capture.outcomes, read from the
-    start with a plain consumer. A copy re-published with its id after a crash counts once."""
-    return asyncio.run(_outcomes(bootstrap))
+    start with a plain consumer (``client``: as for ``publish``). A copy re-published with its id
+    after a crash counts once."""
+    return asyncio.run(_outcomes(bootstrap, client))

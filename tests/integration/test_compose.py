@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
+from engine.ops import acls
 from engine.settings.variables import field_variables, known_variables
 from tests.support import doc_section
 
@@ -202,3 +203,72 @@ def test_the_cluster_variant_points_every_service_at_every_broker_with_three_rep
         assert settings.replication_factor == 3, name
     section = doc_section("Running as containers")
     assert "docker compose -f docker-compose.yml -f docker-compose.cluster.yml up -d --build" in section
+
+
+# -- the secured variant: docker-compose.secured.yml, an override of docker-compose.yml -----------
+
+SECURED = yaml.safe_load((ROOT / "docker-compose.secured.yml").read_text())
+PRINCIPALS = {**{s: s for s in SERVICES}, "tracker": "tracker", "cli": "starter", "admin": "admin"}  # container → who
+
+
+def with_secured(name: str) -> dict[str, Any]:
+    """Container ``name`` as compose runs it with both files (as ``with_cluster``; the volumes merged too)."""
+    base, override = CONTAINERS.get(name, {}), SECURED["services"].get(name, {})
+    merged = base | override
+    merged["environment"] = base.get("environment", {}) | override.get("environment", {})
+    merged["volumes"] = base.get("volumes", []) + override.get("volumes", [])
+    merged["depends_on"] = base.get("depends_on", {}) | override.get("depends_on", {})
+    return merged
+
+
+def test_the_secured_variant_runs_each_pokesaga_container_as_its_own_principal_with_its_volume_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read: the settings only check that the file is there\n")
+    rules = acls.derive(CAPTURE)
+    assert {p.removeprefix("User:") for p in acls.principals(rules)} | {"admin"} == set(PRINCIPALS.values())
+    assert set(OURS) | {"admin"} == set(PRINCIPALS)
+    for name, principal in PRINCIPALS.items():
+        container = with_secured(name)
+        env = container["environment"]
+        assert {k for k in env if not is_setting(k)} == set(), name
+        with monkeypatch.context() as patched:
+            for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
+                patched.delenv(variable)
+            for variable, value in env.items():
+                patched.setenv(variable, value)
+            patched.setenv("KAFKA_SSL_CAFILE", str(ca))  # /run/pokesaga/ca.pem in the container
+            patched.setenv("KAFKA_SASL_PASSWORD", "read from the volume")
+            settings = Settings()
+        assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+        assert settings.kafka_sasl_username == principal and settings.bootstrap == "kafka:9092", name
+        assert env["KAFKA_SSL_CAFILE"] == "/run/pokesaga/ca.pem" and "KAFKA_SASL_PASSWORD" not in env, name
+        assert f"secrets-{principal}:/run/pokesaga:ro" in container["volumes"], name
+        assert not [v for v in container["volumes"] if v.startswith("secrets-") and principal not in v], name
+        assert '/run/pokesaga/$$KAFKA_SASL_USERNAME.env"' in container["entrypoint"][2], name
+    assert with_secured("admin")["command"] == ["pokesaga", "acls", "--apply"]  # makes the topics, adds the ACLs
+    for service in (*SERVICES, "tracker"):
+        assert with_secured(service)["depends_on"]["admin"]["condition"] == "service_completed_successfully"
+    job = with_secured("secrets")["volumes"]
+    assert {v.split(":")[0] for v in job if v.startswith("secrets-")} == {
+        f"secrets-{p}" for p in [*PRINCIPALS.values(), "kafka"]
+    }
+    assert set(SECURED["volumes"]) == {f"secrets-{p}" for p in [*PRINCIPALS.values(), "kafka"]}
+
+
+def test_the_secured_broker_speaks_sasl_ssl_on_every_listener_it_publishes_with_the_standard_authorizer() -> None:
+    kafka = with_secured("kafka")
+    env = kafka["environment"]
+    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in env["KAFKA_LISTENERS"].split(","):
+        name, address = listener.split("://")
+        assert protocols[name] == "SASL_SSL" or address.startswith("127.0.0.1:"), listener  # loopback: its own
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert set(env["KAFKA_SUPER_USERS"].split(";")) == {"User:admin", "User:ANONYMOUS"}
+    assert "127.0.0.1:9091" in " ".join(kafka["healthcheck"]["test"])  # its loopback listener
+    assert kafka["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
+    section = doc_section("Running as containers")
+    assert "docker compose -f docker-compose.yml -f docker-compose.secured.yml up -d --build" in section
