@@ -200,7 +200,7 @@ from engine.cli import services
 def replicated(settings, names, internal=()):
     return settings
 
-def loop(main, use_uvloop, asked=False):
+def loop(main, use_uvloop, asked=False, tls=False):
     main.close()  # the service's coroutine, handed to the loop: never run
     print("handed to the loop")
 
