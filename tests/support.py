@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
@@ -156,3 +157,17 @@ def terminate(process: subprocess.Popen[bytes], grace: float = 30) -> int:
             process.kill()
             process.wait()
     return process.returncode
+
+
+def connect(bootstrap: str, options: Mapping[str, Any]) -> None:
+    """A producer with aiokafka's ``options`` started against ``bootstrap``, then stopped: raises what
+    its start raises (a listener that refuses it)."""
+
+    async def start() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000, **options)
+        try:
+            await producer.start()
+        finally:
+            await producer.stop()
+
+    asyncio.run(start())

@@ -51,6 +51,16 @@ def is_setting(variable: str) -> bool:
     return fields is None or nested[0].lower() in fields
 
 
+def settings_in(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings as a container's process reads them from ``env``, nothing of this process's."""
+    with monkeypatch.context() as patched:
+        for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
+            patched.delenv(variable)
+        for variable, value in env.items():
+            patched.setenv(variable, value)
+        return Settings()
+
+
 def test_every_service_of_the_design_has_its_container() -> None:
     for service in SERVICES:
         assert CONTAINERS[service]["command"] == ["pokesaga", "run", service]
@@ -83,12 +93,7 @@ def test_every_environment_variable_is_one_the_settings_read_and_each_service_ha
         env = container["environment"]
         unknown = {k for k in env if not is_setting(k)}
         assert unknown == set(), f"{name}: variables no setting reads: {unknown}"
-        with monkeypatch.context() as patched:  # the settings, as the container's process reads them
-            for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
-                patched.delenv(variable)
-            for variable, value in env.items():
-                patched.setenv(variable, value)
-            settings = Settings()
+        settings = settings_in(env, monkeypatch)
         for service in SERVICES:
             url = make_url(settings.db_url(service))
             assert url.get_backend_name() == "postgresql" and url.host == "postgres" and url.database == service
@@ -193,12 +198,7 @@ def test_the_cluster_variant_points_every_service_at_every_broker_with_three_rep
     for name in OURS:
         env = with_cluster(name)["environment"]
         assert {k for k in env if not is_setting(k)} == set(), name
-        with monkeypatch.context() as patched:
-            for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
-                patched.delenv(variable)
-            for variable, value in env.items():
-                patched.setenv(variable, value)
-            settings = Settings()
+        settings = settings_in(env, monkeypatch)
         assert settings.bootstrap.split(",") == [f"{node}:9092" for node in NODES], name
         assert settings.replication_factor == 3, name
     section = doc_section("Running as containers")
@@ -233,14 +233,8 @@ def test_the_secured_variant_runs_each_pokesaga_container_as_its_own_principal_w
         container = with_secured(name)
         env = container["environment"]
         assert {k for k in env if not is_setting(k)} == set(), name
-        with monkeypatch.context() as patched:
-            for variable in [v for v in os.environ if v.startswith(("POKESAGA_", "KAFKA_"))]:
-                patched.delenv(variable)
-            for variable, value in env.items():
-                patched.setenv(variable, value)
-            patched.setenv("KAFKA_SSL_CAFILE", str(ca))  # /run/pokesaga/ca.pem in the container
-            patched.setenv("KAFKA_SASL_PASSWORD", "read from the volume")
-            settings = Settings()
+        # /run/pokesaga/ca.pem in the container, and the password read from its volume
+        settings = settings_in(env | {"KAFKA_SSL_CAFILE": str(ca), "KAFKA_SASL_PASSWORD": "read"}, monkeypatch)
         assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
         assert settings.kafka_sasl_username == principal and settings.bootstrap == "kafka:9092", name
         assert env["KAFKA_SSL_CAFILE"] == "/run/pokesaga/ca.pem" and "KAFKA_SASL_PASSWORD" not in env, name
