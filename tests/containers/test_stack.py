@@ -44,7 +44,11 @@ def ended(stack: Stack, sagas: list[str], timeout: float = 180) -> dict[str, set
         found = {s: o for s, o in outcomes(stack.bootstrap).items() if s in wanted}
         return found if len(found) == len(wanted) else None
 
-    return until(check, timeout, f"an outcome for each of {len(sagas)} sagas", every=1)  # type: ignore[no-any-return]
+    try:
+        return until(check, timeout, f"an outcome for each of {len(sagas)} sagas", every=1)  # type: ignore[no-any-return]
+    except AssertionError as failed:  # what the containers said, to see why
+        logs = stack.compose("logs", "--tail", "25", "--no-color", *LONG_RUNNING, timeout=60, check=False).stdout
+        raise AssertionError(f"{failed}\n{stack.compose('ps', '--all', check=False).stdout}{logs}") from None
 
 
 def assert_one_outcome_each(found: dict[str, set[tuple[str, str]]]) -> None:
