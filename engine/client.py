@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import versions
 from engine.broker import kafka
+from engine.broker.producing import RenewingProducer
 from engine.events import Event
 from engine.saga import Saga
 from engine.settings import Settings
@@ -40,7 +41,7 @@ class Client:
         self.source = source or f"{saga.name}/client"
         self.watch_outcomes = watch_outcomes
         self.outcome_topics = sorted({event.topic for event in saga.outcomes})
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RenewingProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._outcomes: dict[str, Envelope] = {}
 
@@ -60,7 +61,7 @@ class Client:
         try:
             if self.watch_outcomes:
                 self._reader = await watch(bootstrap, self.outcome_topics)
-            self._producer = kafka.producer(bootstrap)
+            self._producer = RenewingProducer(self.source, lambda: kafka.producer(bootstrap))
             await self._producer.start()
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to tell
@@ -102,10 +103,13 @@ class Client:
         return envelope.sagaid
 
     async def publish(self, envelopes: Iterable[Envelope]) -> None:
-        """Publish start envelopes made elsewhere, each to its event's topic, keyed by its saga id (acks=all)."""
+        """Publish start envelopes made elsewhere, each to its event's topic, keyed by its saga id (acks=all).
+
+        A KafkaError when the brokers refuse them; after a refusal for good the next publish takes a new
+        producer (see engine.broker.producing), so a client kept open is not refused for ever after."""
         if self._producer is None:
             raise RuntimeError("the client is not open: use 'async with Client(...)' or 'await client.open()'")
-        await send(self._producer, self.saga, envelopes)
+        await self._producer.attempt(lambda producer: send(producer, self.saga, envelopes))
 
     async def outcome(self, saga_id: str, timeout: float) -> Envelope | None:
         """The saga's outcome (the first outcome event keyed by ``saga_id``), waiting up to ``timeout`` seconds;

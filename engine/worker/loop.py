@@ -20,11 +20,12 @@ import contextlib
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from engine import faults
 from engine.broker import kafka
+from engine.broker.producing import RenewingProducer
 from engine.observe.sensor import LoopSensor
 from engine.settings import Settings
 from engine.worker.batch.errors import Interrupted, StartedOver, Unverified
@@ -51,7 +52,7 @@ class ParticipantLoop:
         self,
         processor: BatchProcessor,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        producer: RenewingProducer,
         settings: Settings,
         rebuild: Rebuild | None = None,
     ) -> None:

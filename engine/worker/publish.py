@@ -1,7 +1,8 @@
 """Step 3 of the participant loop: publish what a committed batch put in the outbox.
 
 In order, with acks=all, as long as it takes (a record not acknowledged is sent again; consumers
-know a copy by its event id); then the rows are handed back as sent, for the next transaction to
+know a copy by its event id; a batch the broker refused for good gets a new producer first, see
+engine.broker.producing); then the rows are handed back as sent, for the next transaction to
 delete (engine.worker.batch.transaction). A crash point sits after the publish (engine.faults).
 """
 
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from engine import faults
+from engine.broker.producing import RenewingProducer
 from engine.observe.sensor import LoopSensor
 from engine.store.outbox import OutboxRow
 
@@ -29,7 +31,7 @@ class Publisher:
     def __init__(
         self,
         name: str,
-        producer: AIOKafkaProducer,
+        producer: RenewingProducer,
         sent: Callable[[Sequence[OutboxRow]], None],
         sensor: LoopSensor,
         crash_at: str | None,
@@ -62,10 +64,14 @@ class Publisher:
 
     async def send_once(self, rows: Sequence[OutboxRow]) -> None:
         """Send ``rows`` in order and wait for every acknowledgement; KafkaError when one is refused."""
-        futures = [
-            await self.producer.send(
-                row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
-            )
-            for row in rows
-        ]
-        await asyncio.gather(*futures)
+
+        async def send(producer: AIOKafkaProducer) -> None:
+            futures = [
+                await producer.send(
+                    row.topic, row.value, key=row.key, headers=[(k, v.encode()) for k, v in row.headers]
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+
+        await self.producer.attempt(send)

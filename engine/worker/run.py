@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from engine.broker import kafka, replication, security
+from engine.broker.producing import RenewingProducer
 from engine.observe import health, tracing
 from engine.observe.health import Health
 from engine.participant import Participant
@@ -53,7 +54,7 @@ def build_loop(
     return ParticipantLoop(
         processor,
         kafka.consumer(bootstrap, participant.name, *participant.topics, **settings.group_membership()),
-        kafka.producer(bootstrap, linger_ms=settings.linger_ms),
+        RenewingProducer(participant.name, lambda: kafka.producer(bootstrap, linger_ms=settings.linger_ms)),
         settings,
         rebuilding,
     )

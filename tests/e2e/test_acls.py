@@ -31,13 +31,15 @@ from capture import views
 from capture.processes import stop_all
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
+from contracts.events import Pokemon, PokemonEncountered, Trainer
 from engine.broker import kafka, security
+from engine.client import Client
 from engine.local.broker import free_port, secured_kafka
 from engine.local.secured import ADMIN, SecuredListener
 from engine.ops import acls
 from tests import databases
 from tests.e2e.conftest import CERTAIN, Cluster, cluster, pokesaga
-from tests.support import connect, eventually
+from tests.support import connect, eventually, holds
 
 pytestmark = pytest.mark.skipif(
     databases.BACKEND != "sqlite", reason="the broker's ACLs are the same on either database"
@@ -231,3 +233,85 @@ def test_the_console_asks_for_its_token_and_its_metrics_stay_open(secured: Secur
     assert status == 200 and b"<html" in page.lower()
     status, metrics = get(port, "/metrics")
     assert status == 200 and b"pokesaga_tracker_sagas_started_total" in metrics
+
+
+async def set_acl(listener: SecuredListener, user: str, operation: str, topic: str, *, allowed: bool) -> None:
+    """Grant (or revoke) ``user``'s ``operation`` on ``topic``, as the administrator."""
+    from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
+
+    change = CreateAclsRequest if allowed else DeleteAclsRequest
+    request = change(
+        acls.RESOURCES["Topic"], topic, acls.LITERAL, f"User:{user}", "*", acls.OPERATIONS[operation], acls.ALLOW
+    )
+    await kafka.with_admin(listener.address, lambda admin: admin._send_request(request))
+
+
+async def outcomes_of(listener: SecuredListener, saga_id: str) -> set[tuple[str, str]]:
+    """The saga's outcomes on ``capture.outcomes`` (type, event id): copies of one event count once."""
+    records, _ = await kafka.read_to_end(listener.address, ["capture.outcomes"])
+    found = [json.loads(r.value or b"{}") for r in records if r.key == saga_id.encode()]
+    return {(o["type"], o["id"]) for o in found}
+
+
+def test_a_service_whose_write_was_revoked_publishes_what_waited_once_it_is_granted_again(secured: Secured) -> None:
+    """The broker refuses delivery's batch for good (no Write on capture.outcomes): aiokafka has spent
+    that batch's sequence numbers, so the same producer would be refused as out of order for ever after
+    (aio-libs/aiokafka#1017); delivery takes a new producer and its outcome reaches the topic once."""
+    log_path = secured.running.processes["delivery"].log_path
+    _, before = start(secured, "BeforeTheRevocation")  # delivery has written to capture.outcomes: it knows the topic
+    assert before.startswith("PokemonDelivered"), before
+    asyncio.run(set_acl(secured.listener, "delivery", "Write", "capture.outcomes", allowed=False))
+    try:
+        done = pokesaga(
+            secured.running.settings, "start", "--pokemon", "Caterpie", "--trainer", "Revoked",
+            *("--level", str(CERTAIN["level"]), "--hp", str(CERTAIN["hp"])), env=secured.env("starter"),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        saga_id = done.stdout.strip().splitlines()[0]
+        refused = "TopicAuthorizationFailed"
+        said = lambda: refused in log_path.read_text(errors="replace")  # noqa: E731
+        asyncio.run(eventually(lambda: holds(said, True), timeout=60, what=f"{refused} in delivery's log"))
+        assert not asyncio.run(outcomes_of(secured.listener, saga_id))
+    finally:
+        asyncio.run(set_acl(secured.listener, "delivery", "Write", "capture.outcomes", allowed=True))
+
+    async def delivered() -> bool:
+        return bool(await outcomes_of(secured.listener, saga_id))
+
+    asyncio.run(eventually(delivered, timeout=60, what="the outcome the refusal held back"))
+    (outcome,) = asyncio.run(outcomes_of(secured.listener, saga_id))
+    assert outcome[0] == "PokemonDelivered", outcome
+    assert "the next send takes a new producer" in log_path.read_text(errors="replace")
+
+
+def test_a_client_refused_once_starts_the_next_saga_on_the_same_producer(secured: Secured) -> None:
+    """A ``Client`` kept open (as an application would) whose start was refused for good: its next start
+    goes through once the ACL is back, instead of being refused as out of order for ever after."""
+    listener = secured.listener
+    starter = Settings(  # by its IP address: this process's clients of listener.address are the administrator's
+        kafka_bootstrap_servers=listener.numeric_address, kafka_security_protocol="SASL_SSL",
+        kafka_ssl_cafile=listener.ca_file, kafka_ssl_check_hostname=False, kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="starter", kafka_sasl_password=SecretStr(listener.users["starter"]),
+        kafka_partitions=3,
+    )  # fmt: skip
+    security.secure(starter)
+
+    def encountered(trainer: str) -> PokemonEncountered:
+        return PokemonEncountered(trainer=Trainer(name=trainer), pokemon=Pokemon(name="Caterpie", **CERTAIN))
+
+    async def scenario() -> tuple[str, str | None]:
+        async with Client(CAPTURE, starter) as client:
+            await client.start(encountered("BeforeTheRefusal"))  # the producer knows the topic: the refusal is
+            # the broker's answer to a batch (whose sequence numbers it spent), not to a metadata request
+            await set_acl(listener, "starter", "Write", "capture.status", allowed=False)
+            try:
+                with pytest.raises(TopicAuthorizationFailedError):
+                    await client.start(encountered("RefusedOnce"))
+            finally:
+                await set_acl(listener, "starter", "Write", "capture.status", allowed=True)
+            saga_id = await client.start(encountered("AfterTheRefusal"))
+            outcome = await client.outcome(saga_id, timeout=60)
+            return saga_id, outcome.type if outcome else None
+
+    saga_id, outcome = asyncio.run(scenario())
+    assert outcome == "PokemonDelivered", (saga_id, outcome)
