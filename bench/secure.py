@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from bench.load import Access, Options, bench, measure
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
@@ -47,12 +45,9 @@ def secured_broker(settings: Settings, state: Path, partitions: int) -> Iterator
     admin = local.start()
     try:
         asyncio.run(acls.apply(admin, rules, CAPTURE.all_topics(), partitions))
-        driver = settings.model_copy(
-            update={"kafka_bootstrap_servers": listener.address, "kafka_security_protocol": "SASL_SSL",
-                    "kafka_ssl_cafile": listener.ca_file, "kafka_sasl_mechanism": SCRAM[0],
-                    "kafka_sasl_username": DRIVER, "kafka_sasl_password": SecretStr(listener.users[DRIVER])}
-        )  # fmt: skip
-        security.secure(driver)  # this process's clients of the secured listener: the driver's
+        security.secure(
+            listener.settings(DRIVER, settings)
+        )  # this process's clients of the secured listener: the driver's
         described = {"protocol": "SASL_SSL", "sasl_mechanism": SCRAM[0], "acls": len(rules),
                      "principals": [*SERVICES, DRIVER]}  # fmt: skip
         each = {s: listener.environment(s) for s in SERVICES}

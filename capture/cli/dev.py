@@ -149,7 +149,6 @@ def kafka(cli: Cli, args: argparse.Namespace, settings: Settings) -> int:
 
 def start_secured(cli: Cli, settings: Settings) -> int:
     """The secured broker, its principals' ACLs added as its administrator; where their credentials are."""
-    from pydantic import SecretStr
 
     from engine.broker import security
     from engine.local.broker import secured_kafka
@@ -160,17 +159,7 @@ def start_secured(cli: Cli, settings: Settings) -> int:
     names = [p.removeprefix("User:") for p in acls.principals(found)]
     local, listener = secured_kafka(settings.kafka_cache_dir, names)
     local.start()
-    admin = settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": listener.address,
-            "kafka_security_protocol": "SASL_SSL",
-            "kafka_ssl_cafile": listener.ca_file,
-            "kafka_sasl_mechanism": "SCRAM-SHA-512",
-            "kafka_sasl_username": ADMIN,
-            "kafka_sasl_password": SecretStr(listener.users[ADMIN]),
-        }
-    )
-    security.secure(admin)
+    security.secure(listener.settings(ADMIN, settings))
     added = asyncio.run(acls.apply(listener.address, found, cli.saga.all_topics(), settings.partitions))
     folder = local.state / "credentials"
     print(f"credentials: {folder}/PRINCIPAL.env, for {', '.join([*names, ADMIN])} (admin: the super user; "
@@ -269,8 +258,9 @@ def check_secure(args: argparse.Namespace, settings: Settings) -> None:
 
     flag = "--secure" if args.secure else "--compare-secure"
     others = ("--null-relay", "--compare-null", "--stall-one", "--peer", "--console", "--failover")
-    if any(getattr(args, other.lstrip("-").replace("-", "_")) for other in others):
-        raise Usage(f"pokesaga bench: {flag} runs the services on a secured broker: not with {', '.join(others)}")
+    given = [other for other in others if getattr(args, other.lstrip("-").replace("-", "_"))]
+    if given:
+        raise Usage(f"pokesaga bench: {flag} runs the services on a secured broker: not with {', '.join(given)}")
     if settings.kafka_bootstrap_servers or settings.kafka_security_protocol != "PLAINTEXT":
         raise Usage(f"pokesaga bench: {flag} starts a private secured local broker: unset KAFKA_BOOTSTRAP_SERVERS "
                     "and KAFKA_SECURITY_PROTOCOL (a broker of yours: pokesaga bench with its settings)")  # fmt: skip

@@ -22,6 +22,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import SecretStr
+
+from engine.settings import Settings
+
+S = TypeVar("S", bound=Settings)
 
 LISTENER = "SECURED"
 ADMIN = "admin"  # the secured listener's super user: applies the ACLs, runs the operators' commands
@@ -144,16 +151,27 @@ class SecuredListener:
             for arg in ("--add-scram", _scram(mechanism, name, password))
         ]
 
+    def client_fields(self, user: str) -> dict[str, str]:
+        """The settings a client connecting as ``user`` sets, by field name (their variables are the
+        names in capitals)."""
+        return {
+            "kafka_bootstrap_servers": self.address,
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_ssl_cafile": str(self.ca_file),
+            "kafka_sasl_mechanism": SCRAM[0],
+            "kafka_sasl_username": user,
+            "kafka_sasl_password": self.users[user],
+        }
+
     def environment(self, user: str) -> dict[str, str]:
         """What a client connecting as ``user`` sets: the variables every pokesaga client reads."""
-        return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.address,
-            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "KAFKA_SSL_CAFILE": str(self.ca_file),
-            "KAFKA_SASL_MECHANISM": SCRAM[0],
-            "KAFKA_SASL_USERNAME": user,
-            "KAFKA_SASL_PASSWORD": self.users[user],
-        }
+        return {name.upper(): value for name, value in self.client_fields(user).items()}
+
+    def settings(self, user: str, base: S) -> S:
+        """``base``, for a client connecting as ``user``."""
+        fields = self.client_fields(user)
+        typed = {"kafka_ssl_cafile": self.ca_file, "kafka_sasl_password": SecretStr(fields["kafka_sasl_password"])}
+        return base.model_copy(update=fields | typed)
 
     def write_credentials(self, folder: Path) -> list[Path]:
         """One env file per user, ``<user>.env``, readable by its owner alone (``set -a; . status.env``),

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorizationFailedError
-from pydantic import SecretStr
 
 from capture import views
 from capture.processes import stop_all
@@ -84,12 +83,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     local, listener = secured_kafka(Settings().kafka_cache_dir, names, state=tmp_path_factory.mktemp("acl-broker"))
     local.start()
     try:
-        admin = Settings(
-            kafka_bootstrap_servers=listener.address, kafka_security_protocol="SASL_SSL",
-            kafka_ssl_cafile=listener.ca_file, kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username=ADMIN,
-            kafka_sasl_password=SecretStr(listener.users[ADMIN]),
-        )  # fmt: skip
-        security.secure(admin)  # this process reads as the administrator (the groups joined, the topics)
+        security.secure(
+            listener.settings(ADMIN, Settings())
+        )  # this process reads as the administrator (the groups joined, the topics)
         asyncio.run(acls.apply(listener.address, rules, CAPTURE.all_topics(), 3))
         asyncio.run(eventually(lambda: coordinated(listener.address), timeout=60, what="the groups' coordinator"))
         data = tmp_path_factory.mktemp("acl-data")
@@ -171,12 +167,7 @@ def test_a_client_without_credentials_is_refused(secured: Secured) -> None:
 def client_of(listener: SecuredListener, user: str | None = None) -> dict[str, Any]:
     """aiokafka's options for a client of ``listener``: TLS, and SASL as ``user`` (None: TLS alone)."""
     settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=listener.ca_file)
-    if user is not None:
-        settings = Settings(
-            kafka_security_protocol="SASL_SSL", kafka_ssl_cafile=listener.ca_file, kafka_sasl_mechanism="SCRAM-SHA-512",
-            kafka_sasl_username=user, kafka_sasl_password=SecretStr(listener.users[user]),
-        )  # fmt: skip
-    return security.client_options(settings)
+    return security.client_options(settings if user is None else listener.settings(user, settings))
 
 
 async def write_as(listener: SecuredListener, user: str, topic: str, value: bytes, key: bytes) -> None:
@@ -288,12 +279,9 @@ def test_a_client_refused_once_starts_the_next_saga_on_the_same_producer(secured
     """A ``Client`` kept open (as an application would) whose start was refused for good: its next start
     goes through once the ACL is back, instead of being refused as out of order for ever after."""
     listener = secured.listener
-    starter = Settings(  # by its IP address: this process's clients of listener.address are the administrator's
-        kafka_bootstrap_servers=listener.numeric_address, kafka_security_protocol="SASL_SSL",
-        kafka_ssl_cafile=listener.ca_file, kafka_ssl_check_hostname=False, kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username="starter", kafka_sasl_password=SecretStr(listener.users["starter"]),
-        kafka_partitions=3,
-    )  # fmt: skip
+    starter = listener.settings("starter", Settings()).model_copy(  # by its IP address: this process's
+        update={"kafka_bootstrap_servers": listener.numeric_address, "kafka_ssl_check_hostname": False}
+    )  # clients of listener.address are the administrator's
     security.secure(starter)
 
     def encountered(trainer: str) -> PokemonEncountered:
