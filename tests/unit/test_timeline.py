@@ -334,6 +334,22 @@ def test_a_compensation_held_for_a_newer_version_until_its_hold_ended_needs_an_o
         assert timeline.view(found, NOW + 10**6, 60)["state"] == state, consumer
 
 
+@pytest.mark.parametrize(
+    "reason", ["internal_error: KeyError: 'hp'", "rebuild_conflict: PokemonHealed was healed 12 hp, now 10"]
+)
+def test_a_compensation_dead_lettered_for_its_own_code_or_a_rebuild_conflict_needs_an_operator(reason: str) -> None:
+    """The compensator could not undo its step (its code raised, or a rebuild could not make the same
+    decision again): the unwinding stopped there. The same reason from a step leaves the saga stuck."""
+    for consumer, state in (("combat.compensations", "needs_operator"), ("pokeball", "stuck")):
+        found = build(
+            event("s", "start", "PokemonEncountered", time="2026-11-23T10:00:00Z"),
+            event("s", "par", "PokemonParalyzed", cause="start", time="2026-11-23T10:00:01Z", data=PAR),
+            event("s", "faint", "PokemonFainted", cause="par", time="2026-11-23T10:00:02Z"),
+        )
+        timeline.add_dead_letter(found, letter(topics.FAILURES, reason, consumer=consumer), NOW)
+        assert timeline.view(found, NOW + 10**6, 60)["state"] == state, consumer
+
+
 def test_a_compensation_failed_dead_letter_of_no_saga_seen_is_forgotten() -> None:
     """Anyone can write such a dead letter for any key: alone, it is a fragment, not a saga kept for ever."""
     alone = timeline.new("nobody")

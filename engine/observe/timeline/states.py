@@ -19,6 +19,9 @@ from engine.observe.timeline.shape import COMPENSATION_FAILED, NEEDS_OPERATOR, R
 from engine.observe.timeline.times import instant
 from engine.versions import NEWER_VERSION
 
+# A compensator's dead letter with one of these reasons stops the unwinding (see States.stops_unwinding).
+STOPPING_UNWINDING = (f"{NEWER_VERSION}:", "internal_error:", "rebuild_conflict:")
+
 WAITING_STATES = ("running", "retrying", "compensating", "stuck")  # the states of a saga that waits on a participant
 
 
@@ -62,11 +65,13 @@ class States(SagaShape):
 
     def stops_unwinding(self, dead_letter: dict[str, Any]) -> bool:
         """A dead letter of a compensation not done: one that failed on its data (its reason starts
-        ``compensation_failed``), or one a compensator held for a newer version until its hold ended
-        (``newer_version``, dead-lettered by a compensator: engine.versions)."""
+        ``compensation_failed``); or one a compensator dead-lettered because it held it for a newer
+        version until its hold ended (``newer_version``: engine.versions), because its own code raised
+        (``internal_error``) or because a rebuild of its database found a decision it could not make
+        again (``rebuild_conflict``)."""
         reason = dead_letter["reason"]
-        held = reason.startswith(f"{NEWER_VERSION}:") and dead_letter.get("consumer") in self.compensators
-        return reason.startswith(COMPENSATION_FAILED) or held
+        by_compensator = dead_letter.get("consumer") in self.compensators
+        return reason.startswith(COMPENSATION_FAILED) or (by_compensator and reason.startswith(STOPPING_UNWINDING))
 
     def needs_operator(self, timeline: dict[str, Any]) -> bool:
         """A saga with no outcome whose compensation a participant dead-lettered (``stops_unwinding``):
