@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -325,6 +325,16 @@ class Saga:
     def groups(self) -> dict[str, list[str]]:
         """Each participant's consumer group and the topics it reads."""
         return {p.name: list(p.topics) for p in self.participants.values()}
+
+    @cached_property
+    def published(self) -> dict[str, tuple[type[Event], ...]]:
+        """Each participant's name → the events it publishes."""
+        found = {step.name: tuple(dict.fromkeys((*step.succeeds_with, *step.fails_with))) for step in self.steps}
+        return found | {comp.name: comp.publishes for comp in self.compensations}
+
+    def published_topics(self, participants: Iterable[str]) -> list[str]:
+        """Where ``participants`` (by name) publish: all a rebuild of theirs reads back (engine.worker.rebuild)."""
+        return list(dict.fromkeys(cls.topic for name in participants for cls in self.published[name]))
 
     @cached_property
     def handled_by(self) -> dict[str, str]:

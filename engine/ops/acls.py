@@ -101,12 +101,13 @@ def derive(saga: Saga, tracker: str = TRACKER, starter: str = STARTER) -> list[A
         consumed = list(dict.fromkeys(t for p in participants for t in p.topics))
         table.allow(service, "Read", "Group", [p.name for p in participants], "its consumer group")
         table.allow(service, "Read", "Topic", consumed, "it consumes it")
-        for topic, events in _published(saga, service).items():
+        published = _published(saga, service)
+        for topic, events in published.items():
             table.allow(service, "Write", "Topic", [topic], f"it publishes {', '.join(events)}")
         table.allow(service, "Write", "Topic", [dead_letters(t) for t in consumed], "its dead letters")
         if any(p.retries_topic for p in participants):
             table.allow(service, "Write", "Topic", [saga.retries_topic], "its retry notices")
-        table.allow(service, "Read", "Topic", saga.topics, "a rebuild reads back what it published")
+        table.allow(service, "Read", "Topic", list(published), "a rebuild reads back what it published")
         _describe_the_rest(table, service, everything, "checked at start: every topic of the saga exists")
     observed = (*saga.topics, saga.retries_topic, *(dead_letters(t) for t in saga.consumed))
     table.allow(tracker, "Read", "Group", [app_id(saga)], "its consumer group (the faust app's id)")
@@ -125,10 +126,8 @@ def derive(saga: Saga, tracker: str = TRACKER, starter: str = STARTER) -> list[A
 
 def _published(saga: Saga, service: str) -> dict[str, list[str]]:
     """Each topic ``service`` publishes to, and the events it publishes there (step and compensator)."""
-    events = [cls for step in saga.steps if step.name == service for cls in (*step.succeeds_with, *step.fails_with)]
-    events += [cls for comp in saga.compensations if comp.service.name == service for cls in comp.publishes]
     found: dict[str, list[str]] = {}
-    for cls in dict.fromkeys(events):
+    for cls in dict.fromkeys(cls for p in saga.service_of(service) for cls in saga.published[p.name]):
         found.setdefault(cls.topic, []).append(cls.__name__)
     return found
 

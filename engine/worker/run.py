@@ -88,7 +88,8 @@ async def run_participants(
                 mine = [q.name for q in participants if q.service == p.service]
                 rebuilds |= await prepare_rebuild(saga, p.service, engines[p.service], settings, stop, mine)
         rebuilding = [p for p in participants if p.name in rebuilds]
-        recorded = await rebuild.load(settings.bootstrap, rebuilding, saga.topics, saga.types)
+        read_back = saga.published_topics(p.name for p in rebuilding)
+        recorded = await rebuild.load(settings.bootstrap, rebuilding, read_back, saga.types)
         loops += [
             build_loop(saga, p, settings, engines[p.service], recorded.get(p.name), rebuilds.get(p.name), watched=True)
             for p in participants
@@ -150,7 +151,8 @@ async def _rebuilding(saga: Saga, loop: ParticipantLoop, settings: Settings, sto
     found = rebuilds.get(participant.name)
     history = None
     if found is not None:
-        history = (await rebuild.load(settings.bootstrap, [participant], saga.topics, saga.types))[participant.name]
+        read_back = saga.published_topics([participant.name])
+        history = (await rebuild.load(settings.bootstrap, [participant], read_back, saga.types))[participant.name]
     return build_loop(saga, participant, settings, engine, history, found, watched=True)
 
 

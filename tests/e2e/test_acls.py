@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 import time
 import urllib.error
@@ -303,3 +304,31 @@ def test_a_client_refused_once_starts_the_next_saga_on_the_same_producer(secured
 
     saga_id, outcome = asyncio.run(scenario())
     assert outcome == "PokemonDelivered", (saga_id, outcome)
+
+
+def test_a_service_whose_database_was_lost_rebuilds_as_itself_reading_back_only_the_topics_it_writes(
+    secured: Secured,
+) -> None:
+    """delivery may read only the topic it consumes and the ones it publishes to (capture.outcomes,
+    capture.failures): its rebuild reads back what it published from those, and no other."""
+    running = secured.running
+    saga_id, outcome = start(secured, "BeforeTheLoss")
+    assert outcome.startswith("PokemonDelivered"), outcome
+    delivered = views.saga(running.settings, saga_id)["delivery"]
+    assert running.stop("delivery") == 0
+    log_path = running.processes["delivery"].log_path
+    said_before = len(log_path.read_text(errors="replace"))
+    databases.lose(running.settings, "delivery")
+    running.start("delivery", **secured.env("delivery"), POKESAGA_REBUILD_NEW_DATABASES="true")
+
+    def since_restart() -> str:
+        return log_path.read_text(errors="replace")[said_before:]
+
+    loaded = re.compile(r"delivery: rebuilding: (\d+) recorded decisions loaded")
+    asyncio.run(eventually(lambda: holds(lambda: bool(loaded.search(since_restart())), True), 60, "the history"))
+    found = loaded.search(since_restart())
+    assert found is not None and int(found.group(1)) >= 1, since_restart()
+    assert "AuthorizationFailed" not in since_restart(), since_restart()
+    _, after = start(secured, "AfterTheLoss")
+    assert after.startswith("PokemonDelivered"), after
+    assert views.saga(running.settings, saga_id)["delivery"] == delivered  # the same party slot, rebuilt

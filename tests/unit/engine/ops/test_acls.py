@@ -30,6 +30,14 @@ def test_a_service_cannot_write_the_topic_it_consumes_nor_a_step_before_it() -> 
     assert may(ACLS, "User:second", "Read", "toy.second")
 
 
+def test_a_service_reads_back_only_the_topics_it_publishes_to_and_the_one_it_consumes() -> None:
+    """A rebuild reads back what the service published, from the topics it wrote it to: nothing more."""
+    read = {a.name for a in ACLS if a.principal == "User:second" and a.operation == "Read" and a.resource == "Topic"}
+    assert read == {"toy.second", "toy.outcomes", "toy.failures"}
+    assert not may(ACLS, "User:second", "Read", "toy.first")
+    assert may(ACLS, "User:second", "Describe", "toy.first")  # it checks that the topic exists
+
+
 def test_the_tracker_reads_every_topic_it_observes_and_writes_only_its_changelog() -> None:
     observed = [*TOY.topics, TOY.retries_topic, "toy.first.dlq", "toy.second.dlq", "toy.failures.dlq"]
     assert all(may(ACLS, "User:tracker", "Read", t) for t in observed)
