@@ -42,7 +42,7 @@ ENV POKESAGA_METRICS_PORT=9100 \
 EXPOSE 9100 6066
 
 # A service answers /health/live, the tracker its page's API; a one-shot command is healthy.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python3", "/usr/local/bin/pokesaga-healthcheck"]
 
 CMD ["pokesaga", "--help"]

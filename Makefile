@@ -10,14 +10,13 @@ STAMP := $(VENV)/.installed-stamp
 demo: $(STAMP) system-deps
 	$(VENV)/bin/pokesaga demo
 
-# Every suite on SQLite files and, side by side with it, the integration and end-to-end suites again
-# on a real PostgreSQL server (Debian's package, installed and started by scripts/postgres-up) and the
-# container suite: scripts/test-passes (POKESAGA_TEST_PASSES=sequential runs one after the other).
-# The chaos test runs one round of 500 sagas in each pass; `make chaos` runs three. The failover
-# test (a local 3-node cluster losing brokers) runs 500 sagas, in the SQLite pass only (no_database);
-# `make chaos`, 2000. The container suite (tests/containers: the images built, docker-compose.yml up
-# on a real Docker engine, started for the suite when none runs and stopped after it) runs once, in a
-# lane of its own.
+# Every suite on SQLite files and, side by side with it, the container suite (tests/containers: the
+# images built, the compose files up on a real Docker engine, started for the suite when none runs and
+# stopped after it), then the integration and end-to-end suites again on a real PostgreSQL server
+# (Debian's package, installed and started by scripts/postgres-up): scripts/test-passes
+# (POKESAGA_TEST_PASSES=sequential runs one after the other). The chaos test runs one round of 500
+# sagas in each pass; `make chaos` runs three. The failover test (a local 3-node cluster losing
+# brokers) runs 500 sagas, in the SQLite pass only (no_database); `make chaos`, 2000.
 test: $(STAMP) system-deps promtool browser docker-deps lint
 	PY=$(PY) scripts/test-passes
 

@@ -1,7 +1,7 @@
 """The container suite: the images built, a Docker engine (started for the suite when none runs,
 and stopped after it), the compose project up for the suite's tests and down at its end.
 
-It runs once, in the SQLite pass of ``make test`` (``no_database``: the PostgreSQL pass leaves it
+It runs once in ``make test``, in a lane of its own before the PostgreSQL pass (``no_database``: that pass leaves it
 out; its databases are the PostgreSQL container's whatever the pass)."""
 
 from __future__ import annotations
