@@ -57,7 +57,15 @@ def edges(saga: Saga = CAPTURE) -> list[tuple[Node, str, Node]]:
         hops += [(("topic", saga.types[t].topic), t, node) for t in saga.participants[name].handlers]
         hops += [(node, cls.__name__, ("topic", cls.topic)) for cls in sends[name]]
     hops += [(("topic", cls.topic), cls.__name__, OUTCOME) for cls in saga.outcomes]
+    for kind, name in parties:  # where a release before this one published them: still read
+        handlers = saga.participants[name].handlers
+        hops += [(("topic", f), t, (kind, name)) for t in handlers for f in saga.types[t].former_topics]
     return hops
+
+
+def former(saga: Saga) -> set[str]:
+    """The topics no event goes to any more, read for what earlier releases wrote there."""
+    return {t for cls in saga.events for t in cls.former_topics} - {cls.topic for cls in saga.events}
 
 
 def grouped(hops: Iterable[tuple[Node, str, Node]]) -> dict[tuple[Node, Node], list[str]]:
@@ -106,8 +114,10 @@ def mermaid(saga: Saga = CAPTURE) -> str:
         f"    %% The {saga.name} saga, drawn from its declaration by `pokesaga docs`: do not edit.",
     ]
     lines += [f"    {node_id(n)}{_SHAPE[n[0]].format(_label(n[1]))}" for n in nodes]
+    old = {("topic", t) for t in former(saga)}
     for (source, target), types in grouped(edges(saga)).items():
-        lines.append(f'    {node_id(source)} -->|"{_label(", ".join(types))}"| {node_id(target)}')
+        arrow = "-.->" if source in old else "-->"  # dotted: what an earlier release wrote, still read
+        lines.append(f'    {node_id(source)} {arrow}|"{_label(", ".join(types))}"| {node_id(target)}')
     for kind, style in _STYLE.items():
         lines.append(f"    classDef {kind} {style}")
     for kind in _STYLE:
@@ -194,13 +204,15 @@ def asyncapi(saga: Saga = CAPTURE) -> dict[str, Any]:
         messages[name] = message
 
     channels: dict[str, Any] = {}
+    gone = former(saga)
     for topic in saga.topics:
-        on_topic = [t for t, cls in saga.types.items() if cls.topic == topic]
+        on_topic = [t for t, cls in saga.types.items() if cls.belongs_on(topic)]
         consumed = f"; its dead letters go to `{dead_letters(topic)}`" if topic in saga.consumed else ""
+        was = " Where an earlier release published these events: read, no longer written." if topic in gone else ""
         channels[topic] = {
             "address": topic,
             "title": topic,
-            "description": f"Kafka topic `{topic}`, keyed by saga id{consumed}.",
+            "description": f"Kafka topic `{topic}`, keyed by saga id{consumed}.{was}",
             "messages": {t: _ref("components", "messages", t) for t in on_topic},
         }
 
@@ -208,8 +220,9 @@ def asyncapi(saga: Saga = CAPTURE) -> dict[str, Any]:
 
     def operation(party: str, action: str, types: list[str], summary: str) -> None:
         by_topic: dict[str, list[str]] = {}
-        for t in types:
-            by_topic.setdefault(saga.types[t].topic, []).append(t)
+        for t in types:  # received also where an earlier release sent it
+            for topic in saga.types[t].read_from() if action == "receive" else (saga.types[t].topic,):
+                by_topic.setdefault(topic, []).append(t)
         for topic, on_topic in by_topic.items():
             key = f"{party}.{action}.{topic}"
             if key in operations:

@@ -151,43 +151,50 @@ class PokemonDelivered(Event):
 class Failure(Event, engine_events.FailureEvent):
     """A step failed (or a compensation passed the failure on)."""
 
-    topic: ClassVar[str] = topics.FAILURES
+    topic: ClassVar[str] = topics.FAILURES  # each failure below names its own
+    former_topics: ClassVar[tuple[str, ...]] = (topics.FAILURES,)  # read, for records written before
     failed_step: Step
     undone: tuple[Step, ...] = Field(default=(), max_length=4, description="Steps undone so far, newest first.")
 
 
 class ParalysisFailed(Failure):
-    pass
+    topic: ClassVar[str] = topics.STATUS_FAILURES
 
 
 class PokemonFainted(Failure):
-    pass
+    topic: ClassVar[str] = topics.COMBAT_FAILURES
 
 
 class PokemonBrokeFree(Failure):
+    topic: ClassVar[str] = topics.POKEBALL_FAILURES
     shakes: int = Field(default=0, ge=0, le=3)
 
 
 class OutOfPokeballs(Failure):
-    pass
+    topic: ClassVar[str] = topics.POKEBALL_FAILURES
 
 
 class DeliveryFailed(Failure):
-    pass
+    topic: ClassVar[str] = topics.DELIVERY_FAILURES
 
 
 class PokemonReleased(Failure):
     """Pokeball's compensation: the Pokémon was released and the ball refunded."""
 
+    topic: ClassVar[str] = topics.POKEBALL_FAILURES
+
 
 class PokemonHealed(Failure):
     """Combat's compensation: the hp taken was restored."""
+
+    topic: ClassVar[str] = topics.COMBAT_FAILURES
 
 
 class CaptureFailed(Failure):
     """The failure outcome: every step that ran has been undone."""
 
     topic: ClassVar[str] = topics.OUTCOMES
+    former_topics: ClassVar[tuple[str, ...]] = ()  # always an outcome
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

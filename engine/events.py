@@ -36,13 +36,29 @@ class Event(BaseModel):
     each older version's data into the next's: ``{1: f}`` makes version 1 data version 2 data. An
     upcaster that only adds fields with defaults is ``added("field", ...)``: a service pinned to
     the older version (``POKESAGA_PUBLISH_VERSIONS``) can then publish it, the fields dropped
-    (engine.versions)."""
+    (engine.versions).
+
+    ``former_topics``: where an earlier release published this event. Its consumers still read
+    them, and accept it there, so records written before an upgrade are applied after it; no one
+    is given Write on them (``pokesaga acls``). Drop one once every consumer group has read it
+    to its end (the metric ``pokesaga_consumer_lag``, or the console)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     topic: ClassVar[str]
+    former_topics: ClassVar[tuple[str, ...]] = ()
     dataversion: ClassVar[int] = 1
     upcasters: ClassVar[Mapping[int, Upcaster]] = {}
+
+    @classmethod
+    def read_from(cls) -> tuple[str, ...]:
+        """Every topic this event is read from: where it goes, then where it went."""
+        return (cls.topic, *(t for t in cls.former_topics if t != cls.topic))
+
+    @classmethod
+    def belongs_on(cls, topic: str) -> bool:
+        """Whether a record of this event may stand on ``topic``: its topic or a former one."""
+        return topic in cls.read_from()
 
 
 class FailureEvent(Event):

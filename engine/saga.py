@@ -73,6 +73,12 @@ class Service:
                              "a service's metadata holds only its own")  # fmt: skip
 
 
+def _read_from(types: Iterable[type[Event]]) -> tuple[str, ...]:
+    """The topics a participant acting on ``types`` reads: each event's, then where each went before."""
+    types = list(types)
+    return tuple(dict.fromkeys([*(cls.topic for cls in types), *(t for cls in types for t in cls.read_from())]))
+
+
 def _repeated(names: list[str]) -> list[str]:
     """The names given more than once, sorted."""
     return sorted({n for n in names if names.count(n) > 1})
@@ -217,11 +223,6 @@ class Saga:
             failures = () if self.compensations else tuple(c for s in self.steps for c in s.fails_with)
             object.__setattr__(self, "outcomes", tuple(dict.fromkeys([*self.steps[-1].succeeds_with, *first,
                                                                       *failures])))  # fmt: skip
-        for comp in self.compensations:
-            topics = sorted({self.types[t].topic for t in comp.handlers})
-            if len(topics) != 1:
-                raise ValueError(f"compensation {comp.service.name}: what it undoes goes to {len(topics)} topics "
-                                 f"({', '.join(topics)}); a compensator reads one")  # fmt: skip
         acting: dict[str, str] = {}
         for participant in self.participants.values():
             for name in participant.handlers:
@@ -284,16 +285,15 @@ class Saga:
         steps = tuple(step.name for step in self.steps)
         found = {
             step.name: Participant(
-                step.name, step.service.name, (step.consumes,), step.handlers, step.service.metadata,
+                step.name, step.service.name, _read_from(step.reads), step.handlers, step.service.metadata,
                 step.service.repository, step.give_up, source=f"{self.name}/{step.name}",
                 retries_topic=self.retries_topic, steps=steps,
             )
             for step in self.steps
         }  # fmt: skip
         for comp in self.compensations:
-            (topic,) = {self.types[t].topic for t in comp.handlers}
             found[comp.name] = Participant(
-                comp.name, comp.service.name, (topic,), comp.handlers, comp.service.metadata,
+                comp.name, comp.service.name, _read_from(self.types[t] for t in comp.handlers), comp.handlers, comp.service.metadata,
                 comp.service.repository, source=f"{self.name}/{comp.name}", retries_topic=self.retries_topic,
                 steps=steps,
             )  # fmt: skip
@@ -301,8 +301,10 @@ class Saga:
 
     @cached_property
     def topics(self) -> tuple[str, ...]:
-        """Every topic an event of the saga goes to, in the order of the steps."""
+        """Every topic an event of the saga goes to, in the order of the steps, then where they went
+        before (``Event.former_topics``)."""
         ordered = [step.consumes for step in self.steps] + [cls.topic for cls in self.events]
+        ordered += [topic for cls in self.events for topic in cls.former_topics]
         return tuple(dict.fromkeys(ordered))
 
     @cached_property
@@ -334,7 +336,7 @@ class Saga:
 
     def published_topics(self, participants: Iterable[str]) -> list[str]:
         """Where ``participants`` (by name) publish: all a rebuild of theirs reads back (engine.worker.rebuild)."""
-        return list(dict.fromkeys(cls.topic for name in participants for cls in self.published[name]))
+        return list(dict.fromkeys(t for name in participants for cls in self.published[name] for t in cls.read_from()))
 
     @cached_property
     def handled_by(self) -> dict[str, str]:

@@ -24,7 +24,7 @@ def graph(saga: Saga) -> dict[str, list[dict[str, Any]]]:
     nodes: list[dict[str, Any]] = [{"id": CLIENT, "kind": "client", "topic": None, "group": None}]
     for name, participant in saga.participants.items():
         kind = "step" if name in steps else "compensation"
-        nodes.append({"id": name, "kind": kind, "topic": participant.topics[0], "group": name})
+        nodes.append({"id": name, "kind": kind, "topic": ", ".join(participant.topics), "group": name})
     outcome_topics = sorted({cls.topic for cls in saga.outcomes})
     nodes.append({"id": OUTCOMES, "kind": "outcome", "topic": ", ".join(outcome_topics), "group": None})
 

@@ -107,7 +107,8 @@ def derive(saga: Saga, tracker: str = TRACKER, starter: str = STARTER) -> list[A
         table.allow(service, "Write", "Topic", [dead_letters(t) for t in consumed], "its dead letters")
         if any(p.retries_topic for p in participants):
             table.allow(service, "Write", "Topic", [saga.retries_topic], "its retry notices")
-        table.allow(service, "Read", "Topic", list(published), "a rebuild reads back what it published")
+        read_back = saga.published_topics(p.name for p in participants)  # where it publishes, or did
+        table.allow(service, "Read", "Topic", read_back, "a rebuild reads back what it published")
         _describe_the_rest(table, service, everything, "checked at start: every topic of the saga exists")
     observed = (*saga.topics, saga.retries_topic, *(dead_letters(t) for t in saga.consumed))
     table.allow(tracker, "Read", "Group", [app_id(saga)], "its consumer group (the faust app's id)")

@@ -156,9 +156,10 @@ def test_a_failure_forged_by_the_starter_or_the_tracker_is_refused_and_the_saga_
     )
     saga_id, outcome = done.stdout.strip().splitlines()
     assert outcome.startswith("PokemonDelivered"), outcome
-    for user in ("starter", "tracker"):
-        with pytest.raises(TopicAuthorizationFailedError):
-            asyncio.run(write(stack.bootstrap, "capture.failures", saga_id, forged(saga_id), secured.client(user)))
+    for user in ("starter", "tracker"):  # on delivery's failure topic, or where failures went before
+        for topic in ("capture.failures.delivery", "capture.failures"):
+            with pytest.raises(TopicAuthorizationFailedError):
+                asyncio.run(write(stack.bootstrap, topic, saga_id, forged(saga_id), secured.client(user)))
     held = json.loads(stack.pokesaga("inspect", "trainer", trainer, "--json").stdout)
     assert [p["saga_id"] for p in held["delivery"]["party"]] == [saga_id], held["delivery"]
     assert [t["refunded"] for t in held["pokeball"]["throws"]] == [False], held["pokeball"]

@@ -3,10 +3,10 @@ TLS, SCRAM, Kafka's standard authorizer) with the ACLs ``pokesaga acls`` derives
 
 Each service runs as its own principal, the tracker as ``tracker``, sagas are started as ``starter``;
 they finish, and the tracker follows them. A client without credentials is refused; a principal that
-publishes no failure cannot write one, and a service cannot write what another publishes: the broker
-refuses the record, so nothing unwinds. (Every service publishes failure events to the one
-``capture.failures``, so a topic's ACL cannot keep one service from forging another's failure there.)
-The tracker's console asks for its token; its metrics do not."""
+publishes no failure cannot write one, and a service cannot write what another publishes: each
+service's failures have a topic of their own, the broker refuses the record, so nothing unwinds. What a
+service may write, another service's event on its own topic, is a dead letter (``wrong_topic``), not
+applied. The tracker's console asks for its token; its metrics do not."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from engine.client import Client
 from engine.local.broker import free_port, secured_kafka
 from engine.local.secured import ADMIN, SecuredListener
 from engine.ops import acls
+from engine.wire.deadletter import REASON_HEADER
 from tests import databases
 from tests.e2e.conftest import CERTAIN, Cluster, cluster, pokesaga
 from tests.support import connect, eventually, holds
@@ -191,8 +192,11 @@ def forged(saga_id: str, kind: str, data: dict[str, Any]) -> bytes:
 @pytest.mark.parametrize(
     ("user", "topic", "kind"),
     [
-        ("starter", "capture.failures", "DeliveryFailed"),  # it starts sagas: it publishes no failure
-        ("tracker", "capture.failures", "DeliveryFailed"),  # it observes: it publishes nothing
+        ("starter", "capture.failures.delivery", "DeliveryFailed"),  # it starts sagas: it publishes no failure
+        ("tracker", "capture.failures.delivery", "DeliveryFailed"),  # it observes: it publishes nothing
+        ("status", "capture.failures.delivery", "DeliveryFailed"),  # another service's failure
+        ("pokeball", "capture.failures.combat", "PokemonHealed"),  # another compensator's
+        ("delivery", "capture.failures", "DeliveryFailed"),  # where failures went before: read, written by no one
         ("pokeball", "capture.outcomes", "PokemonDelivered"),  # delivery's outcome, not pokeball's
         ("delivery", "capture.delivery", "PokemonCaught"),  # its own input: pokeball's to write
     ],
@@ -207,6 +211,30 @@ def test_a_principal_cannot_write_an_event_it_does_not_publish_and_the_saga_is_n
         asyncio.run(write_as(secured.listener, user, topic, letter, saga_id.encode()))
     records, _ = asyncio.run(kafka.read_to_end(secured.listener.address, [topic]))  # as the administrator
     assert not [r for r in records if r.key == saga_id.encode() and b"forged-" in (r.value or b"")]
+    row = views.saga(secured.running.settings, saga_id)
+    assert row["delivery"]["location"] is not None and not row["pokeball"]["refunded"], row
+
+
+def test_another_services_failure_written_on_a_services_own_topic_is_a_dead_letter_and_unwinds_nothing(
+    secured: Secured,
+) -> None:
+    """status may write capture.failures.status, which status.compensations reads, and status.compensations
+    undoes combat's PokemonFainted: written there by status, it is refused as on the wrong topic."""
+    saga_id, outcome = start(secured, "ForgedOnItsOwnTopic")
+    assert outcome.startswith("PokemonDelivered"), outcome
+    letter = forged(saga_id, "PokemonFainted", {"reason": "forged", "detail": "not by combat", "failed_step": "combat"})
+    asyncio.run(write_as(secured.listener, "status", "capture.failures.status", letter, saga_id.encode()))
+
+    reasons: list[str] = []
+
+    async def dead_lettered() -> bool:
+        records, _ = await kafka.read_to_end(secured.listener.address, ["capture.failures.status.dlq"])
+        reasons[:] = [dict(r.headers)[REASON_HEADER].decode() for r in records if r.key == saga_id.encode()]
+        return bool(reasons)
+
+    asyncio.run(eventually(dead_lettered, timeout=60, what="the forged failure's dead letter"))
+    assert reasons == ["wrong_topic: PokemonFainted belongs on capture.failures.combat"], reasons
+    assert {kind for kind, _ in asyncio.run(outcomes_of(secured.listener, saga_id))} == {"PokemonDelivered"}
     row = views.saga(secured.running.settings, saga_id)
     assert row["delivery"]["location"] is not None and not row["pokeball"]["refunded"], row
 
@@ -310,7 +338,8 @@ def test_a_service_whose_database_was_lost_rebuilds_as_itself_reading_back_only_
     secured: Secured,
 ) -> None:
     """delivery may read only the topic it consumes and the ones it publishes to (capture.outcomes,
-    capture.failures): its rebuild reads back what it published from those, and no other."""
+    capture.failures.delivery, and capture.failures where it did): its rebuild reads back what it
+    published from those, and no other."""
     running = secured.running
     saga_id, outcome = start(secured, "BeforeTheLoss")
     assert outcome.startswith("PokemonDelivered"), outcome

@@ -99,7 +99,7 @@ class Topics:
 
     def applied_by_status(self) -> set[str]:
         """Ids of the start events the status step applied: what it published names them as cause."""
-        published = self.documents(topics.COMBAT) + self.documents(topics.FAILURES)
+        published = self.documents(topics.COMBAT) + self.documents(topics.STATUS_FAILURES)
         return {d["causationid"] for d in published if d.get("source") == "pokesaga/status"}
 
 

@@ -38,10 +38,20 @@ def rendered() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def arrows(rendered: dict[str, str]) -> set[tuple[str, str, str]]:
     """(from, event type, to) of every arrow the Mermaid text draws, by the nodes' labels."""
+    return drawn(rendered, "-->") | drawn(rendered, "-.->")
+
+
+@pytest.fixture(scope="module")
+def dotted(rendered: dict[str, str]) -> set[tuple[str, str, str]]:
+    """The dotted arrows: from a topic an earlier release wrote to, still read."""
+    return drawn(rendered, "-.->")
+
+
+def drawn(rendered: dict[str, str], arrow: str) -> set[tuple[str, str, str]]:
     text = rendered[docs.DIAGRAM]
     labels = dict(re.findall(r'^    (\w+)[(\[]+"([^"]+)"[)\]]+$', text, re.M))
     found = set()
-    for source, types, target in re.findall(r'^    (\w+) -->\|"([^"]+)"\| (\w+)$', text, re.M):
+    for source, types, target in re.findall(rf'^    (\w+) {re.escape(arrow)}\|"([^"]+)"\| (\w+)$', text, re.M):
         found |= {(labels[source], type_, labels[target]) for type_ in types.split(", ")}
     return found
 
@@ -119,20 +129,26 @@ def test_the_forward_path_runs_from_the_start_event_to_the_outcomes(arrows: set[
     assert set(forward) <= arrows
 
 
-def test_each_step_failure_goes_to_the_failures_topic(arrows: set[tuple[str, str, str]]) -> None:
+def test_each_step_failure_goes_to_the_failures_topic_of_its_service(arrows: set[tuple[str, str, str]]) -> None:
     failed_by = {"ParalysisFailed": "status", "PokemonFainted": "combat", "PokemonBrokeFree": "pokeball"}
     failed_by |= {"OutOfPokeballs": "pokeball", "DeliveryFailed": "delivery"}
     for type_, step in failed_by.items():
-        assert (step, type_, "capture.failures") in arrows
+        assert (step, type_, f"capture.failures.{step}") in arrows
+        assert (step, type_, "capture.failures") not in arrows  # no one writes there any more
 
 
 @pytest.mark.parametrize("failure", sorted(CHAINS))
-def test_the_compensation_chain_unwinds_newest_step_first(failure: str, arrows: set[tuple[str, str, str]]) -> None:
+def test_the_compensation_chain_unwinds_newest_step_first(
+    failure: str, arrows: set[tuple[str, str, str]], dotted: set[tuple[str, str, str]]
+) -> None:
     """Follow the arrows from a step's failure: each compensator that handles the event publishes
-    the next one, until CaptureFailed reaches capture.outcomes."""
+    the next one, until CaptureFailed reaches capture.outcomes. The same compensator reads it where
+    an earlier release wrote it (capture.failures, dotted)."""
     visited, event = [], failure
     while event != "CaptureFailed":
-        (handler,) = [to for source, type_, to in arrows if source == "capture.failures" and type_ == event]
+        topic = CAPTURE.types[event].topic
+        (handler,) = [to for source, type_, to in arrows - dotted if source == topic and type_ == event]
+        assert ("capture.failures", event, handler) in dotted
         visited.append(handler)
         (event,) = [type_ for source, type_, _ in arrows if source == handler]
         assert len(visited) <= len(CAPTURE.compensations), f"no end to the chain from {failure}"
@@ -141,11 +157,11 @@ def test_the_compensation_chain_unwinds_newest_step_first(failure: str, arrows: 
 
 
 def test_the_compensation_hops_of_the_design_are_drawn(arrows: set[tuple[str, str, str]]) -> None:
-    assert ("capture.failures", "DeliveryFailed", "pokeball.compensations") in arrows
-    assert ("pokeball.compensations", "PokemonReleased", "capture.failures") in arrows
-    assert ("capture.failures", "PokemonReleased", "combat.compensations") in arrows
-    assert ("combat.compensations", "PokemonHealed", "capture.failures") in arrows
-    assert ("capture.failures", "PokemonHealed", "status.compensations") in arrows
+    assert ("capture.failures.delivery", "DeliveryFailed", "pokeball.compensations") in arrows
+    assert ("pokeball.compensations", "PokemonReleased", "capture.failures.pokeball") in arrows
+    assert ("capture.failures.pokeball", "PokemonReleased", "combat.compensations") in arrows
+    assert ("combat.compensations", "PokemonHealed", "capture.failures.combat") in arrows
+    assert ("capture.failures.combat", "PokemonHealed", "status.compensations") in arrows
     assert ("status.compensations", "CaptureFailed", "capture.outcomes") in arrows
 
 
@@ -173,8 +189,11 @@ def test_one_channel_per_topic_carrying_the_events_of_that_topic(document: dict[
         assert channel["address"] == key
         for name, message in channel["messages"].items():
             assert resolve(document, message["$ref"])["name"] == name
-            assert CAPTURE.types[name].topic == key
+            assert CAPTURE.types[name].belongs_on(key)  # its topic, or where an earlier release sent it
             referenced.add(name)
+    former = document["channels"]["capture.failures"]
+    assert "no longer written" in former["description"]
+    assert set(former["messages"]) == {name for name in CAPTURE.types if "capture.failures" in CAPTURE.types[name].former_topics}
     assert referenced == set(document["components"]["messages"]) == set(CAPTURE.types)
 
 
@@ -206,7 +225,9 @@ def test_operations_receive_what_each_participant_handles_and_send_what_it_publi
             # An operation's messages are its channel's.
             assert message["$ref"].startswith(operation["channel"]["$ref"] + "/messages/")
             name = resolve(document, message["$ref"])["name"]
-            assert CAPTURE.types[name].topic == channel["address"]
+            assert CAPTURE.types[name].belongs_on(channel["address"])
+            if operation["action"] == "send":
+                assert CAPTURE.types[name].topic == channel["address"]  # sent only where it goes now
             (received if operation["action"] == "receive" else sent).setdefault(party, set()).add(name)
     published = docs.published(CAPTURE)
     for name, participant in CAPTURE.participants.items():

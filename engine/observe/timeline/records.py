@@ -58,7 +58,7 @@ class Reading(SagaShape):
             known = self.types.get(envelope.type)
             if known is None:
                 raise NotAnEvent("unknown_type", f"{envelope.type[:MAX_TYPE]!r} is no event of the saga")
-            if known.topic != topic:
+            if not known.belongs_on(topic):
                 raise NotAnEvent("wrong_topic", f"{envelope.type} belongs on {known.topic}")
             with contextlib.suppress(TooNew):  # a newer producer's: shown, though this reader cannot check it
                 decode_event(envelope, self.types)

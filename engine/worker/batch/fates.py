@@ -87,12 +87,12 @@ def decode(ctx: Context, record: Record) -> Item:
         return Item(record, REJECT, reason=f"unreadable: {unreadable}")
     try:
         envelope = decode_envelope(record.value)
+        known = ctx.types.get(envelope.type)
+        if known is None:
+            return Item(record, REJECT, reason=f"unknown_type: {envelope.type!r} is no event of the saga")
+        if not known.belongs_on(record.topic):  # its own type too: each topic has its own writers (ACLs)
+            return Item(record, REJECT, reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
         if envelope.type not in ctx.participant.handlers:
-            known = ctx.types.get(envelope.type)
-            if known is None:
-                return Item(record, REJECT, reason=f"unknown_type: {envelope.type!r} is no event of the saga")
-            if known.topic != record.topic:
-                return Item(record, REJECT, reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
             return Item(record, SKIP)  # another participant on this topic handles it
         too_new = versions.newer(ctx.types[envelope.type], envelope.dataversion)
         if too_new is not None:

@@ -59,8 +59,8 @@ async def load(
             if not envelope.causationid or not is_caused_id(envelope):
                 skipped += 1  # not as a participant publishes an event
                 continue
-            own = types[envelope.type].topic  # where a participant publishes it, keyed with its saga
-            if (own in topics and record.topic != own) or record.key != envelope.sagaid.encode():
+            own = types[envelope.type]  # where a participant publishes it (or did), keyed with its saga
+            if (own.topic in topics and not own.belongs_on(record.topic)) or record.key != envelope.sagaid.encode():
                 skipped += 1  # a client's copy elsewhere (a start topic anyone may write) is no decision
                 continue
             # A re-publication is the same event: keyed by its id, its first copy is kept. Kept with
