@@ -293,9 +293,9 @@ class Saga:
         }  # fmt: skip
         for comp in self.compensations:
             found[comp.name] = Participant(
-                comp.name, comp.service.name, _read_from(self.types[t] for t in comp.handlers), comp.handlers, comp.service.metadata,
-                comp.service.repository, source=f"{self.name}/{comp.name}", retries_topic=self.retries_topic,
-                steps=steps,
+                comp.name, comp.service.name, _read_from(self.types[t] for t in comp.handlers), comp.handlers,
+                comp.service.metadata, comp.service.repository, source=f"{self.name}/{comp.name}",
+                retries_topic=self.retries_topic, steps=steps,
             )  # fmt: skip
         return found
 
