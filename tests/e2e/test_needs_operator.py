@@ -27,7 +27,7 @@ from tests.e2e.conftest import Cluster, cluster, pokesaga, produce_raw
 from tests.support import eventually, metric_samples, total
 
 ATTEMPTS = 3
-DLQ = topics.dead_letters(topics.FAILURES)
+DLQ = topics.dead_letters(topics.COMBAT_FAILURES)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def operated(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def fainted(saga_id: str, trainer: str, undone: list[str]) -> tuple[bytes, bytes]:
-    """A PokemonFainted as a client could write it on capture.failures (value, key)."""
+    """A PokemonFainted as a client could write it on capture.failures.combat (value, key)."""
     event = PokemonFainted.model_validate(
         {"trainer": {"name": trainer}, "pokemon": {"name": "Rattata", "status": "PARALYZED"}, "reason": "fainted",
          "failed_step": "combat", "detail": "written by hand", "undone": undone}
@@ -95,12 +95,14 @@ def test_a_compensation_failing_on_its_data_is_dead_lettered_after_bounded_attem
                 engine.dispose()
             # `full` already lists every step as undone: the CaptureFailed status would publish
             # (one more step undone) can never be valid.
-            for value, key in (
-                fainted(full, f"T-{full}", ["delivery", "pokeball", "combat", "status"]),
-                fainted(bad, f"T-{bad}", []),
-                fainted(other, f"T-{other}", []),
+            # `other`'s on capture.failures, where failures went before each service had a topic of
+            # its own: still read, so it is undone as any.
+            for topic, (value, key) in (
+                (topics.COMBAT_FAILURES, fainted(full, f"T-{full}", ["delivery", "pokeball", "combat", "status"])),
+                (topics.COMBAT_FAILURES, fainted(bad, f"T-{bad}", [])),
+                (topics.FAILURES, fainted(other, f"T-{other}", [])),
             ):
-                await produce_raw(bootstrap, topics.FAILURES, value, key)
+                await produce_raw(bootstrap, topic, value, key)
 
             async def dead_lettered() -> bool:
                 await dead.poll()

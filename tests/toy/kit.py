@@ -37,15 +37,26 @@ _OFFSETS = itertools.count(1_000_000)  # records as a partition hands them over:
 
 @dataclasses.dataclass
 class Rec:
-    """A record as the loop hands it over (our own Record port, not an aiokafka object)."""
+    """A record as the loop hands it over (our own Record port, not an aiokafka object). Without a
+    ``topic``, it stands on its event's topic (a participant takes an event only from there), or on
+    ``SECOND`` when its value is no event of the toy saga."""
 
     value: bytes | None
-    topic: str = SECOND
+    topic: str = ""
     partition: int = 0
     offset: int = dataclasses.field(default_factory=lambda: next(_OFFSETS))
     key: bytes | None = b"saga"
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            try:
+                kind = json.loads(self.value or b"")["type"]
+            except (ValueError, TypeError, KeyError):
+                kind = None
+            known = TOY.types.get(kind) if isinstance(kind, str) else None
+            self.topic = known.topic if known is not None else SECOND
 
 
 def asked(saga_id: str, name: str = "Ann", refuse: bool = False) -> Envelope:

@@ -35,6 +35,8 @@ class Context:
         self.participant = participant
         self.name = participant.name
         self.types = types  # every event of the saga, by type name
+        # The saga's topics: each carries only the events declared on it (or once on it).
+        self.topics = frozenset(topic for cls in types.values() for topic in cls.read_from())
         self.engine = engine
         self.settings = settings
         versions.check_pins(settings.publish_versions, types, "POKESAGA_PUBLISH_VERSIONS")

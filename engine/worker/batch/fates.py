@@ -90,9 +90,12 @@ def decode(ctx: Context, record: Record) -> Item:
         known = ctx.types.get(envelope.type)
         if known is None:
             return Item(record, REJECT, reason=f"unknown_type: {envelope.type!r} is no event of the saga")
-        if not known.belongs_on(record.topic):  # its own type too: each topic has its own writers (ACLs)
+        handled = envelope.type in ctx.participant.handlers
+        # An event this participant handles, on another event's topic of the saga: refused too, since
+        # each topic has its own writers (the ACLs), and one may not pass for another that way.
+        if not known.belongs_on(record.topic) and (not handled or record.topic in ctx.topics):
             return Item(record, REJECT, reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
-        if envelope.type not in ctx.participant.handlers:
+        if not handled:
             return Item(record, SKIP)  # another participant on this topic handles it
         too_new = versions.newer(ctx.types[envelope.type], envelope.dataversion)
         if too_new is not None:

@@ -16,7 +16,7 @@ from engine.wire.envelope import legacy_caused_id, wrap
 from engine.worker.batch.errors import StartedOver, Unverified
 from engine.worker.batch.processor import BatchProcessor
 from tests.toy.events import SECOND, Asked
-from tests.toy.kit import UNLIMITED, Rec, applied, first_done, ordered, processor_for, published, tally
+from tests.toy.kit import UNLIMITED, Rec, applied, asked, first_done, ordered, processor_for, published, tally
 from tests.toy.saga import Settings
 
 
@@ -42,7 +42,8 @@ async def test_bad_records_become_dead_letters_and_the_rest_of_the_batch_is_appl
     wrong_topic["type"] = "Asked"  # an event of the saga, but it belongs on toy.first
     result = await applied(second,
         [garbage, not_ce, Rec(json.dumps(invalid).encode(), offset=9), Rec(json.dumps(unknown).encode(), offset=10),
-         Rec(json.dumps(wrong_topic).encode(), offset=11), Rec(first_done("good-5", name="Gail").to_json(), offset=12)]
+         Rec(json.dumps(wrong_topic).encode(), topic=SECOND, offset=11),
+         Rec(first_done("good-5", name="Gail").to_json(), offset=12)]
     )  # fmt: skip
     assert result.applied == {"FirstDone": 1}
     assert result.skipped == 0
@@ -61,6 +62,23 @@ async def test_a_deadline_that_is_no_rfc_3339_date_time_is_a_dead_letter(second:
     (row,) = (await applied(second, [Rec(json.dumps(doc).encode())])).outbox
     assert row.topic == dead_letters(SECOND)
     assert "sagadeadline" in dict(row.headers)[REASON_HEADER]
+
+
+async def test_an_event_a_participant_handles_on_another_events_topic_of_the_saga_is_a_dead_letter(
+    settings: Settings,
+) -> None:
+    """Each topic of a saga has its own writers (the brokers' ACLs): a participant reading two topics
+    takes an event only from the event's own, so a writer of one cannot pass for the other's."""
+    log: list[str] = []
+    processor = processor_for("second", settings, FirstDone=ordered(log), Asked=ordered(log))
+    result = await applied(processor, [
+        Rec(asked("own-1", name="Ida").to_json()),  # on toy.first, its topic
+        Rec(asked("forged-1", name="Fox").to_json(), topic=SECOND),  # on FirstDone's topic
+    ])  # fmt: skip
+    assert result.applied == {"Asked": 1}
+    (row,) = published(result)
+    assert row.topic == dead_letters(SECOND)
+    assert dict(row.headers)[REASON_HEADER] == "wrong_topic: Asked belongs on toy.first"
 
 
 async def test_a_record_reusing_the_id_of_another_sagas_parked_record_is_a_dead_letter(settings: Settings) -> None:
@@ -116,7 +134,7 @@ async def test_a_record_read_again_from_the_broker_is_a_duplicate_at_any_age(sec
     first = Rec(first_done("again-1", name="Aga").to_json(), offset=40)
     refused = Rec(b"\x00not json", offset=41)
     misplaced = json.loads(first_done("again-2").to_json()) | {"type": "Asked"}  # it belongs on toy.first
-    elsewhere = Rec(json.dumps(misplaced).encode(), offset=42)
+    elsewhere = Rec(json.dumps(misplaced).encode(), topic=SECOND, offset=42)
     once = await applied(second, [first, refused, elsewhere])
     assert once.applied == {"FirstDone": 1} and len(once.dead_letters) == 2
     assert second.prune_inbox(older_than_hours=0) == 3  # the event id and the refused records' markers
