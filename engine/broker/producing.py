@@ -45,7 +45,7 @@ class RenewingProducer:
         self.make = make
         self.current = make()
         self.stale = False  # the current one was stopped and no new one could start yet
-        self.renewed = 0  # how many times: for tests and the log
+        self.renewed = 0  # how many times, said in the log
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -90,3 +90,4 @@ class RenewingProducer:
                 raise  # still stale: the next attempt tries again
             self.current, self.stale = fresh, False
             self.renewed += 1
+            log.info("%s: a new producer took over (%d since start)", self.name, self.renewed)
