@@ -167,7 +167,7 @@ async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after
     databases.refuse_updates(tight, "pokeball", "bags", refund, "refunds refused")
     saga = f"r-{uuid.uuid4()}"
     assert await capture(tight, saga, trainer, {"name": "Oddish", **CERTAIN}, stuck=True) == []  # visibly stuck
-    parked = pokesaga(tight, "dlq", "list", topics.FAILURES)
+    parked = pokesaga(tight, "dlq", "list", topics.DELIVERY_FAILURES)
     assert parked.returncode == 0, parked.stderr
     assert any(
         f"key={saga}" in line and "compensation_failed: IntegrityError" in line for line in parked.stdout.splitlines()
@@ -175,18 +175,18 @@ async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after
 
     databases.allow_updates(tight, "pokeball", "bags")  # the fix
     async with TopicWatcher(tight.bootstrap, topics.OUTCOMES) as outcomes:
-        dry = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga, "--dry-run")
-        assert dry.stdout.strip().splitlines()[-1] == f"would re-publish 1 dead letter from {topics.FAILURES}.dlq"
-        replayed = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga)
+        dry = pokesaga(tight, "dlq", "replay", topics.DELIVERY_FAILURES, "--saga", saga, "--dry-run")
+        assert dry.stdout.strip().splitlines()[-1] == f"would re-publish 1 dead letter from {topics.DELIVERY_FAILURES}.dlq"
+        replayed = pokesaga(tight, "dlq", "replay", topics.DELIVERY_FAILURES, "--saga", saga)
         assert replayed.returncode == 0, replayed.stderr
-        assert f"key={saga} to {topics.FAILURES}" in replayed.stdout
+        assert f"key={saga} to {topics.DELIVERY_FAILURES}" in replayed.stdout
         await outcomes.wait_for([saga], timeout=60)
     outcome = only_outcome(outcomes.outcomes.get(saga, []))
     assert failed(outcome) == ("CaptureFailed", "party_and_pc_full", "delivery", ["pokeball", "combat", "status"])
     assert state(tight, trainer) == {"balls": 1, "party": [first], "pc": []}
-    again = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--saga", saga)  # never twice
-    assert again.stdout.strip().splitlines()[-1] == f"re-published 0 dead letters from {topics.FAILURES}.dlq"
-    rest = pokesaga(tight, "dlq", "replay", topics.FAILURES, "--dry-run")  # the others' are still there
+    again = pokesaga(tight, "dlq", "replay", topics.DELIVERY_FAILURES, "--saga", saga)  # never twice
+    assert again.stdout.strip().splitlines()[-1] == f"re-published 0 dead letters from {topics.DELIVERY_FAILURES}.dlq"
+    rest = pokesaga(tight, "dlq", "replay", topics.DELIVERY_FAILURES, "--dry-run")  # the others' are still there
     assert rest.returncode == 0 and f"key={saga} " not in rest.stdout, rest.stdout
 
 

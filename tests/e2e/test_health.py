@@ -34,7 +34,8 @@ async def test_readiness_follows_the_broker_down_and_back_without_a_restart(tmp_
         await eventually(lambda: ready(True), timeout=90, what="ready")
         status, report = http_get(port, "/health/ready")
         assert report["broker"] and report["databases"] == {"status": True}
-        assert report["partitions"] == {"status": 3, "status.compensations": 3}
+        # status.compensations reads capture.failures.status, .combat and capture.failures: 3 × 3
+        assert report["partitions"] == {"status": 3, "status.compensations": 9}
         assert http_get(port, "/metrics")[1].count("pokesaga_") > 0
 
         broker.stop()
