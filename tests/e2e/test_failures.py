@@ -176,7 +176,8 @@ async def test_a_compensation_the_database_refuses_is_parked_then_replayed_after
     databases.allow_updates(tight, "pokeball", "bags")  # the fix
     async with TopicWatcher(tight.bootstrap, topics.OUTCOMES) as outcomes:
         dry = pokesaga(tight, "dlq", "replay", topics.DELIVERY_FAILURES, "--saga", saga, "--dry-run")
-        assert dry.stdout.strip().splitlines()[-1] == f"would re-publish 1 dead letter from {topics.DELIVERY_FAILURES}.dlq"
+        said = f"would re-publish 1 dead letter from {topics.DELIVERY_FAILURES}.dlq"
+        assert dry.stdout.strip().splitlines()[-1] == said
         replayed = pokesaga(tight, "dlq", "replay", topics.DELIVERY_FAILURES, "--saga", saga)
         assert replayed.returncode == 0, replayed.stderr
         assert f"key={saga} to {topics.DELIVERY_FAILURES}" in replayed.stdout
