@@ -69,3 +69,23 @@ def test_every_service_of_the_declaration_has_its_database_setting() -> None:
     assert SERVICES == ("status", "combat", "pokeball", "delivery")
     assert Settings.SERVICES == SERVICES  # what databases, POKESAGA_<SERVICE>_DB_URL and step_retry accept
     assert Settings(databases={"pokeball": "sqlite:///pokeball.db"}).db_url("pokeball") == "sqlite:///pokeball.db"
+
+
+def test_each_failure_of_the_capture_saga_is_written_by_its_service_alone_and_the_former_topic_by_no_one() -> None:
+    """The capture saga's failures have a topic per service: no service may forge another's."""
+    from engine.ops.acls import derive
+
+    rules = derive(CAPTURE)
+    writers = {
+        topic: {a.principal for a in rules if a.operation == "Write" and a.name == topic}
+        for topic in (topics.STATUS_FAILURES, topics.COMBAT_FAILURES, topics.POKEBALL_FAILURES,
+                      topics.DELIVERY_FAILURES, topics.FAILURES)
+    }  # fmt: skip
+    assert writers == {
+        topics.STATUS_FAILURES: {"User:status"}, topics.COMBAT_FAILURES: {"User:combat"},
+        topics.POKEBALL_FAILURES: {"User:pokeball"}, topics.DELIVERY_FAILURES: {"User:delivery"},
+        topics.FAILURES: set(),
+    }  # fmt: skip
+    # Still read where failures went before: by every service with a compensator, and by the tracker.
+    readers = {a.principal for a in rules if a.operation == "Read" and a.name == topics.FAILURES}
+    assert readers >= {"User:status", "User:combat", "User:pokeball", "User:tracker"}

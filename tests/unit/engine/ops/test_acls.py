@@ -91,24 +91,3 @@ def test_each_rule_is_one_kafka_acls_line() -> None:
     )
     group = next(a for a in ACLS if a.resource == "Group")
     assert group.command("b:1").endswith(f"--operation Read --group {group.name}")
-
-
-def test_each_failure_of_the_capture_saga_is_written_by_its_service_alone_and_the_former_topic_by_no_one() -> None:
-    """The capture saga's failures have a topic per service: no service may forge another's."""
-    from capture.saga import CAPTURE
-    from contracts import topics
-
-    rules = derive(CAPTURE)
-    writers = {
-        topic: {a.principal for a in rules if a.operation == "Write" and a.name == topic}
-        for topic in (topics.STATUS_FAILURES, topics.COMBAT_FAILURES, topics.POKEBALL_FAILURES,
-                      topics.DELIVERY_FAILURES, topics.FAILURES)
-    }  # fmt: skip
-    assert writers == {
-        topics.STATUS_FAILURES: {"User:status"}, topics.COMBAT_FAILURES: {"User:combat"},
-        topics.POKEBALL_FAILURES: {"User:pokeball"}, topics.DELIVERY_FAILURES: {"User:delivery"},
-        topics.FAILURES: set(),
-    }  # fmt: skip
-    # Still read where failures went before: by every service with a compensator, and by the tracker.
-    readers = {a.principal for a in rules if a.operation == "Read" and a.name == topics.FAILURES}
-    assert readers >= {"User:status", "User:combat", "User:pokeball", "User:tracker"}
