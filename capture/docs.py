@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from capture.saga import CAPTURE
 from contracts import jsonschema
-from engine.events import Event
 from engine.saga import Saga
 from engine.wire.deadletter import dead_letters
 from engine.wire.envelope import Envelope
@@ -34,21 +33,11 @@ OUTCOME: Node = ("outcome", "outcome")
 CLIENT = "client"  # who starts a saga and waits for its outcome, in the AsyncAPI document
 
 
-def published(saga: Saga) -> dict[str, tuple[type[Event], ...]]:
-    """Participant name → the event classes it publishes: a step's successes then failures."""
-    found: dict[str, tuple[type[Event], ...]] = {}
-    for step in saga.steps:
-        found[step.name] = (*step.succeeds_with, *step.fails_with)
-    for comp in saga.compensations:
-        found[comp.name] = comp.publishes
-    return found
-
-
 def edges(saga: Saga = CAPTURE) -> list[tuple[Node, str, Node]]:
     """Every hop of the choreography as (from, event type, to), in the order of the declaration:
     the start event, each step (what it handles, what it publishes), each compensator in the
     order they unwind, the outcomes."""
-    sends = published(saga)
+    sends = saga.published
     hops: list[tuple[Node, str, Node]] = [(START, saga.start.__name__, ("topic", saga.start.topic))]
     parties: list[tuple[str, str]] = [("step", step.name) for step in saga.steps]
     parties += [("compensation", comp.name) for comp in saga.compensations]
@@ -160,7 +149,7 @@ def _summary(cls: type) -> str | None:
 def asyncapi(saga: Saga = CAPTURE) -> dict[str, Any]:
     """An AsyncAPI 3.0.0 document: a channel per topic, a message per event type (a CloudEvents
     envelope whose ``data`` is the event), a receive and send operations per participant."""
-    sends = published(saga)
+    sends = saga.published
     handlers = {name: list(p.handlers) for name, p in saga.participants.items()}
     senders: dict[str, list[str]] = {}
     receivers: dict[str, list[str]] = {t: [] for t in saga.types}

@@ -76,7 +76,7 @@ class Service:
 def _read_from(types: Iterable[type[Event]]) -> tuple[str, ...]:
     """The topics a participant acting on ``types`` reads: each event's, then where each went before."""
     types = list(types)
-    return tuple(dict.fromkeys([*(cls.topic for cls in types), *(t for cls in types for t in cls.read_from())]))
+    return tuple(dict.fromkeys([*(cls.topic for cls in types), *(t for cls in types for t in cls.former_topics)]))
 
 
 def _repeated(names: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ the overview (checked against the timelines themselves), the window's figures, t
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import random
@@ -194,16 +195,21 @@ def indexed(timelines: list[dict[str, Any]]) -> Index:
     return index
 
 
-def expected(timelines: list[dict[str, Any]], query: Search, now: float) -> list[str]:
-    """The sagas a query should list, newest first, from the timelines' own views."""
-    views = [timeline.view(t, now, STUCK_AFTER, restored=True) for t in timelines]
+@functools.cache
+def population_views(now: float) -> list[dict[str, Any]]:
+    """POPULATION's views at ``now``, newest first: the oracle's input (a handful of clock readings)."""
+    return timeline.newest_first([timeline.view(t, now, STUCK_AFTER, restored=True) for t in POPULATION])
+
+
+def expected(views: list[dict[str, Any]], query: Search) -> list[str]:
+    """The sagas a query should list, newest first, from the timelines' own views (newest first)."""
 
     def fields(v: dict[str, Any]) -> list[str]:
         reason = v["events"][-1].get("reason") if len(v["events"]) > 1 else None
         return [(x or "").lower() for x in (v["saga_id"], v["trainer"], v["pokemon"], reason)]
 
     picked = []
-    for v in timeline.newest_first(views):
+    for v in views:
         f = fields(v)
         if query.state and v["state"] != query.state:
             continue
@@ -252,12 +258,12 @@ def test_the_index_lists_what_the_timelines_say_page_by_page_with_the_counts_per
     query: Search, later: float
 ) -> None:
     now = T0 + 240 + later  # the clock moves: running sagas become stuck
-    want = expected(POPULATION, query, now)
+    want = expected(population_views(now), query)
     listed, answers = pages(INDEX, query, now)
     assert listed == want  # every match once, newest first, across the pages
     assert all(len(a["sagas"]) <= query.limit for a in answers) and answers[0]["count"] == len(want)
-    every_state = Search(**{**query.__dict__, "state": None})
-    assert answers[0]["counts"] == {s: len(expected(POPULATION, Search(**{**every_state.__dict__, "state": s}), now))
+    views, every_state = population_views(now), Search(**{**query.__dict__, "state": None})
+    assert answers[0]["counts"] == {s: len(expected(views, Search(**{**every_state.__dict__, "state": s})))
                                     for s in timeline.STATES}  # fmt: skip
 
 

@@ -229,7 +229,7 @@ def test_operations_receive_what_each_participant_handles_and_send_what_it_publi
             if operation["action"] == "send":
                 assert CAPTURE.types[name].topic == channel["address"]  # sent only where it goes now
             (received if operation["action"] == "receive" else sent).setdefault(party, set()).add(name)
-    published = docs.published(CAPTURE)
+    published = CAPTURE.published
     for name, participant in CAPTURE.participants.items():
         assert received[name] == set(participant.handlers)
         assert sent[name] == {cls.__name__ for cls in published[name]}

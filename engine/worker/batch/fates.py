@@ -97,7 +97,7 @@ def decode(ctx: Context, record: Record) -> Item:
             return Item(record, REJECT, reason=f"wrong_topic: {envelope.type} belongs on {known.topic}")
         if not handled:
             return Item(record, SKIP)  # another participant on this topic handles it
-        too_new = versions.newer(ctx.types[envelope.type], envelope.dataversion)
+        too_new = versions.newer(known, envelope.dataversion)
         if too_new is not None:
             return Item(record, APPLY, envelope, None, too_new)  # held, not misread (Pass.hold)
         event = decode_event(envelope, ctx.types)
