@@ -18,6 +18,7 @@ import fcntl
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -46,7 +47,17 @@ POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   </dependencies>
 </project>
 """
-JVM_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+# The local broker's JVM options, unless KAFKA_HEAP_OPTS or KAFKA_JVM_PERFORMANCE_OPTS say otherwise (each
+# replaces its part, as in Kafka's own start scripts): the test suites start dozens of short-lived brokers
+# and ask for -XX:TieredStopAtLevel=1 there (tests/conftest.py).
+HEAP_OPTS = "-Xms256m -Xmx768m"
+PERFORMANCE_OPTS = "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true"
+
+
+def jvm_options() -> list[str]:
+    """The JVM options of the local broker's nodes and tools: ours, or Kafka's environment variables."""
+    heap = os.environ.get("KAFKA_HEAP_OPTS") or HEAP_OPTS
+    return [*shlex.split(heap), *shlex.split(os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS") or PERFORMANCE_OPTS)]
 
 
 class BrokerError(Exception):
@@ -182,7 +193,7 @@ class LocalKafka:
             done.touch()
 
     def _java(self, *args: str) -> list[str]:
-        return ["java", *JVM_OPTS, "-cp", f"{self.lib}/*", *args]
+        return ["java", *jvm_options(), "-cp", f"{self.lib}/*", *args]
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 from capture.settings import Settings
-from engine.local.broker import BrokerError, LocalKafka, _cluster_id, chosen_broker, free_port, provisioned
+from engine.local.broker import (
+    HEAP_OPTS,
+    PERFORMANCE_OPTS,
+    BrokerError,
+    LocalKafka,
+    _cluster_id,
+    chosen_broker,
+    free_port,
+    jvm_options,
+    provisioned,
+)
 from engine.local.kraft import Node
 
 DASH = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # URL-safe base64 of a first byte 0xF8..0xFB is '-'
@@ -149,6 +159,19 @@ def test_a_single_broker_keeps_its_static_quorum_of_one(tmp_path: Path) -> None:
     assert config["controller.quorum.voters"] == "1@127.0.0.1:9093"
     assert config["offsets.topic.replication.factor"] == "1" and "default.replication.factor" not in config
     assert local.nodes[0].folder == tmp_path  # the layout single-broker state folders always had
+
+
+def test_kafkas_own_jvm_variables_replace_the_local_brokers_options_each_its_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_HEAP_OPTS", "-Xms64m -Xmx400m")
+    monkeypatch.setenv("KAFKA_JVM_PERFORMANCE_OPTS", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+    java = LocalKafka(Settings().kafka_cache_dir, state=tmp_path)._java("kafka.Kafka")
+    assert java[1:5] == ["-Xms64m", "-Xmx400m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+    assert not any("768m" in o or "G1" in o for o in java)  # replaced, not added to: two GCs would not start
+    monkeypatch.delenv("KAFKA_HEAP_OPTS")
+    monkeypatch.setenv("KAFKA_JVM_PERFORMANCE_OPTS", "")  # empty: as unset
+    assert jvm_options() == [*HEAP_OPTS.split(), *PERFORMANCE_OPTS.split()]
 
 
 def test_the_local_broker_is_chosen_whenever_it_can_run_docker_engine_or_not() -> None:
