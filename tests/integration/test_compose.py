@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from capture.saga import CAPTURE
 from capture.settings import SERVICES, Settings
+from engine.local.broker import free_port
 from engine.ops import acls
 from engine.settings.variables import field_variables, known_variables
 from tests.support import doc_section
@@ -262,7 +264,40 @@ def test_the_secured_broker_speaks_sasl_ssl_on_every_listener_it_publishes_with_
     assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
     assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
     assert set(env["KAFKA_SUPER_USERS"].split(";")) == {"User:admin", "User:ANONYMOUS"}
-    assert "127.0.0.1:9091" in " ".join(kafka["healthcheck"]["test"])  # its loopback listener
+    assert "/dev/tcp/127.0.0.1/9091 " in " ".join(kafka["healthcheck"]["test"])  # its loopback listener
     assert kafka["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
     section = doc_section("Running as containers")
     assert "docker compose -f docker-compose.yml -f docker-compose.secured.yml up -d --build" in section
+
+
+# -- the Kafka container's health check: a shell probe, run here against a real broker ------------
+
+
+def kafka_probes() -> dict[str, str]:
+    """Each compose file's Kafka health check, as the shell command the container runs."""
+    checks = {
+        "docker-compose.yml": CONTAINERS["kafka"]["healthcheck"]["test"],
+        "docker-compose.cluster.yml": CLUSTER["x-kafka-node"]["healthcheck"]["test"],
+        "docker-compose.secured.yml": with_secured("kafka")["healthcheck"]["test"],
+    }
+    found = {}
+    for name, test in checks.items():
+        assert test[:3] == ["CMD", "bash", "-c"], name  # no JVM started every 5 s
+        found[name] = test[3].replace("$$", "$")  # compose's escape of a literal $
+    return found
+
+
+def probe(command: str, port: int) -> int:
+    """The probe's exit code on ``port``, given 3 s (compose gives it 10)."""
+    on_port = re.sub(r"/dev/tcp/127\.0\.0\.1/\d+", f"/dev/tcp/127.0.0.1/{port}", command)
+    return subprocess.run(["timeout", "3", "bash", "-c", on_port], capture_output=True).returncode
+
+
+def test_the_kafka_health_check_is_answered_by_a_broker_and_by_nothing_else(kafka_bootstrap: str) -> None:
+    broker = int(kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # accepts, never answers a Kafka request
+        mute_port = mute.getsockname()[1]
+        for name, command in kafka_probes().items():
+            assert probe(command, broker) == 0, name
+            assert probe(command, free_port()) != 0, name  # nothing listens
+            assert probe(command, mute_port) != 0, name  # listens, is no Kafka: the timeout ends it
