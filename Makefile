@@ -22,7 +22,7 @@ test: $(STAMP) system-deps promtool browser docker-deps lint
 
 test-postgres: $(STAMP) system-deps promtool
 	url=$$(scripts/postgres-up) && POKESAGA_TEST_POSTGRES=$$url POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-1} \
-	  $(PY) -m pytest tests/integration tests/e2e -m "not no_database" --durations=10
+	  $(PY) -m pytest tests/integration tests/e2e -m "not no_database and not sqlite_only" --durations=10
 
 chaos: $(STAMP) system-deps
 	POKESAGA_CHAOS_ROUNDS=$${POKESAGA_CHAOS_ROUNDS:-3} $(PY) -m pytest tests/e2e/test_chaos.py -s

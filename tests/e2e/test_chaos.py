@@ -273,6 +273,7 @@ def test_sigkill_while_records_wait_to_be_retried_loses_nothing_and_duplicates_n
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only  # positions void on PostgreSQL: test_identities, topics made again under running services
 def test_saga_topics_deleted_and_made_again_halfway_lose_nothing_started_after(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -288,6 +289,7 @@ def test_saga_topics_deleted_and_made_again_halfway_lose_nothing_started_after(
     assert figures["topics made again"] == 1 and figures["kills"] > 0
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL, the harsher stop: test_sigkill_anywhere_loses_nothing_and_duplicates_nothing
 def test_a_rolling_restart_of_every_service_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     figures = run_under(rolling_restart, "rolling restart", tmp_path, kafka_bootstrap, seed=0)
     assert figures["clean stops"] == len(INSTANCES)

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka.errors import KafkaError
 
 from capture.settings import SERVICES
@@ -36,6 +37,7 @@ def scraped(port: int) -> Samples:
     return metric_samples(port) if http_get(port, "/metrics")[0] == 200 else Counter()
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL: test_flusher, outbox rows a dead instance left are published by a running one
 def test_the_outbox_rows_of_an_instance_that_died_after_its_local_commit_are_published_by_the_survivor(
     tmp_path: Path,
 ) -> None:

@@ -196,9 +196,14 @@ ELECTRIC = [n for n in pokedex.NAMES if "Electric" in pokedex.lookup(n).types]  
 OTHERS = [n for n in pokedex.NAMES if n not in ELECTRIC]
 
 
-@hypothesis_settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Every failure point, each run: drawn from, 12 examples missed a given point 7% of the time. Two
+# examples each on SQLite; one on PostgreSQL, where what a failure writes is what it writes on SQLite.
+EXAMPLES = 2 if databases.BACKEND == "sqlite" else 1
+
+
+@pytest.mark.parametrize("point", FAILURE_POINTS)
+@hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    point=st.sampled_from(FAILURE_POINTS),
     trainer=st.text(st.characters(categories=("L", "N")), min_size=1, max_size=10),
     species=st.sampled_from(OTHERS),
     electric=st.sampled_from(ELECTRIC),

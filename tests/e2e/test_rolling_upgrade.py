@@ -160,7 +160,8 @@ def state(settings: Settings) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("order", ["consumer last", "consumer first"])
+# On PostgreSQL, the wrong order: what it holds is parked in the database, then applied; the right order holds none.
+@pytest.mark.parametrize("order", ["consumer last", pytest.param("consumer first", marks=pytest.mark.sqlite_only)])
 def test_a_rolling_upgrade_with_sagas_in_flight(fleet: Fleet, order: str) -> None:
     bootstrap = fleet.settings.bootstrap
     saga_ids = [f"roll-{n:03d}-{uuid.uuid4().hex[:6]}" for n in range(SAGAS)]
