@@ -13,7 +13,8 @@ demo: $(STAMP) system-deps
 # Every suite on SQLite files and, side by side with it, the container suite (tests/containers: the
 # images built, the compose files up on a real Docker engine, started for the suite when none runs and
 # stopped after it), then the integration and end-to-end suites again on a real PostgreSQL server
-# (Debian's package, installed and started by scripts/postgres-up): scripts/test-passes
+# (Debian's package, installed and started by scripts/postgres-up), but for the tests marked no_database
+# or sqlite_only (docs/testing.md says which and why): scripts/test-passes
 # (POKESAGA_TEST_PASSES=sequential runs one after the other). The chaos test runs one round of 500
 # sagas in each pass; `make chaos` runs three. The failover test (a local 3-node cluster losing
 # brokers) runs 500 sagas, in the SQLite pass only (no_database); `make chaos`, 2000.

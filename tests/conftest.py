@@ -21,9 +21,9 @@ from tests import databases
 # is rebuilt from everything on the topics, other suites' sagas included. Child processes inherit
 # this; tests/e2e/test_rebuild.py (a broker of its own) asks for the default explicitly.
 os.environ.setdefault("POKESAGA_REBUILD_NEW_DATABASES", "false")
-# The suites start some sixty local brokers, most for a minute or less: the JIT's first tier only. It halves
-# the CPU a broker spends starting and idling (a broker on two cores: ~4 s instead of ~9 s to start), and
-# the machine's two cores are what bound the suite's time (engine.local.broker.jvm_options).
+# The suites start some sixty local brokers, most for a minute or less: the JIT's first tier only. A broker
+# then takes a third less CPU to start (6 s instead of 9 on these machines) and to idle, and the machine's
+# two cores are what bound the suites' time (docs/testing.md; engine.local.broker.jvm_options).
 os.environ.setdefault("KAFKA_JVM_PERFORMANCE_OPTS", f"{PERFORMANCE_OPTS} -XX:TieredStopAtLevel=1")
 
 

@@ -204,14 +204,21 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
 
 
 async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
-    """True when every group is Stable with at least one member (its service is consuming)."""
-    for group in groups:
-        try:
-            state, members = await group_state(bootstrap, group)
-        except KafkaError:  # no coordinator yet (a new broker): not stable yet
-            return False
-        if state != "Stable" or not members:
-            return False
+    """True when every group is Stable with at least one member (its service is consuming): one
+    admin client for all of them, since callers poll this. A group at a time: asked for several
+    groups at once, aiokafka 0.14 failed to decode the answer ("Buffer underrun decoding string")."""
+    admin = admin_client(bootstrap)
+    try:
+        await admin.start()
+        for group in groups:
+            (response,) = await admin.describe_consumer_groups([group])
+            error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+            if error or state != "Stable" or not members:
+                return False
+    except KafkaError:  # no coordinator yet (a new broker): not stable yet
+        return False
+    finally:
+        await admin.close()
     return True
 
 
