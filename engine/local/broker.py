@@ -32,6 +32,7 @@ from pathlib import Path
 from aiokafka.errors import KafkaError
 
 from engine.broker import kafka
+from engine.local import classdata
 from engine.local.kraft import Node, NodeError, take_voter_place
 from engine.local.secured import ADMIN, SecuredListener, passwords
 from engine.settings import Settings
@@ -141,6 +142,7 @@ class LocalKafka:
         self.pid_file = self.state / "broker.pid"
         self.address_file = self.state / "bootstrap"
         self.log_file = self.state / "broker.log"
+        self._writing: Path | None = None  # where this broker's JVMs write the class archive at exit
         if brokers == 1:  # the layout single-node state folders have always had
             self.nodes = [Node(self.state, 1, self._java)]
         else:
@@ -192,8 +194,31 @@ class LocalKafka:
                 raise BrokerError("Maven could not resolve the Kafka jars: " + " | ".join(tail))
             done.touch()
 
+    def ensure_class_archive(self, timeout: float = 90) -> None:
+        """Once per JDK and jars: a broker of its own, started and stopped cleanly, writes the
+        class archive every later JVM maps (engine.local.classdata). When that fails, brokers start
+        without one, and this JDK is not asked again (remove the ``.none`` file it leaves to ask)."""
+        if self._writing is not None:
+            return
+        with classdata.writing(self.home, self.lib) as dump:
+            if dump is None:
+                return
+            _say("archiving the Kafka classes, for faster broker starts (first run only)...")
+            trial = LocalKafka(self.home.parent, self.version, state=dump.parent / "broker")
+            trial._writing = dump
+            try:
+                trial.start(timeout)
+                dump.unlink(missing_ok=True)  # the storage tool's: the broker writes its own at exit
+                trial.stop(timeout)
+            except BrokerError as exc:
+                dump.unlink(missing_ok=True)
+                _say(f"no class archive: {exc} (brokers start without one)")
+            finally:
+                trial.discard()
+
     def _java(self, *args: str) -> list[str]:
-        return ["java", *jvm_options(), "-cp", f"{self.lib}/*", *args]
+        sharing = classdata.options(self.home, self.lib, self._writing)
+        return ["java", *jvm_options(), *sharing, "-cp", f"{self.lib}/*", *args]
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -212,6 +237,7 @@ class LocalKafka:
     def start(self, timeout: float = 90) -> str:
         """Start every node that does not run; return the bootstrap address once all answer."""
         self.ensure_jars()
+        self.ensure_class_archive(timeout)
         self.state.mkdir(parents=True, exist_ok=True)
         if self.brokers == 1:
             return self._start_single(timeout)

@@ -86,7 +86,10 @@ class Node:
             text=True,
         )
         if fmt.returncode != 0:
-            raise NodeError(f"formatting node {self.node_id}'s storage failed: " + fmt.stderr.strip()[-300:])
+            said = (
+                fmt.stderr.strip() or fmt.stdout.strip() or f"exit code {fmt.returncode}"
+            )  # the JVM's own errors: stdout
+            raise NodeError(f"formatting node {self.node_id}'s storage failed: " + " | ".join(said.splitlines())[-300:])
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the JVM (it outlives the command that started it); returns at once."""
