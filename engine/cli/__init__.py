@@ -32,7 +32,7 @@ from engine.cli.verb import Cli, Verb
 from engine.observe.health import PortUnavailable
 from engine.saga import Saga
 from engine.settings import Settings
-from engine.store.migrate import SchemaMismatch
+from engine.store.db import SchemaMismatch
 
 if TYPE_CHECKING:
     from engine.tracker.tracking import Display

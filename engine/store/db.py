@@ -38,6 +38,11 @@ from sqlalchemy.engine import Connection, make_url
 
 from engine.settings import check_database_url
 
+
+class SchemaMismatch(Exception):
+    """A database whose tables pokesaga cannot take over as they are; the message says what to do."""
+
+
 METADATA = MetaData()
 """The engine's own tables, in every service database beside the service's: a service's MetaData
 holds only its own, and its migrations only those (the engine's are in engine.store.migrations)."""

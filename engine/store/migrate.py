@@ -39,16 +39,13 @@ from sqlalchemy.pool import StaticPool
 
 from engine.saga import Service
 from engine.store import db
+from engine.store.db import SchemaMismatch
 from engine.store.migrations.versions import engine_0001_inbox_outbox
 from engine.worker import rebuild
 
 HERE = Path(__file__).parent / "migrations"
 ENGINE_VERSIONS = HERE / "versions"
 ENGINE_VERSION_TABLE = "pokesaga_engine_version"
-
-
-class SchemaMismatch(Exception):
-    """A database whose tables pokesaga cannot take over as they are; the message says what to do."""
 
 
 @dataclass(frozen=True)
