@@ -17,7 +17,8 @@ demo: $(STAMP) system-deps
 # or sqlite_only (docs/testing.md says which and why): scripts/test-passes
 # (POKESAGA_TEST_PASSES=sequential runs one after the other). The chaos test runs one round of 500
 # sagas in each pass; `make chaos` runs three. The failover test (a local 3-node cluster losing
-# brokers) runs 500 sagas once, on SQLite, in the second lane (no_database); `make chaos`, 2000.
+# brokers) runs 500 sagas once, on SQLite, in the second lane (no_database), with the ACL tests (a
+# secured broker of their own; the broker's, so SQLite only); `make chaos`, 2000.
 test: $(STAMP) system-deps promtool browser docker-deps lint
 	PY=$(PY) scripts/test-passes
 
