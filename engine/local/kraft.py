@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 QUORUM_TOOL = Path(__file__).with_name("Quorum.java")
+KILLED_WITHIN = 30.0  # a SIGKILLed JVM lets go of its memory, then of its sockets: seconds at worst
 
 
 class NodeError(Exception):
@@ -110,24 +111,36 @@ class Node:
             os.kill(pid, sig)
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 30) -> bool:
-        """Send ``sig`` and wait for the process to end (SIGKILL after ``timeout``); False if none ran."""
+        """Send ``sig`` and wait for the process to end (SIGKILL after ``timeout``); False if none ran.
+        Returns once it has ended, SIGKILLed or not: until then it holds its ports, and a node
+        started again at once would find them taken."""
         pid = self.pid()
         if pid is None:
             return False
         os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
+        if not _ended(pid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _ended(pid, KILLED_WITHIN)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _ended(pid: int, timeout: float) -> bool:
+    """Whether ``pid`` ended within ``timeout`` (reaped here when it is our child; a zombie has ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def quorum(java: Callable[..., list[str]], bootstrap: str, *args: str, timeout: float = 60) -> str:

@@ -23,6 +23,7 @@ from engine.local.broker import (
     BrokerError,
     LocalKafka,
     _cluster_id,
+    bindable,
     chosen_broker,
     free_port,
     jvm_options,
@@ -104,18 +105,26 @@ def test_a_local_cluster_runs_a_dynamic_quorum_of_every_node_on_loopback(tmp_pat
     assert [n.listening() for n in local.nodes] == before
 
 
-def deaf_nodes(local: LocalKafka) -> list[subprocess.Popen[str]]:
-    """A process per node that the node's pid file names and that ignores SIGTERM, as a Kafka
-    node does whose clean shutdown waits for a controller that is gone; returned once it does."""
-    ignoring = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(600)"
+DEAF = """import signal, socket, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+listening = socket.create_server(("127.0.0.1", 0))
+print(listening.getsockname()[1], flush=True)
+time.sleep(600)"""
+
+
+def deaf_nodes(local: LocalKafka) -> list[tuple[subprocess.Popen[str], int]]:
+    """A process per node that the node's pid file names, that listens on a port of its own and
+    ignores SIGTERM, as a Kafka node does whose clean shutdown waits for a controller that is
+    gone; each with its port, returned once it ignores SIGTERM."""
     processes = []
     for node in local.nodes:
         node.folder.mkdir(parents=True)
-        argv = [sys.executable, "-c", ignoring, "kafka.Kafka", str(node.config)]  # what Node.pid() looks for
+        argv = [sys.executable, "-c", DEAF, "kafka.Kafka", str(node.config)]  # what Node.pid() looks for
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        assert process.stdout is not None and process.stdout.readline() == "\n"  # SIGTERM ignored from now on
+        assert process.stdout is not None
+        port = int(process.stdout.readline())  # SIGTERM ignored from now on
         node.pid_file.write_text(str(process.pid))
-        processes.append(process)
+        processes.append((process, port))
     return processes
 
 
@@ -142,7 +151,9 @@ def test_a_cluster_stop_gives_all_its_nodes_one_deadline_not_one_each(
     assert local.stop(timeout=1)
     assert given[0] <= 1 and given[1:] == [0, 0]  # the first waited the whole deadline out: none left for the others
     assert [node.pid() for node in local.nodes] == [None] * 3
-    assert all(gone(process) for process in processes)  # they ignore SIGTERM: SIGKILLed
+    # Ended when stop returns, their ports free at once: the cluster can start again right away.
+    assert [port for _, port in processes if not bindable(port)] == []
+    assert all(gone(process) for process, _ in processes)  # they ignore SIGTERM: SIGKILLed
 
 
 def test_a_discarded_cluster_is_killed_without_waiting_for_a_clean_stop(tmp_path: Path) -> None:
@@ -150,7 +161,8 @@ def test_a_discarded_cluster_is_killed_without_waiting_for_a_clean_stop(tmp_path
     processes = deaf_nodes(local)
     local.discard()
     assert [node.pid() for node in local.nodes] == [None] * 3
-    assert all(gone(process) for process in processes)  # they ignore SIGTERM: SIGKILLed
+    assert [port for _, port in processes if not bindable(port)] == []
+    assert all(gone(process) for process, _ in processes)  # they ignore SIGTERM: SIGKILLed
 
 
 def test_a_single_broker_keeps_its_static_quorum_of_one(tmp_path: Path) -> None:
