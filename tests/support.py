@@ -56,8 +56,8 @@ async def caught_up(bootstrap: str, groups: Mapping[str, Iterable[str]]) -> bool
         ends = await reader.end_offsets([tp for tps in partitions.values() for tp in tps])
         for group, read in groups.items():
             tps = [tp for t in read for tp in partitions.get(t, [])]
-            done = await admin.list_consumer_group_offsets(group, partitions=tps)
-            if any(max(0, done[tp].offset if tp in done else 0) < ends[tp] for tp in tps):  # -1: none committed
+            done = await kafka.committed_through(admin, group, tps)
+            if any(done.get(tp, 0) < ends[tp] for tp in tps):
                 return False
     except KafkaError:  # a new broker or group, a broker down: not yet
         return False

@@ -189,18 +189,24 @@ async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartitio
         await committer.stop()
 
 
+async def _described(admin: AIOKafkaAdminClient, group: str) -> tuple[int, str, int]:
+    """One group, through a started admin client: its error code, state and live members."""
+    (response,) = await admin.describe_consumer_groups([group])
+    error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+    return error, state, len(members)
+
+
 async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
     """The group's state (``Stable``, ``Empty``, …) and how many live members it has."""
     admin = admin_client(bootstrap)
     await admin.start()
     try:
-        (response,) = await admin.describe_consumer_groups([group])
+        error, state, members = await _described(admin, group)
     finally:
         await admin.close()
-    error, _name, state, _protocol_type, _protocol, members = response.groups[0]
     if error:  # e.g. the coordinator moving: not "no members"
         raise KafkaError(f"describing consumer group {group!r} failed with error code {error}")
-    return state, len(members)
+    return state, members
 
 
 async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
@@ -211,8 +217,7 @@ async def groups_stable(bootstrap: str, groups: Iterable[str]) -> bool:
     try:
         await admin.start()
         for group in groups:
-            (response,) = await admin.describe_consumer_groups([group])
-            error, _name, state, _protocol_type, _protocol, members = response.groups[0]
+            error, state, members = await _described(admin, group)
             if error or state != "Stable" or not members:
                 return False
     except KafkaError:  # no coordinator yet (a new broker): not stable yet
@@ -284,7 +289,14 @@ async def committed_offsets(bootstrap: str, group: str, tps: Iterable[TopicParti
     admin = admin_client(bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+        return await committed_through(admin, group, tps)
     finally:
         await admin.close()
-    return {tp: max(0, meta.offset) for tp, meta in offsets.items()}
+
+
+async def committed_through(
+    admin: AIOKafkaAdminClient, group: str, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """``committed_offsets`` through an admin client already started (for a caller that polls)."""
+    offsets = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+    return {tp: max(0, meta.offset) for tp, meta in offsets.items()}  # -1: none committed
