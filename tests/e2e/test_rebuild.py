@@ -169,7 +169,8 @@ async def test_a_database_lost_while_its_service_runs_is_rebuilt_without_a_resta
 
 
 @pytest.mark.parametrize(  # on PostgreSQL, pokeball's: the others' rebuild through the same code
-    "service", [pytest.param(s, marks=pytest.mark.sqlite_only) for s in ("status", "combat")] + ["pokeball",
+    "service", [pytest.param("status", marks=pytest.mark.sqlite_only),
+                pytest.param("combat", marks=pytest.mark.sqlite_only), "pokeball",
                 pytest.param("delivery", marks=pytest.mark.sqlite_only)]
 )  # fmt: skip
 async def test_a_lost_database_is_rebuilt_while_captures_queue(rebuilds: Cluster, service: str) -> None:

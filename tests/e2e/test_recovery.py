@@ -118,13 +118,10 @@ def test_replay_is_refused_while_the_service_runs(recovery: Cluster) -> None:
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
-# On PostgreSQL, status and pokeball: the replay writes every service's tables through the same code.
-ONCE = pytest.mark.sqlite_only
-
-
-@pytest.mark.parametrize(
-    "service", ["status", pytest.param("combat", marks=ONCE), "pokeball", pytest.param("delivery", marks=ONCE)]
-)
+@pytest.mark.parametrize(  # on PostgreSQL, status and pokeball: the replay writes every service's tables the same way
+    "service", ["status", pytest.param("combat", marks=pytest.mark.sqlite_only), "pokeball",
+                pytest.param("delivery", marks=pytest.mark.sqlite_only)]
+)  # fmt: skip
 async def test_a_lost_database_is_rebuilt_by_replay_to_the_same_state(recovery: Cluster, service: str) -> None:
     sagas, trainers = workload(uuid.uuid4().hex[:6])
     wanted = {s.sagaid for s in sagas}
